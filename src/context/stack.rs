@@ -1,0 +1,555 @@
+//! Fiber stacks: `mmap`'d, guarded, committed only as touched, and pooled.
+//!
+//! # Layout
+//!
+//! ```text
+//!   base                 base + page                                  base + len = top
+//!   +--------------------+--------------------------------------------+
+//!   | guard (PROT_NONE)  | usable: PROT_READ | PROT_WRITE, grows down |
+//!   +--------------------+--------------------------------------------+
+//! ```
+//!
+//! The mapping is `MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK`: no swap is
+//! reserved and the kernel commits a page only when it is first touched, so a stack that
+//! never grows past its first page costs one page of memory whatever its size.
+//!
+//! # Why the default is 256 KiB
+//!
+//! Fibers run ordinary synchronous code: formatting, std I/O, name resolution through the
+//! C library, and panics that print backtraces (symbolizing one takes tens of KiB of
+//! stack). 256 KiB runs all of those with room to spare, while one million parked fibers
+//! still need only 256 GiB of *address space* (of the 128 TiB a process has) and, thanks to
+//! lazy commit, a few KiB each of memory. Threads get 2 MiB from std; Go starts goroutines
+//! at 8 KiB but can move and grow them, which a stack that native code points into cannot
+//! do.
+//!
+//! # Costs that shape the pool
+//!
+//! Making a stack (mmap, mprotect, first touch) and unmapping it costs 10-14 µs, so freed
+//! stacks go to a per-thread [`StackPool`]. Up to `max_warm` idle stacks keep their pages
+//! for instant reuse; idle stacks beyond that high-water mark hand their pages back to the
+//! OS with `madvise(MADV_DONTNEED)` and stay mapped (reuse then costs page faults, not
+//! syscalls), and past `max_cold` of those a freed stack is unmapped.
+//!
+//! # Address-space limits
+//!
+//! Each guarded stack is two kernel memory mappings (the guard and the usable part), and
+//! Linux caps a process at `vm.max_map_count` mappings (65530 by default), so about 30 000
+//! stacks can be live at once by default. Past that, [`Stack::new`] returns an error that
+//! names the limit and the sysctl that raises it.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The stack size fibers get when none is given: 256 KiB (see the module docs for why).
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// The smallest stack size accepted: 16 KiB.
+///
+/// Below this, a panic message or a `println!` alone could overflow the stack.
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+/// The largest stack size accepted: 16 GiB.
+pub const MAX_STACK_SIZE: usize = 16 * 1024 * 1024 * 1024;
+
+/// Idle stacks a thread's pool keeps with their pages by default.
+const DEFAULT_MAX_WARM: usize = 16;
+
+/// Idle stacks a thread's pool keeps mapped without their pages by default.
+const DEFAULT_MAX_COLD: usize = 1024;
+
+/// An `mmap`'d fiber stack with a `PROT_NONE` guard page at its low end.
+///
+/// Dropping it unmaps it. Fibers take their stacks from the calling thread's pool, so most
+/// code never creates a `Stack` directly.
+///
+/// # Examples
+///
+/// ```
+/// let stack = green::stack::Stack::new(64 * 1024).unwrap();
+/// assert_eq!(stack.size(), 64 * 1024);
+/// assert_eq!(stack.top() as usize % 16, 0);
+/// ```
+pub struct Stack {
+    /// Lowest address of the mapping, where the guard page starts. Page aligned.
+    base: NonNull<u8>,
+    /// Length of the whole mapping in bytes, guard page included; a multiple of the page.
+    len: usize,
+    /// The id Valgrind gave this stack when it was registered, 0 outside Valgrind.
+    valgrind_id: usize,
+}
+
+// SAFETY: a `Stack` owns its mapping exclusively, like a `Vec<u8>` owns its buffer; no
+// thread-local state is attached to it.
+unsafe impl Send for Stack {}
+
+impl Stack {
+    /// Maps a new stack with `size` usable bytes (rounded up to whole pages) above a guard
+    /// page.
+    ///
+    /// # Errors
+    ///
+    /// * [`io::ErrorKind::InvalidInput`] if `size` is below [`MIN_STACK_SIZE`] or above
+    ///   [`MAX_STACK_SIZE`].
+    /// * [`io::ErrorKind::OutOfMemory`] if `mmap` or `mprotect` fails for lack of memory or
+    ///   of mappings; the message names `vm.max_map_count` and how to raise it. Nothing
+    ///   stays mapped in that case.
+    pub fn new(size: usize) -> io::Result<Stack> {
+        let usable = checked_size(size)?;
+        let page = page_size();
+        let len = usable + page;
+        // SAFETY: a fresh anonymous private mapping at an address of the kernel's choosing
+        // touches no existing memory.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(map_error("mmap", io::Error::last_os_error(), usable));
+        }
+        let stack = Stack {
+            // SAFETY: mmap succeeded, so `base` is not null.
+            base: unsafe { NonNull::new_unchecked(base.cast()) },
+            len,
+            valgrind_id: 0,
+        };
+        // SAFETY: the first page lies inside the mapping just made. On failure `stack` is
+        // dropped, which unmaps the whole region: no half-made stack stays behind.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(map_error("mprotect", io::Error::last_os_error(), usable));
+        }
+        let mut stack = stack;
+        stack.valgrind_id = valgrind::stack_register(stack.bottom(), stack.top());
+        Ok(stack)
+    }
+
+    /// Usable bytes, guard page excluded.
+    pub fn size(&self) -> usize {
+        self.len - page_size()
+    }
+
+    /// The highest address of the stack (exclusive); 16-byte aligned. Stacks grow down
+    /// from here.
+    pub fn top(&self) -> *mut u8 {
+        // SAFETY: `base + len` is one past the end of the mapping.
+        unsafe { self.base.as_ptr().add(self.len) }
+    }
+
+    /// The lowest usable address, just above the guard page.
+    pub fn bottom(&self) -> *mut u8 {
+        // SAFETY: the guard page is the first page of the mapping.
+        unsafe { self.base.as_ptr().add(page_size()) }
+    }
+
+    /// The guard page's address range.
+    pub fn guard(&self) -> std::ops::Range<usize> {
+        self.base.as_ptr() as usize..self.bottom() as usize
+    }
+
+    /// Bytes of the usable region that are resident in memory now, as `mincore` reports.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `mincore` returns; it does not fail on a live stack.
+    pub fn resident_bytes(&self) -> io::Result<usize> {
+        let page = page_size();
+        let pages = self.size() / page;
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the usable region is mapped and page aligned; `vec` has one byte per page.
+        let rc = unsafe { libc::mincore(self.bottom().cast(), self.size(), vec.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(vec.iter().filter(|&&b| b & 1 != 0).count() * page)
+    }
+
+    /// Returns the pages of the usable region to the OS; they read as zero when touched
+    /// again.
+    fn release_pages(&self) {
+        // SAFETY: the usable region is a private anonymous mapping owned by `self`, and no
+        // fiber runs on a stack that is being released (it is idle in a pool).
+        let rc = unsafe { libc::madvise(self.bottom().cast(), self.size(), libc::MADV_DONTNEED) };
+        debug_assert_eq!(rc, 0, "madvise failed: {}", io::Error::last_os_error());
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        valgrind::stack_deregister(self.valgrind_id);
+        // SAFETY: `base..base + len` is the mapping this stack owns; nothing runs on it any
+        // more (a fiber gives its stack back only once it has ended).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stack")
+            .field("bottom", &self.bottom())
+            .field("top", &self.top())
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
+/// Checks a requested stack size and rounds it up to whole pages.
+fn checked_size(size: usize) -> io::Result<usize> {
+    if size < MIN_STACK_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "fiber stack size of {size} bytes is too small: the minimum is \
+                 {MIN_STACK_SIZE} bytes (16 KiB), the default {DEFAULT_STACK_SIZE} bytes"
+            ),
+        ));
+    }
+    if size > MAX_STACK_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "fiber stack size of {size} bytes is too large: the maximum is \
+                 {MAX_STACK_SIZE} bytes (16 GiB)"
+            ),
+        ));
+    }
+    let page = page_size();
+    Ok(size.div_ceil(page) * page)
+}
+
+/// Turns a failed `mmap`/`mprotect` into an error that says what to do about it.
+fn map_error(call: &str, err: io::Error, size: usize) -> io::Error {
+    if err.raw_os_error() != Some(libc::ENOMEM) {
+        return io::Error::new(
+            err.kind(),
+            format!("cannot map a fiber stack of {size} bytes: {call} failed: {err}"),
+        );
+    }
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        format!(
+            "cannot map a fiber stack of {size} bytes: {call} failed: {err}. The process has \
+             probably reached vm.max_map_count (now {limit} memory mappings; every guarded \
+             fiber stack takes 2, so about {} stacks fit). Raise it with \
+             `sysctl -w vm.max_map_count=2000000` (as root), or use fewer live fibers",
+            limit.parse::<usize>().map_or(0, |n| n / 2),
+        ),
+    )
+}
+
+/// The system page size, read once.
+pub(crate) fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    match PAGE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let page = usize::try_from(page)
+                .ok()
+                .filter(|p| p.is_power_of_two())
+                .unwrap_or(4096);
+            PAGE.store(page, Ordering::Relaxed);
+            page
+        }
+        page => page,
+    }
+}
+
+/// Idle stacks of one size, kept for reuse.
+///
+/// [`get`](StackPool::get) hands out the most recently freed stack whose pages are still
+/// resident ("warm"), then one whose pages were returned to the OS ("cold"), and maps a new
+/// one only when the pool is empty. [`put`](StackPool::put) keeps at most `max_warm` warm
+/// stacks: beyond that high-water mark, a freed stack's pages are released with
+/// `madvise(MADV_DONTNEED)`, and beyond `max_cold` cold stacks it is unmapped.
+///
+/// Every thread that runs fibers has pools of its own; this type is public for callers
+/// that manage stacks themselves and for inspecting the behaviour.
+///
+/// # Examples
+///
+/// ```
+/// use green::stack::StackPool;
+///
+/// let mut pool = StackPool::with_limits(64 * 1024, 1, 8).unwrap();
+/// let a = pool.get().unwrap();
+/// let b = pool.get().unwrap();
+/// let top = a.top();
+/// pool.put(a); // warm: keeps its pages
+/// pool.put(b); // over the high-water mark: pages released
+/// assert_eq!((pool.warm(), pool.cold()), (1, 1));
+/// assert_eq!(pool.get().unwrap().top(), top); // the warm one is reused first
+/// ```
+#[derive(Debug)]
+pub struct StackPool {
+    /// Usable size of every stack in the pool, page rounded.
+    stack_size: usize,
+    /// Idle stacks whose pages may be resident; most recently freed last.
+    warm: Vec<Stack>,
+    /// Idle stacks whose pages were released; still mapped.
+    cold: Vec<Stack>,
+    /// High-water mark: most stacks kept in `warm`.
+    max_warm: usize,
+    /// Most stacks kept in `cold`; more are unmapped.
+    max_cold: usize,
+}
+
+impl StackPool {
+    /// A pool of stacks of `stack_size` usable bytes, with the default limits (16 warm,
+    /// 1024 cold).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if the size is out of range, as [`Stack::new`].
+    pub fn new(stack_size: usize) -> io::Result<StackPool> {
+        StackPool::with_limits(stack_size, DEFAULT_MAX_WARM, DEFAULT_MAX_COLD)
+    }
+
+    /// A pool with explicit limits: `max_warm` idle stacks keep their pages, `max_cold` more
+    /// stay mapped without them.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if the size is out of range, as [`Stack::new`].
+    pub fn with_limits(stack_size: usize, max_warm: usize, max_cold: usize) -> io::Result<Self> {
+        Ok(StackPool {
+            stack_size: checked_size(stack_size)?,
+            warm: Vec::new(),
+            cold: Vec::new(),
+            max_warm,
+            max_cold,
+        })
+    }
+
+    /// Usable size of the pool's stacks.
+    pub fn stack_size(&self) -> usize {
+        self.stack_size
+    }
+
+    /// A stack from the pool, or a new one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Stack::new`], when the pool is empty and mapping a new stack fails.
+    pub fn get(&mut self) -> io::Result<Stack> {
+        match self.warm.pop().or_else(|| self.cold.pop()) {
+            Some(stack) => Ok(stack),
+            None => Stack::new(self.stack_size),
+        }
+    }
+
+    /// Gives a stack back. A stack of another size is unmapped.
+    pub fn put(&mut self, stack: Stack) {
+        if stack.size() != self.stack_size {
+            return;
+        }
+        if self.warm.len() < self.max_warm {
+            self.warm.push(stack);
+        } else if self.cold.len() < self.max_cold {
+            stack.release_pages();
+            self.cold.push(stack);
+        }
+    }
+
+    /// Releases the pages of every idle stack, keeping them mapped (as far as `max_cold`
+    /// allows; the rest are unmapped).
+    pub fn trim(&mut self) {
+        for stack in self.warm.drain(..) {
+            if self.cold.len() < self.max_cold {
+                stack.release_pages();
+                self.cold.push(stack);
+            }
+        }
+    }
+
+    /// Idle stacks whose pages are kept.
+    pub fn warm(&self) -> usize {
+        self.warm.len()
+    }
+
+    /// Idle stacks whose pages were released.
+    pub fn cold(&self) -> usize {
+        self.cold.len()
+    }
+
+    /// Bytes of memory the idle stacks hold now (resident pages, by `mincore`).
+    pub fn resident_bytes(&self) -> usize {
+        let stacks = self.warm.iter().chain(&self.cold);
+        stacks.map(|s| s.resident_bytes().unwrap_or(0)).sum()
+    }
+}
+
+thread_local! {
+    /// This thread's pools, one per stack size in use (usually one).
+    static POOLS: RefCell<Vec<StackPool>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes a stack of `size` bytes from this thread's pool, or maps a new one.
+pub(crate) fn take(size: usize) -> io::Result<Stack> {
+    let size = checked_size(size)?;
+    let pooled = POOLS.try_with(|pools| {
+        let mut pools = pools.borrow_mut();
+        pools
+            .iter_mut()
+            .find(|p| p.stack_size == size)
+            .and_then(|p| p.warm.pop().or_else(|| p.cold.pop()))
+    });
+    match pooled {
+        Ok(Some(stack)) => Ok(stack),
+        _ => Stack::new(size),
+    }
+}
+
+/// Gives a stack back to this thread's pool (or unmaps it while the thread exits).
+pub(crate) fn give_back(stack: Stack) {
+    let mut stack = Some(stack);
+    let _ = POOLS.try_with(|pools| {
+        let mut pools = pools.borrow_mut();
+        let size = stack.as_ref().map_or(0, Stack::size);
+        let index = match pools.iter().position(|p| p.stack_size == size) {
+            Some(index) => index,
+            None => match StackPool::new(size) {
+                Ok(pool) => {
+                    pools.push(pool);
+                    pools.len() - 1
+                }
+                Err(_) => return,
+            },
+        };
+        if let Some(stack) = stack.take() {
+            pools[index].put(stack);
+        }
+    });
+    drop(stack);
+}
+
+/// Figures about the calling thread's pool for one stack size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Idle stacks that keep their pages.
+    pub warm: usize,
+    /// Idle stacks whose pages were released.
+    pub cold: usize,
+    /// Bytes of memory the idle stacks hold (resident pages).
+    pub resident_bytes: usize,
+}
+
+/// Figures about the calling thread's pool of stacks of `stack_size` bytes (rounded to
+/// pages as [`Stack::new`] does).
+///
+/// # Examples
+///
+/// ```
+/// use green::fiber::Fiber;
+/// use green::stack::{thread_pool_stats, DEFAULT_STACK_SIZE};
+///
+/// let mut fiber = Fiber::new(|_| 1).unwrap();
+/// fiber.resume();
+/// drop(fiber); // its stack goes back to this thread's pool
+/// assert!(thread_pool_stats(DEFAULT_STACK_SIZE).warm >= 1);
+/// ```
+pub fn thread_pool_stats(stack_size: usize) -> PoolStats {
+    let Ok(size) = checked_size(stack_size) else {
+        return PoolStats::default();
+    };
+    POOLS
+        .try_with(|pools| {
+            let pools = pools.borrow();
+            let pool = pools.iter().find(|p| p.stack_size == size);
+            pool.map_or_else(PoolStats::default, |p| PoolStats {
+                warm: p.warm(),
+                cold: p.cold(),
+                resident_bytes: p.resident_bytes(),
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Releases the pages of every idle stack in the calling thread's pools (see
+/// [`StackPool::trim`]).
+pub fn trim_thread_pools() {
+    let _ = POOLS.try_with(|pools| pools.borrow_mut().iter_mut().for_each(StackPool::trim));
+}
+
+/// Valgrind client requests that tell Valgrind where the stacks are, so it does not take a
+/// switch for a wild stack-pointer move. Outside Valgrind each request is a few no-op
+/// instructions that return the default.
+mod valgrind {
+    /// `VG_USERREQ__STACK_REGISTER` from valgrind.h.
+    const STACK_REGISTER: usize = 0x1501;
+    /// `VG_USERREQ__STACK_DEREGISTER` from valgrind.h.
+    const STACK_DEREGISTER: usize = 0x1502;
+
+    /// Registers `[bottom, top)` as a stack; returns Valgrind's id for it (0 outside).
+    pub(super) fn stack_register(bottom: *mut u8, top: *mut u8) -> usize {
+        // Valgrind takes the highest addressable byte, not one past it.
+        request(
+            0,
+            [STACK_REGISTER, bottom as usize, top as usize - 1, 0, 0, 0],
+        )
+    }
+
+    /// Forgets a stack registered by [`stack_register`].
+    pub(super) fn stack_deregister(id: usize) {
+        if id != 0 {
+            request(0, [STACK_DEREGISTER, id, 0, 0, 0, 0]);
+        }
+    }
+
+    /// Issues a client request: the magic preamble (rotations that add up to no change),
+    /// then the marker instruction. Valgrind's JIT recognises the sequence and answers in
+    /// the result register; on a real CPU the sequence does nothing and `default` comes back.
+    #[cfg(target_arch = "x86_64")]
+    fn request(default: usize, args: [usize; 6]) -> usize {
+        let result;
+        // SAFETY: rdi is rotated by 3+13+61+51 = 128 bits, back to its value; `xchg rbx, rbx`
+        // changes nothing. Under Valgrind, rax points at `args`, which lives across the asm.
+        unsafe {
+            core::arch::asm!(
+                "rol rdi, 3", "rol rdi, 13", "rol rdi, 61", "rol rdi, 51",
+                "xchg rbx, rbx",
+                inout("rdx") default => result,
+                in("rax") args.as_ptr(),
+                inout("rdi") 0usize => _,
+                options(nostack),
+            );
+        }
+        result
+    }
+
+    /// As the x86_64 version, with the AArch64 preamble (x12 rotated by 128 bits) and marker.
+    #[cfg(target_arch = "aarch64")]
+    fn request(default: usize, args: [usize; 6]) -> usize {
+        let result;
+        // SAFETY: x12 is rotated by 3+13+51+61 = 128 bits, back to its value;
+        // `orr x10, x10, x10` changes nothing. Under Valgrind, x4 points at `args`.
+        unsafe {
+            core::arch::asm!(
+                "ror x12, x12, #3", "ror x12, x12, #13", "ror x12, x12, #51", "ror x12, x12, #61",
+                "orr x10, x10, x10",
+                inout("x3") default => result,
+                in("x4") args.as_ptr(),
+                inout("x12") 0usize => _,
+                options(nostack),
+            );
+        }
+        result
+    }
+
+    /// The Valgrind release on this project's Debian has no riscv64 port; nothing to tell.
+    #[cfg(target_arch = "riscv64")]
+    fn request(default: usize, _args: [usize; 6]) -> usize {
+        default
+    }
+}

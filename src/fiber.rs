@@ -1,0 +1,392 @@
+//! Fibers: a closure running on a stack of its own, resumed and suspended by hand.
+//!
+//! A [`Fiber`] is the building block under green's scheduler, and usable on its own as a
+//! stackful coroutine:
+//!
+//! ```
+//! use green::fiber::{Fiber, Resume};
+//!
+//! let mut fiber = Fiber::new(|suspender| {
+//!     for i in 0..3 {
+//!         println!("fiber: step {i}");
+//!         suspender.suspend();
+//!     }
+//!     "done"
+//! })
+//! .unwrap();
+//!
+//! let mut steps = 0;
+//! loop {
+//!     match fiber.resume() {
+//!         Resume::Yielded => steps += 1,
+//!         Resume::Finished(value) => break assert_eq!(value, "done"),
+//!         Resume::Panicked(payload) => std::panic::resume_unwind(payload),
+//!     }
+//! }
+//! assert_eq!(steps, 3);
+//! ```
+//!
+//! # Panics and unwinding
+//!
+//! A panic inside the fiber is caught at its entry and handed to whoever resumed it as
+//! [`Resume::Panicked`]; no unwind ever crosses the assembly that switches stacks.
+//!
+//! Dropping a fiber that is suspended unwinds its stack: [`Suspender::suspend`] panics with
+//! a [`ForcedUnwind`] payload, so every destructor on the fiber's stack runs. Code that
+//! catches panics inside a fiber should let a `ForcedUnwind` go on (resume it with
+//! [`std::panic::resume_unwind`]); if it swallows it and suspends again, the fiber is
+//! unwound again, and if it keeps doing so the process aborts with a message, since the
+//! fiber's destructors can then never complete.
+//!
+//! # Threads
+//!
+//! A fiber is `!Send`: once it has run, its stack may hold addresses of the thread's
+//! thread-local variables (compilers cache them), so it must stay on the thread that
+//! started it.
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::mem::{self, ManuallyDrop};
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+
+use crate::context::overflow::{self, Guard};
+use crate::context::stack::{self, DEFAULT_STACK_SIZE, Stack};
+use crate::context::{self, HEADER_SIZE, INITIAL_FRAME_SIZE};
+
+/// Message to the fiber: go on.
+const MSG_RESUME: usize = 0;
+/// Message to the fiber: unwind your stack.
+const MSG_UNWIND: usize = 1;
+/// Message from the fiber: suspended. Any other value points at its result.
+const MSG_YIELDED: usize = 0;
+
+/// Times a dropped fiber is unwound again after it swallowed the unwind and suspended,
+/// before we give up and abort.
+const MAX_UNWIND_ATTEMPTS: usize = 64;
+
+/// A panic payload.
+type Payload = Box<dyn Any + Send + 'static>;
+
+/// The outcome of [`Fiber::resume`].
+pub enum Resume<T> {
+    /// The fiber called [`Suspender::suspend`]; resume it to go on.
+    Yielded,
+    /// The fiber's closure returned this value. The fiber is finished.
+    Finished(T),
+    /// The fiber's closure panicked with this payload. The fiber is finished.
+    Panicked(Payload),
+}
+
+impl<T: fmt::Debug> fmt::Debug for Resume<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resume::Yielded => f.write_str("Yielded"),
+            Resume::Finished(value) => f.debug_tuple("Finished").field(value).finish(),
+            Resume::Panicked(_) => f.write_str("Panicked(..)"),
+        }
+    }
+}
+
+/// The panic payload that unwinds a fiber dropped while suspended.
+///
+/// Code that catches panics inside a fiber should pass this one on with
+/// [`std::panic::resume_unwind`].
+#[derive(Debug)]
+pub struct ForcedUnwind(());
+
+/// Where a fiber is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Never resumed: the closure sits, unread, at the top of the stack.
+    Unstarted,
+    /// Started and now suspended inside [`Suspender::suspend`].
+    Suspended,
+    /// Returned or panicked; the stack holds nothing live.
+    Finished,
+}
+
+/// A closure running on its own stack.
+///
+/// See the [module docs](self) for an example.
+pub struct Fiber<T> {
+    /// The stack; taken back to the thread's pool when the fiber drops.
+    stack: ManuallyDrop<Stack>,
+    /// Where the fiber is in its life.
+    state: State,
+    /// The closure, on the fiber's stack, while `state` is `Unstarted`.
+    closure: *mut u8,
+    /// Drops the closure at `closure` in place, for a fiber dropped before it started.
+    drop_closure: unsafe fn(*mut u8),
+    /// Guard-page description for the overflow handler, pointed to while the fiber runs.
+    guard: Guard,
+    /// `T` comes out of the fiber; `*mut` makes the fiber `!Send` and `!Sync`.
+    _marker: PhantomData<*mut T>,
+}
+
+/// The handle a fiber's closure receives, to suspend the fiber.
+///
+/// It cannot leave the closure: it is only lent to it, and it is neither `Send` nor `Sync`.
+pub struct Suspender {
+    /// Top of the fiber's stack, where the switch slots are.
+    stack_top: *mut u8,
+}
+
+impl fmt::Debug for Suspender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Suspender")
+            .field("stack_top", &self.stack_top)
+            .finish()
+    }
+}
+
+impl Suspender {
+    /// Suspends the fiber: [`Fiber::resume`] returns [`Resume::Yielded`] to the code that
+    /// resumed it, and this call returns when the fiber is resumed again.
+    ///
+    /// # Panics
+    ///
+    /// Panics with a [`ForcedUnwind`] payload when the fiber is being dropped, to unwind
+    /// its stack.
+    #[inline]
+    pub fn suspend(&self) {
+        // SAFETY: a `Suspender` exists only inside its fiber's closure, so this runs on
+        // that fiber, whose stack top this is.
+        let message = unsafe { context::suspend(MSG_YIELDED, self.stack_top) };
+        if message == MSG_UNWIND {
+            panic::resume_unwind(Box::new(ForcedUnwind(())));
+        }
+    }
+}
+
+impl<T: 'static> Fiber<T> {
+    /// A fiber that will run `f` on a stack of [`DEFAULT_STACK_SIZE`] bytes taken from this
+    /// thread's pool. Nothing runs until the first [`resume`](Fiber::resume).
+    ///
+    /// # Errors
+    ///
+    /// As [`Stack::new`], if the pool is empty and a new stack cannot be mapped (for example
+    /// past `vm.max_map_count`).
+    pub fn new<F>(f: F) -> io::Result<Fiber<T>>
+    where
+        F: FnOnce(&Suspender) -> T + 'static,
+    {
+        Fiber::with_stack_size(DEFAULT_STACK_SIZE, f)
+    }
+
+    /// A fiber with a stack of `size` bytes (rounded up to pages) from this thread's pool.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a size out of range, otherwise as
+    /// [`Stack::new`].
+    pub fn with_stack_size<F>(size: usize, f: F) -> io::Result<Fiber<T>>
+    where
+        F: FnOnce(&Suspender) -> T + 'static,
+    {
+        Fiber::with_stack(stack::take(size)?, f)
+    }
+
+    /// A fiber on the given stack. When the fiber drops, the stack goes to this thread's
+    /// pool.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if the closure is too large to fit in a quarter of
+    /// the stack.
+    pub fn with_stack<F>(stack: Stack, f: F) -> io::Result<Fiber<T>>
+    where
+        F: FnOnce(&Suspender) -> T + 'static,
+    {
+        overflow::ensure_handler();
+        let top = stack.top();
+        let align = mem::align_of::<F>().max(16);
+        let needed = HEADER_SIZE + mem::size_of::<F>() + align + INITIAL_FRAME_SIZE;
+        if needed > stack.size() / 4 {
+            stack::give_back(stack);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a fiber closure of {} bytes does not fit its stack",
+                    mem::size_of::<F>()
+                ),
+            ));
+        }
+        // The closure goes just below the header, aligned; the initial frame below it.
+        let closure = (top as usize - HEADER_SIZE - mem::size_of::<F>()) & !(align - 1);
+        let closure = closure as *mut u8;
+        // SAFETY: `closure..closure + size_of::<F>()` lies inside the stack below the header
+        // and is aligned for F; the initial frame fits below it (checked above).
+        unsafe {
+            closure.cast::<F>().write(f);
+            context::init(top, closure, entry::<F, T>, closure);
+        }
+        let guard = Guard {
+            low: stack.guard().start,
+            high: stack.guard().end,
+            stack_size: stack.size(),
+            name: None,
+        };
+        Ok(Fiber {
+            stack: ManuallyDrop::new(stack),
+            state: State::Unstarted,
+            closure,
+            drop_closure: drop_closure::<F>,
+            guard,
+            _marker: PhantomData,
+        })
+    }
+}
+
+impl<T> Fiber<T> {
+    /// Runs the fiber until it suspends, returns or panics.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the fiber has finished.
+    #[inline]
+    pub fn resume(&mut self) -> Resume<T> {
+        assert!(
+            self.state != State::Finished,
+            "resumed a fiber that has finished"
+        );
+        let message = self.switch_in(MSG_RESUME);
+        self.outcome(message)
+    }
+
+    /// Names the fiber; the name appears in the stack overflow message.
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.guard.name = Some(name.into().into_boxed_str());
+    }
+
+    /// The fiber's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.guard.name.as_deref()
+    }
+
+    /// Whether the fiber has returned or panicked.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Finished
+    }
+
+    /// Whether the fiber has been resumed at least once.
+    pub fn is_started(&self) -> bool {
+        self.state != State::Unstarted
+    }
+
+    /// Usable size of the fiber's stack in bytes.
+    pub fn stack_size(&self) -> usize {
+        self.stack.size()
+    }
+
+    /// Switches into the fiber with `message`; returns what it hands back.
+    #[inline(always)]
+    fn switch_in(&mut self, message: usize) -> usize {
+        self.state = State::Suspended;
+        let previous = overflow::enter(&self.guard);
+        // SAFETY: the stack was prepared by `context::init` and the fiber is not running:
+        // `&mut self` shows nobody else is inside `resume`, and a fiber cannot reach its own
+        // `Fiber` (the closure is 'static and the `Fiber` is created outside it).
+        let reply = unsafe { context::resume(message, self.stack.top()) };
+        overflow::leave(previous);
+        reply
+    }
+
+    /// Turns the fiber's reply into a [`Resume`].
+    #[inline(always)]
+    fn outcome(&mut self, reply: usize) -> Resume<T> {
+        if reply == MSG_YIELDED {
+            return Resume::Yielded;
+        }
+        self.state = State::Finished;
+        // SAFETY: a reply other than MSG_YIELDED is the address of the result in `entry`'s
+        // frame, written once and never touched again by the fiber, which has ended.
+        match unsafe { ptr::read(reply as *const Result<T, Payload>) } {
+            Ok(value) => Resume::Finished(value),
+            Err(payload) => Resume::Panicked(payload),
+        }
+    }
+
+    /// Unwinds a suspended fiber's stack so its destructors run.
+    fn force_unwind(&mut self) {
+        for _ in 0..MAX_UNWIND_ATTEMPTS {
+            let reply = self.switch_in(MSG_UNWIND);
+            if reply != MSG_YIELDED {
+                // The value or payload (normally our own `ForcedUnwind`) is dropped here; a
+                // panic from its destructor is not ours to report.
+                let outcome = self.outcome(reply);
+                let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(outcome)));
+                return;
+            }
+        }
+        eprintln!(
+            "green: a dropped fiber swallowed the unwind of its stack and suspended again \
+             {MAX_UNWIND_ATTEMPTS} times; its destructors cannot complete, aborting"
+        );
+        std::process::abort();
+    }
+}
+
+impl<T> Drop for Fiber<T> {
+    fn drop(&mut self) {
+        match self.state {
+            // SAFETY: the closure was written by `with_stack` and, the fiber never having
+            // started, not read.
+            State::Unstarted => unsafe { (self.drop_closure)(self.closure) },
+            State::Suspended => self.force_unwind(),
+            State::Finished => {}
+        }
+        // SAFETY: `stack` is not used after this point.
+        let stack = unsafe { ManuallyDrop::take(&mut self.stack) };
+        stack::give_back(stack);
+    }
+}
+
+impl<T> fmt::Debug for Fiber<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fiber")
+            .field("name", &self.guard.name)
+            .field("state", &self.state)
+            .field("stack", &*self.stack)
+            .finish()
+    }
+}
+
+/// Drops an `F` in place.
+///
+/// # Safety
+///
+/// `data` must point at a live, aligned `F` that nobody uses afterwards.
+unsafe fn drop_closure<F>(data: *mut u8) {
+    // SAFETY: as the caller guarantees.
+    unsafe { ptr::drop_in_place(data.cast::<F>()) }
+}
+
+/// The fiber's first and last Rust frame, entered from the trampoline.
+///
+/// Runs the closure under `catch_unwind`, then hands the address of the result to the
+/// resumer in a final switch and is never resumed again.
+///
+/// # Safety
+///
+/// Entered only by the trampoline of a stack prepared by [`Fiber::with_stack`], with `data`
+/// pointing at the closure placed there.
+unsafe extern "C" fn entry<F, T>(message: usize, stack_top: *mut u8, data: *mut u8) -> !
+where
+    F: FnOnce(&Suspender) -> T,
+{
+    debug_assert_eq!(message, MSG_RESUME);
+    // SAFETY: the closure was written at `data` by `with_stack` and is read exactly once.
+    let f = unsafe { data.cast::<F>().read() };
+    let suspender = Suspender { stack_top };
+    let result: Result<T, Payload> = panic::catch_unwind(AssertUnwindSafe(|| f(&suspender)));
+    let result = ManuallyDrop::new(result);
+    // SAFETY: we run on the fiber of `stack_top`. The resumer moves the result out of this
+    // frame, which stays intact because the fiber is never resumed again.
+    unsafe { context::suspend(&*result as *const Result<T, Payload> as usize, stack_top) };
+    // A finished fiber is never resumed: `resume` refuses to.
+    eprintln!("green: a finished fiber was resumed, aborting");
+    std::process::abort();
+}
