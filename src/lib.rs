@@ -51,3 +51,8 @@ mod context;
 pub mod fiber;
 
 pub use context::stack;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -201,10 +201,10 @@ extern "C" fn handler(signal: libc::c_int, info: *mut libc::siginfo_t, context: 
     let guard = RUNNING.with(Cell::get);
     // SAFETY: a non-null RUNNING points at the Guard of the fiber running on this thread,
     // which lives in its `Fiber` for as long as the fiber runs.
-    if let Some(guard) = unsafe { guard.as_ref() } {
-        if (guard.low..guard.high).contains(&address) {
-            report_overflow(guard);
-        }
+    if let Some(guard) = unsafe { guard.as_ref() }
+        && (guard.low..guard.high).contains(&address)
+    {
+        report_overflow(guard);
     }
     // SAFETY: we only arrive here for a fault that is not ours, with the kernel's arguments.
     unsafe { chain(signal, info, context) };

@@ -1,0 +1,267 @@
+//! Behaviours seen from a child process: a fiber overflowing its stack, std's own overflow
+//! report, a forced unwind that cannot complete, and running out of memory mappings.
+//!
+//! Each case runs in a `fork`ed child whose stderr goes to a pipe, and the parent asserts
+//! how the child ended and what it printed. `fork` rather than re-running the test binary,
+//! because the QEMU user-mode runner used for riscv64 and aarch64 cannot re-execute it.
+//! This file has its own `main` (`harness = false`) so that the children are forked from a
+//! single-threaded process.
+
+use std::hint::black_box;
+use std::io::Read;
+use std::os::fd::FromRawFd;
+use std::panic::{self, AssertUnwindSafe};
+
+use green::fiber::{Fiber, Resume};
+use green::stack::Stack;
+
+/// How a child ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Exit {
+    /// Exited with this status.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// Runs `body` in a forked child; returns how it ended and what it wrote to stderr.
+fn in_child(body: fn()) -> (Exit, String) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: this process is single-threaded (harness = false), so the child may run any
+    // code.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: in the child: point stderr at the pipe, run the case, exit without
+        // running the parent's exit handlers.
+        unsafe {
+            libc::dup2(fds[1], libc::STDERR_FILENO);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        let outcome = panic::catch_unwind(body);
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 101 }) };
+    }
+    // SAFETY: the parent owns the read end from here on; the write end is the child's.
+    let mut reader = unsafe {
+        libc::close(fds[1]);
+        std::fs::File::from_raw_fd(fds[0])
+    };
+    let mut stderr = String::new();
+    reader.read_to_string(&mut stderr).unwrap();
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let exit = if libc::WIFSIGNALED(status) {
+        Exit::Signal(libc::WTERMSIG(status))
+    } else {
+        Exit::Code(libc::WEXITSTATUS(status))
+    };
+    (exit, stderr)
+}
+
+/// Recurses without end, with a frame that cannot be optimised away.
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse_forever(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    recurse_forever(depth + 1).wrapping_add(frame[depth as usize % 32])
+}
+
+fn fiber_overflow_is_reported_and_aborts() {
+    let (exit, stderr) = in_child(|| {
+        let mut fiber = Fiber::with_stack_size(64 * 1024, |_| recurse_forever(0)).unwrap();
+        fiber.set_name("deep-recursion");
+        let _ = fiber.resume();
+    });
+    assert_eq!(exit, Exit::Signal(libc::SIGABRT), "stderr: {stderr}");
+    assert!(
+        stderr.contains("fiber 'deep-recursion' has overflowed its stack"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("65536 bytes (64 KiB)"), "{stderr}");
+    assert!(stderr.contains("help: give it a larger stack"), "{stderr}");
+}
+
+fn unnamed_fiber_overflow_names_its_stack() {
+    let (exit, stderr) = in_child(|| {
+        let mut fiber = Fiber::new(|_| recurse_forever(0)).unwrap();
+        let _ = fiber.resume();
+    });
+    assert_eq!(exit, Exit::Signal(libc::SIGABRT), "stderr: {stderr}");
+    assert!(stderr.contains("fiber with stack at 0x"), "{stderr}");
+    assert!(stderr.contains("262144 bytes (256 KiB)"), "{stderr}");
+}
+
+fn overflow_in_a_nested_fiber_is_reported_for_that_fiber() {
+    let (exit, stderr) = in_child(|| {
+        let mut outer = Fiber::new(|_| {
+            let mut inner = Fiber::with_stack_size(32 * 1024, |_| recurse_forever(0)).unwrap();
+            inner.set_name("inner");
+            let _ = inner.resume();
+        })
+        .unwrap();
+        outer.set_name("outer");
+        let _ = outer.resume();
+    });
+    assert_eq!(exit, Exit::Signal(libc::SIGABRT), "stderr: {stderr}");
+    assert!(
+        stderr.contains("fiber 'inner' has overflowed its stack of 32768 bytes"),
+        "{stderr}"
+    );
+}
+
+fn main_thread_overflow_still_gets_std_report() {
+    let (exit, stderr) = in_child(|| {
+        // Install green's handler first, as any program using fibers does.
+        let mut fiber = Fiber::new(|_| ()).unwrap();
+        let _ = fiber.resume();
+        recurse_forever(0);
+    });
+    assert_eq!(exit, Exit::Signal(libc::SIGABRT), "stderr: {stderr}");
+    // std prints "thread 'main' (<tid>) has overflowed its stack".
+    assert!(stderr.contains("thread 'main'"), "{stderr}");
+    assert!(stderr.contains("has overflowed its stack"), "{stderr}");
+    assert!(!stderr.contains("fiber"), "{stderr}");
+}
+
+fn other_faults_keep_their_default_action() {
+    let (exit, stderr) = in_child(|| {
+        let mut fiber = Fiber::new(|_| ()).unwrap();
+        let _ = fiber.resume();
+        let stack = Stack::new(64 * 1024).unwrap();
+        // SAFETY: not safe, on purpose: the child writes to the guard page of a stack no
+        // fiber runs on and must die of SIGSEGV, not be reported as a fiber overflow.
+        unsafe { std::ptr::write_volatile(stack.guard().start as *mut u8, 1) };
+    });
+    assert_eq!(exit, Exit::Signal(libc::SIGSEGV), "stderr: {stderr}");
+    assert!(!stderr.contains("overflowed"), "{stderr}");
+}
+
+fn a_fiber_that_never_lets_its_unwind_finish_aborts_with_a_message() {
+    let (exit, stderr) = in_child(|| {
+        let mut fiber = Fiber::new(|suspender| {
+            loop {
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| suspender.suspend()));
+            }
+        })
+        .unwrap();
+        assert!(matches!(fiber.resume(), Resume::<()>::Yielded));
+        drop(fiber);
+    });
+    assert_eq!(exit, Exit::Signal(libc::SIGABRT), "stderr: {stderr}");
+    assert!(stderr.contains("swallowed the unwind"), "{stderr}");
+    assert!(stderr.contains("destructors cannot complete"), "{stderr}");
+}
+
+/// Number of lines (mappings) in /proc/self/maps, read through `buffer`: at the mapping
+/// limit even `malloc` may fail, so nothing may allocate here.
+fn mapping_count(buffer: &mut [u8]) -> usize {
+    let mut maps = std::fs::File::open("/proc/self/maps").unwrap();
+    let mut lines = 0;
+    loop {
+        match maps.read(buffer).unwrap() {
+            0 => return lines,
+            n => lines += buffer[..n].iter().filter(|&&b| b == b'\n').count(),
+        }
+    }
+}
+
+fn running_out_of_mappings_gives_a_clear_error_and_leaks_nothing() {
+    let (exit, stderr) = in_child(|| {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let start = mapping_count(&mut buffer);
+        let mut stacks = Vec::with_capacity(1 << 20);
+        let error = loop {
+            match Stack::new(16 * 1024) {
+                Ok(stack) => stacks.push(stack),
+                Err(error) => break error,
+            }
+            assert!(stacks.len() < 10_000_000, "mapping never failed");
+        };
+        let at_failure = mapping_count(&mut buffer);
+        // The failed call left nothing behind: one more attempt changes nothing either.
+        assert!(Stack::new(16 * 1024).is_err());
+        assert_eq!(mapping_count(&mut buffer), at_failure);
+        let message = error.to_string();
+        assert_eq!(error.kind(), std::io::ErrorKind::OutOfMemory, "{message}");
+        assert!(message.contains("vm.max_map_count"), "{message}");
+        assert!(message.contains("sysctl -w vm.max_map_count="), "{message}");
+        assert!(stacks.len() > 1000, "only {} stacks fit", stacks.len());
+        drop(stacks);
+        assert!(
+            mapping_count(&mut buffer) <= start + 2,
+            "{} mappings left of {start}",
+            mapping_count(&mut buffer)
+        );
+        eprintln!("ok after {} stacks: {message}", at_failure);
+    });
+    assert_eq!(exit, Exit::Code(0), "stderr: {stderr}");
+    assert!(stderr.contains("ok after"), "{stderr}");
+}
+
+fn main() {
+    let mut cases: Vec<(&str, fn())> = vec![
+        (
+            "fiber_overflow_is_reported_and_aborts",
+            fiber_overflow_is_reported_and_aborts,
+        ),
+        (
+            "unnamed_fiber_overflow_names_its_stack",
+            unnamed_fiber_overflow_names_its_stack,
+        ),
+        (
+            "overflow_in_a_nested_fiber_is_reported_for_that_fiber",
+            overflow_in_a_nested_fiber_is_reported_for_that_fiber,
+        ),
+        (
+            "main_thread_overflow_still_gets_std_report",
+            main_thread_overflow_still_gets_std_report,
+        ),
+        (
+            "other_faults_keep_their_default_action",
+            other_faults_keep_their_default_action,
+        ),
+        (
+            "a_fiber_that_never_lets_its_unwind_finish_aborts_with_a_message",
+            a_fiber_that_never_lets_its_unwind_finish_aborts_with_a_message,
+        ),
+    ];
+    // Under QEMU the emulator itself needs mappings and dies at the limit before the
+    // guest sees an error, so this case runs natively only.
+    if cfg!(target_arch = "x86_64") {
+        cases.push((
+            "running_out_of_mappings_gives_a_clear_error_and_leaks_nothing",
+            running_out_of_mappings_gives_a_clear_error_and_leaks_nothing,
+        ));
+    }
+    let filter = std::env::args().nth(1).filter(|arg| !arg.starts_with('-'));
+    let cases: Vec<_> = cases
+        .into_iter()
+        .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
+        .collect();
+    println!("\nrunning {} tests", cases.len());
+    let mut failed = Vec::new();
+    for (name, case) in &cases {
+        let outcome = panic::catch_unwind(case);
+        println!(
+            "test {name} ... {}",
+            if outcome.is_ok() { "ok" } else { "FAILED" }
+        );
+        if outcome.is_err() {
+            failed.push(*name);
+        }
+    }
+    let passed = cases.len() - failed.len();
+    let verdict = if failed.is_empty() { "ok" } else { "FAILED" };
+    println!(
+        "\ntest result: {verdict}. {passed} passed; {} failed; 0 ignored\n",
+        failed.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+}
