@@ -161,6 +161,18 @@ impl Suspender {
     }
 }
 
+impl Suspender {
+    /// The suspender of the fiber whose stack top is `stack_top`.
+    ///
+    /// # Safety
+    ///
+    /// `stack_top` must be the stack top of the fiber running on this thread, and the
+    /// suspender must be used only while it runs.
+    pub(crate) unsafe fn for_running(stack_top: *mut u8) -> Suspender {
+        Suspender { stack_top }
+    }
+}
+
 impl<T: 'static> Fiber<T> {
     /// A fiber that will run `f` on a stack of [`DEFAULT_STACK_SIZE`] bytes taken from this
     /// thread's pool. Nothing runs until the first [`resume`](Fiber::resume).
@@ -274,6 +286,11 @@ impl<T> Fiber<T> {
     /// Whether the fiber has been resumed at least once.
     pub fn is_started(&self) -> bool {
         self.state != State::Unstarted
+    }
+
+    /// The top of the fiber's stack, which identifies it to [`Suspender::for_running`].
+    pub(crate) fn stack_top(&self) -> *mut u8 {
+        self.stack.top()
     }
 
     /// Usable size of the fiber's stack in bytes.

@@ -47,10 +47,22 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+mod block_on;
+mod blocking;
 mod context;
+mod executor;
 pub mod fiber;
+pub mod io;
+mod reactor;
+mod task;
+pub mod time;
 
+pub use block_on::{await_blocking, block_on};
+pub use blocking::unblock;
 pub use context::stack;
+pub use executor::{Builder, Handle, Runtime, in_fiber, run, spawn, try_spawn, yield_now};
+pub use task::{JoinError, JoinHandle};
+pub use time::{sleep, sleep_until};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

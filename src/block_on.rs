@@ -1,0 +1,126 @@
+//! Blocking on futures: [`await_blocking`] inside a fiber, [`block_on`] on a plain thread.
+//!
+//! Inside a fiber, `await_blocking(fut)`:
+//!
+//! 1. polls `fut` on the fiber's own stack with a waker that names the fiber;
+//! 2. on `Ready(v)` returns `v`: no switch, no allocation;
+//! 3. on `Pending` parks the fiber (IDLE → PARKED) and switches to the scheduler;
+//! 4. a wake from any thread makes it runnable again (see [`crate::task`]), and the worker
+//!    resumes it: back to 1, since wakes may be spurious.
+//!
+//! On a plain thread both functions poll the future with a waker that unparks the thread.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+
+use crate::executor;
+
+/// Waits for `fut` and returns its output.
+///
+/// Inside a fiber this parks only the calling fiber, and the other fibers of its worker
+/// run meanwhile; anywhere else it blocks the thread, as [`block_on`].
+///
+/// Any future works: one from this crate, a `futures` channel completed by another
+/// thread, a tokio `JoinHandle` of a runtime on another thread, and so on.
+///
+/// # Examples
+///
+/// ```
+/// let (sender, receiver) = futures::channel::oneshot::channel();
+/// std::thread::spawn(move || sender.send("hello from a thread").unwrap());
+/// let message = green::run(move || green::await_blocking(receiver).unwrap());
+/// assert_eq!(message, "hello from a thread");
+/// ```
+pub fn await_blocking<F: Future>(fut: F) -> F::Output {
+    let Some(current) = executor::current() else {
+        return block_on_thread(fut);
+    };
+    let mut fut = pin!(fut);
+    let waker = current.waker();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
+            return output;
+        }
+        current.park();
+    }
+}
+
+/// Runs `fut` to completion on the calling thread, blocking it until the output is ready.
+///
+/// The timers and I/O that `fut` waits on are driven by a green runtime's worker (the
+/// global one, started on first use, outside any runtime), so `block_on` works for green's
+/// own futures as well as for any other.
+///
+/// Inside a fiber, `block_on` does not block the worker thread (that would stall every
+/// other fiber of the worker, and deadlock if `fut` waits for one of them): it parks only
+/// the calling fiber, exactly as [`await_blocking`].
+///
+/// # Examples
+///
+/// ```
+/// let value = green::block_on(async { 40 + 2 });
+/// assert_eq!(value, 42);
+/// ```
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    await_blocking(fut)
+}
+
+/// Unparks a thread when woken.
+struct ThreadWaker {
+    /// The thread to unpark.
+    thread: Thread,
+    /// Set by a wake, cleared by the thread when it sees it.
+    notified: AtomicBool,
+}
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            self.thread.unpark();
+        }
+    }
+}
+
+/// `block_on` for a thread that is not running a fiber.
+fn block_on_thread<F: Future>(fut: F) -> F::Output {
+    thread_local! {
+        /// This thread's waker, reused by every `block_on` on it that is not nested.
+        static CACHED: RefCell<Option<(Arc<ThreadWaker>, Waker)>> = const { RefCell::new(None) };
+    }
+    // A nested `block_on` (called from inside a poll) gets a waker of its own, so the two
+    // never consume each other's wakes.
+    let (parker, waker) = CACHED
+        .with(|cached| cached.borrow_mut().take())
+        .unwrap_or_else(|| {
+            let parker = Arc::new(ThreadWaker {
+                thread: thread::current(),
+                notified: AtomicBool::new(false),
+            });
+            let waker = Waker::from(parker.clone());
+            (parker, waker)
+        });
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(&waker);
+    let output = loop {
+        if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
+            break output;
+        }
+        // `park` may return spuriously; wait for the flag.
+        while !parker.notified.swap(false, Ordering::AcqRel) {
+            thread::park();
+        }
+    };
+    parker.notified.store(false, Ordering::Release);
+    CACHED.with(|cached| *cached.borrow_mut() = Some((parker, waker)));
+    output
+}

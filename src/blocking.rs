@@ -1,0 +1,178 @@
+//! [`unblock`]: run blocking code on a pool of OS threads while the fiber waits.
+//!
+//! The pool starts threads on demand, up to 500 (as smol's `blocking` does), and a thread
+//! that has been idle for 500 ms exits. Jobs wait in a FIFO queue when every thread is busy.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::thread;
+use std::time::Duration;
+
+use crate::reactor::lock;
+
+/// Most threads the pool runs at once.
+const MAX_THREADS: usize = 500;
+
+/// How long an idle pool thread waits for work before it exits.
+const IDLE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A job for the pool.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The pool's shared state.
+struct Pool {
+    /// Jobs and thread counts.
+    state: Mutex<PoolState>,
+    /// Signalled when a job is queued.
+    available: Condvar,
+}
+
+/// What the pool's lock guards.
+struct PoolState {
+    /// Jobs not yet taken by a thread.
+    queue: VecDeque<Job>,
+    /// Threads alive.
+    threads: usize,
+    /// Threads waiting for a job.
+    idle: usize,
+}
+
+/// The process-wide pool.
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| Pool {
+        state: Mutex::new(PoolState {
+            queue: VecDeque::new(),
+            threads: 0,
+            idle: 0,
+        }),
+        available: Condvar::new(),
+    })
+}
+
+impl Pool {
+    /// Queues a job, starting a thread if none is idle and the limit allows.
+    fn submit(&'static self, job: Job) {
+        let mut state = lock(&self.state);
+        state.queue.push_back(job);
+        if state.idle > 0 {
+            self.available.notify_one();
+        } else if state.threads < MAX_THREADS {
+            state.threads += 1;
+            let spawned = thread::Builder::new()
+                .name("green-blocking".into())
+                .spawn(move || self.work());
+            if spawned.is_err() {
+                // Run on the threads there are; with none at all, run here rather than hang.
+                state.threads -= 1;
+                if state.threads == 0 {
+                    let job = state.queue.pop_back();
+                    drop(state);
+                    if let Some(job) = job {
+                        job();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A pool thread: takes jobs until idle for `IDLE_TIMEOUT`.
+    fn work(&self) {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(job) = state.queue.pop_front() {
+                drop(state);
+                job();
+                state = lock(&self.state);
+                continue;
+            }
+            state.idle += 1;
+            let (next, timeout) = self
+                .available
+                .wait_timeout(state, IDLE_TIMEOUT)
+                .unwrap_or_else(|e| e.into_inner());
+            state = next;
+            state.idle -= 1;
+            if timeout.timed_out() && state.queue.is_empty() {
+                state.threads -= 1;
+                return;
+            }
+        }
+    }
+}
+
+/// Where a job's result goes, and who waits for it.
+struct Slot<T> {
+    /// The result, once the job ran (`Err` with the panic payload if it panicked).
+    result: Option<thread::Result<T>>,
+    /// The waiter's waker.
+    waker: Option<Waker>,
+}
+
+/// Waits for the result of a job on the pool.
+struct Pending<T>(Arc<Mutex<Slot<T>>>);
+
+impl<T> Future for Pending<T> {
+    type Output = thread::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = lock(&self.0);
+        match slot.result.take() {
+            Some(result) => Poll::Ready(result),
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Runs the blocking function `f` on a pool of OS threads and parks the calling fiber until
+/// it returns; other fibers run meanwhile. Use it for code that blocks the thread: file
+/// I/O, name resolution, CPU-heavy work, C libraries.
+///
+/// Outside a fiber, `f` simply runs on the calling thread, which may block anyway.
+///
+/// # Panics
+///
+/// A panic in `f` is re-raised in the caller.
+///
+/// # Examples
+///
+/// ```
+/// let length = green::run(|| green::unblock(|| std::fs::read_to_string("Cargo.toml").unwrap().len()));
+/// assert!(length > 0);
+/// ```
+pub fn unblock<F, T>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if !crate::in_fiber() {
+        return f();
+    }
+    let slot = Arc::new(Mutex::new(Slot {
+        result: None,
+        waker: None,
+    }));
+    let job_slot = slot.clone();
+    pool().submit(Box::new(move || {
+        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        let waker = {
+            let mut slot = lock(&job_slot);
+            slot.result = Some(result);
+            slot.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }));
+    match crate::await_blocking(Pending(slot)) {
+        Ok(value) => value,
+        Err(payload) => panic::resume_unwind(payload),
+    }
+}

@@ -1,0 +1,405 @@
+//! [`Async`]: any nonblocking file descriptor, usable from fibers and from async code.
+//!
+//! Blocking-style methods ([`Async::read_with`], `Read`, `Write`) try the operation and, on
+//! `WouldBlock`, wait for readiness: inside a fiber by parking the fiber until the reactor
+//! reports the descriptor ready, elsewhere by blocking the thread in `poll(2)`. The same
+//! value implements `futures_io::AsyncRead` and `AsyncWrite` for async code.
+//!
+//! The descriptor is registered with the reactor of the runtime it is created in (the
+//! global runtime's outside fibers) and deregistered before it is closed.
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::reactor::{READ, Source, WRITE};
+use crate::time::Timer;
+
+/// A nonblocking I/O object registered with a green reactor.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+/// use green::io::Async;
+///
+/// let (a, b) = UnixStream::pair().unwrap();
+/// let (mut a, mut b) = (Async::new(a).unwrap(), Async::new(b).unwrap());
+/// green::run(move || {
+///     let reader = green::spawn(move || {
+///         let mut buf = [0; 5];
+///         b.read_exact(&mut buf).unwrap(); // parks this fiber until the bytes arrive
+///         buf
+///     });
+///     a.write_all(b"hello").unwrap();
+///     assert_eq!(&reader.join().unwrap(), b"hello");
+/// });
+/// ```
+pub struct Async<T: AsFd> {
+    /// The reactor registration; removed before `io` is dropped.
+    source: Arc<Source>,
+    /// The I/O object; `None` only inside `into_inner` and `drop`.
+    io: Option<T>,
+}
+
+impl<T: AsFd> Async<T> {
+    /// Puts `io` in nonblocking mode and registers it.
+    ///
+    /// # Errors
+    ///
+    /// What `fcntl` or `epoll_ctl` return: `EBADF` for a closed descriptor, `EPERM` for one
+    /// epoll cannot watch (a regular file).
+    pub fn new(io: T) -> io::Result<Async<T>> {
+        set_nonblocking(io.as_fd())?;
+        let (reactor, _) = crate::executor::current_reactor();
+        let source = reactor.insert_source(io.as_fd())?;
+        Ok(Async {
+            source,
+            io: Some(io),
+        })
+    }
+
+    /// The I/O object.
+    pub fn get_ref(&self) -> &T {
+        self.io.as_ref().expect("io is present until drop")
+    }
+
+    /// The I/O object, mutably.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.io.as_mut().expect("io is present until drop")
+    }
+
+    /// Deregisters the I/O object and returns it (still in nonblocking mode).
+    ///
+    /// # Errors
+    ///
+    /// What `epoll_ctl(DEL)` returns.
+    pub fn into_inner(mut self) -> io::Result<T> {
+        let io = self.io.take().expect("io is present until drop");
+        self.source.reactor.remove_source(&self.source)?;
+        Ok(io)
+    }
+
+    /// Waits until the descriptor is readable.
+    ///
+    /// # Errors
+    ///
+    /// What registering with the reactor returns.
+    pub fn readable(&self) -> Ready<'_> {
+        Ready {
+            source: &self.source,
+            direction: READ,
+            slot: None,
+        }
+    }
+
+    /// Waits until the descriptor is writable.
+    ///
+    /// # Errors
+    ///
+    /// What registering with the reactor returns.
+    pub fn writable(&self) -> Ready<'_> {
+        Ready {
+            source: &self.source,
+            direction: WRITE,
+            slot: None,
+        }
+    }
+
+    /// Runs `op` until it does not fail with `WouldBlock`, waiting for readability in
+    /// between: parks the fiber, or blocks the thread outside fibers.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `op` returns other than `WouldBlock`.
+    pub fn read_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.op_with(READ, None, op)
+    }
+
+    /// As [`read_with`](Async::read_with), for writing.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `op` returns other than `WouldBlock`.
+    pub fn write_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.op_with(WRITE, None, op)
+    }
+
+    /// Runs `op` until it does not fail with `WouldBlock`, waiting for `direction` in
+    /// between, until `timeout` has passed since the call (then `TimedOut`).
+    pub(crate) fn op_with<R>(
+        &self,
+        direction: usize,
+        timeout: Option<Duration>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            match op(self.get_ref()) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
+            }
+            self.wait(direction, deadline)?;
+        }
+    }
+
+    /// Waits for `direction` until `deadline`: parks the fiber, or blocks in `poll(2)`.
+    pub(crate) fn wait(&self, direction: usize, deadline: Option<Instant>) -> io::Result<()> {
+        if !crate::in_fiber() {
+            return poll_fd(self.get_ref().as_fd(), direction, deadline);
+        }
+        let ready = Ready {
+            source: &self.source,
+            direction,
+            slot: None,
+        };
+        match deadline {
+            None => crate::await_blocking(ready),
+            Some(deadline) => crate::await_blocking(WithDeadline {
+                ready,
+                timer: Timer::at(deadline),
+            }),
+        }
+    }
+
+    /// `AsyncRead`/`AsyncWrite` style: runs `op`, registering for `direction` on
+    /// `WouldBlock`.
+    fn poll_op<R>(
+        &self,
+        direction: usize,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            match op(self.get_ref()) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+            match self.source.poll_ready(direction, cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<T: AsFd> Drop for Async<T> {
+    fn drop(&mut self) {
+        if self.io.is_some() {
+            // Deregister before the descriptor closes (when `io` drops after this).
+            let _ = self.source.reactor.remove_source(&self.source);
+        }
+    }
+}
+
+impl<T: AsFd + fmt::Debug> fmt::Debug for Async<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Async").field("io", &self.io).finish()
+    }
+}
+
+impl<T: AsFd> AsFd for Async<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.get_ref().as_fd()
+    }
+}
+
+/// Sets `O_NONBLOCK` on a descriptor.
+fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on a borrowed, open descriptor.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Blocks the thread until `fd` is ready for `direction` or `deadline` passes.
+fn poll_fd(fd: BorrowedFd<'_>, direction: usize, deadline: Option<Instant>) -> io::Result<()> {
+    let events = if direction == READ {
+        libc::POLLIN
+    } else {
+        libc::POLLOUT
+    };
+    loop {
+        let timeout = match deadline {
+            None => -1,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(timed_out());
+                }
+                // Round up, so that we never wake before the deadline.
+                left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+            }
+        };
+        let mut pollfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pollfd, 1, timeout) };
+        match n {
+            n if n > 0 => return Ok(()),
+            0 => {}
+            _ => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+/// The error a read or write timeout gives.
+pub(crate) fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the I/O operation timed out")
+}
+
+/// Waits for one readiness event on a source.
+#[must_use = "futures do nothing unless you .await or poll them"]
+pub struct Ready<'a> {
+    /// The source.
+    source: &'a Source,
+    /// READ or WRITE.
+    direction: usize,
+    /// Our waiter slot, once registered.
+    slot: Option<usize>,
+}
+
+impl Future for Ready<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.slot {
+            None => {
+                self.slot = Some(self.source.add_waiter(self.direction, cx.waker())?);
+                Poll::Pending
+            }
+            Some(slot) => {
+                if self.source.check_waiter(self.direction, slot, cx.waker()) {
+                    self.slot = None;
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Ready<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            self.source.remove_waiter(self.direction, slot);
+        }
+    }
+}
+
+impl fmt::Debug for Ready<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ready")
+            .field("source", self.source)
+            .field("direction", &self.direction)
+            .finish()
+    }
+}
+
+/// Readiness or a timeout, whichever comes first.
+struct WithDeadline<'a> {
+    /// The readiness wait.
+    ready: Ready<'a>,
+    /// The deadline.
+    timer: Timer,
+}
+
+impl Future for WithDeadline<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Poll::Ready(result) = Pin::new(&mut self.ready).poll(cx) {
+            return Poll::Ready(result);
+        }
+        match Pin::new(&mut self.timer).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsFd> Read for Async<T>
+where
+    for<'a> &'a T: Read,
+{
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_with(|mut io| io.read(buf))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.read_with(|mut io| io.read_vectored(bufs))
+    }
+}
+
+impl<T: AsFd> Write for Async<T>
+where
+    for<'a> &'a T: Write,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_with(|mut io| io.write(buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.write_with(|mut io| io.write_vectored(bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_with(|mut io| io.flush())
+    }
+}
+
+impl<T: AsFd> futures_io::AsyncRead for Async<T>
+where
+    for<'a> &'a T: Read,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_op(READ, cx, |mut io| io.read(buf))
+    }
+}
+
+impl<T: AsFd> futures_io::AsyncWrite for Async<T>
+where
+    for<'a> &'a T: Write,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_op(WRITE, cx, |mut io| io.write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_op(WRITE, cx, |mut io| io.flush())
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}

@@ -1,0 +1,317 @@
+//! The reactor: one `polling::Poller` per worker, with I/O sources and timers.
+//!
+//! * **Sources.** Any file descriptor registers with [`Reactor::insert_source`]. Each source
+//!   has two [`Direction`]s (read, write), each with waiters. The poller runs in oneshot
+//!   mode: an event disarms the descriptor, so after dispatching one direction the source
+//!   is re-armed for whatever interest is left. Re-arming (`epoll_ctl(MOD)`) re-checks
+//!   readiness, so a descriptor that became ready between a failed `read` and the
+//!   registration is reported at once: no wake is lost.
+//! * **Timers.** A map ordered by deadline; [`Reactor::react`] fires the due ones and
+//!   waits no longer than the next. `polling` waits with `epoll_pwait2`/timerfd precision,
+//!   well below a millisecond.
+//! * **Waking.** Wakers are collected under the locks and called after they are released.
+//!
+//! The worker thread is the only one that waits on the poller; any thread may register
+//! sources and timers, and [`Reactor::notify`] interrupts a wait.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use polling::{Event, Events, Poller};
+use slab::Slab;
+
+/// Index of the read direction in [`Source::state`].
+pub(crate) const READ: usize = 0;
+/// Index of the write direction in [`Source::state`].
+pub(crate) const WRITE: usize = 1;
+
+/// A poller with its sources and timers.
+pub(crate) struct Reactor {
+    /// The OS poller (epoll on Linux).
+    poller: Poller,
+    /// Registered sources, keyed by the poller key.
+    sources: Mutex<Slab<Arc<Source>>>,
+    /// Event buffer; only the worker thread waits, so the lock is never contended.
+    events: Mutex<Events>,
+    /// Pending timers by (deadline, id).
+    timers: Mutex<BTreeMap<(Instant, u64), Waker>>,
+    /// Next timer id; ids make timers with equal deadlines distinct.
+    next_timer: AtomicU64,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor").finish_non_exhaustive()
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the data under our locks stays consistent even when
+/// a waker panics, because wakers run after the locks are released.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Reactor {
+    /// A reactor with a new poller.
+    pub(crate) fn new() -> io::Result<Reactor> {
+        Ok(Reactor {
+            poller: Poller::new()?,
+            sources: Mutex::new(Slab::new()),
+            events: Mutex::new(Events::new()),
+            timers: Mutex::new(BTreeMap::new()),
+            next_timer: AtomicU64::new(0),
+        })
+    }
+
+    /// Interrupts a `react` waiting in another thread.
+    pub(crate) fn notify(&self) {
+        let _ = self.poller.notify();
+    }
+
+    /// Registers a file descriptor, with no interest yet.
+    ///
+    /// # Errors
+    ///
+    /// What `epoll_ctl(ADD)` returns, e.g. `EBADF` for a closed descriptor or `EPERM` for a
+    /// regular file.
+    pub(crate) fn insert_source(self: &Arc<Self>, fd: BorrowedFd<'_>) -> io::Result<Arc<Source>> {
+        let mut sources = lock(&self.sources);
+        let entry = sources.vacant_entry();
+        let key = entry.key();
+        // SAFETY: the source is deleted from the poller (`remove_source`) before the
+        // descriptor is closed: `Async` removes it in its destructor before dropping the I/O.
+        unsafe { self.poller.add(&fd, Event::none(key))? };
+        use std::os::fd::AsRawFd;
+        let source = Arc::new(Source {
+            reactor: self.clone(),
+            fd: fd.as_raw_fd(),
+            key,
+            state: Mutex::new([Direction::default(), Direction::default()]),
+        });
+        entry.insert(source.clone());
+        Ok(source)
+    }
+
+    /// Deregisters a source; must happen before its descriptor closes.
+    pub(crate) fn remove_source(&self, source: &Source) -> io::Result<()> {
+        let mut sources = lock(&self.sources);
+        sources.try_remove(source.key);
+        // SAFETY: the descriptor is still open: the caller closes it only after this.
+        let fd = unsafe { BorrowedFd::borrow_raw(source.fd) };
+        self.poller.delete(fd)
+    }
+
+    /// Registers a timer; returns its id. `remote` says the caller is not the reactor's
+    /// worker thread, which may then be waiting with a later timeout and is notified.
+    pub(crate) fn insert_timer(&self, deadline: Instant, waker: &Waker, remote: bool) -> u64 {
+        let id = self.next_timer.fetch_add(1, Ordering::Relaxed);
+        lock(&self.timers).insert((deadline, id), waker.clone());
+        if remote {
+            self.notify();
+        }
+        id
+    }
+
+    /// Removes a timer (no effect if it has fired).
+    pub(crate) fn remove_timer(&self, deadline: Instant, id: u64) {
+        lock(&self.timers).remove(&(deadline, id));
+    }
+
+    /// Fires due timers into `wakers`; returns the time until the next one.
+    fn fire_timers(&self, wakers: &mut Vec<Waker>) -> Option<Duration> {
+        let now = Instant::now();
+        let mut timers = lock(&self.timers);
+        // Split off the timers that are not due yet; what stays is due.
+        let pending = timers.split_off(&(now, u64::MAX));
+        let due = std::mem::replace(&mut *timers, pending);
+        wakers.extend(due.into_values());
+        timers
+            .keys()
+            .next()
+            .map(|(deadline, _)| deadline.saturating_duration_since(now))
+    }
+
+    /// Waits for I/O events or the next timer, at most `timeout` (`None`: no limit), and
+    /// wakes what became ready.
+    ///
+    /// # Errors
+    ///
+    /// What the poller's wait returns (other than `EINTR`, which it retries).
+    pub(crate) fn react(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut wakers = Vec::new();
+
+        // 1. Fire due timers; do not sleep past the next one, nor at all if one fired.
+        let next_timer = self.fire_timers(&mut wakers);
+        let timeout = match (timeout, next_timer) {
+            _ if !wakers.is_empty() => Some(Duration::ZERO),
+            (Some(t), Some(n)) => Some(t.min(n)),
+            (t, n) => t.or(n),
+        };
+
+        // 2. Wait for I/O and dispatch each event to its source.
+        let mut events = lock(&self.events);
+        events.clear();
+        let result = self.poller.wait(&mut events, timeout);
+        {
+            let sources = lock(&self.sources);
+            for event in events.iter() {
+                if let Some(source) = sources.get(event.key) {
+                    source.dispatch(event, &mut wakers);
+                }
+            }
+        }
+        drop(events);
+
+        // 3. Timers that came due while we waited.
+        self.fire_timers(&mut wakers);
+
+        // 4. Wake, with no lock held.
+        for waker in wakers {
+            waker.wake();
+        }
+        result.map(drop)
+    }
+}
+
+/// A registered file descriptor.
+pub(crate) struct Source {
+    /// The reactor it is registered with.
+    pub(crate) reactor: Arc<Reactor>,
+    /// The descriptor; open for as long as the source is registered.
+    pub(crate) fd: RawFd,
+    /// The poller key: its index in the reactor's slab.
+    key: usize,
+    /// Waiters for reading (index [`READ`]) and writing ([`WRITE`]).
+    state: Mutex<[Direction; 2]>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("fd", &self.fd)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// Waiters for one direction of a source.
+#[derive(Default)]
+struct Direction {
+    /// Counts the events seen for this direction.
+    tick: u64,
+    /// The waker of the `poll_ready` caller (AsyncRead/AsyncWrite style); taken when fired.
+    poll_waker: Option<Waker>,
+    /// The tick at which the `poll_ready` caller registered; kept when fired, so that its
+    /// next call sees the event even if it comes after the wake.
+    poll_tick: Option<u64>,
+    /// Future-style waiters; a slot set to `None` has fired.
+    waiters: Slab<Option<Waker>>,
+}
+
+impl Direction {
+    /// Whether anybody waits for this direction.
+    fn interested(&self) -> bool {
+        self.poll_waker.is_some() || self.waiters.iter().any(|(_, w)| w.is_some())
+    }
+
+    /// Marks an event: takes every waker into `wakers`.
+    fn fire(&mut self, wakers: &mut Vec<Waker>) {
+        self.tick = self.tick.wrapping_add(1);
+        wakers.extend(self.poll_waker.take());
+        for (_, waiter) in self.waiters.iter_mut() {
+            wakers.extend(waiter.take());
+        }
+    }
+}
+
+impl Source {
+    /// Handles an event: fires the ready directions, re-arms for the rest.
+    fn dispatch(&self, event: Event, wakers: &mut Vec<Waker>) {
+        let mut state = lock(&self.state);
+        if event.readable {
+            state[READ].fire(wakers);
+        }
+        if event.writable {
+            state[WRITE].fire(wakers);
+        }
+        // Oneshot mode disarmed the descriptor; keep watching what is still wanted.
+        if state[READ].interested() || state[WRITE].interested() {
+            let _ = self.arm(&state);
+        }
+    }
+
+    /// Arms the poller for the directions that have waiters.
+    fn arm(&self, state: &[Direction; 2]) -> io::Result<()> {
+        let interest = Event::new(
+            self.key,
+            state[READ].interested(),
+            state[WRITE].interested(),
+        );
+        // SAFETY: the descriptor is open while the source is registered.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        self.reactor.poller.modify(fd, interest)
+    }
+
+    /// `AsyncRead`/`AsyncWrite` style readiness: `Ready` once an event came for `direction`
+    /// after the previous `Pending`.
+    pub(crate) fn poll_ready(
+        &self,
+        direction: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut state = lock(&self.state);
+        let dir = &mut state[direction];
+        if dir.poll_tick.is_some_and(|tick| tick != dir.tick) {
+            dir.poll_tick = None;
+            dir.poll_waker = None;
+            return Poll::Ready(Ok(()));
+        }
+        dir.poll_tick.get_or_insert(dir.tick);
+        match &mut dir.poll_waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        self.arm(&state)?;
+        Poll::Pending
+    }
+
+    /// Registers a future-style waiter; returns its slot.
+    pub(crate) fn add_waiter(&self, direction: usize, waker: &Waker) -> io::Result<usize> {
+        let mut state = lock(&self.state);
+        let slot = state[direction].waiters.insert(Some(waker.clone()));
+        if let Err(error) = self.arm(&state) {
+            state[direction].waiters.remove(slot);
+            return Err(error);
+        }
+        Ok(slot)
+    }
+
+    /// Checks a waiter: `true` (and the slot is freed) if it fired, else its waker is
+    /// refreshed.
+    pub(crate) fn check_waiter(&self, direction: usize, slot: usize, waker: &Waker) -> bool {
+        let mut state = lock(&self.state);
+        let waiters = &mut state[direction].waiters;
+        match waiters.get_mut(slot) {
+            Some(Some(current)) => {
+                if !current.will_wake(waker) {
+                    *current = waker.clone();
+                }
+                false
+            }
+            _ => {
+                waiters.try_remove(slot);
+                true
+            }
+        }
+    }
+
+    /// Removes a waiter that gives up waiting.
+    pub(crate) fn remove_waiter(&self, direction: usize, slot: usize) {
+        lock(&self.state)[direction].waiters.try_remove(slot);
+    }
+}

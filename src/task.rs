@@ -1,0 +1,348 @@
+//! Tasks: the state a spawned fiber shares with its wakers and its [`JoinHandle`].
+//!
+//! One allocation per spawn, an `Arc<Task<T>>`, holds both:
+//!
+//! * the [`Header`] every waker sees: the park state (IDLE / PARKED / NOTIFIED), the fiber's
+//!   slab slot and generation on its worker, and the worker itself;
+//! * the join cell: the result, once there is one, and the waker of whoever joins.
+//!
+//! # Waking without losing a wake
+//!
+//! A fiber that waits (`await_blocking`) polls its future, and on `Pending` *parks*: it
+//! moves its state from IDLE to PARKED and switches to the scheduler. A wake swaps the state
+//! to NOTIFIED; only the wake that found PARKED schedules the fiber, so a fiber is queued at
+//! most once. A wake that comes while the fiber still runs (between `Pending` and the park)
+//! leaves NOTIFIED behind, the park sees it and does not suspend, and the fiber polls again.
+//! After every park the fiber resets the state to IDLE *before* polling: a wake after that
+//! reset either is seen by the poll or leaves NOTIFIED for the next park.
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+
+use crate::executor::WorkerShared;
+
+/// The fiber runs, or is queued to run, and nobody has woken it since it last polled.
+pub(crate) const IDLE: u8 = 0;
+/// The fiber is suspended until a wake.
+pub(crate) const PARKED: u8 = 1;
+/// A wake arrived; the fiber will poll again.
+pub(crate) const NOTIFIED: u8 = 2;
+
+/// The type-erased part of a task, at offset 0 of every `Task<T>`.
+pub(crate) struct Header {
+    /// IDLE, PARKED or NOTIFIED; see the module docs.
+    pub(crate) state: AtomicU8,
+    /// The fiber's slab slot (low 32 bits) and generation (high 32 bits) on its worker,
+    /// set by the worker when it creates the fiber, before the fiber can make a waker.
+    pub(crate) id: AtomicU64,
+    /// The worker the fiber lives on; a started fiber never leaves it.
+    pub(crate) worker: Arc<WorkerShared>,
+    /// Set by `JoinHandle::abort`: the fiber is cancelled at its next suspension point.
+    pub(crate) cancelled: AtomicBool,
+    /// The waker vtable of the `Task<T>` this header heads.
+    pub(crate) vtable: &'static RawWakerVTable,
+}
+
+impl Header {
+    /// Wakes the fiber: schedules it if it is parked, else leaves a notification.
+    pub(crate) fn wake(&self) {
+        if self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
+            self.worker.schedule(self.id.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// A task: the header, then the join cell.
+#[repr(C)]
+pub(crate) struct Task<T> {
+    /// Must stay first: wakers point at it and cast back to `Task<T>`.
+    pub(crate) header: Header,
+    /// Set once the result is stored; never unset.
+    done: AtomicBool,
+    /// The result. Written once by the fiber before `done`, read once by the
+    /// `JoinHandle` after it saw `done`.
+    result: UnsafeCell<Option<Result<T, JoinError>>>,
+    /// The waker of whoever waits on the `JoinHandle`.
+    join_waker: Mutex<Option<Waker>>,
+}
+
+// SAFETY: `result` is written by one thread before `done` is set (Release) and read by the
+// JoinHandle only after it saw `done` (Acquire); everything else is atomics and a Mutex.
+// T crosses threads (fiber to joiner), hence T: Send.
+unsafe impl<T: Send> Sync for Task<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for Task<T> {}
+
+impl<T: Send + 'static> Task<T> {
+    /// A new task on `worker`.
+    pub(crate) fn new(worker: Arc<WorkerShared>) -> Arc<Task<T>> {
+        Arc::new(Task {
+            header: Header {
+                state: AtomicU8::new(IDLE),
+                id: AtomicU64::new(u64::MAX),
+                worker,
+                cancelled: AtomicBool::new(false),
+                vtable: vtable::<T>(),
+            },
+            done: AtomicBool::new(false),
+            result: UnsafeCell::new(None),
+            join_waker: Mutex::new(None),
+        })
+    }
+
+    /// Stores the result and wakes the joiner. Only the first call has an effect.
+    pub(crate) fn complete(&self, result: Result<T, JoinError>) {
+        if self.done.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: only the task's own fiber (or the guard that cancels it when it never
+        // ran, which excludes the fiber) completes it, once, before setting `done`; the
+        // JoinHandle reads only after `done`.
+        unsafe { *self.result.get() = Some(result) };
+        self.done.store(true, Ordering::Release);
+        let waker = self
+            .join_waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The waker vtable for tasks of type `T`: the data pointer is an `Arc<Task<T>>`.
+fn vtable<T: Send + 'static>() -> &'static RawWakerVTable {
+    const { &RawWakerVTable::new(clone::<T>, wake::<T>, wake_by_ref::<T>, drop_waker::<T>) }
+}
+
+/// # Safety
+/// `ptr` comes from `Arc::<Task<T>>::into_raw`.
+unsafe fn clone<T: Send + 'static>(ptr: *const ()) -> RawWaker {
+    // SAFETY: `ptr` is a live Arc<Task<T>> owned by the waker being cloned.
+    unsafe { Arc::increment_strong_count(ptr.cast::<Task<T>>()) };
+    RawWaker::new(ptr, vtable::<T>())
+}
+
+/// # Safety
+/// `ptr` comes from `Arc::<Task<T>>::into_raw`; the waker's count is consumed.
+unsafe fn wake<T: Send + 'static>(ptr: *const ()) {
+    // SAFETY: the waker owns one count, which this takes over and drops.
+    let task = unsafe { Arc::from_raw(ptr.cast::<Task<T>>()) };
+    task.header.wake();
+}
+
+/// # Safety
+/// `ptr` comes from `Arc::<Task<T>>::into_raw`.
+unsafe fn wake_by_ref<T: Send + 'static>(ptr: *const ()) {
+    // SAFETY: the waker keeps the task alive for the duration of the call.
+    let task = unsafe { &*ptr.cast::<Task<T>>() };
+    task.header.wake();
+}
+
+/// # Safety
+/// `ptr` comes from `Arc::<Task<T>>::into_raw`; the waker's count is released.
+unsafe fn drop_waker<T: Send + 'static>(ptr: *const ()) {
+    // SAFETY: the waker owns one count.
+    unsafe { Arc::decrement_strong_count(ptr.cast::<Task<T>>()) };
+}
+
+/// Cancels a task that is dropped before its fiber produced a result (never started, or
+/// unwound at shutdown).
+pub(crate) struct CompleteOnDrop<T: Send + 'static>(pub(crate) Arc<Task<T>>);
+
+impl<T: Send + 'static> Drop for CompleteOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.complete(Err(JoinError::cancelled()));
+    }
+}
+
+/// An owned permission to join a fiber: wait for it and take its result.
+///
+/// Dropping the handle detaches the fiber: it runs on, and its result is dropped.
+///
+/// `JoinHandle` is also a [`Future`], for async code.
+///
+/// # Examples
+///
+/// ```
+/// let handle = green::spawn(|| 6 * 7);
+/// assert_eq!(handle.join().unwrap(), 42);
+/// ```
+pub struct JoinHandle<T> {
+    /// The shared task.
+    task: Arc<Task<T>>,
+}
+
+impl<T: Send + 'static> JoinHandle<T> {
+    pub(crate) fn new(task: Arc<Task<T>>) -> JoinHandle<T> {
+        JoinHandle { task }
+    }
+
+    /// Waits for the fiber to finish and returns its value.
+    ///
+    /// Inside a fiber this parks only the calling fiber; on a plain thread it blocks the
+    /// thread.
+    ///
+    /// # Errors
+    ///
+    /// A [`JoinError`] if the fiber panicked or was cancelled (aborted, or its runtime shut
+    /// down before it finished).
+    pub fn join(self) -> Result<T, JoinError> {
+        crate::await_blocking(self)
+    }
+
+    /// Whether the fiber has finished (returned, panicked or been cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.task.done.load(Ordering::Acquire)
+    }
+
+    /// Cancels the fiber: if it has not finished, it is unwound at its next suspension point
+    /// (or never started), and joining it gives a cancelled [`JoinError`].
+    pub fn abort(&self) {
+        if self.is_finished() {
+            return;
+        }
+        self.task.header.cancelled.store(true, Ordering::Release);
+        self.task.header.wake();
+    }
+
+    /// Takes the result, which must be there.
+    fn take(&mut self) -> Result<T, JoinError> {
+        // SAFETY: `done` was seen (Acquire), so the result is written and the writer is done
+        // with it; only this handle reads it, through `&mut self`.
+        let result = unsafe { (*self.task.result.get()).take() };
+        result.unwrap_or_else(|| Err(JoinError::taken()))
+    }
+}
+
+impl<T: Send + 'static> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.is_finished() {
+            return Poll::Ready(this.take());
+        }
+        {
+            let mut slot = this
+                .task
+                .join_waker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match &mut *slot {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+        }
+        // The result may have come while we stored the waker.
+        if this.is_finished() {
+            return Poll::Ready(this.take());
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.task.done.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Why joining a fiber gave no value.
+pub struct JoinError {
+    /// What happened.
+    kind: JoinErrorKind,
+}
+
+/// What happened to a fiber that gave no value.
+enum JoinErrorKind {
+    /// It panicked with this payload.
+    Panic(Box<dyn Any + Send + 'static>),
+    /// It was aborted, or its runtime shut down first.
+    Cancelled,
+    /// The result was already taken (a `JoinHandle` polled after it completed).
+    Taken,
+}
+
+impl JoinError {
+    pub(crate) fn panic(payload: Box<dyn Any + Send + 'static>) -> JoinError {
+        JoinError {
+            kind: JoinErrorKind::Panic(payload),
+        }
+    }
+
+    pub(crate) fn cancelled() -> JoinError {
+        JoinError {
+            kind: JoinErrorKind::Cancelled,
+        }
+    }
+
+    fn taken() -> JoinError {
+        JoinError {
+            kind: JoinErrorKind::Taken,
+        }
+    }
+
+    /// Whether the fiber panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.kind, JoinErrorKind::Panic(_))
+    }
+
+    /// Whether the fiber was cancelled: aborted, or its runtime shut down before it finished.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.kind, JoinErrorKind::Cancelled)
+    }
+
+    /// The panic payload, to re-raise with [`std::panic::resume_unwind`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if the error is not a panic; check with [`is_panic`](JoinError::is_panic).
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        match self.kind {
+            JoinErrorKind::Panic(payload) => payload,
+            _ => panic!("JoinError::into_panic on an error that is not a panic: {self}"),
+        }
+    }
+
+    /// The panic message, when the payload is a string.
+    fn message(&self) -> Option<&str> {
+        match &self.kind {
+            JoinErrorKind::Panic(payload) => payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, self.message()) {
+            (JoinErrorKind::Panic(_), Some(message)) => write!(f, "the fiber panicked: {message}"),
+            (JoinErrorKind::Panic(_), None) => f.write_str("the fiber panicked"),
+            (JoinErrorKind::Cancelled, _) => {
+                f.write_str("the fiber was cancelled (aborted, or its runtime shut down)")
+            }
+            (JoinErrorKind::Taken, _) => f.write_str("the fiber's result was already taken"),
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JoinError({self})")
+    }
+}
+
+impl std::error::Error for JoinError {}

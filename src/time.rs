@@ -1,0 +1,165 @@
+//! Time: [`sleep`] and [`sleep_until`] for fibers, [`Timer`] for async code.
+//!
+//! # Precision
+//!
+//! A timer never fires early: it completes only once `Instant::now()` has reached its
+//! deadline. How late it fires depends on the machine; the reactor waits with
+//! sub-millisecond precision (`epoll_pwait2` or a timerfd), and the benchmarks report the
+//! lateness measured here.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::executor;
+use crate::reactor::Reactor;
+
+/// Puts the calling fiber to sleep for at least `duration`; other fibers run meanwhile.
+/// Outside a fiber it sleeps the thread.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// let start = Instant::now();
+/// green::run(|| green::sleep(Duration::from_millis(10)));
+/// assert!(start.elapsed() >= Duration::from_millis(10));
+/// ```
+pub fn sleep(duration: Duration) {
+    match Instant::now().checked_add(duration) {
+        Some(deadline) => sleep_until(deadline),
+        None => sleep_forever(),
+    }
+}
+
+/// Puts the calling fiber to sleep until `deadline`; other fibers run meanwhile. Outside a
+/// fiber it sleeps the thread.
+pub fn sleep_until(deadline: Instant) {
+    if executor::current().is_some() {
+        crate::await_blocking(Timer::at(deadline));
+        return;
+    }
+    // `thread::sleep` may wake early on some systems: loop until the deadline has passed.
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        std::thread::sleep(deadline - now);
+    }
+}
+
+/// Sleeps for a duration too long to represent as an `Instant`.
+fn sleep_forever() {
+    if executor::current().is_some() {
+        crate::await_blocking(Timer::never());
+        return;
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A future that completes at a deadline, with the deadline as its output.
+///
+/// The async twin of [`sleep`]: it works in any executor, driven by a green runtime's
+/// reactor (the calling fiber's, or the global runtime's outside fibers).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use green::time::Timer;
+///
+/// let deadline = green::block_on(Timer::after(Duration::from_millis(5)));
+/// assert!(std::time::Instant::now() >= deadline);
+/// ```
+#[must_use = "futures do nothing unless you .await or poll them"]
+pub struct Timer {
+    /// When it fires; `None` never.
+    deadline: Option<Instant>,
+    /// While registered: the reactor, the timer's id and the waker it holds.
+    registration: Option<(Arc<Reactor>, u64, Waker)>,
+}
+
+impl Timer {
+    /// A timer that fires after `duration` (never, if the deadline cannot be represented).
+    pub fn after(duration: Duration) -> Timer {
+        Timer {
+            deadline: Instant::now().checked_add(duration),
+            registration: None,
+        }
+    }
+
+    /// A timer that fires at `deadline`.
+    pub fn at(deadline: Instant) -> Timer {
+        Timer {
+            deadline: Some(deadline),
+            registration: None,
+        }
+    }
+
+    /// A timer that never fires.
+    pub fn never() -> Timer {
+        Timer {
+            deadline: None,
+            registration: None,
+        }
+    }
+
+    /// The deadline, if there is one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Removes the registration, if any.
+    fn deregister(&mut self) {
+        if let (Some((reactor, id, _)), Some(deadline)) = (self.registration.take(), self.deadline)
+        {
+            reactor.remove_timer(deadline, id);
+        }
+    }
+}
+
+impl Future for Timer {
+    type Output = Instant;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Instant> {
+        let this = self.get_mut();
+        let Some(deadline) = this.deadline else {
+            return Poll::Pending;
+        };
+        if Instant::now() >= deadline {
+            this.deregister();
+            return Poll::Ready(deadline);
+        }
+        match &this.registration {
+            Some((_, _, waker)) if waker.will_wake(cx.waker()) => {}
+            _ => {
+                this.deregister();
+                let (reactor, remote) = executor::current_reactor();
+                let id = reactor.insert_timer(deadline, cx.waker(), remote);
+                this.registration = Some((reactor, id, cx.waker().clone()));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.deregister();
+    }
+}
+
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timer")
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
