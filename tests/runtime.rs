@@ -1,0 +1,498 @@
+//! Behaviour of the runtime: spawning and joining, waking, parking, timers, `unblock`,
+//! panics, cancellation and bad input.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+
+/// Loop counts are scaled down under QEMU (riscv64, aarch64), where everything is slower.
+const NATIVE: bool = cfg!(target_arch = "x86_64");
+
+/// Runs `f` on a fresh runtime, failing the test if it does not finish within a minute
+/// (a lost wake would otherwise hang the test forever).
+fn run_with_watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(green::run(f));
+    });
+    receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the runtime hung: a wake was lost")
+}
+
+/// A future that is pending until `flag` is set, counting its polls and exposing its waker.
+struct Gate {
+    flag: Arc<AtomicBool>,
+    polls: Arc<AtomicUsize>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+impl Future for Gate {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.flag.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn run_returns_the_value_of_the_main_fiber() {
+    assert_eq!(green::run(|| 6 * 7), 42);
+}
+
+#[test]
+fn spawned_fibers_are_joined_with_their_values() {
+    let sum = run_with_watchdog(|| {
+        let handles: Vec<_> = (0..100u64).map(|i| green::spawn(move || i * i)).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+    });
+    assert_eq!(sum, (0..100u64).map(|i| i * i).sum());
+}
+
+#[test]
+fn spawn_outside_a_runtime_uses_the_global_runtime() {
+    let handle = green::spawn(|| {
+        (
+            green::in_fiber(),
+            std::thread::current().name().map(str::to_owned),
+        )
+    });
+    let (in_fiber, thread) = handle.join().unwrap();
+    assert!(in_fiber);
+    assert_eq!(thread.as_deref(), Some("green-global"));
+}
+
+#[test]
+fn a_thousand_os_threads_wake_fibers() {
+    let count = if NATIVE { 1000 } else { 100 };
+    let total = run_with_watchdog(move || {
+        let mut fibers = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..count {
+            let (sender, receiver) = oneshot::channel::<usize>();
+            fibers.push(green::spawn(move || {
+                green::await_blocking(receiver).unwrap()
+            }));
+            threads.push(std::thread::spawn(move || sender.send(i).unwrap()));
+        }
+        let total: usize = fibers.into_iter().map(|f| f.join().unwrap()).sum();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        total
+    });
+    assert_eq!(total, (0..count).sum());
+}
+
+#[test]
+fn a_wake_racing_with_the_park_is_never_lost() {
+    let rounds = if NATIVE { 20_000 } else { 1_000 };
+    let completed = run_with_watchdog(move || {
+        // Another thread completes each oneshot right as the fiber polls and parks.
+        let (senders, receivers) = mpsc::channel::<oneshot::Sender<usize>>();
+        let waker_thread = std::thread::spawn(move || {
+            for sender in receivers {
+                let _ = sender.send(1);
+            }
+        });
+        let mut completed = 0;
+        for _ in 0..rounds {
+            let (sender, receiver) = oneshot::channel();
+            senders.send(sender).unwrap();
+            completed += green::await_blocking(receiver).unwrap();
+        }
+        drop(senders);
+        waker_thread.join().unwrap();
+        completed
+    });
+    assert_eq!(completed, rounds);
+}
+
+#[test]
+fn a_stale_wake_after_the_fiber_finished_does_nothing() {
+    run_with_watchdog(|| {
+        // Fiber A parks on a gate, hands out its waker, is released and finishes.
+        let gate_flag = Arc::new(AtomicBool::new(false));
+        let waker_slot = Arc::new(Mutex::new(None));
+        let gate = Gate {
+            flag: gate_flag.clone(),
+            polls: Arc::new(AtomicUsize::new(0)),
+            waker: waker_slot.clone(),
+        };
+        let a = green::spawn(move || green::await_blocking(gate));
+        green::yield_now(); // A runs and parks
+        let stale: Waker = waker_slot.lock().unwrap().clone().unwrap();
+        gate_flag.store(true, Ordering::SeqCst);
+        stale.wake_by_ref();
+        a.join().unwrap();
+
+        // Fiber B takes A's slot and parks on a gate of its own.
+        let b_polls = Arc::new(AtomicUsize::new(0));
+        let b_gate = Gate {
+            flag: Arc::new(AtomicBool::new(false)),
+            polls: b_polls.clone(),
+            waker: Arc::new(Mutex::new(None)),
+        };
+        let b = green::spawn(move || green::await_blocking(b_gate));
+        green::yield_now();
+        assert_eq!(b_polls.load(Ordering::SeqCst), 1);
+
+        // A's old waker, woken here and from another thread, must not resume B.
+        stale.wake_by_ref();
+        let remote = stale.clone();
+        std::thread::spawn(move || remote.wake()).join().unwrap();
+        green::yield_now();
+        green::yield_now();
+        assert_eq!(
+            b_polls.load(Ordering::SeqCst),
+            1,
+            "a stale wake resumed another fiber"
+        );
+
+        b.abort();
+        assert!(b.join().unwrap_err().is_cancelled());
+    });
+}
+
+#[test]
+fn awaiting_a_ready_future_does_not_switch() {
+    run_with_watchdog(|| {
+        let other = green::spawn(|| ());
+        let value = green::await_blocking(async { 5 });
+        assert_eq!(value, 5);
+        assert!(
+            !other.is_finished(),
+            "a ready future must not let another fiber run"
+        );
+        other.join().unwrap();
+    });
+}
+
+#[test]
+fn awaiting_a_pending_future_lets_other_fibers_run_until_it_is_woken() {
+    let order = run_with_watchdog(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (sender, receiver) = oneshot::channel();
+        let waiter_log = log.clone();
+        let waiter = green::spawn(move || {
+            waiter_log.lock().unwrap().push("waiter parks");
+            let value = green::await_blocking(receiver).unwrap();
+            waiter_log.lock().unwrap().push(value);
+        });
+        green::yield_now();
+        log.lock().unwrap().push("sender runs");
+        sender.send("waiter woken").unwrap();
+        waiter.join().unwrap();
+        Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+    });
+    assert_eq!(order, ["waiter parks", "sender runs", "waiter woken"]);
+}
+
+#[test]
+fn block_on_inside_a_fiber_parks_the_fiber_not_the_worker() {
+    // The channel is fed by another fiber of the same worker: blocking the worker thread
+    // would deadlock.
+    let value = run_with_watchdog(|| {
+        let (sender, receiver) = oneshot::channel();
+        let feeder = green::spawn(move || sender.send(7).unwrap());
+        let value = green::block_on(receiver).unwrap();
+        feeder.join().unwrap();
+        value
+    });
+    assert_eq!(value, 7);
+}
+
+#[test]
+fn block_on_a_plain_thread_drives_green_timers() {
+    let start = Instant::now();
+    let deadline = green::block_on(green::time::Timer::after(Duration::from_millis(20)));
+    assert!(Instant::now() >= deadline);
+    assert!(start.elapsed() >= Duration::from_millis(20));
+}
+
+#[test]
+fn a_join_handle_is_a_future() {
+    let handle = green::spawn(|| "from a fiber");
+    assert_eq!(
+        green::block_on(async move { handle.await.unwrap() }),
+        "from a fiber"
+    );
+}
+
+#[test]
+fn a_fiber_yielding_in_a_loop_does_not_starve_new_fibers() {
+    let spins = run_with_watchdog(|| {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let spinner = green::spawn(move || {
+            let mut spins = 0u64;
+            while !flag.load(Ordering::SeqCst) {
+                spins += 1;
+                green::yield_now();
+            }
+            spins
+        });
+        green::yield_now();
+        // Spawned while the spinner is busy: must still get its turn.
+        let late = green::spawn(move || done.store(true, Ordering::SeqCst));
+        late.join().unwrap();
+        spinner.join().unwrap()
+    });
+    assert!(spins >= 1);
+}
+
+#[test]
+fn yield_now_runs_fibers_round_robin() {
+    let order = run_with_watchdog(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<_> = (0..3)
+            .map(|id| {
+                let log = log.clone();
+                green::spawn(move || {
+                    for step in 0..3 {
+                        log.lock().unwrap().push((step, id));
+                        green::yield_now();
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+    });
+    let expected: Vec<_> = (0..3)
+        .flat_map(|step| (0..3).map(move |id| (step, id)))
+        .collect();
+    assert_eq!(order, expected);
+}
+
+#[test]
+fn timers_fire_in_deadline_order() {
+    let order = run_with_watchdog(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        // Spawned in scrambled order; each sleeps until its own deadline.
+        let handles: Vec<_> = [5u64, 1, 4, 2, 3]
+            .into_iter()
+            .map(|n| {
+                let log = log.clone();
+                green::spawn(move || {
+                    green::sleep_until(start + Duration::from_millis(5 * n));
+                    log.lock().unwrap().push(n);
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+    });
+    assert_eq!(order, [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn sleeps_are_never_early() {
+    run_with_watchdog(|| {
+        for millis in [0u64, 1, 2, 5, 10] {
+            let requested = Duration::from_millis(millis);
+            let start = Instant::now();
+            green::sleep(requested);
+            assert!(
+                start.elapsed() >= requested,
+                "slept {:?} of {requested:?}",
+                start.elapsed()
+            );
+        }
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(3);
+        green::sleep_until(deadline);
+        assert!(Instant::now() >= deadline);
+    });
+    // Outside fibers too.
+    let start = Instant::now();
+    green::sleep(Duration::from_millis(2));
+    assert!(start.elapsed() >= Duration::from_millis(2));
+}
+
+#[test]
+fn a_sleeping_fiber_does_not_block_the_others() {
+    let order = run_with_watchdog(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sleeper_log = log.clone();
+        let sleeper = green::spawn(move || {
+            green::sleep(Duration::from_millis(20));
+            sleeper_log.lock().unwrap().push("sleeper");
+        });
+        let busy_log = log.clone();
+        let busy = green::spawn(move || busy_log.lock().unwrap().push("busy"));
+        busy.join().unwrap();
+        sleeper.join().unwrap();
+        Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+    });
+    assert_eq!(order, ["busy", "sleeper"]);
+}
+
+#[test]
+fn a_panicking_fiber_gives_a_join_error_and_the_runtime_keeps_going() {
+    let (message, after) = run_with_watchdog(|| {
+        let failing =
+            green::spawn(|| -> u32 { panic!("fiber failure {}", std::hint::black_box(3)) });
+        let error = failing.join().unwrap_err();
+        assert!(error.is_panic());
+        assert!(!error.is_cancelled());
+        assert!(error.to_string().contains("fiber failure 3"), "{error}");
+        let message = *error.into_panic().downcast::<String>().unwrap();
+        let after = green::spawn(|| 1).join().unwrap();
+        (message, after)
+    });
+    assert_eq!(message, "fiber failure 3");
+    assert_eq!(after, 1);
+}
+
+#[test]
+fn run_re_raises_the_panic_of_its_fiber() {
+    let caught = std::panic::catch_unwind(|| green::run(|| panic!("main fiber failed")));
+    let payload = caught.unwrap_err();
+    assert_eq!(*payload.downcast::<&str>().unwrap(), "main fiber failed");
+}
+
+#[test]
+fn unblock_runs_on_another_thread_while_other_fibers_run() {
+    run_with_watchdog(|| {
+        let worker = std::thread::current().id();
+        let (release, wait) = mpsc::channel::<()>();
+        // The blocking closure waits for a fiber to release it: possible only if the
+        // worker keeps running fibers while the closure blocks its pool thread.
+        let blocked = green::spawn(move || {
+            green::unblock(move || (wait.recv().unwrap(), std::thread::current().id()).1)
+        });
+        let releaser = green::spawn(move || release.send(()).unwrap());
+        releaser.join().unwrap();
+        assert_ne!(blocked.join().unwrap(), worker);
+    });
+}
+
+#[test]
+fn a_panic_in_unblock_is_raised_in_the_fiber() {
+    let error = run_with_watchdog(|| {
+        green::spawn(|| green::unblock(|| -> u8 { panic!("pool job failed") })).join()
+    });
+    assert!(error.unwrap_err().to_string().contains("pool job failed"));
+}
+
+#[test]
+fn abort_cancels_a_parked_fiber_and_runs_its_destructors() {
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let error = run_with_watchdog(move || {
+        let (_sender, receiver) = oneshot::channel::<()>();
+        let parked = green::spawn(move || {
+            let _flag = Flag(flag);
+            green::await_blocking(receiver).ok();
+        });
+        green::yield_now();
+        parked.abort();
+        parked.join()
+    });
+    assert!(error.unwrap_err().is_cancelled());
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[test]
+fn dropping_the_runtime_unwinds_parked_fibers_and_cancels_their_handles() {
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let runtime = green::Runtime::new().unwrap();
+    let (parked_sender, parked) = mpsc::channel();
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let (count, parked_sender) = (drops.clone(), parked_sender.clone());
+            runtime.spawn(move || {
+                let _guard = Counted(count);
+                parked_sender.send(()).unwrap();
+                green::sleep(Duration::from_secs(3600));
+            })
+        })
+        .collect();
+    for _ in 0..10 {
+        parked.recv().unwrap();
+    }
+    drop(runtime);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        10,
+        "every destructor on a fiber stack ran"
+    );
+    for handle in handles {
+        assert!(handle.join().unwrap_err().is_cancelled());
+    }
+}
+
+#[test]
+fn spawning_after_shutdown_gives_a_cancelled_join_error() {
+    let runtime = green::Runtime::new().unwrap();
+    let handle = runtime.handle().clone();
+    assert_eq!(handle.spawn(|| 1).join().unwrap(), 1);
+    drop(runtime);
+    let error = handle.spawn(|| 2).join().unwrap_err();
+    assert!(error.is_cancelled());
+    assert!(error.to_string().contains("cancelled"), "{error}");
+}
+
+#[test]
+fn zero_and_absurd_stack_sizes_are_refused_with_a_clear_error() {
+    for size in [0, 100, usize::MAX] {
+        let error = green::Runtime::builder()
+            .stack_size(size)
+            .build()
+            .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains(&size.to_string()), "{error}");
+    }
+}
+
+#[test]
+fn a_custom_stack_size_holds_deep_recursion() {
+    fn depth(n: u32) -> u32 {
+        let frame = std::hint::black_box([n; 256]);
+        if n == 0 {
+            0
+        } else {
+            1 + depth(n - 1) + frame[3] - n
+        }
+    }
+    let runtime = green::Runtime::builder()
+        .stack_size(8 * 1024 * 1024)
+        .build()
+        .unwrap();
+    assert_eq!(runtime.run(|| depth(2000)), 2000);
+}
+
+#[test]
+fn runtime_block_on_runs_a_future_in_a_fiber() {
+    let runtime = green::Runtime::new().unwrap();
+    let value = runtime.block_on(async {
+        green::time::Timer::after(Duration::from_millis(1)).await;
+        green::in_fiber()
+    });
+    assert!(value);
+}
