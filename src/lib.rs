@@ -2,24 +2,33 @@
 //!
 //! A stackful async executor: green threads on guarded stacks that can block on futures.
 //!
-//! This release provides the machine layer: [`fiber::Fiber`], a closure running on a
-//! stack of its own, switched by hand-written assembly on x86_64, riscv64 and aarch64
-//! Linux, with guard pages, pooled stacks, stack-overflow reports, panic capture and forced
-//! unwinding.
+//! Every spawned fiber runs on a stack of its own. Plain synchronous code in a fiber
+//! (`stream.read(&mut buf)?`, [`sleep`], [`JoinHandle::join`]) parks only that fiber while
+//! the worker runs the others, and [`await_blocking`] waits for any
+//! [`Future`](std::future::Future) from a normal function.
 //!
 //! ```
-//! use green::fiber::{Fiber, Resume};
+//! use std::io::{Read, Write};
+//! use green::net::{TcpListener, TcpStream};
 //!
-//! let mut counter = Fiber::new(|suspender| {
-//!     for _ in 0..2 {
-//!         suspender.suspend();
-//!     }
-//!     42
-//! })
-//! .unwrap();
-//! assert!(matches!(counter.resume(), Resume::Yielded));
-//! assert!(matches!(counter.resume(), Resume::Yielded));
-//! assert!(matches!(counter.resume(), Resume::Finished(42)));
+//! let echoed = green::run(|| {
+//!     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+//!     let address = listener.local_addr().unwrap();
+//!     // One fiber per connection, written as blocking code.
+//!     let server = green::spawn(move || {
+//!         let (mut stream, _) = listener.accept().unwrap();
+//!         let mut buf = [0; 5];
+//!         stream.read_exact(&mut buf).unwrap();
+//!         stream.write_all(&buf).unwrap();
+//!     });
+//!     let mut client = TcpStream::connect(address).unwrap();
+//!     client.write_all(b"hello").unwrap();
+//!     let mut reply = [0; 5];
+//!     client.read_exact(&mut reply).unwrap();
+//!     server.join().unwrap();
+//!     reply
+//! });
+//! assert_eq!(&echoed, b"hello");
 //! ```
 //!
 //! # Platforms
@@ -32,12 +41,20 @@
 //!
 //! # Implementation
 //!
-//! * `context`: the stack switch (one naked function per architecture, with hand-written
-//!   unwind information so backtraces walk from a fiber into its resumer), `mmap`'d stacks
-//!   with a guard page and a per-thread pool ([`stack`]), and the SIGSEGV handler that
-//!   reports a fiber overflowing its stack.
-//! * [`fiber`]: `Fiber<T>` on top of it: resume and suspend, panics caught at the fiber's
-//!   entry, forced unwinding of a fiber dropped while suspended.
+//! The modules, from the machine up:
+//!
+//! * `context`: the stack switch (per-architecture assembly with hand-written unwind
+//!   information, so backtraces walk from a fiber into its resumer), `mmap`'d stacks with a
+//!   guard page and a per-thread pool ([`stack`]), and the SIGSEGV handler that reports a
+//!   fiber overflowing its stack.
+//! * [`fiber`]: `Fiber<T>`: resume and suspend, panics caught at the fiber's entry, forced
+//!   unwinding of a fiber dropped while suspended. Usable on its own as a coroutine.
+//! * `executor` ([`Runtime`], [`spawn`]): a worker thread per runtime that runs fibers
+//!   round robin from a slab; wakes from other threads arrive through a lock-free injector.
+//! * `reactor`: a `polling::Poller` per worker, with I/O sources and timers.
+//! * `block_on` ([`await_blocking`], [`block_on`]): polls a future on the fiber's stack and
+//!   parks the fiber while it is pending.
+//! * [`io`], [`net`], [`time`], [`unblock`]: what users call, built on the three above.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
@@ -53,6 +70,7 @@ mod context;
 mod executor;
 pub mod fiber;
 pub mod io;
+pub mod net;
 mod reactor;
 mod task;
 pub mod time;

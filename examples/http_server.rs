@@ -1,0 +1,239 @@
+//! An HTTP/1.1 server that answers "hello" to every request, written as plain synchronous
+//! code: a fiber per connection, keep-alive, pipelining.
+//!
+//! ```sh
+//! cargo run --release --example http_server              # listens on 127.0.0.1:8080
+//! cargo run --release --example http_server 127.0.0.1:9000
+//! curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/  # two requests, one connection
+//! wrk -t2 -c1000 -d5s http://127.0.0.1:8080/             # raise `ulimit -n` first
+//! ```
+//!
+//! It runs until killed.
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use green::net::{TcpListener, TcpStream};
+
+/// The body of every response.
+const BODY: &[u8] = b"hello\n";
+
+/// The longest request head (request line and headers) accepted.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// How long a keep-alive connection may stay idle before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn main() -> io::Result<()> {
+    let address = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    green::run(move || serve(address))
+}
+
+/// Accepts connections forever, each served by a fiber of its own.
+fn serve(address: String) -> io::Result<()> {
+    let listener = TcpListener::bind(address)?;
+    println!(
+        "http server listening on http://{}/",
+        listener.local_addr()?
+    );
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                green::spawn(move || {
+                    if let Err(error) = handle(stream) {
+                        report(&error);
+                    }
+                });
+            }
+            Err(error) => {
+                // Out of descriptors, say: back off rather than spin on the error.
+                eprintln!("accept failed: {error}");
+                green::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a connection's error, unless it is the usual way clients go away.
+fn report(error: &io::Error) {
+    use io::ErrorKind::*;
+    if !matches!(
+        error.kind(),
+        ConnectionReset | BrokenPipe | UnexpectedEof | TimedOut
+    ) {
+        eprintln!("connection failed: {error}");
+    }
+}
+
+/// Serves the requests of one connection until the client closes it or asks to.
+fn handle(stream: TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    // Bytes read but not yet consumed: with pipelining, the start of the next request.
+    let mut buffer = Vec::with_capacity(1024);
+    let mut response = Vec::with_capacity(256);
+    loop {
+        // 1. Read up to the blank line that ends the head; a close before is the end.
+        let Some(head_len) = read_head(&stream, &mut buffer)? else {
+            return Ok(());
+        };
+        // 2. Parse the request line and the headers we care about.
+        let request = match Request::parse(&buffer[..head_len]) {
+            Ok(request) => request,
+            Err(status) => {
+                let mut stream = &stream;
+                return stream.write_all(&error_response(status));
+            }
+        };
+        buffer.drain(..head_len);
+        // 3. Skip the body, if any; we answer the same whatever it says.
+        skip_body(&stream, &mut buffer, request.content_length)?;
+        // 4. Answer.
+        response.clear();
+        request.respond(&mut response);
+        (&stream).write_all(&response)?;
+        if !request.keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads into `buffer` until it holds a whole request head; returns the head's length
+/// (through the blank line), or `None` if the client closed the connection first.
+fn read_head(mut stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    let mut searched = 0;
+    loop {
+        if let Some(end) = find_blank_line(buffer, searched) {
+            return Ok(Some(end));
+        }
+        if buffer.len() >= MAX_HEAD {
+            stream.write_all(&error_response(Status::HeaderTooLarge))?;
+            return Ok(None);
+        }
+        // The blank line may straddle what we have and what comes next.
+        searched = buffer.len().saturating_sub(3);
+        let mut chunk = [0; 4096];
+        match stream.read(&mut chunk)? {
+            0 if buffer.is_empty() => return Ok(None),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The end of the first `\r\n\r\n` in `buffer` at or after `from`.
+fn find_blank_line(buffer: &[u8], from: usize) -> Option<usize> {
+    buffer[from..]
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .map(|at| from + at + 4)
+}
+
+/// Consumes a body of `len` bytes: first from `buffer`, then from the stream.
+fn skip_body(stream: &TcpStream, buffer: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    let buffered = len.min(buffer.len());
+    buffer.drain(..buffered);
+    let rest = (len - buffered) as u64;
+    let skipped = io::copy(&mut stream.take(rest), &mut io::sink())?;
+    if skipped < rest {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// The parts of a request that shape the response.
+struct Request {
+    /// `HEAD` requests get the headers without the body.
+    head_only: bool,
+    /// Whether the connection stays open after the response.
+    keep_alive: bool,
+    /// Whether the client spoke HTTP/1.0 (keep-alive must then be announced).
+    http_1_0: bool,
+    /// The length of the request body.
+    content_length: usize,
+}
+
+/// Error responses.
+#[derive(Clone, Copy)]
+enum Status {
+    /// Malformed request.
+    BadRequest,
+    /// The head exceeds `MAX_HEAD`.
+    HeaderTooLarge,
+    /// A chunked request body, which this server does not decode.
+    NotImplemented,
+}
+
+impl Request {
+    /// Parses a request head (request line, headers, blank line).
+    fn parse(head: &[u8]) -> Result<Request, Status> {
+        let head = std::str::from_utf8(head).map_err(|_| Status::BadRequest)?;
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap_or("").split(' ');
+        let (Some(method), Some(_target), Some(version), None) = (
+            request_line.next(),
+            request_line.next(),
+            request_line.next(),
+            request_line.next(),
+        ) else {
+            return Err(Status::BadRequest);
+        };
+        let http_1_0 = match version {
+            "HTTP/1.1" => false,
+            "HTTP/1.0" => true,
+            _ => return Err(Status::BadRequest),
+        };
+        let mut request = Request {
+            head_only: method == "HEAD",
+            keep_alive: !http_1_0,
+            http_1_0,
+            content_length: 0,
+        };
+        for line in lines.take_while(|line| !line.is_empty()) {
+            let (name, value) = line.split_once(':').ok_or(Status::BadRequest)?;
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("connection") {
+                for option in value.split(',').map(str::trim) {
+                    if option.eq_ignore_ascii_case("close") {
+                        request.keep_alive = false;
+                    } else if option.eq_ignore_ascii_case("keep-alive") {
+                        request.keep_alive = true;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("content-length") {
+                request.content_length = value.parse().map_err(|_| Status::BadRequest)?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(Status::NotImplemented);
+            }
+        }
+        Ok(request)
+    }
+
+    /// Writes the response to this request into `out`.
+    fn respond(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n");
+        out.extend_from_slice(format!("Content-Length: {}\r\n", BODY.len()).as_bytes());
+        if !self.keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if self.http_1_0 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if !self.head_only {
+            out.extend_from_slice(BODY);
+        }
+    }
+}
+
+/// A complete response for an error, after which the connection closes.
+fn error_response(status: Status) -> Vec<u8> {
+    let reason = match status {
+        Status::BadRequest => "400 Bad Request",
+        Status::HeaderTooLarge => "431 Request Header Fields Too Large",
+        Status::NotImplemented => "501 Not Implemented",
+    };
+    format!("HTTP/1.1 {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes()
+}

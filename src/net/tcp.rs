@@ -1,0 +1,466 @@
+//! TCP: [`TcpListener`] and [`TcpStream`].
+
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::addr::{self, RawAddr};
+use super::stream::{Stream, stream_impls};
+use crate::io::Async;
+
+/// A TCP socket server, listening for connections.
+///
+/// [`accept`](TcpListener::accept) parks the calling fiber until a connection arrives (and
+/// blocks the thread outside fibers); several fibers may accept on one listener at once.
+///
+/// # Examples
+///
+/// An echo server with a fiber per connection:
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use green::net::{TcpListener, TcpStream};
+///
+/// green::run(|| {
+///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+///     let address = listener.local_addr().unwrap();
+///     green::spawn(move || {
+///         for stream in listener.incoming() {
+///             let mut stream = stream.unwrap();
+///             green::spawn(move || {
+///                 let mut buf = [0; 1024];
+///                 while let Ok(n @ 1..) = stream.read(&mut buf) {
+///                     stream.write_all(&buf[..n]).unwrap();
+///                 }
+///             });
+///         }
+///     });
+///     let mut client = TcpStream::connect(address).unwrap();
+///     client.write_all(b"echo").unwrap();
+///     let mut reply = [0; 4];
+///     client.read_exact(&mut reply).unwrap();
+///     assert_eq!(&reply, b"echo");
+/// });
+/// ```
+pub struct TcpListener {
+    /// The registered, nonblocking listener.
+    io: Async<std::net::TcpListener>,
+}
+
+impl TcpListener {
+    /// Binds a listener to `addr`, trying each address it resolves to in turn. Port 0 asks
+    /// the system for a free port; [`local_addr`](TcpListener::local_addr) tells which.
+    ///
+    /// The backlog of connections waiting for `accept` is `SOMAXCONN` (std uses 128),
+    /// capped by the `net.core.somaxconn` sysctl.
+    ///
+    /// A host name is resolved on the [`unblock`](crate::unblock) pool (see the
+    /// [module docs](crate::net#name-resolution)).
+    ///
+    /// # Errors
+    ///
+    /// The resolution's error, or the last address's `bind`/`listen` error, e.g.
+    /// [`io::ErrorKind::AddrInUse`].
+    pub fn bind<A>(addr: A) -> io::Result<TcpListener>
+    where
+        A: ToSocketAddrs + Send + 'static,
+    {
+        let addrs = addr::resolve(addr)?;
+        let listener = std::net::TcpListener::bind(&addrs[..])?;
+        addr::raise_backlog(listener.as_fd())?;
+        TcpListener::try_from(listener)
+    }
+
+    /// Accepts a connection: parks the calling fiber until one arrives.
+    ///
+    /// # Errors
+    ///
+    /// What `accept(2)` returns, e.g. `EMFILE` when out of descriptors, or registering
+    /// the new socket with the reactor returns.
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = self.io.read_with(|listener| listener.accept())?;
+        Ok((TcpStream::try_from(stream)?, peer))
+    }
+
+    /// An iterator over incoming connections; it never returns `None`.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockname(2)` returns.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().local_addr()
+    }
+
+    /// Takes the pending error (`SO_ERROR`) of the socket, if any.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockopt(2)` returns.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.get_ref().take_error()
+    }
+
+    /// The std listener, for options this type does not wrap (`set_ttl`, ...). It is in
+    /// nonblocking mode: accept through this type, not through it.
+    pub fn get_ref(&self) -> &std::net::TcpListener {
+        self.io.get_ref()
+    }
+}
+
+impl TryFrom<std::net::TcpListener> for TcpListener {
+    type Error = io::Error;
+
+    /// Puts the listener in nonblocking mode and registers it with the reactor.
+    fn try_from(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        Ok(TcpListener {
+            io: Async::new(listener)?,
+        })
+    }
+}
+
+impl TryFrom<TcpListener> for std::net::TcpListener {
+    type Error = io::Error;
+
+    /// Deregisters the listener and puts it back in blocking mode.
+    fn try_from(listener: TcpListener) -> io::Result<std::net::TcpListener> {
+        let listener = listener.io.into_inner()?;
+        listener.set_nonblocking(false)?;
+        Ok(listener)
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.get_ref().as_fd()
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.io.get_ref(), f)
+    }
+}
+
+/// The connections arriving at a [`TcpListener`], from [`TcpListener::incoming`].
+///
+/// Each `next` parks the calling fiber until a connection arrives; it never returns
+/// `None`.
+pub struct Incoming<'a> {
+    /// The listener.
+    listener: &'a TcpListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<TcpStream>;
+
+    fn next(&mut self) -> Option<io::Result<TcpStream>> {
+        Some(self.listener.accept().map(|(stream, _)| stream))
+    }
+}
+
+impl fmt::Debug for Incoming<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("listener", self.listener)
+            .finish()
+    }
+}
+
+/// A TCP connection.
+///
+/// Reads and writes (`std::io::Read`/`Write`, on the stream or on `&TcpStream`) park the
+/// calling fiber until the socket is ready, and block the thread outside fibers. The same
+/// stream implements `futures_io::AsyncRead`/`AsyncWrite` for async code.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use green::net::{TcpListener, TcpStream};
+///
+/// green::run(|| {
+///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+///     let address = listener.local_addr().unwrap();
+///     let server = green::spawn(move || {
+///         let (mut stream, _) = listener.accept().unwrap();
+///         stream.write_all(b"hello").unwrap();
+///     });
+///     let mut stream = TcpStream::connect(address).unwrap();
+///     let mut greeting = String::new();
+///     stream.read_to_string(&mut greeting).unwrap(); // until the server closes
+///     assert_eq!(greeting, "hello");
+///     server.join().unwrap();
+/// });
+/// ```
+///
+/// Reading and writing at once from two fibers through shared references:
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::sync::Arc;
+/// use green::net::{TcpListener, TcpStream};
+///
+/// green::run(|| {
+///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+///     let address = listener.local_addr().unwrap();
+///     green::spawn(move || {
+///         let (stream, _) = listener.accept().unwrap();
+///         std::io::copy(&mut &stream, &mut &stream).unwrap(); // echo
+///     });
+///     let stream = Arc::new(TcpStream::connect(address).unwrap());
+///     let writer = stream.clone();
+///     let writing = green::spawn(move || (&*writer).write_all(&[7; 100_000]).unwrap());
+///     let mut echoed = vec![0; 100_000];
+///     (&*stream).read_exact(&mut echoed).unwrap();
+///     writing.join().unwrap();
+///     assert!(echoed.iter().all(|&byte| byte == 7));
+/// });
+/// ```
+pub struct TcpStream {
+    /// The registered socket with its timeouts.
+    inner: Stream<std::net::TcpStream>,
+}
+
+stream_impls!(TcpStream);
+
+impl TcpStream {
+    /// Connects to `addr`, trying each address it resolves to in turn until one accepts.
+    ///
+    /// A host name is resolved on the [`unblock`](crate::unblock) pool (see the
+    /// [module docs](crate::net#name-resolution)); the connection itself is made with a
+    /// nonblocking `connect(2)` while the fiber is parked.
+    ///
+    /// # Errors
+    ///
+    /// The resolution's error, or the last address's connection error, e.g.
+    /// [`io::ErrorKind::ConnectionRefused`].
+    pub fn connect<A>(addr: A) -> io::Result<TcpStream>
+    where
+        A: ToSocketAddrs + Send + 'static,
+    {
+        addr::each_addr(addr::resolve(addr)?, |addr| {
+            TcpStream::connect_addr(&addr, None)
+        })
+    }
+
+    /// Connects to `addr`, giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::TimedOut`] once `timeout` has elapsed;
+    /// [`io::ErrorKind::InvalidInput`] for a zero timeout (as std); else as
+    /// [`connect`](TcpStream::connect).
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        if timeout.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            ));
+        }
+        TcpStream::connect_addr(addr, Instant::now().checked_add(timeout))
+    }
+
+    /// Connects to one address, waiting at most until `deadline`.
+    fn connect_addr(addr: &SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
+        let addr = RawAddr::inet(addr);
+        let socket = addr::stream_socket(addr.family())?;
+        let in_progress = addr::start_connect(socket.as_fd(), &addr)?;
+        let stream = TcpStream::try_from(std::net::TcpStream::from(socket))?;
+        if in_progress {
+            stream.finish_connect(deadline)?;
+        }
+        Ok(stream)
+    }
+
+    /// Waits for a connection in progress to be established or to fail.
+    fn finish_connect(&self, deadline: Option<Instant>) -> io::Result<()> {
+        loop {
+            // 1. Writability means the handshake ended, one way or the other.
+            self.inner.wait_writable(deadline)?;
+            // 2. A failed connection leaves its error in SO_ERROR.
+            if let Some(error) = self.take_error()? {
+                return Err(error);
+            }
+            // 3. A wake with neither an error nor a peer was spurious: wait again.
+            match self.peer_addr() {
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => {}
+                result => return result.map(drop),
+            }
+        }
+    }
+
+    /// Shuts down the reading half, the writing half, or both. A fiber blocked reading
+    /// this stream then reads end-of-stream.
+    ///
+    /// # Errors
+    ///
+    /// What `shutdown(2)` returns, e.g. [`io::ErrorKind::NotConnected`].
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.inner.get_ref().shutdown(how)
+    }
+
+    /// Reads without consuming: the next read returns the same bytes. Parks the fiber
+    /// until data arrive, for at most the read timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`Read::read`](std::io::Read::read).
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_with(|stream| stream.peek(buf))
+    }
+
+    /// The address of the remote peer.
+    ///
+    /// # Errors
+    ///
+    /// What `getpeername(2)` returns, e.g. [`io::ErrorKind::NotConnected`].
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.get_ref().peer_addr()
+    }
+
+    /// The local address of the connection.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockname(2)` returns.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.get_ref().local_addr()
+    }
+
+    /// Sets `TCP_NODELAY`: with `true`, small writes are sent at once rather than
+    /// coalesced (Nagle's algorithm off).
+    ///
+    /// # Errors
+    ///
+    /// What `setsockopt(2)` returns.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.inner.get_ref().set_nodelay(nodelay)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockopt(2)` returns.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.inner.get_ref().nodelay()
+    }
+
+    /// Sets how long one blocking-style read (or [`peek`](TcpStream::peek)) may wait;
+    /// `None` waits without limit. A read that times out fails with
+    /// [`io::ErrorKind::TimedOut`], never before the timeout elapsed.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a zero duration, as std.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::time::Duration;
+    /// use green::net::{TcpListener, TcpStream};
+    ///
+    /// let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let mut stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    /// stream.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    /// let error = stream.read(&mut [0; 1]).unwrap_err(); // nobody writes
+    /// assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    /// ```
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner.read_timeout().set(timeout)
+    }
+
+    /// Sets how long one blocking-style write may wait; as
+    /// [`set_read_timeout`](TcpStream::set_read_timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a zero duration, as std.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner.write_timeout().set(timeout)
+    }
+
+    /// The read timeout, if any.
+    ///
+    /// # Errors
+    ///
+    /// None: the `Result` mirrors std.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.inner.read_timeout().get())
+    }
+
+    /// The write timeout, if any.
+    ///
+    /// # Errors
+    ///
+    /// None: the `Result` mirrors std.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.inner.write_timeout().get())
+    }
+
+    /// Takes the pending error (`SO_ERROR`) of the socket, if any.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockopt(2)` returns.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.inner.get_ref().take_error()
+    }
+
+    /// A second handle to the same connection (a duplicated descriptor, registered on
+    /// its own). It starts with this stream's timeouts; later changes to either apply to
+    /// that one only.
+    ///
+    /// # Errors
+    ///
+    /// What `dup(2)` or registering the copy returns.
+    pub fn try_clone(&self) -> io::Result<TcpStream> {
+        let clone = TcpStream::try_from(self.inner.get_ref().try_clone()?)?;
+        clone.set_read_timeout(self.inner.read_timeout().get())?;
+        clone.set_write_timeout(self.inner.write_timeout().get())?;
+        Ok(clone)
+    }
+
+    /// The std stream, for options this type does not wrap (`set_ttl`, `set_linger`,
+    /// ...). It is in nonblocking mode: read and write through this type, not through it.
+    pub fn get_ref(&self) -> &std::net::TcpStream {
+        self.inner.get_ref()
+    }
+}
+
+impl TryFrom<std::net::TcpStream> for TcpStream {
+    type Error = io::Error;
+
+    /// Puts the stream in nonblocking mode and registers it with the reactor.
+    fn try_from(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        Ok(TcpStream {
+            inner: Stream::new(stream)?,
+        })
+    }
+}
+
+impl TryFrom<TcpStream> for std::net::TcpStream {
+    type Error = io::Error;
+
+    /// Deregisters the stream and puts it back in blocking mode. The timeouts are not
+    /// carried over.
+    fn try_from(stream: TcpStream) -> io::Result<std::net::TcpStream> {
+        let stream = stream.inner.into_inner()?;
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+}

@@ -1,0 +1,352 @@
+//! Unix-domain stream sockets: [`UnixListener`] and [`UnixStream`].
+//!
+//! They behave as their [`std::os::unix::net`] twins, with the blocking calls parking only
+//! the calling fiber (see the [parent module](crate::net)).
+
+use std::fmt;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::addr::{self, RawAddr};
+use super::stream::{Stream, stream_impls};
+use crate::io::Async;
+
+/// A Unix-domain socket server, listening for connections.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use green::net::unix::{UnixListener, UnixStream};
+///
+/// let path = std::env::temp_dir().join(format!("green-doc-{}.sock", std::process::id()));
+/// let _ = std::fs::remove_file(&path);
+/// let listener = UnixListener::bind(&path).unwrap();
+/// let client_path = path.clone();
+/// green::run(move || {
+///     let server = green::spawn(move || {
+///         let (mut stream, _) = listener.accept().unwrap();
+///         stream.write_all(b"hello").unwrap();
+///     });
+///     let mut stream = UnixStream::connect(&client_path).unwrap();
+///     let mut greeting = String::new();
+///     stream.read_to_string(&mut greeting).unwrap();
+///     assert_eq!(greeting, "hello");
+///     server.join().unwrap();
+/// });
+/// std::fs::remove_file(&path).unwrap();
+/// ```
+pub struct UnixListener {
+    /// The registered, nonblocking listener.
+    io: Async<std::os::unix::net::UnixListener>,
+}
+
+impl UnixListener {
+    /// Creates a socket file at `path` and listens on it, with a backlog of `SOMAXCONN`
+    /// (std uses 128), capped by the `net.core.somaxconn` sysctl.
+    ///
+    /// # Errors
+    ///
+    /// What `bind(2)` or `listen(2)` return, e.g. [`io::ErrorKind::AddrInUse`] if the
+    /// file exists.
+    pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
+        let listener = std::os::unix::net::UnixListener::bind(path)?;
+        addr::raise_backlog(listener.as_fd())?;
+        UnixListener::try_from(listener)
+    }
+
+    /// Accepts a connection: parks the calling fiber until one arrives.
+    ///
+    /// # Errors
+    ///
+    /// What `accept(2)` returns, or registering the new socket with the reactor returns.
+    pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
+        let (stream, peer) = self.io.read_with(|listener| listener.accept())?;
+        Ok((UnixStream::try_from(stream)?, peer))
+    }
+
+    /// An iterator over incoming connections; it never returns `None`.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockname(2)` returns.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().local_addr()
+    }
+
+    /// Takes the pending error (`SO_ERROR`) of the socket, if any.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockopt(2)` returns.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.get_ref().take_error()
+    }
+}
+
+impl TryFrom<std::os::unix::net::UnixListener> for UnixListener {
+    type Error = io::Error;
+
+    /// Puts the listener in nonblocking mode and registers it with the reactor.
+    fn try_from(listener: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
+        Ok(UnixListener {
+            io: Async::new(listener)?,
+        })
+    }
+}
+
+impl TryFrom<UnixListener> for std::os::unix::net::UnixListener {
+    type Error = io::Error;
+
+    /// Deregisters the listener and puts it back in blocking mode.
+    fn try_from(listener: UnixListener) -> io::Result<std::os::unix::net::UnixListener> {
+        let listener = listener.io.into_inner()?;
+        listener.set_nonblocking(false)?;
+        Ok(listener)
+    }
+}
+
+impl AsFd for UnixListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.get_ref().as_fd()
+    }
+}
+
+impl AsRawFd for UnixListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+}
+
+impl fmt::Debug for UnixListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.io.get_ref(), f)
+    }
+}
+
+/// The connections arriving at a [`UnixListener`], from [`UnixListener::incoming`].
+///
+/// Each `next` parks the calling fiber until a connection arrives; it never returns
+/// `None`.
+pub struct Incoming<'a> {
+    /// The listener.
+    listener: &'a UnixListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<UnixStream>;
+
+    fn next(&mut self) -> Option<io::Result<UnixStream>> {
+        Some(self.listener.accept().map(|(stream, _)| stream))
+    }
+}
+
+impl fmt::Debug for Incoming<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("listener", self.listener)
+            .finish()
+    }
+}
+
+/// A Unix-domain stream connection.
+///
+/// Reads and writes (`std::io::Read`/`Write`, on the stream or on `&UnixStream`) park the
+/// calling fiber until the socket is ready, and block the thread outside fibers. The same
+/// stream implements `futures_io::AsyncRead`/`AsyncWrite` for async code.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use green::net::unix::UnixStream;
+///
+/// let (mut a, mut b) = UnixStream::pair().unwrap();
+/// green::run(move || {
+///     let echo = green::spawn(move || {
+///         let mut buf = [0; 4];
+///         b.read_exact(&mut buf).unwrap(); // parks this fiber until the bytes arrive
+///         b.write_all(&buf).unwrap();
+///     });
+///     a.write_all(b"ping").unwrap();
+///     let mut reply = [0; 4];
+///     a.read_exact(&mut reply).unwrap();
+///     assert_eq!(&reply, b"ping");
+///     echo.join().unwrap();
+/// });
+/// ```
+pub struct UnixStream {
+    /// The registered socket with its timeouts.
+    inner: Stream<std::os::unix::net::UnixStream>,
+}
+
+stream_impls!(UnixStream);
+
+impl UnixStream {
+    /// Connects to the socket at `path`.
+    ///
+    /// The connection is made with a nonblocking `connect(2)`. Only when the listener's
+    /// backlog is full (`EAGAIN`, where std would block) does the connection wait on the
+    /// [`unblock`](crate::unblock) pool, while the fiber is parked.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a path too long for a socket address, or what
+    /// `connect(2)` returns, e.g. [`io::ErrorKind::NotFound`] or
+    /// [`io::ErrorKind::ConnectionRefused`] when nobody listens there.
+    pub fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
+        let path = path.as_ref();
+        let addr = RawAddr::unix(path)?;
+        let socket = addr::stream_socket(addr.family())?;
+        match addr::start_connect(socket.as_fd(), &addr) {
+            Ok(in_progress) => {
+                let stream = UnixStream::try_from(std::os::unix::net::UnixStream::from(socket))?;
+                if in_progress {
+                    stream.inner.wait_writable(None)?;
+                    if let Some(error) = stream.take_error()? {
+                        return Err(error);
+                    }
+                }
+                Ok(stream)
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                // The backlog is full; only a blocking connect waits for room in it.
+                let path = path.to_owned();
+                let stream = crate::unblock(move || std::os::unix::net::UnixStream::connect(path))?;
+                UnixStream::try_from(stream)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A pair of connected sockets.
+    ///
+    /// # Errors
+    ///
+    /// What `socketpair(2)` returns, or registering the sockets with the reactor.
+    pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+        let (a, b) = std::os::unix::net::UnixStream::pair()?;
+        Ok((UnixStream::try_from(a)?, UnixStream::try_from(b)?))
+    }
+
+    /// Shuts down the reading half, the writing half, or both. A fiber blocked reading
+    /// this stream then reads end-of-stream.
+    ///
+    /// # Errors
+    ///
+    /// What `shutdown(2)` returns.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.inner.get_ref().shutdown(how)
+    }
+
+    /// The address of the remote peer.
+    ///
+    /// # Errors
+    ///
+    /// What `getpeername(2)` returns.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.get_ref().peer_addr()
+    }
+
+    /// The local address of the socket.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockname(2)` returns.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.get_ref().local_addr()
+    }
+
+    /// Sets how long one blocking-style read may wait; `None` waits without limit. A read
+    /// that times out fails with [`io::ErrorKind::TimedOut`], never before the timeout
+    /// elapsed.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a zero duration, as std.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner.read_timeout().set(timeout)
+    }
+
+    /// Sets how long one blocking-style write may wait; as
+    /// [`set_read_timeout`](UnixStream::set_read_timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a zero duration, as std.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner.write_timeout().set(timeout)
+    }
+
+    /// The read timeout, if any.
+    ///
+    /// # Errors
+    ///
+    /// None: the `Result` mirrors std.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.inner.read_timeout().get())
+    }
+
+    /// The write timeout, if any.
+    ///
+    /// # Errors
+    ///
+    /// None: the `Result` mirrors std.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.inner.write_timeout().get())
+    }
+
+    /// Takes the pending error (`SO_ERROR`) of the socket, if any.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockopt(2)` returns.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.inner.get_ref().take_error()
+    }
+
+    /// A second handle to the same connection (a duplicated descriptor, registered on
+    /// its own), starting with this stream's timeouts.
+    ///
+    /// # Errors
+    ///
+    /// What `dup(2)` or registering the copy returns.
+    pub fn try_clone(&self) -> io::Result<UnixStream> {
+        let clone = UnixStream::try_from(self.inner.get_ref().try_clone()?)?;
+        clone.set_read_timeout(self.inner.read_timeout().get())?;
+        clone.set_write_timeout(self.inner.write_timeout().get())?;
+        Ok(clone)
+    }
+}
+
+impl TryFrom<std::os::unix::net::UnixStream> for UnixStream {
+    type Error = io::Error;
+
+    /// Puts the stream in nonblocking mode and registers it with the reactor.
+    fn try_from(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        Ok(UnixStream {
+            inner: Stream::new(stream)?,
+        })
+    }
+}
+
+impl TryFrom<UnixStream> for std::os::unix::net::UnixStream {
+    type Error = io::Error;
+
+    /// Deregisters the stream and puts it back in blocking mode. The timeouts are not
+    /// carried over.
+    fn try_from(stream: UnixStream) -> io::Result<std::os::unix::net::UnixStream> {
+        let stream = stream.inner.into_inner()?;
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+}
