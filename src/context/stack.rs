@@ -411,6 +411,13 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
     }
 }
 
+/// Checks that a stack of `size` bytes can be had on this thread: one is pooled, or a new
+/// one can be mapped (and is then pooled).
+pub(crate) fn reserve(size: usize) -> io::Result<()> {
+    give_back(take(size)?);
+    Ok(())
+}
+
 /// Gives a stack back to this thread's pool (or unmaps it while the thread exits).
 pub(crate) fn give_back(stack: Stack) {
     let mut stack = Some(stack);
