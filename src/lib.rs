@@ -54,6 +54,7 @@ mod executor;
 pub mod fiber;
 pub mod io;
 mod reactor;
+pub mod sync;
 mod task;
 pub mod time;
 mod worker;
