@@ -96,7 +96,7 @@ fn a_fiber_never_changes_thread_while_stealing_is_busy() {
                     for i in 0..suspensions {
                         // Keep both workers busy spawning and stealing short fibers.
                         if i % 10 == 0 {
-                            drop(green::spawn(|| green::yield_now()));
+                            drop(green::spawn(green::yield_now));
                         }
                         green::yield_now();
                         moved += usize::from(thread::current().id() != home);
