@@ -322,6 +322,8 @@ enum JoinErrorKind {
     Cancelled,
     /// The result was already taken (a `JoinHandle` polled after it completed).
     Taken,
+    /// The fiber could not be started: no stack could be mapped for it.
+    NotStarted(std::io::Error),
 }
 
 impl JoinError {
@@ -334,6 +336,21 @@ impl JoinError {
     pub(crate) fn cancelled() -> JoinError {
         JoinError {
             kind: JoinErrorKind::Cancelled,
+        }
+    }
+
+    pub(crate) fn not_started(error: std::io::Error) -> JoinError {
+        JoinError {
+            kind: JoinErrorKind::NotStarted(error),
+        }
+    }
+
+    /// Why the fiber could not be started, if it could not: the error of mapping its stack
+    /// (for example past `vm.max_map_count`).
+    pub fn start_error(&self) -> Option<&std::io::Error> {
+        match &self.kind {
+            JoinErrorKind::NotStarted(error) => Some(error),
+            _ => None,
         }
     }
 
@@ -386,6 +403,9 @@ impl fmt::Display for JoinError {
                 f.write_str("the fiber was cancelled (aborted, or its runtime shut down)")
             }
             (JoinErrorKind::Taken, _) => f.write_str("the fiber's result was already taken"),
+            (JoinErrorKind::NotStarted(error), _) => {
+                write!(f, "the fiber could not start: {error}")
+            }
         }
     }
 }

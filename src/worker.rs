@@ -94,8 +94,7 @@ where
         match worker.start_fiber(self.clone(), f) {
             Ok(id) => Some(id),
             Err(error) => {
-                let message = format!("green: could not start the fiber: {error}");
-                self.join.complete(Err(JoinError::panic(Box::new(message))));
+                self.join.complete(Err(JoinError::not_started(error)));
                 None
             }
         }
