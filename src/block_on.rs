@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use crate::executor;
+use crate::worker;
 
 /// Waits for `fut` and returns its output.
 ///
@@ -37,7 +37,7 @@ use crate::executor;
 /// assert_eq!(message, "hello from a thread");
 /// ```
 pub fn await_blocking<F: Future>(fut: F) -> F::Output {
-    let Some(current) = executor::current() else {
+    let Some(current) = worker::current() else {
         return block_on_thread(fut);
     };
     let mut fut = pin!(fut);

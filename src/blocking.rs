@@ -1,13 +1,14 @@
 //! [`unblock`]: run blocking code on a pool of OS threads while the fiber waits.
 //!
-//! The pool starts threads on demand, up to 500 (as smol's `blocking` does), and a thread
-//! that has been idle for 500 ms exits. Jobs wait in a FIFO queue when every thread is busy.
+//! Each runtime has its own pool. It starts threads on demand, up to 500 (as smol's
+//! `blocking` does), and a thread that has been idle for 500 ms exits. Jobs wait in a FIFO
+//! queue when every thread is busy. Shutting the runtime down waits for the pool's threads.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::Duration;
@@ -23,12 +24,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_millis(500);
 /// A job for the pool.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The pool's shared state.
-struct Pool {
+/// A runtime's pool of threads for blocking jobs.
+pub(crate) struct Pool {
     /// Jobs and thread counts.
     state: Mutex<PoolState>,
-    /// Signalled when a job is queued.
+    /// Signalled when a job is queued or the pool shuts down.
     available: Condvar,
+    /// Signalled when a thread exits.
+    exited: Condvar,
 }
 
 /// What the pool's lock guards.
@@ -39,33 +42,37 @@ struct PoolState {
     threads: usize,
     /// Threads waiting for a job.
     idle: usize,
-}
-
-/// The process-wide pool.
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| Pool {
-        state: Mutex::new(PoolState {
-            queue: VecDeque::new(),
-            threads: 0,
-            idle: 0,
-        }),
-        available: Condvar::new(),
-    })
+    /// Set at shutdown: idle threads exit at once.
+    closed: bool,
 }
 
 impl Pool {
+    /// An empty pool; threads start on demand.
+    pub(crate) fn new() -> Arc<Pool> {
+        Arc::new(Pool {
+            state: Mutex::new(PoolState {
+                queue: VecDeque::new(),
+                threads: 0,
+                idle: 0,
+                closed: false,
+            }),
+            available: Condvar::new(),
+            exited: Condvar::new(),
+        })
+    }
+
     /// Queues a job, starting a thread if none is idle and the limit allows.
-    fn submit(&'static self, job: Job) {
+    fn submit(self: &Arc<Self>, job: Job) {
         let mut state = lock(&self.state);
         state.queue.push_back(job);
         if state.idle > 0 {
             self.available.notify_one();
         } else if state.threads < MAX_THREADS {
             state.threads += 1;
+            let pool = self.clone();
             let spawned = thread::Builder::new()
                 .name("green-blocking".into())
-                .spawn(move || self.work());
+                .spawn(move || pool.work());
             if spawned.is_err() {
                 // Run on the threads there are; with none at all, run here rather than hang.
                 state.threads -= 1;
@@ -80,7 +87,7 @@ impl Pool {
         }
     }
 
-    /// A pool thread: takes jobs until idle for `IDLE_TIMEOUT`.
+    /// A pool thread: takes jobs until idle for `IDLE_TIMEOUT` or the pool closes.
     fn work(&self) {
         let mut state = lock(&self.state);
         loop {
@@ -90,6 +97,9 @@ impl Pool {
                 state = lock(&self.state);
                 continue;
             }
+            if state.closed {
+                break;
+            }
             state.idle += 1;
             let (next, timeout) = self
                 .available
@@ -98,10 +108,36 @@ impl Pool {
             state = next;
             state.idle -= 1;
             if timeout.timed_out() && state.queue.is_empty() {
-                state.threads -= 1;
-                return;
+                break;
             }
         }
+        state.threads -= 1;
+        self.exited.notify_all();
+    }
+
+    /// Stops the pool: idle threads exit, busy ones once their jobs (and the queued ones)
+    /// are done. Waits for every thread until `deadline` (`None`: as long as it takes);
+    /// returns whether they all exited.
+    pub(crate) fn shut_down(&self, deadline: Option<std::time::Instant>) -> bool {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        self.available.notify_all();
+        while state.threads > 0 {
+            state = match deadline {
+                None => self.exited.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.exited
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        true
     }
 }
 
@@ -152,15 +188,15 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    if !crate::in_fiber() {
+    let Some(pool) = crate::executor::current_pool().filter(|_| crate::in_fiber()) else {
         return f();
-    }
+    };
     let slot = Arc::new(Mutex::new(Slot {
         result: None,
         waker: None,
     }));
     let job_slot = slot.clone();
-    pool().submit(Box::new(move || {
+    pool.submit(Box::new(move || {
         let result = panic::catch_unwind(AssertUnwindSafe(f));
         let waker = {
             let mut slot = lock(&job_slot);

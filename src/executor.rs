@@ -1,374 +1,137 @@
-//! The executor: runtimes, their worker, its run queue, and spawning.
+//! Runtimes: their workers, spawning, and shutdown.
 //!
-//! A [`Runtime`] owns one worker: an OS thread running a scheduler loop over its fibers.
+//! A [`Runtime`] runs fibers on `n` workers (one OS thread each, see [`crate::worker`] for
+//! the scheduler loop), each with its own run queue and reactor.
+//!
+//! # Placement
 //!
 //! ```text
-//!   spawn (in a fiber) ──► slab + local run queue ◄── wakes on the worker thread
-//!   spawn / wake (other threads) ──► injector (crossbeam SegQueue) ──┘  + Poller::notify
-//!                                                                      if the worker sleeps
-//!   scheduler loop:
-//!     1. move the injector's messages into the local queue
-//!     2. resume the fiber at the front of the queue (FIFO: fair round robin), and
-//!        every 64 resumes poll the reactor without blocking, so I/O cannot starve
-//!     3. with nothing to run, wait in the reactor until an event, a timer or a message
+//!   spawn from a fiber       ─► the spawner's own worker (no cross-thread traffic; the
+//!                               child often runs right after the parent parks on join)
+//!   spawn from a plain thread ─► the workers in turn (round robin)
+//!   spawn_local (!Send)       ─► the spawner's worker, for good
+//!   an idle worker            ─► steals tasks that have not started from the others
 //! ```
 //!
-//! Fibers live in a slab; a queue entry is (slot, generation), so a wake for a finished
-//! fiber whose slot was reused finds another generation and does nothing.
+//! A fiber that has started never changes worker (see [`crate::worker`] for why).
+//!
+//! # I/O across workers
+//!
+//! A socket is registered with the reactor of the worker where it was created. Moved into
+//! a fiber on another worker, it keeps working: that reactor reports readiness to the
+//! waiting fiber's waker, and the waker routes the wake to the fiber's own worker through
+//! its injector. No re-registration is needed.
 //!
 //! # Shutdown
 //!
-//! Dropping a [`Runtime`] stops its worker at the next scheduling point. The worker then
-//! refuses new spawns (their handles resolve to a cancelled [`JoinError`]), unwinds every
-//! suspended fiber on its own thread so that the destructors on fiber stacks run, drops
-//! fibers that never started, and exits; every outstanding [`JoinHandle`] resolves to a
-//! cancelled `JoinError`. The drop waits for all of that.
+//! Dropping a [`Runtime`], or [`Runtime::shutdown_timeout`]:
+//!
+//! 1. refuses new spawns: their [`JoinHandle`]s resolve to a cancelled [`JoinError`];
+//! 2. stops every worker at its next scheduling point (a fiber that never suspends delays
+//!    this: see [`Builder::stall_warning`]);
+//! 3. on each worker's own thread, unwinds every suspended fiber, so that the destructors
+//!    on fiber stacks run, and drops the tasks that never started;
+//! 4. joins the worker threads and the runtime's blocking pool ([`crate::unblock`]);
+//! 5. every outstanding [`JoinHandle`] resolves to a cancelled [`JoinError`].
+//!
+//! [`JoinHandle::abort`] cancels one fiber the same way, at its next suspension point.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
-use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::panic;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
 
-use crossbeam_queue::SegQueue;
-use slab::Slab;
-
+use crate::blocking::Pool;
 use crate::context::stack::{self, DEFAULT_STACK_SIZE};
-use crate::fiber::{Fiber, ForcedUnwind, Resume, Suspender};
 use crate::reactor::Reactor;
-use crate::task::{CompleteOnDrop, Header, IDLE, JoinError, JoinHandle, PARKED, Task};
+use crate::task::{JoinHandle, Task};
+use crate::worker::{self, Message, StallReport, Unstarted, Worker, WorkerShared};
 
-/// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
-const REACT_EVERY: u32 = 64;
-
-/// Panic payload that unwinds a fiber cancelled by [`JoinHandle::abort`].
-struct Cancelled;
-
-/// A message to a worker from another thread.
-enum Message {
-    /// Schedule the fiber with this (slot, generation) id.
-    Wake(u64),
-    /// Start a fiber spawned from another thread.
-    Spawn(Box<dyn FnOnce(&Worker) + Send>),
+/// What every worker of a runtime shares.
+pub(crate) struct RuntimeShared {
+    /// The workers.
+    pub(crate) workers: Vec<Arc<WorkerShared>>,
+    /// Round-robin cursor for spawns from outside the runtime.
+    next_worker: AtomicUsize,
+    /// Workers waiting in their reactor.
+    pub(crate) sleepers: AtomicUsize,
+    /// Set to stop the workers.
+    pub(crate) shutdown: AtomicBool,
+    /// Usable stack size of the runtime's fibers.
+    pub(crate) stack_size: usize,
+    /// The pool behind `unblock`.
+    pub(crate) pool: Arc<Pool>,
 }
 
-/// The part of a worker other threads use.
-pub(crate) struct WorkerShared {
-    /// Wakes and spawns from other threads.
-    injector: SegQueue<Message>,
-    /// True while the worker waits in the reactor; a producer that sees it calls `notify`.
-    sleeping: AtomicBool,
-    /// Set to ask the worker to stop.
-    shutdown: AtomicBool,
-    /// Set once the worker refuses messages: it has stopped or is stopping.
-    closed: AtomicBool,
-    /// The worker's reactor.
-    pub(crate) reactor: Arc<Reactor>,
-    /// Usable stack size of this runtime's fibers.
-    stack_size: usize,
-}
-
-impl WorkerShared {
-    /// Queues a fiber to run: directly on the local queue when called on the worker's
-    /// own thread, else through the injector.
-    pub(crate) fn schedule(&self, id: u64) {
-        let worker = WORKER.with(Cell::get);
-        // SAFETY: a non-null WORKER points at the worker running on this thread.
-        if let Some(worker) = unsafe { worker.as_ref() }
-            && ptr::eq(&*worker.shared, self)
+impl RuntimeShared {
+    /// Wakes one sleeping worker other than `except`, to steal work.
+    pub(crate) fn wake_a_sleeper(&self, except: usize) {
+        if let Some(worker) = self
+            .workers
+            .iter()
+            .find(|w| w.index != except && w.sleeping.load(Ordering::SeqCst))
         {
-            worker.queue.borrow_mut().push_back(id);
-            return;
+            worker.notify_if_sleeping();
         }
-        self.send(Message::Wake(id));
     }
 
-    /// Sends a message from another thread and wakes the worker if it sleeps.
-    fn send(&self, message: Message) {
-        self.injector.push(message);
-        if self.sleeping.load(Ordering::SeqCst) {
-            self.reactor.notify();
-        }
-        // A message that arrives after the worker closed is dropped here, so that spawned
-        // fibers' handles resolve (to cancelled) rather than wait forever.
-        if self.closed.load(Ordering::SeqCst) {
-            while self.injector.pop().is_some() {}
-        }
+    /// Queues a task from outside the runtime on the next worker in turn.
+    fn place_remote(&self, task: Unstarted) {
+        let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        self.workers[index].send(Message::Spawn(task));
     }
 }
 
-/// The worker's own state, used only on its thread.
-pub(crate) struct Worker {
-    /// What other threads see.
-    shared: Arc<WorkerShared>,
-    /// The fibers; a fiber is taken out of its entry while it runs.
-    fibers: RefCell<Slab<Entry>>,
-    /// Runnable fibers by (slot, generation) id, in FIFO order.
-    queue: RefCell<VecDeque<u64>>,
-    /// Generation given to the next fiber.
-    next_generation: Cell<u32>,
-}
+/// The hook that receives stall reports.
+type StallHook = Arc<dyn Fn(&StallReport) + Send + Sync>;
 
-/// A fiber in the slab.
-struct Entry {
-    /// The fiber; `None` while it runs.
-    fiber: Option<Fiber<()>>,
-    /// Its generation; queue entries with another generation are stale.
-    generation: u32,
-    /// Its task header, kept alive by the fiber's closure for as long as the fiber lives.
-    header: *const Header,
-}
-
-/// The fiber running on this thread, if any.
-#[derive(Clone, Copy)]
-pub(crate) struct Current {
-    /// Its task header.
-    pub(crate) header: *const Header,
-    /// Its stack top, to suspend it.
-    pub(crate) stack_top: *mut u8,
-}
-
-thread_local! {
-    /// The worker whose loop runs on this thread, null elsewhere.
-    static WORKER: Cell<*const Worker> = const { Cell::new(ptr::null()) };
-    /// The fiber running on this thread; a null header outside fibers.
-    static CURRENT: Cell<Current> = const {
-        Cell::new(Current { header: ptr::null(), stack_top: ptr::null_mut() })
-    };
-}
-
-/// The fiber running on this thread, if any.
-#[inline]
-pub(crate) fn current() -> Option<Current> {
-    let current = CURRENT.with(Cell::get);
-    (!current.header.is_null()).then_some(current)
-}
-
-/// Whether the caller runs inside a fiber of a green runtime.
-///
-/// # Examples
-///
-/// ```
-/// assert!(!green::in_fiber());
-/// assert!(green::run(green::in_fiber));
-/// ```
-pub fn in_fiber() -> bool {
-    current().is_some()
-}
-
-impl Current {
-    /// The task header.
-    fn header(&self) -> &Header {
-        // SAFETY: the header is kept alive by the running fiber's closure.
-        unsafe { &*self.header }
-    }
-
-    /// Switches to the scheduler; unwinds if the fiber is dropped or cancelled meanwhile.
-    fn suspend(&self) {
-        // SAFETY: `stack_top` is the running fiber's, and we run on it.
-        unsafe { Suspender::for_running(self.stack_top) }.suspend();
-        if self.header().cancelled.load(Ordering::Acquire) {
-            panic::resume_unwind(Box::new(Cancelled));
-        }
-    }
-
-    /// Parks the fiber until its waker is woken (returns at once if it already was).
-    pub(crate) fn park(&self) {
-        let header = self.header();
-        if header
-            .state
-            .compare_exchange(IDLE, PARKED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.suspend();
-        }
-        // Woken (or notified before parking): forget the notification before polling again.
-        header.state.store(IDLE, Ordering::Release);
-        if header.cancelled.load(Ordering::Acquire) {
-            panic::resume_unwind(Box::new(Cancelled));
-        }
-    }
-
-    /// A waker for the fiber that borrows the task's reference count: valid while the
-    /// fiber runs, so it must not be dropped (it is `ManuallyDrop`); clones own a count.
-    pub(crate) fn waker(&self) -> std::mem::ManuallyDrop<std::task::Waker> {
-        let header = self.header();
-        let raw = std::task::RawWaker::new(self.header.cast(), header.vtable);
-        // SAFETY: the header is the first field of an `Arc<Task<T>>` whose vtable this is.
-        std::mem::ManuallyDrop::new(unsafe { std::task::Waker::from_raw(raw) })
-    }
-}
-
-impl Worker {
-    /// Runs the scheduler until shutdown, then unwinds every fiber.
-    fn run(&self) {
-        WORKER.with(|w| w.set(self));
-        let mut resumes = 0u32;
-        loop {
-            self.take_messages();
-            if self.shared.shutdown.load(Ordering::Acquire) {
-                break;
-            }
-            let next = self.queue.borrow_mut().pop_front();
-            if let Some(id) = next {
-                self.resume(id);
-                resumes = resumes.wrapping_add(1);
-                if resumes.is_multiple_of(REACT_EVERY) {
-                    let _ = self.shared.reactor.react(Some(std::time::Duration::ZERO));
-                }
-                continue;
-            }
-            self.wait();
-        }
-        self.shut_down();
-        WORKER.with(|w| w.set(ptr::null()));
-    }
-
-    /// Moves wakes and spawns from other threads into the local queue.
-    fn take_messages(&self) {
-        while let Some(message) = self.shared.injector.pop() {
-            match message {
-                Message::Wake(id) => self.queue.borrow_mut().push_back(id),
-                Message::Spawn(start) => start(self),
-            }
-        }
-    }
-
-    /// Waits in the reactor for I/O, a timer or a message.
-    fn wait(&self) {
-        self.shared.sleeping.store(true, Ordering::SeqCst);
-        // A message pushed before `sleeping` was set must not wait for the next event.
-        let timeout =
-            if self.shared.injector.is_empty() && !self.shared.shutdown.load(Ordering::SeqCst) {
-                None
-            } else {
-                Some(std::time::Duration::ZERO)
-            };
-        let _ = self.shared.reactor.react(timeout);
-        self.shared.sleeping.store(false, Ordering::SeqCst);
-    }
-
-    /// Resumes the fiber `id` if it still exists, and removes it if it finished.
-    fn resume(&self, id: u64) {
-        let (slot, generation) = ((id & 0xFFFF_FFFF) as usize, (id >> 32) as u32);
-        let (mut fiber, header) = {
-            let mut fibers = self.fibers.borrow_mut();
-            match fibers.get_mut(slot) {
-                Some(entry) if entry.generation == generation => match entry.fiber.take() {
-                    Some(fiber) => (fiber, entry.header),
-                    None => return,
-                },
-                _ => return, // a stale wake
-            }
-        };
-        let current = Current {
-            header,
-            stack_top: fiber.stack_top(),
-        };
-        let previous = CURRENT.with(|c| c.replace(current));
-        let outcome = fiber.resume();
-        CURRENT.with(|c| c.set(previous));
-        match outcome {
-            Resume::Yielded => self.fibers.borrow_mut()[slot].fiber = Some(fiber),
-            // The fiber's closure recorded its result in its task.
-            Resume::Finished(()) | Resume::Panicked(_) => {
-                self.fibers.borrow_mut().remove(slot);
-                drop(fiber);
-            }
-        }
-    }
-
-    /// Creates the fiber for a task on this worker and queues it.
-    fn start<F, T>(&self, task: Arc<Task<T>>, f: F) -> io::Result<()>
-    where
-        F: FnOnce() -> T + 'static,
-        T: Send + 'static,
-    {
-        // Take the stack first: if that fails, the caller reports why.
-        let stack = stack::take(self.shared.stack_size)?;
-        let guard = CompleteOnDrop(task.clone());
-        let fiber = Fiber::with_stack(stack, move |_: &Suspender| {
-            let guard = guard;
-            if guard.0.header.cancelled.load(Ordering::Acquire) {
-                return; // aborted before it started: the guard reports it cancelled
-            }
-            let result = match panic::catch_unwind(AssertUnwindSafe(f)) {
-                Ok(value) => Ok(value),
-                Err(payload) if payload.is::<ForcedUnwind>() || payload.is::<Cancelled>() => {
-                    Err(JoinError::cancelled())
-                }
-                Err(payload) => Err(JoinError::panic(payload)),
-            };
-            guard.0.complete(result);
-        })?;
-        let generation = self.next_generation.get();
-        self.next_generation.set(generation.wrapping_add(1));
-        let mut fibers = self.fibers.borrow_mut();
-        let entry = fibers.vacant_entry();
-        let id = entry.key() as u64 | (generation as u64) << 32;
-        task.header.id.store(id, Ordering::Relaxed);
-        entry.insert(Entry {
-            fiber: Some(fiber),
-            generation,
-            header: &task.header,
-        });
-        self.queue.borrow_mut().push_back(id);
-        Ok(())
-    }
-
-    /// Stops: refuses messages, unwinds the fibers, drops the queued spawns.
-    fn shut_down(&self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        loop {
-            // Spawns still queued are dropped: their handles resolve to cancelled.
-            while let Some(message) = self.shared.injector.pop() {
-                drop(message);
-            }
-            let entries: Vec<Entry> = self.fibers.borrow_mut().drain().collect();
-            if entries.is_empty() {
-                break;
-            }
-            for entry in entries {
-                let Some(fiber) = entry.fiber else { continue };
-                let current = Current {
-                    header: entry.header,
-                    stack_top: fiber.stack_top(),
-                };
-                let previous = CURRENT.with(|c| c.replace(current));
-                // Dropping a suspended fiber unwinds its stack (see `Fiber`).
-                drop(fiber);
-                CURRENT.with(|c| c.set(previous));
-            }
-        }
-        self.queue.borrow_mut().clear();
-    }
-}
+/// The stall monitor's stop flag, with the condition variable that interrupts its sleep.
+type StopSignal = Arc<(Mutex<bool>, Condvar)>;
 
 /// Configures a [`Runtime`].
 ///
 /// # Examples
 ///
 /// ```
-/// let runtime = green::Runtime::builder().stack_size(64 * 1024).build().unwrap();
+/// let runtime = green::Runtime::builder().workers(2).stack_size(64 * 1024).build().unwrap();
 /// assert_eq!(runtime.run(|| 1 + 1), 2);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Builder {
     /// Stack size of every fiber.
     stack_size: usize,
-    /// Name of the worker thread.
+    /// Number of workers; `None`: the available parallelism.
+    workers: Option<usize>,
+    /// Name of the worker threads.
     name: String,
+    /// Report fibers that run longer than this without suspending.
+    stall_warning: Option<Duration>,
+    /// Where stall reports go; stderr when `None`.
+    stall_hook: Option<StallHook>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("stack_size", &self.stack_size)
+            .field("workers", &self.workers)
+            .field("name", &self.name)
+            .field("stall_warning", &self.stall_warning)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Builder {
     fn default() -> Self {
         Builder {
             stack_size: DEFAULT_STACK_SIZE,
+            workers: None,
             name: "green-worker".into(),
+            stall_warning: None,
+            stall_hook: None,
         }
     }
 }
@@ -381,9 +144,51 @@ impl Builder {
         self
     }
 
-    /// The name of the worker thread.
+    /// The number of workers (OS threads running fibers). The default is
+    /// `std::thread::available_parallelism()`.
+    pub fn workers(mut self, workers: usize) -> Builder {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// The name of the worker threads.
     pub fn name(mut self, name: impl Into<String>) -> Builder {
         self.name = name.into();
+        self
+    }
+
+    /// Reports, once per occurrence, a fiber that runs longer than `threshold` without
+    /// suspending: such a fiber blocks every other fiber of its worker, the most common bug
+    /// of cooperative runtimes. Reports go to stderr, or to [`Builder::on_stall`]'s hook.
+    ///
+    /// A monitor thread samples each worker a few times per `threshold` (at most every
+    /// 100 ms); the workers themselves only bump a counter per resume.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    ///
+    /// let reports = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = reports.clone();
+    /// let runtime = green::Runtime::builder()
+    ///     .stall_warning(Duration::from_millis(20))
+    ///     .on_stall(move |report| sink.lock().unwrap().push(report.worker))
+    ///     .build()
+    ///     .unwrap();
+    /// // Hogs its worker: std's sleep blocks the thread, green::sleep would park the fiber.
+    /// runtime.run(|| std::thread::sleep(Duration::from_millis(200)));
+    /// assert_eq!(reports.lock().unwrap().len(), 1);
+    /// ```
+    pub fn stall_warning(mut self, threshold: Duration) -> Builder {
+        self.stall_warning = Some(threshold);
+        self
+    }
+
+    /// Where stall reports go (see [`Builder::stall_warning`]), instead of stderr.
+    pub fn on_stall(mut self, hook: impl Fn(&StallReport) + Send + Sync + 'static) -> Builder {
+        self.stall_hook = Some(Arc::new(hook));
         self
     }
 
@@ -392,44 +197,93 @@ impl Builder {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] for a stack size out of range (below 16 KiB or above
-    /// 16 GiB); otherwise what creating the poller or the worker thread returns.
+    /// 16 GiB) or zero workers; otherwise what creating a poller or a thread returns.
     pub fn build(self) -> io::Result<Runtime> {
         // Check the size now rather than at the first spawn.
         stack::StackPool::new(self.stack_size)?;
-        let shared = Arc::new(WorkerShared {
-            injector: SegQueue::new(),
-            sleeping: AtomicBool::new(false),
+        let count = match self.workers {
+            Some(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a runtime needs at least one worker",
+                ));
+            }
+            Some(n) => n,
+            None => thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let workers = (0..count)
+            .map(|i| WorkerShared::new(i).map(Arc::new))
+            .collect::<io::Result<Vec<_>>>()?;
+        let shared = Arc::new(RuntimeShared {
+            workers,
+            next_worker: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            reactor: Arc::new(Reactor::new()?),
             stack_size: self.stack_size,
+            pool: Pool::new(),
         });
-        let worker_shared = shared.clone();
-        let thread = thread::Builder::new().name(self.name).spawn(move || {
-            let worker = Worker {
-                shared: worker_shared,
-                fibers: RefCell::new(Slab::new()),
-                queue: RefCell::new(VecDeque::new()),
-                next_generation: Cell::new(0),
-            };
-            worker.run();
-        })?;
-        Ok(Runtime {
-            handle: Handle { shared },
-            thread: Some(thread),
-        })
+        let (exited_sender, exited) = mpsc::channel();
+        let mut runtime = Runtime {
+            shared: shared.clone(),
+            threads: Vec::new(),
+            exited: Mutex::new(exited),
+            monitor: None,
+        };
+        for worker_shared in &shared.workers {
+            let (runtime_shared, worker_shared, exited_sender) =
+                (shared.clone(), worker_shared.clone(), exited_sender.clone());
+            let name = format!("{}-{}", self.name, worker_shared.index);
+            // On error, `runtime` drops here and stops the workers already started.
+            let thread = thread::Builder::new().name(name).spawn(move || {
+                Worker::new(runtime_shared, worker_shared).run();
+                let _ = exited_sender.send(thread::current().id());
+            })?;
+            runtime.threads.push(thread);
+        }
+        if let Some(threshold) = self.stall_warning {
+            let hook = self
+                .stall_hook
+                .unwrap_or_else(|| Arc::new(|report: &StallReport| eprintln!("{report}")));
+            let stop = Arc::new((Mutex::new(false), Condvar::new()));
+            let (monitor_shared, monitor_stop) = (shared.clone(), stop.clone());
+            let thread = thread::Builder::new()
+                .name(format!("{}-monitor", self.name))
+                .spawn(move || {
+                    worker::monitor_stalls(
+                        monitor_shared,
+                        threshold,
+                        hook,
+                        &monitor_stop.0,
+                        &monitor_stop.1,
+                    )
+                })?;
+            runtime.monitor = Some((thread, stop));
+        }
+        Ok(runtime)
     }
 }
 
-/// A green runtime: a worker thread that runs fibers, with its reactor.
+/// A green runtime: worker threads that run fibers, each with its reactor.
 ///
-/// See the [module docs](self) for how it works and how it shuts down.
-#[derive(Debug)]
+/// See the [module docs](self) for placement, I/O across workers and
+/// [shutdown](self#shutdown).
 pub struct Runtime {
-    /// Spawns onto the runtime.
-    handle: Handle,
-    /// The worker thread, joined on drop.
-    thread: Option<thread::JoinHandle<()>>,
+    /// What the workers share.
+    shared: Arc<RuntimeShared>,
+    /// The worker threads, joined at shutdown.
+    threads: Vec<thread::JoinHandle<()>>,
+    /// Each worker thread sends its id here as it exits.
+    exited: Mutex<mpsc::Receiver<thread::ThreadId>>,
+    /// The stall monitor thread and its stop flag.
+    monitor: Option<(thread::JoinHandle<()>, StopSignal)>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workers", &self.shared.workers.len())
+            .finish()
+    }
 }
 
 /// A cloneable reference to a [`Runtime`] that can spawn fibers onto it.
@@ -438,14 +292,14 @@ pub struct Runtime {
 /// their [`JoinHandle`]s resolve to a cancelled [`JoinError`].
 #[derive(Clone)]
 pub struct Handle {
-    /// The worker.
-    shared: Arc<WorkerShared>,
+    /// The runtime.
+    shared: Arc<RuntimeShared>,
 }
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handle")
-            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .field("shut_down", &self.shared.shutdown.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -466,17 +320,28 @@ impl Runtime {
     }
 
     /// A handle that spawns onto this runtime.
-    pub fn handle(&self) -> &Handle {
-        &self.handle
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.shared.workers.len()
     }
 
     /// Spawns a fiber running `f` on this runtime.
+    ///
+    /// # Panics
+    ///
+    /// As [`Handle::spawn`].
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.handle.spawn(f)
+        self.handle().spawn(f)
     }
 
     /// Runs `f` in a fiber of this runtime and returns its value, blocking the calling
@@ -509,26 +374,65 @@ impl Runtime {
     {
         self.run(move || crate::await_blocking(fut))
     }
+
+    /// Shuts the runtime down (see [Shutdown](self#shutdown)), waiting at most `timeout`
+    /// for the workers and the blocking pool; returns whether everything stopped in time.
+    /// Threads still busy then (a fiber that never suspends, a blocking job that never
+    /// returns) are left to finish on their own.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> bool {
+        self.shut_down(Instant::now().checked_add(timeout))
+    }
+
+    /// Stops the workers and the pool; waits until `deadline` (`None`: for ever).
+    fn shut_down(&mut self, deadline: Option<Instant>) -> bool {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        for worker in &self.shared.workers {
+            worker.reactor.notify();
+        }
+        if let Some((thread, stop)) = self.monitor.take() {
+            *crate::reactor::lock(&stop.0) = true;
+            stop.1.notify_all();
+            let _ = thread.join();
+        }
+        // Dropping a runtime from one of its own fibers cannot wait for that worker.
+        let me = thread::current().id();
+        let mut waiting: Vec<_> = std::mem::take(&mut self.threads)
+            .into_iter()
+            .filter(|t| t.thread().id() != me)
+            .collect();
+        let mut in_time = true;
+        let exited_threads = crate::reactor::lock(&self.exited);
+        while !waiting.is_empty() {
+            let exited = match deadline {
+                None => exited_threads.recv().ok(),
+                Some(deadline) => exited_threads
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .ok(),
+            };
+            let Some(exited) = exited else {
+                in_time = false;
+                break;
+            };
+            if let Some(index) = waiting.iter().position(|t| t.thread().id() == exited) {
+                let _ = waiting.swap_remove(index).join();
+            }
+        }
+        drop(exited_threads);
+        in_time && self.shared.pool.shut_down(deadline)
+    }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.handle.shared.shutdown.store(true, Ordering::SeqCst);
-        self.handle.shared.reactor.notify();
-        if let Some(thread) = self.thread.take() {
-            // Dropping a runtime from one of its own fibers cannot wait for that fiber.
-            if thread.thread().id() != thread::current().id() {
-                let _ = thread.join();
-            }
-        }
+        self.shut_down(None);
     }
 }
 
 impl Handle {
     /// Spawns a fiber running `f`.
     ///
-    /// On the runtime's own worker thread (inside one of its fibers) the fiber is created
-    /// at once; from another thread it is created by the worker.
+    /// From one of the runtime's fibers, the fiber is placed on the same worker (an idle
+    /// worker may steal it before it starts); from another thread, on the workers in turn.
     ///
     /// # Panics
     ///
@@ -544,65 +448,60 @@ impl Handle {
         }
     }
 
-    /// Spawns a fiber running `f`, or returns why no stack could be had for it.
+    /// Spawns a fiber running `f`, or returns why no stack can be had for it.
     ///
     /// # Errors
     ///
     /// As [`Stack::new`](crate::stack::Stack::new): for example, past `vm.max_map_count`
-    /// an error that names that limit and how to raise it. Only spawns from the runtime's
-    /// own fibers can report it; from other threads the fiber is created later, and a
-    /// failure then resolves its handle to a `JoinError`.
+    /// an error that names that limit and how to raise it. The stack is taken when the
+    /// fiber starts, so `try_spawn` checks first that the spawning worker's pool has one or
+    /// can map one; a failure at start resolves the handle to a `JoinError`.
     pub fn try_spawn<F, T>(&self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let task = Task::<T>::new(self.shared.clone());
+        let task = Task::<T, F>::new(Some(f));
         let handle = JoinHandle::new(task.clone());
-        if self.shared.closed.load(Ordering::SeqCst) {
-            task.complete(Err(JoinError::cancelled()));
+        if self.shared.shutdown.load(Ordering::SeqCst) {
+            drop(Unstarted::new(task)); // cancels it
             return Ok(handle);
         }
-        let worker = WORKER.with(Cell::get);
-        // SAFETY: a non-null WORKER points at the worker running on this thread.
-        match unsafe { worker.as_ref() } {
-            Some(worker) if Arc::ptr_eq(&worker.shared, &self.shared) => {
-                worker.start(task, f)?;
+        worker::with_worker(|worker| match worker {
+            Some(worker) if Arc::ptr_eq(&worker.runtime, &self.shared) => {
+                stack::reserve(self.shared.stack_size)?;
+                worker.place(Unstarted::new(task));
+                Ok::<(), io::Error>(())
             }
             _ => {
-                let start = move |worker: &Worker| {
-                    let failed = task.clone();
-                    if let Err(error) = worker.start(task, f) {
-                        let message = format!("green: could not start the fiber: {error}");
-                        failed.complete(Err(JoinError::panic(Box::new(message))));
-                    }
-                };
-                self.shared.send(Message::Spawn(Box::new(start)));
+                self.shared.place_remote(Unstarted::new(task));
+                Ok(())
             }
-        }
+        })?;
         Ok(handle)
     }
 }
 
 /// The runtime of the calling fiber, or the global one.
-fn current_shared() -> Arc<WorkerShared> {
-    let worker = WORKER.with(Cell::get);
-    // SAFETY: a non-null WORKER points at the worker running on this thread.
-    match unsafe { worker.as_ref() } {
-        Some(worker) => worker.shared.clone(),
-        None => global().handle.shared.clone(),
-    }
+fn current_runtime() -> Arc<RuntimeShared> {
+    worker::with_worker(|worker| match worker {
+        Some(worker) => worker.runtime.clone(),
+        None => global().shared.clone(),
+    })
 }
 
-/// The reactor of the calling fiber's runtime, or the global runtime's; and whether the
-/// caller is on another thread than that reactor's worker.
+/// The reactor of the calling fiber's worker, or of the global runtime's first worker; and
+/// whether the caller is on another thread than that reactor's worker.
 pub(crate) fn current_reactor() -> (Arc<Reactor>, bool) {
-    let worker = WORKER.with(Cell::get);
-    // SAFETY: a non-null WORKER points at the worker running on this thread.
-    match unsafe { worker.as_ref() } {
+    worker::with_worker(|worker| match worker {
         Some(worker) => (worker.shared.reactor.clone(), false),
-        None => (global().handle.shared.reactor.clone(), true),
-    }
+        None => (global().shared.workers[0].reactor.clone(), true),
+    })
+}
+
+/// The blocking pool of the calling fiber's runtime.
+pub(crate) fn current_pool() -> Option<Arc<Pool>> {
+    worker::with_worker(|worker| worker.map(|w| w.runtime.pool.clone()))
 }
 
 /// The runtime behind `green::spawn` outside any runtime, started on first use.
@@ -616,8 +515,28 @@ fn global() -> &'static Runtime {
     })
 }
 
+/// Whether the caller runs inside a fiber of a green runtime.
+///
+/// # Examples
+///
+/// ```
+/// assert!(!green::in_fiber());
+/// assert!(green::run(green::in_fiber));
+/// ```
+pub fn in_fiber() -> bool {
+    worker::current().is_some()
+}
+
 /// Spawns a fiber running `f`: on the calling fiber's runtime, or, outside any runtime, on
 /// a global runtime started on first use. Like `std::thread::spawn`, for fibers.
+///
+/// `f` must be `Send`: a fiber that has not started may be moved to another worker. For
+/// a closure that is not, use [`spawn_local`]:
+///
+/// ```compile_fail
+/// let shared = std::rc::Rc::new(5);
+/// green::spawn(move || *shared); // error: `Rc<i32>` cannot be sent between threads
+/// ```
 ///
 /// # Examples
 ///
@@ -636,12 +555,12 @@ where
     T: Send + 'static,
 {
     Handle {
-        shared: current_shared(),
+        shared: current_runtime(),
     }
     .spawn(f)
 }
 
-/// Spawns a fiber like [`spawn`], or returns why no stack could be had for it.
+/// Spawns a fiber like [`spawn`], or returns why no stack can be had for it.
 ///
 /// # Errors
 ///
@@ -652,9 +571,45 @@ where
     T: Send + 'static,
 {
     Handle {
-        shared: current_shared(),
+        shared: current_runtime(),
     }
     .try_spawn(f)
+}
+
+/// Spawns a fiber running `f`, which need not be `Send`, on the calling fiber's worker,
+/// where it stays.
+///
+/// # Examples
+///
+/// ```
+/// use std::rc::Rc;
+///
+/// let value = green::run(|| {
+///     let shared = Rc::new(20);
+///     let local = shared.clone();
+///     green::spawn_local(move || *local + 1).join().unwrap() + *shared
+/// });
+/// assert_eq!(value, 41);
+/// ```
+///
+/// # Panics
+///
+/// Panics when called outside a fiber, or if no stack can be mapped for the fiber.
+pub fn spawn_local<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: Send + 'static,
+{
+    worker::with_worker(|worker| {
+        let Some(worker) = worker else {
+            panic!("green::spawn_local must be called from a fiber of a green runtime");
+        };
+        let task = Task::<T, ()>::new(None);
+        if let Err(error) = worker.start_queued(task.clone(), f) {
+            panic!("green::spawn_local: {error}");
+        }
+        JoinHandle::new(task)
+    })
 }
 
 /// Lets the other runnable fibers of this worker run, then returns. Outside a fiber it
@@ -663,22 +618,18 @@ where
 /// # Examples
 ///
 /// ```
-/// green::run(|| {
+/// let runtime = green::Runtime::builder().workers(1).build().unwrap();
+/// runtime.run(|| {
 ///     let other = green::spawn(|| "other ran");
 ///     green::yield_now(); // the spawned fiber runs before we continue
 ///     assert!(other.is_finished());
 /// });
 /// ```
 pub fn yield_now() {
-    let Some(current) = current() else {
-        thread::yield_now();
-        return;
-    };
-    let id = current.header().id.load(Ordering::Relaxed);
-    let worker = WORKER.with(Cell::get);
-    // SAFETY: a fiber runs on its worker's thread, where WORKER is set.
-    unsafe { &*worker }.queue.borrow_mut().push_back(id);
-    current.suspend();
+    match worker::current() {
+        Some(current) => current.yield_now(),
+        None => thread::yield_now(),
+    }
 }
 
 /// Runs `f` as the main fiber of a new runtime and returns its value; the runtime shuts

@@ -22,10 +22,10 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
-use crate::executor::WorkerShared;
+use crate::worker::WorkerShared;
 
 /// The fiber runs, or is queued to run, and nobody has woken it since it last polled.
 pub(crate) const IDLE: u8 = 0;
@@ -41,8 +41,9 @@ pub(crate) struct Header {
     /// The fiber's slab slot (low 32 bits) and generation (high 32 bits) on its worker,
     /// set by the worker when it creates the fiber, before the fiber can make a waker.
     pub(crate) id: AtomicU64,
-    /// The worker the fiber lives on; a started fiber never leaves it.
-    pub(crate) worker: Arc<WorkerShared>,
+    /// The worker the fiber lives on, set when the fiber is created there; a started
+    /// fiber never leaves it. Unset while the task waits to start (and can be stolen).
+    pub(crate) worker: OnceLock<Arc<WorkerShared>>,
     /// Set by `JoinHandle::abort`: the fiber is cancelled at its next suspension point.
     pub(crate) cancelled: AtomicBool,
     /// The waker vtable of the `Task<T>` this header heads.
@@ -52,114 +53,167 @@ pub(crate) struct Header {
 impl Header {
     /// Wakes the fiber: schedules it if it is parked, else leaves a notification.
     pub(crate) fn wake(&self) {
-        if self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
-            self.worker.schedule(self.id.load(Ordering::Relaxed));
+        if self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED
+            && let Some(worker) = self.worker.get()
+        {
+            worker.schedule(self.id.load(Ordering::Relaxed));
         }
     }
 }
 
-/// A task: the header, then the join cell.
+/// A task: the header, the join cell, and the closure until its fiber is created.
 #[repr(C)]
-pub(crate) struct Task<T> {
-    /// Must stay first: wakers point at it and cast back to `Task<T>`.
+pub(crate) struct Task<T, F> {
+    /// Must stay first: wakers point at it and cast back to `Task<T, F>`.
     pub(crate) header: Header,
+    /// The result and its waiter.
+    pub(crate) join: JoinCell<T>,
+    /// The closure of a task that waits to start; the worker that starts it moves it onto
+    /// the fiber's stack. `None` for tasks whose fiber was created at once.
+    closure: UnsafeCell<Option<F>>,
+}
+
+/// Where a task's result goes, and who waits for it.
+pub(crate) struct JoinCell<T> {
     /// Set once the result is stored; never unset.
     done: AtomicBool,
-    /// The result. Written once by the fiber before `done`, read once by the
-    /// `JoinHandle` after it saw `done`.
+    /// The result. Written once before `done` is set, read once by the `JoinHandle` after
+    /// it saw `done`.
     result: UnsafeCell<Option<Result<T, JoinError>>>,
     /// The waker of whoever waits on the `JoinHandle`.
-    join_waker: Mutex<Option<Waker>>,
+    waker: Mutex<Option<Waker>>,
 }
 
 // SAFETY: `result` is written by one thread before `done` is set (Release) and read by the
-// JoinHandle only after it saw `done` (Acquire); everything else is atomics and a Mutex.
-// T crosses threads (fiber to joiner), hence T: Send.
-unsafe impl<T: Send> Sync for Task<T> {}
+// JoinHandle only after it saw `done` (Acquire); `closure` is taken once, by the one worker
+// that pops the task from a queue; everything else is atomics and a Mutex. T and F cross
+// threads (closure to the worker, result to the joiner), hence T: Send and F: Send.
+unsafe impl<T: Send, F: Send> Sync for Task<T, F> {}
 // SAFETY: as above.
-unsafe impl<T: Send> Send for Task<T> {}
+unsafe impl<T: Send, F: Send> Send for Task<T, F> {}
 
-impl<T: Send + 'static> Task<T> {
-    /// A new task on `worker`.
-    pub(crate) fn new(worker: Arc<WorkerShared>) -> Arc<Task<T>> {
+impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
+    /// A new task, with the closure it will run if its fiber is created later.
+    pub(crate) fn new(closure: Option<F>) -> Arc<Task<T, F>> {
         Arc::new(Task {
             header: Header {
                 state: AtomicU8::new(IDLE),
                 id: AtomicU64::new(u64::MAX),
-                worker,
+                worker: OnceLock::new(),
                 cancelled: AtomicBool::new(false),
-                vtable: vtable::<T>(),
+                vtable: vtable::<T, F>(),
             },
-            done: AtomicBool::new(false),
-            result: UnsafeCell::new(None),
-            join_waker: Mutex::new(None),
+            join: JoinCell {
+                done: AtomicBool::new(false),
+                result: UnsafeCell::new(None),
+                waker: Mutex::new(None),
+            },
+            closure: UnsafeCell::new(closure),
         })
     }
 
+    /// Takes the closure out.
+    ///
+    /// # Safety
+    ///
+    /// Only the worker that popped the task from a queue (exactly one) may call this.
+    pub(crate) unsafe fn take_closure(&self) -> Option<F> {
+        // SAFETY: as the caller guarantees, nobody else touches the closure.
+        unsafe { (*self.closure.get()).take() }
+    }
+}
+
+impl<T> JoinCell<T> {
     /// Stores the result and wakes the joiner. Only the first call has an effect.
     pub(crate) fn complete(&self, result: Result<T, JoinError>) {
         if self.done.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: only the task's own fiber (or the guard that cancels it when it never
-        // ran, which excludes the fiber) completes it, once, before setting `done`; the
-        // JoinHandle reads only after `done`.
+        // SAFETY: a task is completed on one thread only (its worker, or the thread that
+        // found the runtime closed before the task was queued), the first time before
+        // `done` is set; the JoinHandle reads only after `done`.
         unsafe { *self.result.get() = Some(result) };
         self.done.store(true, Ordering::Release);
-        let waker = self
-            .join_waker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(waker) = waker {
             waker.wake();
         }
     }
+
+    /// Whether the result is there.
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
 }
 
-/// The waker vtable for tasks of type `T`: the data pointer is an `Arc<Task<T>>`.
-fn vtable<T: Send + 'static>() -> &'static RawWakerVTable {
-    const { &RawWakerVTable::new(clone::<T>, wake::<T>, wake_by_ref::<T>, drop_waker::<T>) }
+/// What a [`JoinHandle`] needs of its task, whatever the task's closure type.
+pub(crate) trait Joinable<T>: Send + Sync {
+    /// The task's header.
+    fn header(&self) -> &Header;
+    /// The task's join cell.
+    fn join_cell(&self) -> &JoinCell<T>;
+}
+
+impl<T: Send, F: Send> Joinable<T> for Task<T, F> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn join_cell(&self) -> &JoinCell<T> {
+        &self.join
+    }
+}
+
+/// The waker vtable for tasks of type `Task<T, F>`: the data pointer is an `Arc` of it.
+fn vtable<T: Send + 'static, F: Send + 'static>() -> &'static RawWakerVTable {
+    const {
+        &RawWakerVTable::new(
+            clone::<T, F>,
+            wake::<T, F>,
+            wake_by_ref::<T, F>,
+            drop_waker::<T, F>,
+        )
+    }
 }
 
 /// # Safety
-/// `ptr` comes from `Arc::<Task<T>>::into_raw`.
-unsafe fn clone<T: Send + 'static>(ptr: *const ()) -> RawWaker {
-    // SAFETY: `ptr` is a live Arc<Task<T>> owned by the waker being cloned.
-    unsafe { Arc::increment_strong_count(ptr.cast::<Task<T>>()) };
-    RawWaker::new(ptr, vtable::<T>())
+/// `ptr` comes from `Arc::<Task<T, F>>::into_raw`.
+unsafe fn clone<T: Send + 'static, F: Send + 'static>(ptr: *const ()) -> RawWaker {
+    // SAFETY: `ptr` is a live Arc<Task<T, F>> owned by the waker being cloned.
+    unsafe { Arc::increment_strong_count(ptr.cast::<Task<T, F>>()) };
+    RawWaker::new(ptr, vtable::<T, F>())
 }
 
 /// # Safety
-/// `ptr` comes from `Arc::<Task<T>>::into_raw`; the waker's count is consumed.
-unsafe fn wake<T: Send + 'static>(ptr: *const ()) {
+/// `ptr` comes from `Arc::<Task<T, F>>::into_raw`; the waker's count is consumed.
+unsafe fn wake<T: Send + 'static, F: Send + 'static>(ptr: *const ()) {
     // SAFETY: the waker owns one count, which this takes over and drops.
-    let task = unsafe { Arc::from_raw(ptr.cast::<Task<T>>()) };
+    let task = unsafe { Arc::from_raw(ptr.cast::<Task<T, F>>()) };
     task.header.wake();
 }
 
 /// # Safety
-/// `ptr` comes from `Arc::<Task<T>>::into_raw`.
-unsafe fn wake_by_ref<T: Send + 'static>(ptr: *const ()) {
+/// `ptr` comes from `Arc::<Task<T, F>>::into_raw`.
+unsafe fn wake_by_ref<T: Send + 'static, F: Send + 'static>(ptr: *const ()) {
     // SAFETY: the waker keeps the task alive for the duration of the call.
-    let task = unsafe { &*ptr.cast::<Task<T>>() };
+    let task = unsafe { &*ptr.cast::<Task<T, F>>() };
     task.header.wake();
 }
 
 /// # Safety
-/// `ptr` comes from `Arc::<Task<T>>::into_raw`; the waker's count is released.
-unsafe fn drop_waker<T: Send + 'static>(ptr: *const ()) {
+/// `ptr` comes from `Arc::<Task<T, F>>::into_raw`; the waker's count is released.
+unsafe fn drop_waker<T: Send + 'static, F: Send + 'static>(ptr: *const ()) {
     // SAFETY: the waker owns one count.
-    unsafe { Arc::decrement_strong_count(ptr.cast::<Task<T>>()) };
+    unsafe { Arc::decrement_strong_count(ptr.cast::<Task<T, F>>()) };
 }
 
 /// Cancels a task that is dropped before its fiber produced a result (never started, or
 /// unwound at shutdown).
-pub(crate) struct CompleteOnDrop<T: Send + 'static>(pub(crate) Arc<Task<T>>);
+pub(crate) struct CompleteOnDrop<T: Send + 'static, F: Send + 'static>(pub(crate) Arc<Task<T, F>>);
 
-impl<T: Send + 'static> Drop for CompleteOnDrop<T> {
+impl<T: Send + 'static, F: Send + 'static> Drop for CompleteOnDrop<T, F> {
     fn drop(&mut self) {
-        self.0.complete(Err(JoinError::cancelled()));
+        self.0.join.complete(Err(JoinError::cancelled()));
     }
 }
 
@@ -177,11 +231,11 @@ impl<T: Send + 'static> Drop for CompleteOnDrop<T> {
 /// ```
 pub struct JoinHandle<T> {
     /// The shared task.
-    task: Arc<Task<T>>,
+    task: Arc<dyn Joinable<T>>,
 }
 
 impl<T: Send + 'static> JoinHandle<T> {
-    pub(crate) fn new(task: Arc<Task<T>>) -> JoinHandle<T> {
+    pub(crate) fn new(task: Arc<dyn Joinable<T>>) -> JoinHandle<T> {
         JoinHandle { task }
     }
 
@@ -200,7 +254,7 @@ impl<T: Send + 'static> JoinHandle<T> {
 
     /// Whether the fiber has finished (returned, panicked or been cancelled).
     pub fn is_finished(&self) -> bool {
-        self.task.done.load(Ordering::Acquire)
+        self.task.join_cell().is_done()
     }
 
     /// Cancels the fiber: if it has not finished, it is unwound at its next suspension point
@@ -209,15 +263,15 @@ impl<T: Send + 'static> JoinHandle<T> {
         if self.is_finished() {
             return;
         }
-        self.task.header.cancelled.store(true, Ordering::Release);
-        self.task.header.wake();
+        self.task.header().cancelled.store(true, Ordering::Release);
+        self.task.header().wake();
     }
 
     /// Takes the result, which must be there.
     fn take(&mut self) -> Result<T, JoinError> {
         // SAFETY: `done` was seen (Acquire), so the result is written and the writer is done
         // with it; only this handle reads it, through `&mut self`.
-        let result = unsafe { (*self.task.result.get()).take() };
+        let result = unsafe { (*self.task.join_cell().result.get()).take() };
         result.unwrap_or_else(|| Err(JoinError::taken()))
     }
 }
@@ -231,11 +285,8 @@ impl<T: Send + 'static> Future for JoinHandle<T> {
             return Poll::Ready(this.take());
         }
         {
-            let mut slot = this
-                .task
-                .join_waker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let cell = this.task.join_cell();
+            let mut slot = cell.waker.lock().unwrap_or_else(|e| e.into_inner());
             match &mut *slot {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
@@ -252,7 +303,7 @@ impl<T: Send + 'static> Future for JoinHandle<T> {
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("finished", &self.task.done.load(Ordering::Relaxed))
+            .field("finished", &self.task.join_cell().is_done())
             .finish()
     }
 }
@@ -271,6 +322,8 @@ enum JoinErrorKind {
     Cancelled,
     /// The result was already taken (a `JoinHandle` polled after it completed).
     Taken,
+    /// The fiber could not be started: no stack could be mapped for it.
+    NotStarted(std::io::Error),
 }
 
 impl JoinError {
@@ -283,6 +336,21 @@ impl JoinError {
     pub(crate) fn cancelled() -> JoinError {
         JoinError {
             kind: JoinErrorKind::Cancelled,
+        }
+    }
+
+    pub(crate) fn not_started(error: std::io::Error) -> JoinError {
+        JoinError {
+            kind: JoinErrorKind::NotStarted(error),
+        }
+    }
+
+    /// Why the fiber could not be started, if it could not: the error of mapping its stack
+    /// (for example past `vm.max_map_count`).
+    pub fn start_error(&self) -> Option<&std::io::Error> {
+        match &self.kind {
+            JoinErrorKind::NotStarted(error) => Some(error),
+            _ => None,
         }
     }
 
@@ -335,6 +403,9 @@ impl fmt::Display for JoinError {
                 f.write_str("the fiber was cancelled (aborted, or its runtime shut down)")
             }
             (JoinErrorKind::Taken, _) => f.write_str("the fiber's result was already taken"),
+            (JoinErrorKind::NotStarted(error), _) => {
+                write!(f, "the fiber could not start: {error}")
+            }
         }
     }
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::executor;
 use crate::reactor::Reactor;
+use crate::worker;
 
 /// Puts the calling fiber to sleep for at least `duration`; other fibers run meanwhile.
 /// Outside a fiber it sleeps the thread.
@@ -39,7 +39,7 @@ pub fn sleep(duration: Duration) {
 /// Puts the calling fiber to sleep until `deadline`; other fibers run meanwhile. Outside a
 /// fiber it sleeps the thread.
 pub fn sleep_until(deadline: Instant) {
-    if executor::current().is_some() {
+    if worker::current().is_some() {
         crate::await_blocking(Timer::at(deadline));
         return;
     }
@@ -55,7 +55,7 @@ pub fn sleep_until(deadline: Instant) {
 
 /// Sleeps for a duration too long to represent as an `Instant`.
 fn sleep_forever() {
-    if executor::current().is_some() {
+    if worker::current().is_some() {
         crate::await_blocking(Timer::never());
         return;
     }
@@ -141,7 +141,7 @@ impl Future for Timer {
             Some((_, _, waker)) if waker.will_wake(cx.waker()) => {}
             _ => {
                 this.deregister();
-                let (reactor, remote) = executor::current_reactor();
+                let (reactor, remote) = crate::executor::current_reactor();
                 let id = reactor.insert_timer(deadline, cx.waker(), remote);
                 this.registration = Some((reactor, id, cx.waker().clone()));
             }

@@ -203,6 +203,59 @@ fn running_out_of_mappings_gives_a_clear_error_and_leaks_nothing() {
     assert!(stderr.contains("ok after"), "{stderr}");
 }
 
+/// `vm.max_map_count`, if readable.
+fn max_map_count() -> usize {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65530)
+}
+
+fn spawning_past_the_mapping_limit_gives_a_clear_error_and_no_crash() {
+    if max_map_count() > 300_000 {
+        println!(
+            "(skipped: vm.max_map_count is raised to {}, the limit is far)",
+            max_map_count()
+        );
+        return;
+    }
+    let (exit, stderr) = in_child(|| {
+        let runtime = green::Runtime::builder().workers(1).build().unwrap();
+        let (live, message, panic_message) = runtime.run(|| {
+            let (release, gate) = green::sync::channel::<()>();
+            let mut handles = Vec::new();
+            let error = loop {
+                let gate = gate.clone();
+                match green::try_spawn(move || {
+                    let _ = gate.recv();
+                }) {
+                    Ok(handle) => handles.push(handle),
+                    Err(error) => break error,
+                }
+                green::yield_now(); // let it start and take its stack
+            };
+            let panic = std::panic::catch_unwind(|| green::spawn(|| ())).unwrap_err();
+            let panic_message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+            drop(release);
+            let live = handles.len();
+            for handle in handles {
+                handle.join().unwrap();
+            }
+            (live, error.to_string(), panic_message)
+        });
+        assert!(live > 20_000, "only {live} fibers");
+        assert!(message.contains("vm.max_map_count"), "{message}");
+        assert!(message.contains("sysctl -w vm.max_map_count="), "{message}");
+        assert!(
+            panic_message.contains("vm.max_map_count"),
+            "{panic_message}"
+        );
+        eprintln!("ok: {live} live fibers, then: {message}");
+    });
+    assert_eq!(exit, Exit::Code(0), "stderr: {stderr}");
+    assert!(stderr.contains("ok: "), "{stderr}");
+}
+
 fn main() {
     let mut cases: Vec<(&str, fn())> = vec![
         (
@@ -236,6 +289,10 @@ fn main() {
         cases.push((
             "running_out_of_mappings_gives_a_clear_error_and_leaks_nothing",
             running_out_of_mappings_gives_a_clear_error_and_leaks_nothing,
+        ));
+        cases.push((
+            "spawning_past_the_mapping_limit_gives_a_clear_error_and_no_crash",
+            spawning_past_the_mapping_limit_gives_a_clear_error_and_no_crash,
         ));
     }
     let filter = std::env::args().nth(1).filter(|arg| !arg.starts_with('-'));

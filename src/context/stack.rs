@@ -101,6 +101,7 @@ impl Stack {
         let usable = checked_size(size)?;
         let page = page_size();
         let len = usable + page;
+        let _count = StackCount::acquire(usable)?;
         // SAFETY: a fresh anonymous private mapping at an address of the kernel's choosing
         // touches no existing memory.
         let base = unsafe {
@@ -116,6 +117,8 @@ impl Stack {
         if base == libc::MAP_FAILED {
             return Err(map_error("mmap", io::Error::last_os_error(), usable));
         }
+        // From here the stack's own `Drop` gives the count back.
+        std::mem::forget(_count);
         let stack = Stack {
             // SAFETY: mmap succeeded, so `base` is not null.
             base: unsafe { NonNull::new_unchecked(base.cast()) },
@@ -184,6 +187,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        LIVE_STACKS.fetch_sub(1, Ordering::Relaxed);
         valgrind::stack_deregister(self.valgrind_id);
         // SAFETY: `base..base + len` is the mapping this stack owns; nothing runs on it any
         // more (a fiber gives its stack back only once it has ended).
@@ -225,6 +229,56 @@ fn checked_size(size: usize) -> io::Result<usize> {
     Ok(size.div_ceil(page) * page)
 }
 
+/// Memory mappings left to the rest of the process (malloc's large blocks, thread stacks,
+/// libraries) when green counts its stacks against `vm.max_map_count`: without this
+/// margin, the last stacks would take the mappings `malloc` needs, and the process would
+/// abort on an allocation failure instead of getting a clear error.
+pub const RESERVED_MAPPINGS: usize = 4096;
+
+/// Stacks alive in the process.
+static LIVE_STACKS: AtomicUsize = AtomicUsize::new(0);
+
+/// The last value read of `vm.max_map_count`; 0 before the first read.
+static MAP_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Reads `vm.max_map_count` (65530, the kernel's default, if it cannot be read).
+fn read_map_limit() -> usize {
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65530);
+    MAP_LIMIT.store(limit, Ordering::Relaxed);
+    limit
+}
+
+/// One stack counted against the mapping limit; uncounted on drop unless forgotten (then
+/// the stack's own `Drop` uncounts it).
+struct StackCount;
+
+impl StackCount {
+    /// Counts one more stack, or refuses if it would eat into the reserved mappings.
+    fn acquire(size: usize) -> io::Result<StackCount> {
+        let live = LIVE_STACKS.fetch_add(1, Ordering::Relaxed) + 1;
+        let count = StackCount;
+        let needed = 2 * live + RESERVED_MAPPINGS;
+        let limit = match MAP_LIMIT.load(Ordering::Relaxed) {
+            0 => read_map_limit(),
+            limit => limit,
+        };
+        // Read again before refusing: the limit may have been raised since.
+        if needed > limit && needed > read_map_limit() {
+            return Err(limit_error(size, "green's count of live stacks reached it"));
+        }
+        Ok(count)
+    }
+}
+
+impl Drop for StackCount {
+    fn drop(&mut self) {
+        LIVE_STACKS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Turns a failed `mmap`/`mprotect` into an error that says what to do about it.
 fn map_error(call: &str, err: io::Error, size: usize) -> io::Error {
     if err.raw_os_error() != Some(libc::ENOMEM) {
@@ -233,17 +287,25 @@ fn map_error(call: &str, err: io::Error, size: usize) -> io::Error {
             format!("cannot map a fiber stack of {size} bytes: {call} failed: {err}"),
         );
     }
-    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned());
+    limit_error(
+        size,
+        &format!("{call} failed: {err}; the process is out of address space or of memory mappings"),
+    )
+}
+
+/// The error for a stack refused at the mapping limit.
+fn limit_error(size: usize, cause: &str) -> io::Error {
+    let limit = MAP_LIMIT.load(Ordering::Relaxed);
     io::Error::new(
         io::ErrorKind::OutOfMemory,
         format!(
-            "cannot map a fiber stack of {size} bytes: {call} failed: {err}. The process has \
-             probably reached vm.max_map_count (now {limit} memory mappings; every guarded \
-             fiber stack takes 2, so about {} stacks fit). Raise it with \
-             `sysctl -w vm.max_map_count=2000000` (as root), or use fewer live fibers",
-            limit.parse::<usize>().map_or(0, |n| n / 2),
+            "cannot map a fiber stack of {size} bytes: {cause}. Linux allows a process \
+             vm.max_map_count memory mappings (now {limit}); every guarded fiber stack takes \
+             2 and green leaves {RESERVED_MAPPINGS} to the rest of the process, so about {} \
+             fibers can be live at once. Raise the limit with \
+             `sysctl -w vm.max_map_count=2200000` (as root; about a million fibers), or keep \
+             fewer fibers alive",
+            limit.saturating_sub(RESERVED_MAPPINGS) / 2,
         ),
     )
 }
@@ -409,6 +471,13 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
         Ok(Some(stack)) => Ok(stack),
         _ => Stack::new(size),
     }
+}
+
+/// Checks that a stack of `size` bytes can be had on this thread: one is pooled, or a new
+/// one can be mapped (and is then pooled).
+pub(crate) fn reserve(size: usize) -> io::Result<()> {
+    give_back(take(size)?);
+    Ok(())
 }
 
 /// Gives a stack back to this thread's pool (or unmaps it while the thread exits).

@@ -1,0 +1,569 @@
+//! A worker: one OS thread, its fibers, its run queue and its reactor.
+//!
+//! ```text
+//!   spawn in a fiber ──► own spawn queue + a "start" mark in the local queue
+//!   spawn from outside ──► some worker's injector (round robin) ──► its spawn queue
+//!   wake on this thread ──► local queue          wake from elsewhere ──► injector
+//!                                                (+ Poller::notify if the worker sleeps)
+//!   loop:
+//!     1. move the injector's messages into the local queue / spawn queue
+//!     2. pop the local queue (FIFO, so fibers take turns):
+//!          a fiber id  -> resume it
+//!          a "start"   -> create the fiber of the next task in the spawn queue, resume it
+//!        every 64 resumes, poll the reactor without blocking so that I/O cannot starve
+//!     3. nothing to run: steal a task that has not started from another worker's spawn
+//!        queue; failing that, wait in the reactor for an event, a timer or a message
+//! ```
+//!
+//! Only tasks that have not started move between workers. A started fiber stays on its
+//! worker for good: its stack may hold addresses of the thread's thread-local variables
+//! (LLVM caches them across calls), so resuming it on another thread would be undefined
+//! behaviour.
+//!
+//! Fibers live in a slab; a queue entry is (slot, generation), so a wake for a finished
+//! fiber whose slot was reused finds another generation and does nothing.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{RawWaker, Waker};
+use std::time::Duration;
+
+use crossbeam_queue::SegQueue;
+use slab::Slab;
+
+use crate::context::stack;
+use crate::executor::RuntimeShared;
+use crate::fiber::{Fiber, ForcedUnwind, Resume, Suspender};
+use crate::reactor::{Reactor, lock};
+use crate::task::{CompleteOnDrop, Header, IDLE, JoinError, PARKED, Task};
+
+/// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
+const REACT_EVERY: u32 = 64;
+
+/// Local queue entry meaning "start the next task of the spawn queue".
+const START: u64 = u64::MAX;
+
+/// `WorkerShared::running` when no fiber runs.
+const NOT_RUNNING: u64 = u64::MAX;
+
+/// Panic payload that unwinds a fiber cancelled by `JoinHandle::abort`.
+pub(crate) struct Cancelled;
+
+/// A spawned task whose fiber does not exist yet. Any worker may start it.
+pub(crate) trait Runnable: Send + Sync {
+    /// Creates the task's fiber on `worker` and queues it; returns its id.
+    fn start(self: Arc<Self>, worker: &Worker) -> Option<u64>;
+    /// Drops the closure and resolves the task as cancelled.
+    fn cancel(&self);
+}
+
+/// A task waiting to start; cancelled if dropped unstarted (at shutdown).
+pub(crate) struct Unstarted(Option<Arc<dyn Runnable>>);
+
+impl Unstarted {
+    pub(crate) fn new(task: Arc<dyn Runnable>) -> Unstarted {
+        Unstarted(Some(task))
+    }
+
+    /// Starts the task on `worker`.
+    fn start(mut self, worker: &Worker) -> Option<u64> {
+        self.0.take().and_then(|task| task.start(worker))
+    }
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.cancel();
+        }
+    }
+}
+
+impl<T, F> Runnable for Task<T, F>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn start(self: Arc<Self>, worker: &Worker) -> Option<u64> {
+        // SAFETY: the task was popped from a queue by this worker, once.
+        let f = unsafe { self.take_closure() }?;
+        match worker.start_fiber(self.clone(), f) {
+            Ok(id) => Some(id),
+            Err(error) => {
+                self.join.complete(Err(JoinError::not_started(error)));
+                None
+            }
+        }
+    }
+
+    fn cancel(&self) {
+        // SAFETY: the unstarted task is being dropped by the one worker that held it.
+        drop(unsafe { self.take_closure() });
+        self.join.complete(Err(JoinError::cancelled()));
+    }
+}
+
+/// A message to a worker from another thread.
+pub(crate) enum Message {
+    /// Schedule the fiber with this (slot, generation) id.
+    Wake(u64),
+    /// A task spawned from outside the runtime.
+    Spawn(Unstarted),
+}
+
+/// The part of a worker other threads use.
+pub(crate) struct WorkerShared {
+    /// Index among the runtime's workers.
+    pub(crate) index: usize,
+    /// Wakes and spawns from other threads.
+    injector: SegQueue<Message>,
+    /// Tasks placed on this worker that have not started; other workers may steal them.
+    pub(crate) spawns: SegQueue<Unstarted>,
+    /// True while the worker waits in the reactor; a producer that sees it calls `notify`.
+    pub(crate) sleeping: AtomicBool,
+    /// Set once the worker has stopped taking messages.
+    closed: AtomicBool,
+    /// The worker's reactor.
+    pub(crate) reactor: Arc<Reactor>,
+    /// Counts resumes, for the stall monitor.
+    pub(crate) ticks: AtomicU64,
+    /// Id of the fiber running now, `NOT_RUNNING` between fibers, for the stall monitor.
+    pub(crate) running: AtomicU64,
+}
+
+impl WorkerShared {
+    pub(crate) fn new(index: usize) -> std::io::Result<WorkerShared> {
+        Ok(WorkerShared {
+            index,
+            injector: SegQueue::new(),
+            spawns: SegQueue::new(),
+            sleeping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            reactor: Arc::new(Reactor::new()?),
+            ticks: AtomicU64::new(0),
+            running: AtomicU64::new(NOT_RUNNING),
+        })
+    }
+
+    /// Queues a fiber to run: on the local queue when called on the worker's own thread,
+    /// else through the injector.
+    pub(crate) fn schedule(&self, id: u64) {
+        let worker = WORKER.with(Cell::get);
+        // SAFETY: a non-null WORKER points at the worker running on this thread.
+        if let Some(worker) = unsafe { worker.as_ref() }
+            && ptr::eq(&*worker.shared, self)
+        {
+            worker.queue.borrow_mut().push_back(id);
+            return;
+        }
+        self.send(Message::Wake(id));
+    }
+
+    /// Sends a message from another thread and wakes the worker if it sleeps.
+    pub(crate) fn send(&self, message: Message) {
+        self.injector.push(message);
+        self.notify_if_sleeping();
+        // A message that arrives after the worker closed is dropped here, so that spawned
+        // fibers' handles resolve (to cancelled) rather than wait forever.
+        if self.closed.load(Ordering::SeqCst) {
+            while self.injector.pop().is_some() {}
+        }
+    }
+
+    /// Interrupts the worker's wait in the reactor, if it waits.
+    pub(crate) fn notify_if_sleeping(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.reactor.notify();
+        }
+    }
+}
+
+/// The worker's own state, used only on its thread.
+pub(crate) struct Worker {
+    /// The runtime: the other workers, configuration.
+    pub(crate) runtime: Arc<RuntimeShared>,
+    /// What other threads see of this worker.
+    pub(crate) shared: Arc<WorkerShared>,
+    /// The fibers; a fiber is taken out of its entry while it runs.
+    fibers: RefCell<Slab<Entry>>,
+    /// Runnable fibers by (slot, generation) id, and `START` marks, in FIFO order.
+    queue: RefCell<VecDeque<u64>>,
+    /// Generation given to the next fiber.
+    next_generation: Cell<u32>,
+}
+
+/// A fiber in the slab.
+struct Entry {
+    /// The fiber; `None` while it runs.
+    fiber: Option<Fiber<()>>,
+    /// Its generation; queue entries with another generation are stale.
+    generation: u32,
+    /// Its task header, kept alive by the fiber's closure for as long as the fiber lives.
+    header: *const Header,
+}
+
+/// The fiber running on this thread, if any.
+#[derive(Clone, Copy)]
+pub(crate) struct Current {
+    /// Its task header.
+    header: *const Header,
+    /// Its stack top, to suspend it.
+    stack_top: *mut u8,
+}
+
+thread_local! {
+    /// The worker whose loop runs on this thread, null elsewhere.
+    static WORKER: Cell<*const Worker> = const { Cell::new(ptr::null()) };
+    /// The fiber running on this thread; a null header outside fibers.
+    static CURRENT: Cell<Current> = const {
+        Cell::new(Current { header: ptr::null(), stack_top: ptr::null_mut() })
+    };
+}
+
+/// The fiber running on this thread, if any.
+#[inline]
+pub(crate) fn current() -> Option<Current> {
+    let current = CURRENT.with(Cell::get);
+    (!current.header.is_null()).then_some(current)
+}
+
+/// Calls `f` with the worker running on this thread, if any.
+#[inline]
+pub(crate) fn with_worker<R>(f: impl FnOnce(Option<&Worker>) -> R) -> R {
+    let worker = WORKER.with(Cell::get);
+    // SAFETY: a non-null WORKER points at the worker whose loop runs on this thread; it
+    // outlives every call made from that loop.
+    f(unsafe { worker.as_ref() })
+}
+
+impl Current {
+    /// The task header.
+    fn header(&self) -> &Header {
+        // SAFETY: the header is kept alive by the running fiber's closure.
+        unsafe { &*self.header }
+    }
+
+    /// Switches to the scheduler; unwinds if the fiber is dropped or cancelled meanwhile.
+    fn suspend(&self) {
+        // SAFETY: `stack_top` is the running fiber's, and we run on it.
+        unsafe { Suspender::for_running(self.stack_top) }.suspend();
+        if self.header().cancelled.load(Ordering::Acquire) {
+            panic::resume_unwind(Box::new(Cancelled));
+        }
+    }
+
+    /// Parks the fiber until its waker is woken (returns at once if it already was).
+    pub(crate) fn park(&self) {
+        let header = self.header();
+        if header
+            .state
+            .compare_exchange(IDLE, PARKED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.suspend();
+        }
+        // Woken (or notified before parking): forget the notification before polling again.
+        header.state.store(IDLE, Ordering::Release);
+        if header.cancelled.load(Ordering::Acquire) {
+            panic::resume_unwind(Box::new(Cancelled));
+        }
+    }
+
+    /// Queues the fiber behind the others and switches to the scheduler.
+    pub(crate) fn yield_now(&self) {
+        let id = self.header().id.load(Ordering::Relaxed);
+        with_worker(|worker| {
+            worker
+                .expect("a fiber runs on its worker's thread")
+                .queue
+                .borrow_mut()
+                .push_back(id)
+        });
+        self.suspend();
+    }
+
+    /// A waker for the fiber that borrows the task's reference count: valid while the
+    /// fiber runs, so it must not be dropped (it is `ManuallyDrop`); clones own a count.
+    pub(crate) fn waker(&self) -> std::mem::ManuallyDrop<Waker> {
+        let raw = RawWaker::new(self.header.cast(), self.header().vtable);
+        // SAFETY: the header is the first field of an `Arc<Task<T, F>>` whose vtable this is.
+        std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
+    }
+}
+
+impl Worker {
+    pub(crate) fn new(runtime: Arc<RuntimeShared>, shared: Arc<WorkerShared>) -> Worker {
+        Worker {
+            runtime,
+            shared,
+            fibers: RefCell::new(Slab::new()),
+            queue: RefCell::new(VecDeque::new()),
+            next_generation: Cell::new(0),
+        }
+    }
+
+    /// Runs the scheduler until shutdown, then unwinds every fiber.
+    pub(crate) fn run(&self) {
+        WORKER.with(|w| w.set(self));
+        let mut resumes = 0u32;
+        loop {
+            // 1. Messages from other threads.
+            self.take_messages();
+            if self.runtime.shutdown.load(Ordering::Acquire) {
+                break;
+            }
+            // 2. The next fiber, in FIFO order.
+            let next = self.queue.borrow_mut().pop_front();
+            let id = match next {
+                Some(START) => self.shared.spawns.pop().and_then(|task| task.start(self)),
+                Some(id) => Some(id),
+                // 3. Nothing here: take work from another worker, or wait for some.
+                None => match self.steal() {
+                    Some(task) => task.start(self),
+                    None => {
+                        self.wait();
+                        continue;
+                    }
+                },
+            };
+            if let Some(id) = id {
+                self.resume(id);
+                resumes = resumes.wrapping_add(1);
+                if resumes.is_multiple_of(REACT_EVERY) {
+                    let _ = self.shared.reactor.react(Some(Duration::ZERO));
+                }
+            }
+        }
+        self.shut_down();
+        WORKER.with(|w| w.set(ptr::null()));
+    }
+
+    /// Moves wakes into the local queue and spawns into the spawn queue.
+    fn take_messages(&self) {
+        while let Some(message) = self.shared.injector.pop() {
+            match message {
+                Message::Wake(id) => self.queue.borrow_mut().push_back(id),
+                Message::Spawn(task) => self.place(task),
+            }
+        }
+    }
+
+    /// Puts a task on this worker's spawn queue, with its mark in the local queue. Wakes
+    /// a sleeping worker to steal it when this worker already has a backlog.
+    pub(crate) fn place(&self, task: Unstarted) {
+        self.shared.spawns.push(task);
+        self.queue.borrow_mut().push_back(START);
+        if self.shared.spawns.len() > 1 && self.runtime.sleepers.load(Ordering::SeqCst) > 0 {
+            self.runtime.wake_a_sleeper(self.shared.index);
+        }
+    }
+
+    /// Takes an unstarted task from another worker.
+    fn steal(&self) -> Option<Unstarted> {
+        let workers = &self.runtime.workers;
+        let n = workers.len();
+        (1..n)
+            .map(|offset| &workers[(self.shared.index + offset) % n])
+            .find_map(|victim| victim.spawns.pop())
+    }
+
+    /// Waits in the reactor for I/O, a timer or a message.
+    fn wait(&self) {
+        self.runtime.sleepers.fetch_add(1, Ordering::SeqCst);
+        self.shared.sleeping.store(true, Ordering::SeqCst);
+        // Work that arrived before `sleeping` was set must not wait for the next event.
+        let busy = !self.shared.injector.is_empty()
+            || self.runtime.shutdown.load(Ordering::SeqCst)
+            || self.runtime.workers.iter().any(|w| !w.spawns.is_empty());
+        let timeout = if busy { Some(Duration::ZERO) } else { None };
+        let _ = self.shared.reactor.react(timeout);
+        self.shared.sleeping.store(false, Ordering::SeqCst);
+        self.runtime.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Resumes the fiber `id` if it still exists, and removes it if it finished.
+    fn resume(&self, id: u64) {
+        let (slot, generation) = ((id & 0xFFFF_FFFF) as usize, (id >> 32) as u32);
+        let (mut fiber, header) = {
+            let mut fibers = self.fibers.borrow_mut();
+            match fibers.get_mut(slot) {
+                Some(entry) if entry.generation == generation => match entry.fiber.take() {
+                    Some(fiber) => (fiber, entry.header),
+                    None => return,
+                },
+                _ => return, // a stale wake
+            }
+        };
+        self.shared.ticks.fetch_add(1, Ordering::Relaxed);
+        self.shared.running.store(id, Ordering::Relaxed);
+        let current = Current {
+            header,
+            stack_top: fiber.stack_top(),
+        };
+        let previous = CURRENT.with(|c| c.replace(current));
+        let outcome = fiber.resume();
+        CURRENT.with(|c| c.set(previous));
+        self.shared.running.store(NOT_RUNNING, Ordering::Relaxed);
+        match outcome {
+            Resume::Yielded => self.fibers.borrow_mut()[slot].fiber = Some(fiber),
+            // The fiber's closure recorded its result in its task.
+            Resume::Finished(()) | Resume::Panicked(_) => {
+                self.fibers.borrow_mut().remove(slot);
+                drop(fiber);
+            }
+        }
+    }
+
+    /// Creates the fiber for a task on this worker; returns its id. The fiber runs `f`
+    /// and stores its result, a panic or a cancellation in the task.
+    pub(crate) fn start_fiber<T, F, G>(&self, task: Arc<Task<T, G>>, f: F) -> std::io::Result<u64>
+    where
+        F: FnOnce() -> T + 'static,
+        T: Send + 'static,
+        G: Send + 'static,
+    {
+        // Take the stack first: if that fails, the caller reports why.
+        let stack = stack::take(self.runtime.stack_size)?;
+        let guard = CompleteOnDrop(task.clone());
+        let fiber = Fiber::with_stack(stack, move |_: &Suspender| {
+            let guard = guard;
+            if guard.0.header.cancelled.load(Ordering::Acquire) {
+                return; // aborted before it started: the guard reports it cancelled
+            }
+            let result = match panic::catch_unwind(AssertUnwindSafe(f)) {
+                Ok(value) => Ok(value),
+                Err(payload) if payload.is::<ForcedUnwind>() || payload.is::<Cancelled>() => {
+                    Err(JoinError::cancelled())
+                }
+                Err(payload) => Err(JoinError::panic(payload)),
+            };
+            guard.0.join.complete(result);
+        })?;
+        let _ = task.header.worker.set(self.shared.clone());
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation.wrapping_add(1));
+        let mut fibers = self.fibers.borrow_mut();
+        let entry = fibers.vacant_entry();
+        let id = entry.key() as u64 | (generation as u64) << 32;
+        task.header.id.store(id, Ordering::Relaxed);
+        entry.insert(Entry {
+            fiber: Some(fiber),
+            generation,
+            header: &task.header,
+        });
+        Ok(id)
+    }
+
+    /// Creates a fiber for a task and queues it behind the runnable ones.
+    pub(crate) fn start_queued<T, F, G>(&self, task: Arc<Task<T, G>>, f: F) -> std::io::Result<()>
+    where
+        F: FnOnce() -> T + 'static,
+        T: Send + 'static,
+        G: Send + 'static,
+    {
+        let id = self.start_fiber(task, f)?;
+        self.queue.borrow_mut().push_back(id);
+        Ok(())
+    }
+
+    /// Stops: refuses messages, cancels unstarted tasks, unwinds the fibers.
+    fn shut_down(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        loop {
+            // Spawns still queued are dropped: their handles resolve to cancelled.
+            while self.shared.injector.pop().is_some() {}
+            while self.shared.spawns.pop().is_some() {}
+            let entries: Vec<Entry> = self.fibers.borrow_mut().drain().collect();
+            if entries.is_empty() {
+                break;
+            }
+            for entry in entries {
+                let Some(fiber) = entry.fiber else { continue };
+                let current = Current {
+                    header: entry.header,
+                    stack_top: fiber.stack_top(),
+                };
+                let previous = CURRENT.with(|c| c.replace(current));
+                // Dropping a suspended fiber unwinds its stack (see `Fiber`).
+                drop(fiber);
+                CURRENT.with(|c| c.set(previous));
+            }
+        }
+        self.queue.borrow_mut().clear();
+    }
+}
+
+/// What the stall monitor reports: a fiber that ran too long without suspending.
+#[derive(Debug, Clone)]
+pub struct StallReport {
+    /// The fiber's id on its worker (slot and generation).
+    pub fiber: u64,
+    /// The worker's index in its runtime.
+    pub worker: usize,
+    /// How long the fiber has run so far without suspending (at least).
+    pub running_for: Duration,
+}
+
+impl std::fmt::Display for StallReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "green: fiber {}:{} has run on worker {} for {:?} without suspending; it blocks \
+             every other fiber of that worker (move blocking work into green::unblock)",
+            self.fiber & 0xFFFF_FFFF,
+            self.fiber >> 32,
+            self.worker,
+            self.running_for,
+        )
+    }
+}
+
+/// Watches the workers of a runtime and reports fibers that hog one (see
+/// `Builder::stall_warning`).
+pub(crate) fn monitor_stalls(
+    runtime: Arc<RuntimeShared>,
+    threshold: Duration,
+    report: Arc<dyn Fn(&StallReport) + Send + Sync>,
+    stop: &Mutex<bool>,
+    wakeup: &std::sync::Condvar,
+) {
+    let period = (threshold / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
+    // Per worker: the tick and running fiber last seen, when they were first seen, and
+    // whether that stall was reported.
+    let mut seen: Vec<(u64, u64, std::time::Instant, bool)> = runtime
+        .workers
+        .iter()
+        .map(|_| (u64::MAX, NOT_RUNNING, std::time::Instant::now(), false))
+        .collect();
+    let mut stopped = lock(stop);
+    while !*stopped {
+        stopped = wakeup
+            .wait_timeout(stopped, period)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        let now = std::time::Instant::now();
+        for (worker, last) in runtime.workers.iter().zip(&mut seen) {
+            let (ticks, running) = (
+                worker.ticks.load(Ordering::Relaxed),
+                worker.running.load(Ordering::Relaxed),
+            );
+            if (ticks, running) != (last.0, last.1) {
+                *last = (ticks, running, now, false);
+                continue;
+            }
+            let running_for = now - last.2;
+            if running != NOT_RUNNING && !last.3 && running_for >= threshold {
+                last.3 = true;
+                report(&StallReport {
+                    fiber: running,
+                    worker: worker.index,
+                    running_for,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Behaviour of `green::sync` under contention from fibers on several workers and from
+//! plain threads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+
+use green::sync::{self, Barrier, Condvar, Mutex, RecvError, TryRecvError};
+
+/// Loop counts are scaled down under QEMU (riscv64, aarch64).
+const NATIVE: bool = cfg!(target_arch = "x86_64");
+
+fn two_workers() -> green::Runtime {
+    green::Runtime::builder().workers(2).build().unwrap()
+}
+
+#[test]
+fn a_mutex_counts_exactly_under_fibers_and_threads() {
+    let rounds = if NATIVE { 1000 } else { 100 };
+    let runtime = two_workers();
+    let counter = Arc::new(Mutex::new(0usize));
+    let fibers: Vec<_> = (0..20)
+        .map(|_| {
+            let counter = counter.clone();
+            runtime.spawn(move || {
+                for _ in 0..rounds {
+                    let mut value = counter.lock().unwrap();
+                    let seen = *value;
+                    green::yield_now(); // hold the lock across a switch
+                    *value = seen + 1;
+                }
+            })
+        })
+        .collect();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let counter = counter.clone();
+            thread::spawn(move || {
+                for _ in 0..rounds {
+                    *counter.lock().unwrap() += 1;
+                }
+            })
+        })
+        .collect();
+    fibers.into_iter().for_each(|f| f.join().unwrap());
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(*counter.lock().unwrap(), 24 * rounds);
+}
+
+#[test]
+fn a_mutex_held_by_a_panicking_fiber_is_poisoned() {
+    let mutex = Arc::new(Mutex::new(5));
+    let holder = mutex.clone();
+    let result = green::spawn(move || {
+        let _guard = holder.lock().unwrap();
+        panic!("holder failed");
+    })
+    .join();
+    assert!(result.unwrap_err().is_panic());
+    assert!(mutex.is_poisoned());
+    let error = mutex.lock().unwrap_err();
+    assert_eq!(**error.get_ref(), 5, "the data is still reachable");
+    drop(error);
+    mutex.clear_poison();
+    assert_eq!(*mutex.lock().unwrap(), 5);
+}
+
+#[test]
+fn try_lock_fails_while_the_mutex_is_held() {
+    let mutex = Mutex::new(());
+    let guard = mutex.try_lock().unwrap();
+    assert!(matches!(
+        mutex.try_lock(),
+        Err(std::sync::TryLockError::WouldBlock)
+    ));
+    drop(guard);
+    assert!(mutex.try_lock().is_ok());
+}
+
+#[test]
+fn a_condvar_hands_work_from_threads_to_fibers_on_several_workers() {
+    let items = if NATIVE { 2000 } else { 200 };
+    let runtime = two_workers();
+    let queue = Arc::new((Mutex::new((Vec::<usize>::new(), false)), Condvar::new()));
+    let consumed = Arc::new(AtomicUsize::new(0));
+    let consumers: Vec<_> = (0..6)
+        .map(|_| {
+            let (queue, consumed) = (queue.clone(), consumed.clone());
+            runtime.spawn(move || {
+                let (lock, ready) = &*queue;
+                let mut state = lock.lock().unwrap();
+                loop {
+                    if let Some(item) = state.0.pop() {
+                        consumed.fetch_add(item, Ordering::SeqCst);
+                    } else if state.1 {
+                        return;
+                    } else {
+                        state = ready.wait(state).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    let producers: Vec<_> = (0..2)
+        .map(|p| {
+            let queue = queue.clone();
+            thread::spawn(move || {
+                for i in 0..items {
+                    queue.0.lock().unwrap().0.push(p * items + i);
+                    queue.1.notify_one();
+                }
+            })
+        })
+        .collect();
+    producers.into_iter().for_each(|p| p.join().unwrap());
+    queue.0.lock().unwrap().1 = true;
+    queue.1.notify_all();
+    consumers.into_iter().for_each(|c| c.join().unwrap());
+    assert_eq!(consumed.load(Ordering::SeqCst), (0..2 * items).sum());
+}
+
+#[test]
+fn a_barrier_releases_fibers_and_threads_together_with_one_leader() {
+    let rounds = 5;
+    let runtime = two_workers();
+    let barrier = Arc::new(Barrier::new(6));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let check = move |barrier: &Barrier, arrived: &AtomicUsize| {
+        let mut leaders = 0;
+        for round in 0..rounds {
+            arrived.fetch_add(1, Ordering::SeqCst);
+            leaders += usize::from(barrier.wait().is_leader());
+            // Nobody passes a round before all six arrived at it.
+            assert!(arrived.load(Ordering::SeqCst) >= 6 * (round + 1));
+            barrier.wait();
+        }
+        leaders
+    };
+    let fibers: Vec<_> = (0..3)
+        .map(|_| {
+            let (barrier, arrived) = (barrier.clone(), arrived.clone());
+            runtime.spawn(move || check(&barrier, &arrived))
+        })
+        .collect();
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (barrier, arrived) = (barrier.clone(), arrived.clone());
+            thread::spawn(move || check(&barrier, &arrived))
+        })
+        .collect();
+    let leaders: usize = fibers.into_iter().map(|f| f.join().unwrap()).sum::<usize>()
+        + threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum::<usize>();
+    assert_eq!(leaders, rounds);
+}
+
+#[test]
+fn a_channel_delivers_every_value_once_to_many_consumers() {
+    let per_producer = if NATIVE { 5000 } else { 300 };
+    let runtime = two_workers();
+    let (sender, receiver) = sync::channel::<usize>();
+    let consumers: Vec<_> = (0..4)
+        .map(|_| {
+            let receiver = receiver.clone();
+            runtime.spawn(move || receiver.iter().sum::<usize>())
+        })
+        .collect();
+    let thread_consumer = {
+        let receiver = receiver.clone();
+        thread::spawn(move || receiver.iter().sum::<usize>())
+    };
+    drop(receiver);
+    let fiber_producers: Vec<_> = (0..2)
+        .map(|p| {
+            let sender = sender.clone();
+            runtime.spawn(move || {
+                (0..per_producer).for_each(|i| sender.send(p * per_producer + i).unwrap())
+            })
+        })
+        .collect();
+    let thread_producer = {
+        let sender = sender.clone();
+        thread::spawn(move || {
+            (0..per_producer).for_each(|i| sender.send(2 * per_producer + i).unwrap())
+        })
+    };
+    drop(sender);
+    fiber_producers.into_iter().for_each(|p| p.join().unwrap());
+    thread_producer.join().unwrap();
+    let total: usize = consumers
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .sum::<usize>()
+        + thread_consumer.join().unwrap();
+    assert_eq!(total, (0..3 * per_producer).sum());
+}
+
+#[test]
+fn a_bounded_channel_makes_senders_wait_for_room() {
+    let runtime = green::Runtime::builder().workers(1).build().unwrap();
+    let log = runtime.run(|| {
+        let (sender, receiver) = sync::bounded::<u32>(2);
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let producer_log = log.clone();
+        let producer = green::spawn(move || {
+            for i in 0..4 {
+                sender.send(i).unwrap();
+                producer_log.lock().unwrap().push(format!("sent {i}"));
+            }
+        });
+        green::yield_now(); // the producer fills the channel and waits
+        log.lock().unwrap().push("receiving".into());
+        let received: Vec<u32> = receiver.iter().collect();
+        producer.join().unwrap();
+        assert_eq!(received, [0, 1, 2, 3]);
+        Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+    });
+    assert_eq!(log[..3], ["sent 0", "sent 1", "receiving"]);
+}
+
+#[test]
+fn channels_report_disconnection() {
+    let (sender, receiver) = sync::channel::<u8>();
+    sender.send(1).unwrap();
+    drop(sender);
+    assert_eq!(receiver.recv(), Ok(1));
+    assert_eq!(receiver.recv(), Err(RecvError));
+    assert_eq!(receiver.try_recv(), Err(TryRecvError::Disconnected));
+
+    let (sender, receiver) = sync::bounded::<u8>(1);
+    drop(receiver);
+    assert_eq!(sender.send(7).unwrap_err().0, 7);
+}
+
+#[test]
+fn async_twins_work_in_any_executor() {
+    let (sender, receiver) = sync::bounded::<u32>(1);
+    let mutex = Mutex::new(1);
+    let value = green::block_on(async {
+        let producer = green::spawn(move || green::block_on(sender.send_async(41)).unwrap());
+        let received = receiver.recv_async().await.unwrap();
+        producer.await.unwrap();
+        *mutex.lock_async().await.unwrap() + received
+    });
+    assert_eq!(value, 42);
+}

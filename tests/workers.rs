@@ -1,0 +1,268 @@
+//! Behaviour of multi-worker runtimes: placement, stealing, fibers staying on their
+//! thread, I/O across workers, shutdown and the stall warning.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use green::io::Async;
+
+/// Loop counts are scaled down under QEMU (riscv64, aarch64).
+const NATIVE: bool = cfg!(target_arch = "x86_64");
+
+fn two_workers() -> green::Runtime {
+    green::Runtime::builder().workers(2).build().unwrap()
+}
+
+fn thread_name() -> String {
+    thread::current().name().unwrap_or("?").to_owned()
+}
+
+#[test]
+fn a_runtime_has_the_workers_it_was_built_with() {
+    assert_eq!(
+        green::Runtime::builder()
+            .workers(3)
+            .build()
+            .unwrap()
+            .workers(),
+        3
+    );
+    let default = thread::available_parallelism().unwrap().get();
+    assert_eq!(green::Runtime::new().unwrap().workers(), default);
+    let error = green::Runtime::builder().workers(0).build().unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn spawns_from_a_plain_thread_go_to_every_worker() {
+    let runtime = two_workers();
+    let names: Vec<String> = (0..20)
+        .map(|_| runtime.spawn(thread_name))
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("-0")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("-1")), "{names:?}");
+}
+
+#[test]
+fn an_idle_worker_steals_fibers_that_have_not_started() {
+    let runtime = two_workers();
+    let tasks = if NATIVE { 100 } else { 40 };
+    let per_worker = runtime.run(move || {
+        // All spawned from one fiber, so all placed on its worker; each blocks its worker
+        // thread for a moment without suspending, so only stealing spreads them.
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                green::spawn(|| {
+                    thread::sleep(Duration::from_millis(1));
+                    thread_name()
+                })
+            })
+            .collect();
+        let mut per_worker = HashMap::new();
+        for handle in handles {
+            *per_worker.entry(handle.join().unwrap()).or_insert(0) += 1;
+        }
+        per_worker
+    });
+    assert_eq!(
+        per_worker.len(),
+        2,
+        "one worker ran everything: {per_worker:?}"
+    );
+    for (worker, count) in &per_worker {
+        assert!(
+            *count >= tasks / 10,
+            "{worker} ran only {count} of {tasks}: {per_worker:?}"
+        );
+    }
+}
+
+#[test]
+fn a_fiber_never_changes_thread_while_stealing_is_busy() {
+    let runtime = two_workers();
+    let suspensions = if NATIVE { 10_000 } else { 500 };
+    let moved = runtime.run(move || {
+        let watchers: Vec<_> = (0..8)
+            .map(|_| {
+                green::spawn(move || {
+                    let home = thread::current().id();
+                    let mut moved = 0;
+                    for i in 0..suspensions {
+                        // Keep both workers busy spawning and stealing short fibers.
+                        if i % 10 == 0 {
+                            drop(green::spawn(green::yield_now));
+                        }
+                        green::yield_now();
+                        moved += usize::from(thread::current().id() != home);
+                    }
+                    moved
+                })
+            })
+            .collect();
+        watchers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .sum::<usize>()
+    });
+    assert_eq!(moved, 0);
+}
+
+#[test]
+fn a_socket_made_on_one_worker_works_in_a_fiber_on_another() {
+    let runtime = two_workers();
+    let mut crossed = false;
+    for _ in 0..20 {
+        let (a, b) = UnixStream::pair().unwrap();
+        // The socket is registered with the reactor of the worker that makes it.
+        let (maker_name, reader) = runtime.run(move || (thread_name(), Async::new(b).unwrap()));
+        let (started, started_rx) = mpsc::channel();
+        let read = runtime.spawn(move || {
+            let mut reader = reader;
+            started.send(thread_name()).unwrap();
+            let mut buf = [0; 4];
+            reader.read_exact(&mut buf).unwrap();
+            buf
+        });
+        let reader_name = started_rx.recv().unwrap();
+        (&a).write_all(b"ping").unwrap();
+        assert_eq!(&read.join().unwrap(), b"ping");
+        if reader_name != maker_name {
+            crossed = true;
+            break;
+        }
+    }
+    assert!(
+        crossed,
+        "the reading fiber never ran on another worker than the socket's"
+    );
+}
+
+#[test]
+fn dropping_a_runtime_unwinds_every_fiber_on_every_worker() {
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let runtime = two_workers();
+    let (parked_sender, parked) = mpsc::channel();
+    let workers = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let (drops, parked_sender, workers) =
+                (drops.clone(), parked_sender.clone(), workers.clone());
+            runtime.spawn(move || {
+                let _guard = Counted(drops);
+                workers.lock().unwrap().push(thread_name());
+                parked_sender.send(()).unwrap();
+                green::sleep(Duration::from_secs(3600));
+            })
+        })
+        .collect();
+    for _ in 0..50 {
+        parked.recv().unwrap();
+    }
+    drop(runtime);
+    assert_eq!(drops.load(Ordering::SeqCst), 50);
+    for handle in handles {
+        assert!(handle.join().unwrap_err().is_cancelled());
+    }
+    let mut workers = workers.lock().unwrap().clone();
+    workers.sort();
+    workers.dedup();
+    assert_eq!(workers.len(), 2, "fibers were parked on both workers");
+}
+
+#[test]
+fn shutdown_timeout_reports_a_worker_that_does_not_stop() {
+    let runtime = two_workers();
+    let (running, started) = mpsc::channel();
+    runtime.spawn(move || {
+        running.send(()).unwrap();
+        thread::sleep(Duration::from_millis(500)); // hogs its worker
+    });
+    started.recv().unwrap();
+    assert!(!runtime.shutdown_timeout(Duration::from_millis(10)));
+
+    let idle = two_workers();
+    assert!(idle.shutdown_timeout(Duration::from_secs(10)));
+}
+
+#[test]
+fn unblock_jobs_finish_before_shutdown_returns() {
+    let finished = Arc::new(AtomicUsize::new(0));
+    let runtime = two_workers();
+    let (started, started_rx) = mpsc::channel();
+    let count = finished.clone();
+    runtime.spawn(move || {
+        green::unblock(move || {
+            started.send(()).unwrap();
+            thread::sleep(Duration::from_millis(50));
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+    });
+    started_rx.recv().unwrap();
+    drop(runtime);
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the blocking pool was joined"
+    );
+}
+
+#[test]
+fn a_fiber_that_hogs_its_worker_is_reported_once() {
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    let threshold = Duration::from_millis(20);
+    let runtime = green::Runtime::builder()
+        .workers(2)
+        .stall_warning(threshold)
+        .on_stall(move |report| sink.lock().unwrap().push(report.clone()))
+        .build()
+        .unwrap();
+    let worker = runtime.run(|| {
+        thread::sleep(Duration::from_millis(300)); // blocks the worker thread
+        thread_name()
+    });
+    // A well-behaved fiber is not reported.
+    runtime.run(|| (0..10).for_each(|_| green::sleep(Duration::from_millis(5))));
+    drop(runtime);
+    let reports = reports.lock().unwrap();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(worker.ends_with(&format!("-{}", reports[0].worker)));
+    assert!(reports[0].running_for >= threshold);
+    assert!(reports[0].to_string().contains("without suspending"));
+}
+
+#[test]
+fn spawn_local_keeps_a_non_send_fiber_on_its_worker() {
+    let runtime = two_workers();
+    let same = runtime.run(|| {
+        let here = thread::current().id();
+        let local = std::rc::Rc::new(thread::current().id());
+        green::spawn_local(move || {
+            green::yield_now();
+            *local == thread::current().id()
+        })
+        .join()
+        .unwrap()
+            && here == thread::current().id()
+    });
+    assert!(same);
+}
+
+#[test]
+fn spawn_local_outside_a_fiber_panics_with_a_clear_message() {
+    let payload = std::panic::catch_unwind(|| green::spawn_local(|| 1)).unwrap_err();
+    let message = payload.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert!(message.contains("must be called from a fiber"), "{message}");
+}
