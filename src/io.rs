@@ -81,9 +81,32 @@ impl<T: AsFd> Async<T> {
     ///
     /// What `epoll_ctl(DEL)` returns.
     pub fn into_inner(mut self) -> io::Result<T> {
-        let io = self.io.take().expect("io is present until drop");
-        self.source.reactor.remove_source(&self.source)?;
-        Ok(io)
+        // Deregister before handing the descriptor back; a failure to deregister (the
+        // poller already gone) must not cost the caller the descriptor.
+        let _ = self.source.reactor.remove_source(&self.source);
+        Ok(self.io.take().expect("io is present until drop"))
+    }
+
+    /// Polls for readability: `Ready` once the descriptor may be readable (try the
+    /// operation; on `WouldBlock` poll again). For `AsyncRead`-style code over `&self`.
+    ///
+    /// One waker per direction is kept: when two tasks poll the same direction, they take
+    /// turns.
+    ///
+    /// # Errors
+    ///
+    /// What registering with the reactor returns, or an error if its runtime shut down.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.source.poll_ready(READ, cx)
+    }
+
+    /// Polls for writability, as [`poll_readable`](Async::poll_readable).
+    ///
+    /// # Errors
+    ///
+    /// As [`poll_readable`](Async::poll_readable).
+    pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.source.poll_ready(WRITE, cx)
     }
 
     /// Waits until the descriptor is readable.
@@ -170,7 +193,7 @@ impl<T: AsFd> Async<T> {
 
     /// `AsyncRead`/`AsyncWrite` style: runs `op`, registering for `direction` on
     /// `WouldBlock`.
-    fn poll_op<R>(
+    pub(crate) fn poll_op<R>(
         &self,
         direction: usize,
         cx: &mut Context<'_>,
@@ -384,6 +407,40 @@ where
 }
 
 impl<T: AsFd> futures_io::AsyncWrite for Async<T>
+where
+    for<'a> &'a T: Write,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_op(WRITE, cx, |mut io| io.write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_op(WRITE, cx, |mut io| io.flush())
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+impl<T: AsFd> futures_io::AsyncRead for &Async<T>
+where
+    for<'a> &'a T: Read,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_op(READ, cx, |mut io| io.read(buf))
+    }
+}
+
+impl<T: AsFd> futures_io::AsyncWrite for &Async<T>
 where
     for<'a> &'a T: Write,
 {

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -42,6 +42,8 @@ pub(crate) struct Reactor {
     timers: Mutex<BTreeMap<(Instant, u64), Waker>>,
     /// Next timer id; ids make timers with equal deadlines distinct.
     next_timer: AtomicU64,
+    /// Set when the worker that drives this reactor has stopped for good.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -65,7 +67,28 @@ impl Reactor {
             events: Mutex::new(Events::new()),
             timers: Mutex::new(BTreeMap::new()),
             next_timer: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the worker driving this reactor has stopped: nothing will wake its waiters.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the reactor as no longer driven and wakes every waiter, so that each sees the
+    /// closure instead of waiting for ever: I/O waits fail, timers move to another reactor.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut wakers: Vec<Waker> = std::mem::take(&mut *lock(&self.timers))
+            .into_values()
+            .collect();
+        for (_, source) in lock(&self.sources).iter() {
+            let mut state = lock(&source.state);
+            state[READ].fire(&mut wakers);
+            state[WRITE].fire(&mut wakers);
+        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Interrupts a `react` waiting in another thread.
@@ -272,16 +295,26 @@ impl Source {
             return Poll::Ready(Ok(()));
         }
         dir.poll_tick.get_or_insert(dir.tick);
-        match &mut dir.poll_waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
+        // A second task polling the same direction takes the slot over; the first is woken
+        // to poll again, so they take turns instead of one waiting for ever.
+        let displaced = match &mut dir.poll_waker {
+            Some(waker) if waker.will_wake(cx.waker()) => None,
+            slot => slot.replace(cx.waker().clone()),
+        };
+        let armed = self.arm(&state);
+        drop(state);
+        if let Some(waker) = displaced {
+            waker.wake();
         }
-        self.arm(&state)?;
+        armed?;
         Poll::Pending
     }
 
     /// Registers a future-style waiter; returns its slot.
     pub(crate) fn add_waiter(&self, direction: usize, waker: &Waker) -> io::Result<usize> {
+        if self.reactor.is_closed() {
+            return Err(closed_error());
+        }
         let mut state = lock(&self.state);
         let slot = state[direction].waiters.insert(Some(waker.clone()));
         if let Err(error) = self.arm(&state) {
@@ -314,4 +347,12 @@ impl Source {
     pub(crate) fn remove_waiter(&self, direction: usize, slot: usize) {
         lock(&self.state)[direction].waiters.try_remove(slot);
     }
+}
+
+/// The error of waiting on a source whose runtime has shut down.
+fn closed_error() -> io::Error {
+    io::Error::other(
+        "the green runtime this I/O object was registered with has shut down; \
+         create the object again in a running runtime",
+    )
 }

@@ -138,7 +138,8 @@ impl Future for Timer {
             return Poll::Ready(deadline);
         }
         match &this.registration {
-            Some((_, _, waker)) if waker.will_wake(cx.waker()) => {}
+            // Registered with a reactor that is still driven, for this task: nothing to do.
+            Some((reactor, _, waker)) if waker.will_wake(cx.waker()) && !reactor.is_closed() => {}
             _ => {
                 this.deregister();
                 let (reactor, remote) = crate::executor::current_reactor();

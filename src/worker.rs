@@ -473,6 +473,9 @@ impl Worker {
     /// Stops: refuses messages, cancels unstarted tasks, unwinds the fibers.
     fn shut_down(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
+        // Nothing will poll this reactor again: waits on its sources fail from now on and
+        // its timers move to whichever reactor polls them next.
+        self.shared.reactor.close();
         loop {
             // Spawns still queued are dropped: their handles resolve to cancelled.
             while self.shared.injector.pop().is_some() {}

@@ -689,3 +689,18 @@ fn many_fibers_accept_on_one_listener() {
     });
     assert_eq!(accepted, count);
 }
+
+#[test]
+fn a_socket_whose_runtime_shut_down_gives_an_error_instead_of_hanging() {
+    use std::io::Read;
+    // Registered with the reactor of a runtime that is gone when the read waits.
+    let (a, b) = green::run(|| green::net::unix::UnixStream::pair().unwrap());
+    let error = green::run(move || {
+        let mut buf = [0; 1];
+        let result = (&a).read(&mut buf);
+        drop(b);
+        result
+    })
+    .unwrap_err();
+    assert!(error.to_string().contains("has shut down"), "{error}");
+}

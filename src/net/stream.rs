@@ -1,29 +1,14 @@
-//! What the stream sockets share: [`Stream`], a registered descriptor with timeouts and the
-//! readiness waits of its `AsyncRead`/`AsyncWrite` impls, and [`Timeout`].
-//!
-//! # Why the readiness waits are kept here
-//!
-//! `AsyncRead` for `&TcpStream` must wait for readiness through a shared reference, and a
-//! wait must stay registered between two polls or its wake is lost. [`Async`] implements
-//! `AsyncRead` only for `Pin<&mut Async>`, and offers `&self` readiness only as the
-//! [`Ready`] future, which borrows it; so `Stream` keeps one `Ready` per direction in a
-//! slot, next to the `Async` it borrows. The `Async` lives in an `Arc` that is never
-//! cloned nor borrowed mutably, so it does not move when the `Stream` does, and the slots
-//! are dropped before it. (A `poll_readable(&self, cx)` on `Async` would make this
-//! unnecessary.)
+//! What the stream sockets share: [`Stream`], a registered descriptor with its timeouts,
+//! and [`Timeout`].
 
-use std::future::Future;
 use std::io;
-use std::mem;
 use std::os::fd::AsFd;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::io::{Async, Ready};
-use crate::reactor::{READ, WRITE, lock};
+use crate::io::Async;
+use crate::reactor::{READ, WRITE};
 
 /// A read or write timeout, shared through `&self` as std's setters are.
 #[derive(Debug, Default)]
@@ -63,64 +48,33 @@ impl Timeout {
     }
 }
 
-/// A readiness wait kept between two polls of an async read or write.
-struct PollWait {
-    /// The wait; it borrows the `Async` of the `Stream` that holds it.
-    ready: Ready<'static>,
-    /// The waker of the task that polled it last.
-    waker: Waker,
-}
-
-/// A stream socket: a registered nonblocking descriptor, its timeouts, and the readiness
-/// waits of the async impls.
+/// A stream socket: a registered nonblocking descriptor and its timeouts.
 pub(crate) struct Stream<T: AsFd> {
-    /// The pending readiness wait of the async reader (index [`READ`]) and writer
-    /// ([`WRITE`]), kept between polls. They borrow `*io`, so they are declared before it
-    /// and dropped first; nothing else ever holds them.
-    polls: [Mutex<Option<PollWait>>; 2],
-    /// How long a blocking-style read may wait.
+    /// Timeout of the blocking-style reads.
     read_timeout: Timeout,
-    /// How long a blocking-style write may wait.
+    /// Timeout of the blocking-style writes.
     write_timeout: Timeout,
-    /// The registered socket. The `Arc` is never cloned and never borrowed mutably, so the
-    /// `Async` stays at one address, shared, for as long as this `Stream` lives.
-    io: Arc<Async<T>>,
+    /// The registered descriptor.
+    io: Async<T>,
 }
 
 impl<T: AsFd> Stream<T> {
-    /// Registers `io`, putting it in nonblocking mode.
-    ///
-    /// # Errors
-    ///
-    /// As [`Async::new`].
     pub(crate) fn new(io: T) -> io::Result<Stream<T>> {
         Ok(Stream {
-            polls: [Mutex::new(None), Mutex::new(None)],
             read_timeout: Timeout::default(),
             write_timeout: Timeout::default(),
-            io: Arc::new(Async::new(io)?),
+            io: Async::new(io)?,
         })
     }
 
-    /// The socket.
     pub(crate) fn get_ref(&self) -> &T {
         self.io.get_ref()
     }
 
-    /// Deregisters the socket and returns it, still nonblocking.
-    ///
-    /// # Errors
-    ///
-    /// As [`Async::into_inner`].
     pub(crate) fn into_inner(self) -> io::Result<T> {
-        let Stream { polls, io, .. } = self;
-        // The waits borrow `*io`: end them first.
-        drop(polls);
-        let io = Arc::into_inner(io).expect("the Arc of a Stream is never cloned");
-        io.into_inner()
+        self.io.into_inner()
     }
 
-    /// The read timeout.
     pub(crate) fn read_timeout(&self) -> &Timeout {
         &self.read_timeout
     }
@@ -165,66 +119,12 @@ impl<T: AsFd> Stream<T> {
         &self,
         direction: usize,
         cx: &mut Context<'_>,
-        mut op: impl FnMut(&T) -> io::Result<R>,
+        op: impl FnMut(&T) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        loop {
-            match op(self.io.get_ref()) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
-            }
-            let mut slot = lock(&self.polls[direction]);
-            // 1. Reuse the wait an earlier poll registered (taking it over from another
-            //    task if need be), or start one.
-            let mut displaced = None;
-            let wait = match &mut *slot {
-                Some(wait) => {
-                    if !wait.waker.will_wake(cx.waker()) {
-                        displaced = Some(mem::replace(&mut wait.waker, cx.waker().clone()));
-                    }
-                    wait
-                }
-                empty => empty.insert(PollWait {
-                    ready: self.ready(direction),
-                    waker: cx.waker().clone(),
-                }),
-            };
-            // 2. Poll it: pending, it stays registered with this task's waker; ready (or
-            //    failed), it ends.
-            let poll = Pin::new(&mut wait.ready).poll(cx);
-            if poll.is_ready() {
-                *slot = None;
-            }
-            // 3. Wake the displaced task with no lock held.
-            drop(slot);
-            if let Some(waker) = displaced {
-                waker.wake();
-            }
-            match poll {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(result) => result?, // ready: try the operation again
-            }
-        }
-    }
-
-    /// A readiness wait for `direction` that may be kept in `self.polls`.
-    fn ready(&self, direction: usize) -> Ready<'static> {
-        let ready = if direction == READ {
-            self.io.readable()
-        } else {
-            self.io.writable()
-        };
-        // SAFETY: the `Ready` borrows `*self.io`, an `Async` in an `Arc` that this `Stream`
-        // owns alone, never clones and never borrows mutably, so the `Async` neither moves
-        // nor changes while the `Stream` lives. The extended borrow is stored only in
-        // `self.polls`, which is dropped before `self.io` (field order, and explicitly in
-        // `into_inner`), so it never outlives the `Async`.
-        unsafe { mem::transmute::<Ready<'_>, Ready<'static>>(ready) }
+        self.io.poll_op(direction, cx, op)
     }
 }
 
-/// Implements `Read`, `Write`, `AsyncRead` and `AsyncWrite` (for the type and for shared
-/// references to it), `AsFd`, `AsRawFd` and `Debug` for a stream type with a
-/// `inner: Stream<T>` field, where `T` has std's `shutdown`.
 macro_rules! stream_impls {
     ($stream:ty) => {
         impl ::std::io::Read for &$stream {
