@@ -32,10 +32,11 @@
 //!
 //! # Implementation
 //!
-//! * `context`: the stack switch (one naked function per architecture, with hand-written
-//!   unwind information so backtraces walk from a fiber into its resumer), `mmap`'d stacks
-//!   with a guard page and a per-thread pool ([`stack`]), and the SIGSEGV handler that
-//!   reports a fiber overflowing its stack.
+//! * `context`: the stack switch (per architecture, inline assembly that splits a call and
+//!   its matching return across the two stacks, so the CPU predicts every switch, and a
+//!   naked entry trampoline with hand-written unwind information so backtraces walk from a
+//!   fiber into its resumer), `mmap`'d stacks with a guard page and a per-thread pool
+//!   ([`stack`]), and the SIGSEGV handler that reports a fiber overflowing its stack.
 //! * [`fiber`]: `Fiber<T>` on top of it: resume and suspend, panics caught at the fiber's
 //!   entry, forced unwinding of a fiber dropped while suspended.
 
