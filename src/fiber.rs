@@ -50,11 +50,11 @@ use std::io;
 use std::marker::PhantomData;
 use std::mem::{self, ManuallyDrop};
 use std::panic::{self, AssertUnwindSafe};
-use std::ptr;
+use std::ptr::{self, NonNull};
 
 use crate::context::overflow::{self, Guard};
 use crate::context::stack::{self, DEFAULT_STACK_SIZE, Stack};
-use crate::context::{self, HEADER_SIZE, INITIAL_FRAME_SIZE};
+use crate::context::{self, Context, HEADER_SIZE, INITIAL_FRAME_SIZE};
 
 /// Message to the fiber: go on.
 const MSG_RESUME: usize = 0;
@@ -62,6 +62,10 @@ const MSG_RESUME: usize = 0;
 const MSG_UNWIND: usize = 1;
 /// Message from the fiber: suspended. Any other value points at its result.
 const MSG_YIELDED: usize = 0;
+
+/// Bytes of the stack header that hold the fiber's [`Guard`]: its size rounded up to 16,
+/// so that what lies below stays 16-byte aligned.
+const GUARD_SIZE: usize = mem::size_of::<Guard>().next_multiple_of(16);
 
 /// Times a dropped fiber is unwound again after it swallowed the unwind and suspended,
 /// before we give up and abort.
@@ -114,14 +118,17 @@ enum State {
 pub struct Fiber<T> {
     /// The stack; taken back to the thread's pool when the fiber drops.
     stack: ManuallyDrop<Stack>,
+    /// Where the stack's top is and where the fiber stopped, for the switch.
+    context: Context,
     /// Where the fiber is in its life.
     state: State,
     /// The closure, on the fiber's stack, while `state` is `Unstarted`.
     closure: *mut u8,
     /// Drops the closure at `closure` in place, for a fiber dropped before it started.
     drop_closure: unsafe fn(*mut u8),
-    /// Guard-page description for the overflow handler, pointed to while the fiber runs.
-    guard: Guard,
+    /// The guard page's description for the overflow handler: in the stack's header,
+    /// registered on this thread from `with_stack` until the fiber drops.
+    guard: NonNull<Guard>,
     /// `T` comes out of the fiber; `*mut` makes the fiber `!Send` and `!Sync`.
     _marker: PhantomData<*mut T>,
 }
@@ -130,7 +137,7 @@ pub struct Fiber<T> {
 ///
 /// It cannot leave the closure: it is only lent to it, and it is neither `Send` nor `Sync`.
 pub struct Suspender {
-    /// Top of the fiber's stack, where the switch slots are.
+    /// Top of the fiber's stack, where the switch header is.
     stack_top: *mut u8,
 }
 
@@ -150,13 +157,15 @@ impl Suspender {
     ///
     /// Panics with a [`ForcedUnwind`] payload when the fiber is being dropped, to unwind
     /// its stack.
-    #[inline]
+    // Always inlined: the switch back to the resumer is a `ret` that matches the resumer's
+    // `call` only if no call of ours lies in between (see `context`).
+    #[inline(always)]
     pub fn suspend(&self) {
         // SAFETY: a `Suspender` exists only inside its fiber's closure, so this runs on
         // that fiber, whose stack top this is.
         let message = unsafe { context::suspend(MSG_YIELDED, self.stack_top) };
         if message == MSG_UNWIND {
-            panic::resume_unwind(Box::new(ForcedUnwind(())));
+            unwind_dropped_fiber();
         }
     }
 }
@@ -171,6 +180,13 @@ impl Suspender {
     pub(crate) unsafe fn for_running(stack_top: *mut u8) -> Suspender {
         Suspender { stack_top }
     }
+}
+
+/// Unwinds the stack of a fiber that is being dropped, with a [`ForcedUnwind`] payload.
+#[cold]
+#[inline(never)]
+fn unwind_dropped_fiber() -> ! {
+    panic::resume_unwind(Box::new(ForcedUnwind(())))
 }
 
 impl<T: 'static> Fiber<T> {
@@ -215,7 +231,7 @@ impl<T: 'static> Fiber<T> {
         overflow::ensure_handler();
         let top = stack.top();
         let align = mem::align_of::<F>().max(16);
-        let needed = HEADER_SIZE + mem::size_of::<F>() + align + INITIAL_FRAME_SIZE;
+        let needed = HEADER_SIZE + GUARD_SIZE + mem::size_of::<F>() + align + INITIAL_FRAME_SIZE;
         if needed > stack.size() / 4 {
             stack::give_back(stack);
             return Err(io::Error::new(
@@ -226,23 +242,29 @@ impl<T: 'static> Fiber<T> {
                 ),
             ));
         }
-        // The closure goes just below the header, aligned; the initial frame below it.
-        let closure = (top as usize - HEADER_SIZE - mem::size_of::<F>()) & !(align - 1);
+        // Below the switch header: the guard, then the closure, aligned, then the initial
+        // frame.
+        let guard = (top as usize - HEADER_SIZE - GUARD_SIZE) as *mut Guard;
+        let closure = (guard as usize - mem::size_of::<F>()) & !(align - 1);
         let closure = closure as *mut u8;
-        // SAFETY: `closure..closure + size_of::<F>()` lies inside the stack below the header
-        // and is aligned for F; the initial frame fits below it (checked above).
-        unsafe {
+        // SAFETY: the guard's and the closure's places lie inside the stack below the
+        // header, apart and aligned (GUARD_SIZE is a multiple of 16); the initial frame fits
+        // below them (checked above). The guard stays in place until `drop` unregisters it.
+        let context = unsafe {
+            guard.write(Guard::new(
+                stack.guard().start,
+                stack.guard().end,
+                stack.size(),
+            ));
+            overflow::register(guard);
             closure.cast::<F>().write(f);
-            context::init(top, closure, entry::<F, T>, closure);
-        }
-        let guard = Guard {
-            low: stack.guard().start,
-            high: stack.guard().end,
-            stack_size: stack.size(),
-            name: None,
+            context::init(top, closure, entry::<F, T>, closure)
         };
+        // SAFETY: `guard` lies inside the stack, so it is not null.
+        let guard = unsafe { NonNull::new_unchecked(guard) };
         Ok(Fiber {
             stack: ManuallyDrop::new(stack),
+            context,
             state: State::Unstarted,
             closure,
             drop_closure: drop_closure::<F>,
@@ -270,12 +292,17 @@ impl<T> Fiber<T> {
 
     /// Names the fiber; the name appears in the stack overflow message.
     pub fn set_name(&mut self, name: impl Into<String>) {
-        self.guard.name = Some(name.into().into_boxed_str());
+        let name = Some(name.into().into_boxed_str());
+        // SAFETY: the guard lives in our stack's header until we drop; the handler reads
+        // a name only for a fault in its guard page, and this fiber is not running.
+        unsafe { (*self.guard.as_ptr()).name = name };
     }
 
     /// The fiber's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.guard.name.as_deref()
+        // SAFETY: the guard lives in our stack's header until we drop; only `set_name`
+        // changes the name, and it needs `&mut self`.
+        unsafe { (*self.guard.as_ptr()).name.as_deref() }
     }
 
     /// Whether the fiber has returned or panicked.
@@ -302,13 +329,10 @@ impl<T> Fiber<T> {
     #[inline(always)]
     fn switch_in(&mut self, message: usize) -> usize {
         self.state = State::Suspended;
-        let previous = overflow::enter(&self.guard);
         // SAFETY: the stack was prepared by `context::init` and the fiber is not running:
         // `&mut self` shows nobody else is inside `resume`, and a fiber cannot reach its own
         // `Fiber` (the closure is 'static and the `Fiber` is created outside it).
-        let reply = unsafe { context::resume(message, self.stack.top()) };
-        overflow::leave(previous);
-        reply
+        unsafe { context::resume(&mut self.context, message) }
     }
 
     /// Turns the fiber's reply into a [`Resume`].
@@ -355,6 +379,12 @@ impl<T> Drop for Fiber<T> {
             State::Suspended => self.force_unwind(),
             State::Finished => {}
         }
+        // SAFETY: registered by `with_stack` on this thread (a `Fiber` never leaves it) and
+        // not since; the guard is not used after this point.
+        unsafe {
+            overflow::unregister(self.guard.as_ptr());
+            ptr::drop_in_place(self.guard.as_ptr());
+        }
         // SAFETY: `stack` is not used after this point.
         let stack = unsafe { ManuallyDrop::take(&mut self.stack) };
         stack::give_back(stack);
@@ -364,7 +394,7 @@ impl<T> Drop for Fiber<T> {
 impl<T> fmt::Debug for Fiber<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fiber")
-            .field("name", &self.guard.name)
+            .field("name", &self.name())
             .field("state", &self.state)
             .field("stack", &*self.stack)
             .finish()

@@ -43,10 +43,11 @@
 //!
 //! The modules, from the machine up:
 //!
-//! * `context`: the stack switch (per-architecture assembly with hand-written unwind
-//!   information, so backtraces walk from a fiber into its resumer), `mmap`'d stacks with a
-//!   guard page and a per-thread pool ([`stack`]), and the SIGSEGV handler that reports a
-//!   fiber overflowing its stack.
+//! * `context`: the stack switch (per architecture, inline assembly that splits a call and
+//!   its matching return across the two stacks, so the CPU predicts every switch, and a
+//!   naked entry trampoline with hand-written unwind information so backtraces walk from a
+//!   fiber into its resumer), `mmap`'d stacks with a guard page and a per-thread pool
+//!   ([`stack`]), and the SIGSEGV handler that reports a fiber overflowing its stack.
 //! * [`fiber`]: `Fiber<T>`: resume and suspend, panics caught at the fiber's entry, forced
 //!   unwinding of a fiber dropped while suspended. Usable on its own as a coroutine.
 //! * `executor` ([`Runtime`], [`spawn`]): a worker thread per runtime that runs fibers

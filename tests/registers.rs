@@ -957,3 +957,125 @@ fn values_live_across_suspend_and_resume_keep_their_values() {
         }
     }
 }
+
+/// The thread's MXCSR and x87 control word.
+#[cfg(target_arch = "x86_64")]
+fn float_control() -> (u32, u16) {
+    let mut mxcsr = 0u32;
+    let mut control_word = 0u16;
+    // SAFETY: each instruction stores into its own local, which is valid and aligned.
+    unsafe {
+        core::arch::asm!(
+            "stmxcsr [{mxcsr}]",
+            "fnstcw [{control_word}]",
+            mxcsr = in(reg) &mut mxcsr,
+            control_word = in(reg) &mut control_word,
+            options(nostack, preserves_flags),
+        );
+    }
+    (mxcsr, control_word)
+}
+
+/// Loads an MXCSR and an x87 control word, after clearing pending x87 exceptions so that
+/// no unmasked one can fire.
+///
+/// # Safety
+///
+/// Both values must be valid (no reserved MXCSR bit set), and the caller must put the
+/// previous state back before code that expects the default state does arithmetic.
+#[cfg(target_arch = "x86_64")]
+unsafe fn set_float_control(mxcsr: u32, control_word: u16) {
+    // SAFETY: the caller vouches for the values and for restoring them.
+    unsafe {
+        core::arch::asm!(
+            "fnclex",
+            "ldmxcsr [{mxcsr}]",
+            "fldcw [{control_word}]",
+            mxcsr = in(reg) &mxcsr,
+            control_word = in(reg) &control_word,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_new_fiber_starts_with_the_float_control_state_of_the_thread_that_made_it() {
+    let original = float_control();
+    // Rounding control 0b11 (toward zero) in both units while the fiber is made.
+    let made_with = (original.0 | 0x6000, original.1 | 0x0C00);
+    // SAFETY: only the rounding mode changes, and it is put back before any arithmetic.
+    unsafe { set_float_control(made_with.0, made_with.1) };
+    let fiber = Fiber::new(|_| float_control());
+    // SAFETY: the state read above, unchanged.
+    unsafe { set_float_control(original.0, original.1) };
+    // The first resume runs the fiber under the maker's state, the last switch back
+    // restores the resumer's.
+    let inside = match fiber.unwrap().resume() {
+        Resume::Finished(state) => state,
+        Resume::Yielded => panic!("the fiber returns at once"),
+        Resume::Panicked(payload) => panic::resume_unwind(payload),
+    };
+    let after = float_control();
+    assert_eq!(
+        inside.0 & 0xFFC0,
+        made_with.0 & 0xFFC0,
+        "MXCSR in the fiber"
+    );
+    assert_eq!(inside.1, made_with.1, "x87 control word in the fiber");
+    assert_eq!(
+        after.0 & 0xFFC0,
+        original.0 & 0xFFC0,
+        "MXCSR after the fiber"
+    );
+    assert_eq!(after.1, original.1, "x87 control word after the fiber");
+}
+
+/// A fiber flips `mxcsr_bits` of MXCSR and `control_word_bits` of the x87 control word
+/// and suspends; checks that its resumer sees its own state meanwhile and the fiber its
+/// own after the next resume.
+#[cfg(target_arch = "x86_64")]
+fn each_side_keeps_its_float_control_when_the_fiber_flips(mxcsr_bits: u32, control_word_bits: u16) {
+    let original = float_control();
+    let own = (original.0 ^ mxcsr_bits, original.1 ^ control_word_bits);
+    let mut fiber = Fiber::new(move |suspender: &Suspender| {
+        // SAFETY: only rounding bits flip; the fiber puts the original back before it
+        // returns, and does no arithmetic meanwhile.
+        unsafe { set_float_control(own.0, own.1) };
+        suspender.suspend();
+        let after_suspend = float_control();
+        // SAFETY: the state read before the fiber was made.
+        unsafe { set_float_control(original.0, original.1) };
+        after_suspend
+    })
+    .unwrap();
+    assert!(matches!(fiber.resume(), Resume::Yielded));
+    let resumer = float_control();
+    let fiber_after = match fiber.resume() {
+        Resume::Finished(state) => state,
+        Resume::Yielded => panic!("the fiber suspends once"),
+        Resume::Panicked(payload) => panic::resume_unwind(payload),
+    };
+    assert_eq!(
+        resumer.0 & 0xFFC0,
+        original.0 & 0xFFC0,
+        "the resumer's MXCSR"
+    );
+    assert_eq!(resumer.1, original.1, "the resumer's x87 control word");
+    assert_eq!(fiber_after.0 & 0xFFC0, own.0 & 0xFFC0, "the fiber's MXCSR");
+    assert_eq!(fiber_after.1, own.1, "the fiber's x87 control word");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn each_side_keeps_its_mxcsr_when_only_the_mxcsr_differs() {
+    // Rounding control, bits 13-14.
+    each_side_keeps_its_float_control_when_the_fiber_flips(0x6000, 0);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn each_side_keeps_its_x87_control_word_when_only_that_differs() {
+    // Rounding control, bits 10-11.
+    each_side_keeps_its_float_control_when_the_fiber_flips(0, 0x0C00);
+}

@@ -6,32 +6,49 @@
 //!   that reuses stacks ([`stack`]).
 //! * [`init`], [`resume`] and [`suspend`]: lay out a fresh stack so that the first
 //!   [`resume`] enters an entry function on it, then switch into and out of it. The
-//!   register-level work is done by one naked function per architecture
-//!   ([`x86_64`](self), `riscv64`, `aarch64`), chosen by `cfg` below.
+//!   register-level work is done per architecture ([`x86_64`](self), `riscv64`,
+//!   `aarch64`), chosen by `cfg` below.
 //! * [`overflow`]: the SIGSEGV/SIGBUS handler that turns a guard-page hit into a message.
 //!
-//! # The two slots at the top of every stack
+//! # The header at the top of every stack
 //!
 //! ```text
 //!   stack top (16-byte aligned, highest address)
 //!   +--------------------------------+
-//!   | parent link        (top -  8)  |  stack pointer of whoever resumed the fiber, written by
-//!   |                                |  every `resume`; the trampoline's unwind info reads it
-//!   | fiber stack pointer (top - 16) |  where the fiber's registers were saved at `suspend`
-//!   +--------------------------------+
-//!   | the fiber's closure, moved in  |
-//!   | by `init` (read once at entry) |
+//!   | parent link        (top -  8)  |  stack pointer of whoever resumed the fiber, written
+//!   |                                |  on the fiber side of every resume; `suspend` and the
+//!   |                                |  trampoline's unwind info read it
+//!   | (unused)           (top - 16)  |
+//!   +--------------------------------+  top - HEADER_SIZE
+//!   | the fiber's overflow `Guard`,  |  placed by `Fiber::with_stack`; the guard stays
+//!   | then its closure               |  registered until the fiber drops, the closure is
+//!   |                                |  read once at entry
 //!   +--------------------------------+  frame top (16-byte aligned)
-//!   | initial switch frame (per arch)|  popped by the first `resume`, which "returns" into
-//!   |                                |  the trampoline
+//!   | initial frame (per arch)       |  read by the trampoline that the first `resume`
+//!   |                                |  calls
 //!   +--------------------------------+
 //!   |        ... grows down ...      |
 //! ```
 //!
-//! Both switches go through one function, `switch(arg, save, load)`: push the callee-saved
-//! registers, store the stack pointer in `*save`, load the stack pointer from `*load`, pop
-//! the registers saved there and return `arg` on the other side. `resume` saves into the
-//! parent link and loads the fiber slot; `suspend` does the opposite.
+//! # The switch
+//!
+//! A switch is a call and its matching return, split across two stacks, so that the CPU's
+//! return-address prediction stays right:
+//!
+//! * [`resume`] saves what the compiler cannot (the registers LLVM reserves, the
+//!   floating-point control state where the ABI has one) and *calls* the address saved in
+//!   the fiber's switch frame, at its saved stack pointer in the [`Context`]. That address
+//!   is the continuation of the fiber's last [`suspend`], or the trampoline of a fresh
+//!   fiber. It records the resumer's stack pointer in the parent link and restores the
+//!   fiber.
+//! * [`suspend`] saves the same state and its continuation address in a frame on the
+//!   fiber's stack, moves to the parent link's stack and *returns* into the `resume` that
+//!   called it, handing over its own stack pointer in a register for the [`Context`].
+//!
+//! Both are inline assembly that declares every other register clobbered, so the compiler
+//! saves only the callee-saved registers it needs, in its own frame (the x86_64 file gives
+//! the measurements that led here). [`suspend`] must be inlined into the fiber's code: a
+//! `ret` to the resumer only matches its `call` if no `call` of our own came in between.
 
 pub(crate) mod overflow;
 pub mod stack;
@@ -63,11 +80,10 @@ compile_error!("green supports Linux only");
 
 /// Offset below the stack top of the parent link slot.
 const PARENT_LINK: usize = 8;
-/// Offset below the stack top of the fiber's saved stack pointer.
-const FIBER_SP: usize = 16;
-/// Bytes reserved at the top of each stack for the two slots.
+/// Bytes reserved at the top of each stack: the parent link, and 8 bytes that keep what
+/// lies below 16-byte aligned.
 pub(crate) const HEADER_SIZE: usize = 16;
-/// Bytes of the initial switch frame on this architecture.
+/// Bytes of the initial frame on this architecture.
 pub(crate) const INITIAL_FRAME_SIZE: usize = arch::INITIAL_FRAME_SIZE;
 
 /// The function a fresh stack enters on its first [`resume`].
@@ -76,7 +92,17 @@ pub(crate) const INITIAL_FRAME_SIZE: usize = arch::INITIAL_FRAME_SIZE;
 /// pointer given to [`init`]. It must never return: it ends by switching out for good.
 pub(crate) type Entry = unsafe extern "C" fn(arg: usize, stack_top: *mut u8, data: *mut u8) -> !;
 
-/// Lays out the initial switch frame so that the first [`resume`] on `stack_top` calls
+/// A fiber as its resumer sees it: where its stack is, and where it stopped.
+#[derive(Debug)]
+pub(crate) struct Context {
+    /// Top of the fiber's stack, 16-byte aligned; the parent link lies just below it.
+    stack_top: *mut u8,
+    /// The fiber's saved stack pointer: its switch frame, left there by [`init`] or by its
+    /// last [`suspend`]. Meaningless once the fiber has finished.
+    stack_pointer: *mut u8,
+}
+
+/// Lays out the initial frame so that the first [`resume`] of the returned context calls
 /// `entry(arg, stack_top, data)` on that stack.
 ///
 /// # Safety
@@ -84,33 +110,37 @@ pub(crate) type Entry = unsafe extern "C" fn(arg: usize, stack_top: *mut u8, dat
 /// `stack_top` must be the 16-byte aligned top of a writable stack; `frame_top` must be
 /// 16-byte aligned, at most `stack_top - HEADER_SIZE`, with at least
 /// `INITIAL_FRAME_SIZE` writable bytes below it.
-pub(crate) unsafe fn init(stack_top: *mut u8, frame_top: *mut u8, entry: Entry, data: *mut u8) {
+pub(crate) unsafe fn init(
+    stack_top: *mut u8,
+    frame_top: *mut u8,
+    entry: Entry,
+    data: *mut u8,
+) -> Context {
     debug_assert_eq!(stack_top as usize % 16, 0);
     debug_assert_eq!(frame_top as usize % 16, 0);
     // SAFETY: the caller guarantees INITIAL_FRAME_SIZE writable bytes below `frame_top`.
-    let sp = unsafe { arch::initial_frame(frame_top, entry, stack_top, data) };
-    // SAFETY: the header lies inside the stack, above `frame_top`.
-    unsafe { stack_top.sub(FIBER_SP).cast::<*mut u8>().write(sp) };
+    let stack_pointer = unsafe { arch::initial_frame(frame_top, entry, data) };
+    Context {
+        stack_top,
+        stack_pointer,
+    }
 }
 
-/// Switches from the current stack into the fiber whose stack top is `stack_top`, handing it
-/// `arg`; returns the value the fiber passes to its next [`suspend`].
+/// Switches from the current stack into the fiber of `context`, handing it `arg`; returns
+/// the value the fiber passes to its next [`suspend`].
 ///
 /// # Safety
 ///
-/// `stack_top` must have been prepared by [`init`], and the fiber must be suspended (or not
-/// yet started): not running on this or any other thread.
+/// `context` must come from [`init`], and the fiber must be suspended (or not yet
+/// started, or never resumed since it finished): not running on this or any other thread.
 #[inline(always)]
-pub(crate) unsafe fn resume(arg: usize, stack_top: *mut u8) -> usize {
-    // SAFETY: both slots lie in the header of a stack prepared by `init`; the fiber slot
-    // holds a frame saved by `init` or by `suspend`, as the caller guarantees.
-    unsafe {
-        arch::switch(
-            arg,
-            stack_top.sub(PARENT_LINK).cast(),
-            stack_top.sub(FIBER_SP).cast(),
-        )
-    }
+pub(crate) unsafe fn resume(context: &mut Context, arg: usize) -> usize {
+    // SAFETY: `stack_pointer` holds a frame saved by `init` or by `suspend`, and the fiber
+    // is not running, as the caller guarantees.
+    let (reply, stack_pointer) =
+        unsafe { arch::resume(arg, context.stack_top, context.stack_pointer) };
+    context.stack_pointer = stack_pointer;
+    reply
 }
 
 /// Switches from the running fiber back to whoever resumed it, handing it `arg`; returns the
@@ -121,13 +151,7 @@ pub(crate) unsafe fn resume(arg: usize, stack_top: *mut u8) -> usize {
 /// Must be called on the fiber whose stack top is `stack_top`, while it runs.
 #[inline(always)]
 pub(crate) unsafe fn suspend(arg: usize, stack_top: *mut u8) -> usize {
-    // SAFETY: the parent link was written by the `resume` that started this run of the
-    // fiber, and the parent is blocked inside that `resume`.
-    unsafe {
-        arch::switch(
-            arg,
-            stack_top.sub(FIBER_SP).cast(),
-            stack_top.sub(PARENT_LINK).cast(),
-        )
-    }
+    // SAFETY: we run on that fiber, so the parent link was written by the `resume` that
+    // started this run of it, and the resumer is blocked inside that `resume`.
+    unsafe { arch::suspend(arg, stack_top) }
 }
