@@ -1,0 +1,2 @@
+//! Placeholder; see benches/compare/README.md.
+fn main() {}
