@@ -625,6 +625,7 @@ where
 ///     assert!(other.is_finished());
 /// });
 /// ```
+#[inline]
 pub fn yield_now() {
     match worker::current() {
         Some(current) => current.yield_now(),

@@ -11,9 +11,9 @@
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -42,8 +42,8 @@ use crate::time::Timer;
 /// });
 /// ```
 pub struct Async<T: AsFd> {
-    /// The reactor registration; removed before `io` is dropped.
-    source: Arc<Source>,
+    /// The reactor registration, made at the first wait; removed before `io` is dropped.
+    source: Registration,
     /// The I/O object; `None` only inside `into_inner` and `drop`.
     io: Option<T>,
 }
@@ -57,10 +57,11 @@ impl<T: AsFd> Async<T> {
     /// epoll cannot watch (a regular file).
     pub fn new(io: T) -> io::Result<Async<T>> {
         set_nonblocking(io.as_fd())?;
-        let (reactor, _) = crate::executor::current_reactor();
-        let source = reactor.insert_source(io.as_fd())?;
         Ok(Async {
-            source,
+            source: Registration {
+                source: OnceLock::new(),
+                fd: io.as_fd().as_raw_fd(),
+            },
             io: Some(io),
         })
     }
@@ -83,7 +84,7 @@ impl<T: AsFd> Async<T> {
     pub fn into_inner(mut self) -> io::Result<T> {
         // Deregister before handing the descriptor back; a failure to deregister (the
         // poller already gone) must not cost the caller the descriptor.
-        let _ = self.source.reactor.remove_source(&self.source);
+        self.source.deregister();
         Ok(self.io.take().expect("io is present until drop"))
     }
 
@@ -97,7 +98,7 @@ impl<T: AsFd> Async<T> {
     ///
     /// What registering with the reactor returns, or an error if its runtime shut down.
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.source.poll_ready(READ, cx)
+        self.source.get()?.poll_ready(READ, cx)
     }
 
     /// Polls for writability, as [`poll_readable`](Async::poll_readable).
@@ -106,7 +107,7 @@ impl<T: AsFd> Async<T> {
     ///
     /// As [`poll_readable`](Async::poll_readable).
     pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.source.poll_ready(WRITE, cx)
+        self.source.get()?.poll_ready(WRITE, cx)
     }
 
     /// Waits until the descriptor is readable.
@@ -204,7 +205,7 @@ impl<T: AsFd> Async<T> {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result),
             }
-            match self.source.poll_ready(direction, cx) {
+            match self.source.get()?.poll_ready(direction, cx) {
                 Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => return Poll::Pending,
@@ -217,7 +218,7 @@ impl<T: AsFd> Drop for Async<T> {
     fn drop(&mut self) {
         if self.io.is_some() {
             // Deregister before the descriptor closes (when `io` drops after this).
-            let _ = self.source.reactor.remove_source(&self.source);
+            self.source.deregister();
         }
     }
 }
@@ -292,11 +293,47 @@ pub(crate) fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "the I/O operation timed out")
 }
 
+/// Where an [`Async`] is registered: with the reactor of the worker where it is first
+/// waited on, so that a socket accepted by one fiber and served by another, on another
+/// worker, gets its readiness from the serving worker's own reactor.
+struct Registration {
+    /// The source, once registered.
+    source: OnceLock<Arc<Source>>,
+    /// The descriptor, open while the `Async` lives.
+    fd: RawFd,
+}
+
+impl Registration {
+    /// The source, registering it with the current reactor on first use.
+    fn get(&self) -> io::Result<&Source> {
+        if let Some(source) = self.source.get() {
+            return Ok(source);
+        }
+        let (reactor, _) = crate::executor::current_reactor();
+        // SAFETY: the descriptor stays open while the `Async` owning this registration
+        // lives, and the registration is removed before it closes.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let source = reactor.insert_source(fd)?;
+        if let Err(lost) = self.source.set(source) {
+            // Another thread registered it first: undo ours.
+            let _ = lost.reactor.remove_source(&lost);
+        }
+        Ok(self.source.get().expect("set above"))
+    }
+
+    /// Removes the registration, if there is one.
+    fn deregister(&mut self) {
+        if let Some(source) = self.source.take() {
+            let _ = source.reactor.remove_source(&source);
+        }
+    }
+}
+
 /// Waits for one readiness event on a source.
 #[must_use = "futures do nothing unless you .await or poll them"]
 pub struct Ready<'a> {
-    /// The source.
-    source: &'a Source,
+    /// The registration.
+    source: &'a Registration,
     /// READ or WRITE.
     direction: usize,
     /// Our waiter slot, once registered.
@@ -309,11 +346,15 @@ impl Future for Ready<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.slot {
             None => {
-                self.slot = Some(self.source.add_waiter(self.direction, cx.waker())?);
+                self.slot = Some(self.source.get()?.add_waiter(self.direction, cx.waker())?);
                 Poll::Pending
             }
             Some(slot) => {
-                if self.source.check_waiter(self.direction, slot, cx.waker()) {
+                if self
+                    .source
+                    .get()?
+                    .check_waiter(self.direction, slot, cx.waker())
+                {
                     self.slot = None;
                     Poll::Ready(Ok(()))
                 } else {
@@ -326,8 +367,10 @@ impl Future for Ready<'_> {
 
 impl Drop for Ready<'_> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            self.source.remove_waiter(self.direction, slot);
+        if let Some(slot) = self.slot
+            && let Some(source) = self.source.source.get()
+        {
+            source.remove_waiter(self.direction, slot);
         }
     }
 }
@@ -335,7 +378,7 @@ impl Drop for Ready<'_> {
 impl fmt::Debug for Ready<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ready")
-            .field("source", self.source)
+            .field("fd", &self.source.fd)
             .field("direction", &self.direction)
             .finish()
     }

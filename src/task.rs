@@ -21,8 +21,8 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use crate::worker::WorkerShared;
@@ -43,7 +43,7 @@ pub(crate) struct Header {
     pub(crate) id: AtomicU64,
     /// The worker the fiber lives on, set when the fiber is created there; a started
     /// fiber never leaves it. Unset while the task waits to start (and can be stolen).
-    pub(crate) worker: OnceLock<Arc<WorkerShared>>,
+    pub(crate) worker: WorkerCell,
     /// Set by `JoinHandle::abort`: the fiber is cancelled at its next suspension point.
     pub(crate) cancelled: AtomicBool,
     /// The waker vtable of the `Task<T>` this header heads.
@@ -57,6 +57,45 @@ impl Header {
             && let Some(worker) = self.worker.get()
         {
             worker.schedule(self.id.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// The worker a task's fiber lives on: set once, when the fiber is created (a cheaper
+/// `OnceLock<Arc<WorkerShared>>`, which costs a `Once` call per set).
+pub(crate) struct WorkerCell(AtomicPtr<WorkerShared>);
+
+impl WorkerCell {
+    /// The worker, once set.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&WorkerShared> {
+        // SAFETY: a non-null pointer came from `Arc::into_raw` in `set` and the cell owns
+        // that count until it drops.
+        unsafe { self.0.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// Sets the worker; only the first call has an effect.
+    pub(crate) fn set(&self, worker: Arc<WorkerShared>) {
+        let raw = Arc::into_raw(worker).cast_mut();
+        let set = self.0.compare_exchange(
+            std::ptr::null_mut(),
+            raw,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if set.is_err() {
+            // SAFETY: `raw` came from `Arc::into_raw` just above and was not stored.
+            drop(unsafe { Arc::from_raw(raw) });
+        }
+    }
+}
+
+impl Drop for WorkerCell {
+    fn drop(&mut self) {
+        let raw = *self.0.get_mut();
+        if !raw.is_null() {
+            // SAFETY: the pointer came from `Arc::into_raw` in `set`; this is its only owner.
+            drop(unsafe { Arc::from_raw(raw) });
         }
     }
 }
@@ -99,7 +138,7 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
             header: Header {
                 state: AtomicU8::new(IDLE),
                 id: AtomicU64::new(u64::MAX),
-                worker: OnceLock::new(),
+                worker: WorkerCell(AtomicPtr::new(std::ptr::null_mut())),
                 cancelled: AtomicBool::new(false),
                 vtable: vtable::<T, F>(),
             },

@@ -10,7 +10,7 @@
 //!     2. pop the local queue (FIFO, so fibers take turns):
 //!          a fiber id  -> resume it
 //!          a "start"   -> create the fiber of the next task in the spawn queue, resume it
-//!        every 64 resumes, poll the reactor without blocking so that I/O cannot starve
+//!        every 256 resumes, poll the reactor without blocking so that I/O cannot starve
 //!     3. nothing to run: steal a task that has not started from another worker's spawn
 //!        queue; failing that, wait in the reactor for an event, a timer or a message
 //! ```
@@ -42,7 +42,10 @@ use crate::reactor::{Reactor, lock};
 use crate::task::{CompleteOnDrop, Header, IDLE, JoinError, PARKED, Task};
 
 /// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
-const REACT_EVERY: u32 = 64;
+const REACT_EVERY: u32 = 256;
+
+/// How long an idle worker looks for work before it sleeps, while another worker is awake.
+const SPIN: Duration = Duration::from_micros(10);
 
 /// Local queue entry meaning "start the next task of the spawn queue".
 const START: u64 = u64::MAX;
@@ -52,6 +55,13 @@ const NOT_RUNNING: u64 = u64::MAX;
 
 /// Panic payload that unwinds a fiber cancelled by `JoinHandle::abort`.
 pub(crate) struct Cancelled;
+
+/// Unwinds a fiber cancelled by `JoinHandle::abort`.
+#[cold]
+#[inline(never)]
+fn unwind_cancelled() -> ! {
+    panic::resume_unwind(Box::new(Cancelled))
+}
 
 /// A spawned task whose fiber does not exist yet. Any worker may start it.
 pub(crate) trait Runnable: Send + Sync {
@@ -248,15 +258,17 @@ impl Current {
     }
 
     /// Switches to the scheduler; unwinds if the fiber is dropped or cancelled meanwhile.
+    #[inline(always)]
     fn suspend(&self) {
         // SAFETY: `stack_top` is the running fiber's, and we run on it.
         unsafe { Suspender::for_running(self.stack_top) }.suspend();
         if self.header().cancelled.load(Ordering::Acquire) {
-            panic::resume_unwind(Box::new(Cancelled));
+            unwind_cancelled();
         }
     }
 
     /// Parks the fiber until its waker is woken (returns at once if it already was).
+    #[inline(always)]
     pub(crate) fn park(&self) {
         let header = self.header();
         if header
@@ -269,11 +281,12 @@ impl Current {
         // Woken (or notified before parking): forget the notification before polling again.
         header.state.store(IDLE, Ordering::Release);
         if header.cancelled.load(Ordering::Acquire) {
-            panic::resume_unwind(Box::new(Cancelled));
+            unwind_cancelled();
         }
     }
 
     /// Queues the fiber behind the others and switches to the scheduler.
+    #[inline(always)]
     pub(crate) fn yield_now(&self) {
         let id = self.header().id.load(Ordering::Relaxed);
         with_worker(|worker| {
@@ -371,15 +384,40 @@ impl Worker {
             .find_map(|victim| victim.spawns.pop())
     }
 
+    /// Whether anything waits for this worker: a message, a task to steal, shutdown.
+    fn has_work(&self) -> bool {
+        !self.shared.injector.is_empty()
+            || self.runtime.shutdown.load(Ordering::SeqCst)
+            || self.runtime.workers.iter().any(|w| !w.spawns.is_empty())
+    }
+
     /// Waits in the reactor for I/O, a timer or a message.
     fn wait(&self) {
+        // 1. While another worker is awake, look for work for a few microseconds before
+        //    sleeping: a wake or a spawn from it often comes within that time, and sleeping
+        //    in the reactor then being notified costs several system calls on each side.
+        let others_awake =
+            self.runtime.sleepers.load(Ordering::Relaxed) + 1 < self.runtime.workers.len();
+        if others_awake {
+            let start = std::time::Instant::now();
+            while start.elapsed() < SPIN {
+                if self.has_work() {
+                    return;
+                }
+                for _ in 0..8 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        // 2. Sleep in the reactor until an event, a timer or a notification.
         self.runtime.sleepers.fetch_add(1, Ordering::SeqCst);
         self.shared.sleeping.store(true, Ordering::SeqCst);
         // Work that arrived before `sleeping` was set must not wait for the next event.
-        let busy = !self.shared.injector.is_empty()
-            || self.runtime.shutdown.load(Ordering::SeqCst)
-            || self.runtime.workers.iter().any(|w| !w.spawns.is_empty());
-        let timeout = if busy { Some(Duration::ZERO) } else { None };
+        let timeout = if self.has_work() {
+            Some(Duration::ZERO)
+        } else {
+            None
+        };
         let _ = self.shared.reactor.react(timeout);
         self.shared.sleeping.store(false, Ordering::SeqCst);
         self.runtime.sleepers.fetch_sub(1, Ordering::SeqCst);
@@ -398,7 +436,11 @@ impl Worker {
                 _ => return, // a stale wake
             }
         };
-        self.shared.ticks.fetch_add(1, Ordering::Relaxed);
+        // Only this thread writes `ticks`: a load and a store, no atomic read-modify-write.
+        let ticks = self.shared.ticks.load(Ordering::Relaxed);
+        self.shared
+            .ticks
+            .store(ticks.wrapping_add(1), Ordering::Relaxed);
         self.shared.running.store(id, Ordering::Relaxed);
         let current = Current {
             header,
@@ -443,7 +485,7 @@ impl Worker {
             };
             guard.0.join.complete(result);
         })?;
-        let _ = task.header.worker.set(self.shared.clone());
+        task.header.worker.set(self.shared.clone());
         let generation = self.next_generation.get();
         self.next_generation.set(generation.wrapping_add(1));
         let mut fibers = self.fibers.borrow_mut();

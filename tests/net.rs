@@ -693,11 +693,21 @@ fn many_fibers_accept_on_one_listener() {
 #[test]
 fn a_socket_whose_runtime_shut_down_gives_an_error_instead_of_hanging() {
     use std::io::Read;
-    // Registered with the reactor of a runtime that is gone when the read waits.
-    let (a, b) = green::run(|| green::net::unix::UnixStream::pair().unwrap());
+    use std::task::Poll;
+    // Registered (by a first wait) with the reactor of a runtime that is gone when the
+    // read waits again.
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let a = green::run(move || {
+        let a = green::io::Async::new(a).unwrap();
+        green::await_blocking(std::future::poll_fn(|cx| {
+            assert!(a.poll_readable(cx).is_pending());
+            Poll::Ready(())
+        }));
+        a
+    });
     let error = green::run(move || {
-        let mut buf = [0; 1];
-        let result = (&a).read(&mut buf);
+        let mut a = a;
+        let result = a.read(&mut [0; 1]);
         drop(b);
         result
     })

@@ -119,8 +119,15 @@ fn a_socket_made_on_one_worker_works_in_a_fiber_on_another() {
     let mut crossed = false;
     for _ in 0..20 {
         let (a, b) = UnixStream::pair().unwrap();
-        // The socket is registered with the reactor of the worker that makes it.
-        let (maker_name, reader) = runtime.run(move || (thread_name(), Async::new(b).unwrap()));
+        // A first wait registers the socket with the reactor of the worker that makes it.
+        let (maker_name, reader) = runtime.run(move || {
+            let reader = Async::new(b).unwrap();
+            green::await_blocking(std::future::poll_fn(|cx| {
+                assert!(reader.poll_readable(cx).is_pending());
+                std::task::Poll::Ready(())
+            }));
+            (thread_name(), reader)
+        });
         let (started, started_rx) = mpsc::channel();
         let read = runtime.spawn(move || {
             let mut reader = reader;
