@@ -44,7 +44,7 @@ use crate::task::{CompleteOnDrop, Header, IDLE, JoinError, PARKED, Task};
 /// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
 const REACT_EVERY: u32 = 256;
 
-/// How long an idle worker looks for work before it sleeps, while another worker is awake.
+/// How long an idle worker looks for work before it sleeps, when it has sibling workers.
 const SPIN: Duration = Duration::from_micros(10);
 
 /// Local queue entry meaning "start the next task of the spawn queue".
@@ -393,12 +393,11 @@ impl Worker {
 
     /// Waits in the reactor for I/O, a timer or a message.
     fn wait(&self) {
-        // 1. While another worker is awake, look for work for a few microseconds before
-        //    sleeping: a wake or a spawn from it often comes within that time, and sleeping
-        //    in the reactor then being notified costs several system calls on each side.
-        let others_awake =
-            self.runtime.sleepers.load(Ordering::Relaxed) + 1 < self.runtime.workers.len();
-        if others_awake {
+        // 1. With other workers, look for work for a few microseconds before sleeping: a
+        //    wake or a spawn from another worker often comes within that time (the other
+        //    side of a conversation answers), and sleeping in the reactor then being
+        //    notified costs several system calls on each side.
+        if self.runtime.workers.len() > 1 {
             let start = std::time::Instant::now();
             while start.elapsed() < SPIN {
                 if self.has_work() {
