@@ -461,32 +461,45 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let task = Task::<T, F>::new(Some(f));
-        let handle = JoinHandle::new(task.clone());
-        if self.shared.shutdown.load(Ordering::SeqCst) {
-            drop(Unstarted::new(task)); // cancels it
-            return Ok(handle);
-        }
-        worker::with_worker(|worker| match worker {
-            Some(worker) if Arc::ptr_eq(&worker.runtime, &self.shared) => {
-                stack::reserve(self.shared.stack_size)?;
-                worker.place(Unstarted::new(task));
-                Ok::<(), io::Error>(())
-            }
-            _ => {
-                self.shared.place_remote(Unstarted::new(task));
-                Ok(())
-            }
-        })?;
-        Ok(handle)
+        try_spawn_on(&self.shared, f)
     }
 }
 
-/// The runtime of the calling fiber, or the global one.
-fn current_runtime() -> Arc<RuntimeShared> {
+/// `Handle::try_spawn` on the runtime `shared`, without a `Handle` (and its `Arc` count).
+fn try_spawn_on<F, T>(shared: &Arc<RuntimeShared>, f: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let task = Task::<T, F>::new(Some(f));
+    let handle = JoinHandle::new(task.clone());
+    if shared.shutdown.load(Ordering::SeqCst) {
+        drop(Unstarted::new(task)); // cancels it
+        return Ok(handle);
+    }
     worker::with_worker(|worker| match worker {
-        Some(worker) => worker.runtime.clone(),
-        None => global().shared.clone(),
+        Some(worker) if Arc::ptr_eq(&worker.runtime, shared) => {
+            stack::reserve(shared.stack_size)?;
+            worker.place(Unstarted::new(task));
+            Ok::<(), io::Error>(())
+        }
+        _ => {
+            shared.place_remote(Unstarted::new(task));
+            Ok(())
+        }
+    })?;
+    Ok(handle)
+}
+
+/// `try_spawn_on` the calling fiber's runtime, or the global one.
+fn try_spawn_current<F, T>(f: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    worker::with_worker(|worker| match worker {
+        Some(worker) => try_spawn_on(&worker.runtime, f),
+        None => try_spawn_on(&global().shared, f),
     })
 }
 
@@ -554,10 +567,10 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Handle {
-        shared: current_runtime(),
+    match try_spawn_current(f) {
+        Ok(handle) => handle,
+        Err(error) => panic!("green::spawn: {error}"),
     }
-    .spawn(f)
 }
 
 /// Spawns a fiber like [`spawn`], or returns why no stack can be had for it.
@@ -570,10 +583,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Handle {
-        shared: current_runtime(),
-    }
-    .try_spawn(f)
+    try_spawn_current(f)
 }
 
 /// Spawns a fiber running `f`, which need not be `Send`, on the calling fiber's worker,

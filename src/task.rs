@@ -21,8 +21,8 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use crate::worker::WorkerShared;
@@ -112,20 +112,35 @@ pub(crate) struct Task<T, F> {
     closure: UnsafeCell<Option<F>>,
 }
 
+/// `JoinCell::state` bit: the result is stored; never unset.
+const DONE: u8 = 1;
+/// `JoinCell::state` bit: the `JoinHandle` stored its waker; while set, only the completer
+/// reads the waker (by reference) and nobody writes it.
+const JOIN_WAKER: u8 = 2;
+
 /// Where a task's result goes, and who waits for it.
+///
+/// One atomic word (`DONE`, `JOIN_WAKER`) instead of a lock, as tokio's join state: the
+/// `JoinHandle` owns the waker slot while `JOIN_WAKER` is clear and `DONE` is not set; once
+/// it sets `JOIN_WAKER` (Release), the slot is frozen, and the completer, having set `DONE`
+/// (AcqRel) and seen `JOIN_WAKER`, wakes it by reference. The handle takes the slot back by
+/// clearing `JOIN_WAKER` with a compare-exchange that fails once `DONE` is set.
 pub(crate) struct JoinCell<T> {
-    /// Set once the result is stored; never unset.
-    done: AtomicBool,
-    /// The result. Written once before `done` is set, read once by the `JoinHandle` after
-    /// it saw `done`.
+    /// `DONE` and `JOIN_WAKER` bits.
+    state: AtomicU8,
+    /// The result. Written once before `DONE` is set, read once by the `JoinHandle` after
+    /// it saw `DONE`.
     result: UnsafeCell<Option<Result<T, JoinError>>>,
-    /// The waker of whoever waits on the `JoinHandle`.
-    waker: Mutex<Option<Waker>>,
+    /// The waker of whoever waits on the `JoinHandle`; see the type docs for who may touch
+    /// it when. Dropped with the task.
+    waker: UnsafeCell<Option<Waker>>,
 }
 
-// SAFETY: `result` is written by one thread before `done` is set (Release) and read by the
-// JoinHandle only after it saw `done` (Acquire); `closure` is taken once, by the one worker
-// that pops the task from a queue; everything else is atomics and a Mutex. T and F cross
+// SAFETY: `result` is written by one thread before `DONE` is set (Release) and read by the
+// JoinHandle only after it saw `DONE` (Acquire); `waker` is written only by the JoinHandle
+// while `JOIN_WAKER` is clear, and read by the completer only after it saw `JOIN_WAKER` set
+// (see `JoinCell`); `closure` is taken once, by the one worker that pops the task from a
+// queue; everything else is atomics. T and F cross
 // threads (closure to the worker, result to the joiner), hence T: Send and F: Send.
 unsafe impl<T: Send, F: Send> Sync for Task<T, F> {}
 // SAFETY: as above.
@@ -143,9 +158,9 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
                 vtable: vtable::<T, F>(),
             },
             join: JoinCell {
-                done: AtomicBool::new(false),
+                state: AtomicU8::new(0),
                 result: UnsafeCell::new(None),
-                waker: Mutex::new(None),
+                waker: UnsafeCell::new(None),
             },
             closure: UnsafeCell::new(closure),
         })
@@ -165,23 +180,27 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
 impl<T> JoinCell<T> {
     /// Stores the result and wakes the joiner. Only the first call has an effect.
     pub(crate) fn complete(&self, result: Result<T, JoinError>) {
-        if self.done.load(Ordering::Acquire) {
+        if self.is_done() {
             return;
         }
         // SAFETY: a task is completed on one thread only (its worker, or the thread that
         // found the runtime closed before the task was queued), the first time before
-        // `done` is set; the JoinHandle reads only after `done`.
+        // `DONE` is set; the JoinHandle reads only after `DONE`.
         unsafe { *self.result.get() = Some(result) };
-        self.done.store(true, Ordering::Release);
-        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(waker) = waker {
-            waker.wake();
+        let state = self.state.fetch_or(DONE, Ordering::AcqRel);
+        if state & JOIN_WAKER != 0 {
+            // SAFETY: `JOIN_WAKER` was set (and its Release write of the waker seen), and
+            // with `DONE` now set the JoinHandle never writes the slot again: only shared
+            // reads of it remain.
+            if let Some(waker) = unsafe { &*self.waker.get() } {
+                waker.wake_by_ref();
+            }
         }
     }
 
     /// Whether the result is there.
     fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & DONE != 0
     }
 }
 
@@ -320,19 +339,35 @@ impl<T: Send + 'static> Future for JoinHandle<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.is_finished() {
+        let cell = this.task.join_cell();
+        let state = cell.state.load(Ordering::Acquire);
+        if state & DONE != 0 {
             return Poll::Ready(this.take());
         }
-        {
-            let cell = this.task.join_cell();
-            let mut slot = cell.waker.lock().unwrap_or_else(|e| e.into_inner());
-            match &mut *slot {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
+        if state & JOIN_WAKER != 0 {
+            // SAFETY: while `JOIN_WAKER` is set nobody writes the slot (see `JoinCell`).
+            let stored = unsafe { &*cell.waker.get() };
+            if stored.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                return Poll::Pending;
+            }
+            // Another waker: take the slot back, unless the result came meanwhile.
+            if cell
+                .state
+                .compare_exchange(JOIN_WAKER, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return Poll::Ready(this.take());
             }
         }
-        // The result may have come while we stored the waker.
-        if this.is_finished() {
+        // SAFETY: `JOIN_WAKER` is clear and only this handle sets it, so the completer does
+        // not read the slot (it reads it only after seeing `JOIN_WAKER` set).
+        unsafe { *cell.waker.get() = Some(cx.waker().clone()) };
+        // Publish the waker; fails only if the result came meanwhile.
+        if cell
+            .state
+            .compare_exchange(0, JOIN_WAKER, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return Poll::Ready(this.take());
         }
         Poll::Pending

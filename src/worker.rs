@@ -357,6 +357,12 @@ impl Worker {
 
     /// Moves wakes into the local queue and spawns into the spawn queue.
     fn take_messages(&self) {
+        // `pop` on an empty queue runs a SeqCst fence; `is_empty` is two loads. A message
+        // that arrives just after this check is taken on the next pass, and `wait` checks
+        // `has_work` again before sleeping.
+        if self.shared.injector.is_empty() {
+            return;
+        }
         while let Some(message) = self.shared.injector.pop() {
             match message {
                 Message::Wake(id) => self.queue.borrow_mut().push_back(id),

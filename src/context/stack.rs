@@ -476,6 +476,17 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
 /// Checks that a stack of `size` bytes can be had on this thread: one is pooled, or a new
 /// one can be mapped (and is then pooled).
 pub(crate) fn reserve(size: usize) -> io::Result<()> {
+    let checked = checked_size(size)?;
+    // The common case: an idle stack is pooled, and nothing needs to move.
+    let pooled = POOLS.try_with(|pools| {
+        pools
+            .borrow()
+            .iter()
+            .any(|p| p.stack_size == checked && !(p.warm.is_empty() && p.cold.is_empty()))
+    });
+    if pooled == Ok(true) {
+        return Ok(());
+    }
     give_back(take(size)?);
     Ok(())
 }
