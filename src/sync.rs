@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 use std::task::{Poll, Waker};
 
@@ -39,88 +39,204 @@ use slab::Slab;
 
 use crate::reactor::lock;
 
-/// Waiters for an event, woken one or all at a time.
+/// Waiters for an event, woken one or all at a time, kept under a lock of their user's
+/// choosing: a [`WaitQueue`]'s own, or a channel's state lock.
 ///
 /// A waiter that was notified but gives up (its future is dropped) passes the notification
 /// on, so that dropping a future never loses a wake.
-struct WaitQueue {
-    /// The waiters, in arrival order.
-    inner: std::sync::Mutex<Waiters>,
-}
-
-/// What a [`WaitQueue`]'s lock guards.
-#[derive(Default)]
 struct Waiters {
     /// Each waiter's waker, or `None` once notified.
     slots: Slab<Option<Waker>>,
     /// Keys of the waiters not yet notified, oldest first (may hold removed keys).
     order: VecDeque<usize>,
+    /// How many slots hold a waker (waiters registered and not yet notified).
+    waiting: usize,
+}
+
+impl Waiters {
+    const fn new() -> Waiters {
+        Waiters {
+            slots: Slab::new(),
+            order: VecDeque::new(),
+            waiting: 0,
+        }
+    }
+
+    /// Registers a waiter, or refreshes its waker. One that was notified is queued again
+    /// (as a new arrival): its caller found its condition still false.
+    fn register(&mut self, key: &mut Option<usize>, waker: &Waker) {
+        if let Some(k) = *key {
+            match self.slots.get_mut(k) {
+                Some(Some(current)) => {
+                    if !current.will_wake(waker) {
+                        current.clone_from(waker);
+                    }
+                    return;
+                }
+                Some(slot @ None) => {
+                    *slot = Some(waker.clone());
+                    self.order.push_back(k);
+                    self.waiting += 1;
+                    return;
+                }
+                None => {}
+            }
+        }
+        let k = self.slots.insert(Some(waker.clone()));
+        self.order.push_back(k);
+        self.waiting += 1;
+        *key = Some(k);
+    }
+
+    /// Removes a waiter; returns whether it had been notified.
+    fn remove(&mut self, key: &mut Option<usize>) -> bool {
+        let Some(k) = key.take() else { return false };
+        match self.slots.try_remove(k) {
+            Some(Some(_)) => {
+                self.waiting -= 1;
+                if self.waiting == 0 {
+                    // Only removed keys remain: drop them before they pile up.
+                    self.order.clear();
+                }
+                false
+            }
+            Some(None) => true,
+            None => false,
+        }
+    }
+
+    /// Marks the oldest waiter notified and returns its waker, to wake after unlocking.
+    fn notify_one(&mut self) -> Option<Waker> {
+        if self.waiting == 0 {
+            return None;
+        }
+        while let Some(k) = self.order.pop_front() {
+            if let Some(slot) = self.slots.get_mut(k)
+                && let Some(waker) = slot.take()
+            {
+                self.waiting -= 1;
+                if self.waiting == 0 {
+                    // Only removed keys remain: drop them before they pile up.
+                    self.order.clear();
+                }
+                return Some(waker);
+            }
+        }
+        None
+    }
+
+    /// Marks every waiter notified and returns their wakers, to wake after unlocking.
+    fn notify_all(&mut self) -> Vec<Waker> {
+        if self.waiting == 0 {
+            return Vec::new();
+        }
+        let Waiters { slots, order, .. } = self;
+        let wakers: Vec<Waker> = order
+            .drain(..)
+            .filter_map(|k| slots.get_mut(k).and_then(Option::take))
+            .collect();
+        self.waiting = 0;
+        wakers
+    }
+}
+
+/// [`Waiters`] under a lock of their own, for [`Mutex`], [`Condvar`] and [`Barrier`].
+///
+/// `waiting` mirrors the count of waiters not yet notified, so that a notification with
+/// nobody to wake costs one fence and one load instead of a lock. A waiter registers
+/// before it re-checks its condition, and a notifier changes the condition before it reads
+/// the count; a `SeqCst` fence on each side (Dekker's pattern) ensures that either the
+/// waiter sees the change or the notifier sees the waiter.
+struct WaitQueue {
+    /// The waiters, in arrival order.
+    inner: std::sync::Mutex<Waiters>,
+    /// `inner.waiting`, readable without the lock; written only under it.
+    waiting: AtomicUsize,
 }
 
 impl WaitQueue {
-    fn new() -> WaitQueue {
+    const fn new() -> WaitQueue {
         WaitQueue {
-            inner: std::sync::Mutex::new(Waiters::default()),
+            inner: std::sync::Mutex::new(Waiters::new()),
+            waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// Publishes the count of waiting waiters; called with the lock held.
+    fn publish(&self, waiters: &Waiters) {
+        self.waiting.store(waiters.waiting, Ordering::Relaxed);
+    }
+
+    /// Whether a waiter may need a notification. Called after the notifier changed the
+    /// condition that waiters check.
+    fn has_waiters(&self) -> bool {
+        // Pairs with the fence in `poll_notified` after registering.
+        fence(Ordering::SeqCst);
+        self.waiting.load(Ordering::Relaxed) != 0
     }
 
     /// Registers (or refreshes) a waiter. Returns `true` if it was notified since it
-    /// registered, consuming the notification.
+    /// registered, consuming the notification (and no longer registered).
     fn poll_notified(&self, key: &mut Option<usize>, waker: &Waker) -> bool {
         let mut waiters = lock(&self.inner);
-        match *key {
-            Some(k) => match waiters.slots.get_mut(k) {
+        if let Some(k) = *key {
+            match waiters.slots.get(k) {
                 Some(None) => {
                     waiters.slots.remove(k);
                     *key = None;
-                    true
+                    return true;
                 }
-                Some(Some(current)) => {
-                    if !current.will_wake(waker) {
-                        *current = waker.clone();
-                    }
-                    false
+                Some(Some(_)) => {
+                    waiters.register(key, waker);
+                    return false;
                 }
                 None => {
                     *key = None;
-                    true
+                    return true;
                 }
-            },
-            None => {
-                let k = waiters.slots.insert(Some(waker.clone()));
-                waiters.order.push_back(k);
-                *key = Some(k);
-                false
             }
         }
+        waiters.register(key, waker);
+        self.publish(&waiters);
+        drop(waiters);
+        // Pairs with the fence in `has_waiters`: the caller's re-check of its condition
+        // comes after this registration is visible.
+        fence(Ordering::SeqCst);
+        false
     }
 
-    /// Removes a waiter that gives up; passes on a notification it had not consumed.
-    fn remove(&self, key: &mut Option<usize>) {
-        let Some(k) = key.take() else { return };
-        let notified = {
+    /// Removes a waiter. One that gives up (`pass_on`) passes on a notification it had
+    /// not consumed; one whose condition held has consumed it.
+    fn remove(&self, key: &mut Option<usize>, pass_on: bool) {
+        if key.is_none() {
+            return;
+        }
+        let waker = {
             let mut waiters = lock(&self.inner);
-            matches!(waiters.slots.try_remove(k), Some(None))
+            let notified = waiters.remove(key);
+            let waker = if notified && pass_on {
+                waiters.notify_one()
+            } else {
+                None
+            };
+            self.publish(&waiters);
+            waker
         };
-        if notified {
-            self.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 
     /// Wakes the oldest waiter.
     fn notify_one(&self) {
+        if !self.has_waiters() {
+            return;
+        }
         let waker = {
             let mut waiters = lock(&self.inner);
-            loop {
-                let Some(k) = waiters.order.pop_front() else {
-                    break None;
-                };
-                if let Some(slot) = waiters.slots.get_mut(k)
-                    && let Some(waker) = slot.take()
-                {
-                    break Some(waker);
-                }
-            }
+            let waker = waiters.notify_one();
+            self.publish(&waiters);
+            waker
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -129,13 +245,14 @@ impl WaitQueue {
 
     /// Wakes every waiter.
     fn notify_all(&self) {
-        let wakers: Vec<Waker> = {
+        if !self.has_waiters() {
+            return;
+        }
+        let wakers = {
             let mut waiters = lock(&self.inner);
-            let Waiters { slots, order } = &mut *waiters;
-            order
-                .drain(..)
-                .filter_map(|k| slots.get_mut(k).and_then(Option::take))
-                .collect()
+            let wakers = waiters.notify_all();
+            self.publish(&waiters);
+            wakers
         };
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -152,14 +269,15 @@ async fn wait_until<R>(queue: &WaitQueue, mut ready: impl FnMut() -> Option<R>) 
     };
     poll_fn(|cx| {
         if let Some(value) = ready() {
-            guard.queue.remove(guard.key);
+            // Done: a notification received meanwhile is consumed.
+            guard.queue.remove(guard.key, false);
             return Poll::Ready(value);
         }
         loop {
             if !guard.queue.poll_notified(guard.key, cx.waker()) {
                 // Registered: check once more before sleeping.
                 if let Some(value) = ready() {
-                    guard.queue.remove(guard.key);
+                    guard.queue.remove(guard.key, false);
                     return Poll::Ready(value);
                 }
                 return Poll::Pending;
@@ -181,7 +299,7 @@ struct RemoveOnDrop<'a> {
 
 impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
-        self.queue.remove(self.key);
+        self.queue.remove(self.key, true);
     }
 }
 
@@ -224,12 +342,7 @@ impl<T> Mutex<T> {
         Mutex {
             locked: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
-            waiters: WaitQueue {
-                inner: std::sync::Mutex::new(Waiters {
-                    slots: Slab::new(),
-                    order: VecDeque::new(),
-                }),
-            },
+            waiters: WaitQueue::new(),
             data: UnsafeCell::new(value),
         }
     }
@@ -579,15 +692,15 @@ impl Barrier {
 // Channels
 
 /// A channel's shared state.
+///
+/// One lock guards the values and both sides' waiters, so that an operation checks the
+/// queue, registers or wakes a waiter, in one critical section: no notification can fall
+/// between a check and a registration, and one with nobody waiting costs nothing.
 struct Channel<T> {
-    /// Values, and who is still connected.
+    /// Values, waiters, and who is still connected.
     state: std::sync::Mutex<ChannelState<T>>,
     /// Most values queued; `usize::MAX` for unbounded.
     capacity: usize,
-    /// Receivers waiting for a value.
-    receivers: WaitQueue,
-    /// Senders waiting for room.
-    senders: WaitQueue,
 }
 
 /// What a channel's lock guards.
@@ -598,6 +711,90 @@ struct ChannelState<T> {
     sender_count: usize,
     /// Live `Receiver`s.
     receiver_count: usize,
+    /// Receivers waiting for a value.
+    receivers: Waiters,
+    /// Senders waiting for room.
+    senders: Waiters,
+}
+
+/// Which side of a channel a waiter waits on.
+#[derive(Clone, Copy)]
+enum Side {
+    /// A receiver, waiting for a value.
+    Receiver,
+    /// A sender, waiting for room.
+    Sender,
+}
+
+impl<T> ChannelState<T> {
+    fn waiters(&mut self, side: Side) -> &mut Waiters {
+        match side {
+            Side::Receiver => &mut self.receivers,
+            Side::Sender => &mut self.senders,
+        }
+    }
+}
+
+impl<T> Channel<T> {
+    /// Waits on `side` until `attempt` (run under the channel's lock) gives a result and,
+    /// maybe, a waker to wake once the lock is released.
+    async fn wait<R>(
+        &self,
+        side: Side,
+        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Waker>)>,
+    ) -> R {
+        let mut waiter = ChannelWaiter {
+            channel: self,
+            side,
+            key: None,
+        };
+        poll_fn(|cx| {
+            let mut state = lock(&self.state);
+            if let Some((value, waker)) = attempt(&mut state) {
+                // Done: a notification received meanwhile is consumed.
+                state.waiters(side).remove(&mut waiter.key);
+                drop(state);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                return Poll::Ready(value);
+            }
+            state.waiters(side).register(&mut waiter.key, cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// A channel waiter's registration, removed when its future completes or is dropped.
+struct ChannelWaiter<'a, T> {
+    /// The channel.
+    channel: &'a Channel<T>,
+    /// The side it waits on.
+    side: Side,
+    /// Its key among that side's waiters, while registered.
+    key: Option<usize>,
+}
+
+impl<T> Drop for ChannelWaiter<'_, T> {
+    fn drop(&mut self) {
+        if self.key.is_none() {
+            return;
+        }
+        let waker = {
+            let mut state = lock(&self.channel.state);
+            let waiters = state.waiters(self.side);
+            if waiters.remove(&mut self.key) {
+                // Notified but giving up: pass the notification on.
+                waiters.notify_one()
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 /// The sending side of a channel; clone it for more producers.
@@ -647,10 +844,10 @@ fn make_channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             queue: VecDeque::new(),
             sender_count: 1,
             receiver_count: 1,
+            receivers: Waiters::new(),
+            senders: Waiters::new(),
         }),
         capacity,
-        receivers: WaitQueue::new(),
-        senders: WaitQueue::new(),
     });
     (
         Sender {
@@ -727,20 +924,19 @@ impl<T> Sender<T> {
     pub async fn send_async(&self, value: T) -> Result<(), SendError<T>> {
         let channel = &*self.channel;
         let mut value = Some(value);
-        let sent = wait_until(&channel.senders, || {
-            let mut state = lock(&channel.state);
-            if state.receiver_count == 0 {
-                return Some(false);
-            }
-            if state.queue.len() < channel.capacity {
-                state.queue.push_back(value.take().expect("sent once"));
-                return Some(true);
-            }
-            None
-        })
-        .await;
+        let sent = channel
+            .wait(Side::Sender, |state| {
+                if state.receiver_count == 0 {
+                    return Some((false, None));
+                }
+                if state.queue.len() < channel.capacity {
+                    state.queue.push_back(value.take().expect("sent once"));
+                    return Some((true, state.receivers.notify_one()));
+                }
+                None
+            })
+            .await;
         if sent {
-            channel.receivers.notify_one();
             Ok(())
         } else {
             Err(SendError(value.take().expect("not sent")))
@@ -765,13 +961,23 @@ impl<T> Receiver<T> {
     ///
     /// As [`recv`](Receiver::recv).
     pub async fn recv_async(&self) -> Result<T, RecvError> {
-        let channel = &*self.channel;
-        wait_until(&channel.receivers, || match self.try_recv() {
-            Ok(value) => Some(Ok(value)),
-            Err(TryRecvError::Disconnected) => Some(Err(RecvError)),
-            Err(TryRecvError::Empty) => None,
-        })
-        .await
+        self.channel
+            .wait(Side::Receiver, |state| match Self::take(state) {
+                Ok((value, waker)) => Some((Ok(value), waker)),
+                Err(TryRecvError::Disconnected) => Some((Err(RecvError), None)),
+                Err(TryRecvError::Empty) => None,
+            })
+            .await
+    }
+
+    /// Takes a value under the channel's lock, with the waker of a sender to wake for the
+    /// room it made.
+    fn take(state: &mut ChannelState<T>) -> Result<(T, Option<Waker>), TryRecvError> {
+        match state.queue.pop_front() {
+            Some(value) => Ok((value, state.senders.notify_one())),
+            None if state.sender_count == 0 => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
     }
 
     /// Receives a value if one is queued.
@@ -780,17 +986,12 @@ impl<T> Receiver<T> {
     ///
     /// [`TryRecvError::Empty`] or, with every sender gone, [`TryRecvError::Disconnected`].
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        let channel = &*self.channel;
-        let mut state = lock(&channel.state);
-        match state.queue.pop_front() {
-            Some(value) => {
-                drop(state);
-                channel.senders.notify_one();
-                Ok(value)
-            }
-            None if state.sender_count == 0 => Err(TryRecvError::Disconnected),
-            None => Err(TryRecvError::Empty),
+        let taken = Self::take(&mut lock(&self.channel.state));
+        let (value, waker) = taken?;
+        if let Some(waker) = waker {
+            waker.wake();
         }
+        Ok(value)
     }
 
     /// An iterator that receives until the channel is empty and every sender is gone.
@@ -819,27 +1020,31 @@ impl<T> Clone for Receiver<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        let last = {
+        let wakers = {
             let mut state = lock(&self.channel.state);
             state.sender_count -= 1;
-            state.sender_count == 0
+            if state.sender_count == 0 {
+                state.receivers.notify_all()
+            } else {
+                Vec::new()
+            }
         };
-        if last {
-            self.channel.receivers.notify_all();
-        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let last = {
+        let wakers = {
             let mut state = lock(&self.channel.state);
             state.receiver_count -= 1;
-            state.receiver_count == 0
+            if state.receiver_count == 0 {
+                state.senders.notify_all()
+            } else {
+                Vec::new()
+            }
         };
-        if last {
-            self.channel.senders.notify_all();
-        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
