@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,7 @@ impl<T: AsFd> Async<T> {
         Ok(Async {
             source: Registration {
                 source: OnceLock::new(),
+                first: Mutex::new(()),
                 fd: io.as_fd().as_raw_fd(),
             },
             io: Some(io),
@@ -299,6 +300,9 @@ pub(crate) fn timed_out() -> io::Error {
 struct Registration {
     /// The source, once registered.
     source: OnceLock<Arc<Source>>,
+    /// Serializes the first registration: two threads adding the same descriptor to one
+    /// poller at once would make the second fail with `EEXIST`.
+    first: Mutex<()>,
     /// The descriptor, open while the `Async` lives.
     fd: RawFd,
 }
@@ -309,16 +313,16 @@ impl Registration {
         if let Some(source) = self.source.get() {
             return Ok(source);
         }
+        let _first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(source) = self.source.get() {
+            return Ok(source); // another thread registered it meanwhile
+        }
         let (reactor, _) = crate::executor::current_reactor();
         // SAFETY: the descriptor stays open while the `Async` owning this registration
         // lives, and the registration is removed before it closes.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
         let source = reactor.insert_source(fd)?;
-        if let Err(lost) = self.source.set(source) {
-            // Another thread registered it first: undo ours.
-            let _ = lost.reactor.remove_source(&lost);
-        }
-        Ok(self.source.get().expect("set above"))
+        Ok(self.source.get_or_init(|| source))
     }
 
     /// Removes the registration, if there is one.
