@@ -1,40 +1,5 @@
-//! Runtimes: their workers, spawning, and shutdown.
-//!
-//! A [`Runtime`] runs fibers on `n` workers (one OS thread each, see [`crate::worker`] for
-//! the scheduler loop), each with its own run queue and reactor.
-//!
-//! # Placement
-//!
-//! ```text
-//!   spawn from a fiber       ─► the spawner's own worker (no cross-thread traffic; the
-//!                               child often runs right after the parent parks on join)
-//!   spawn from a plain thread ─► the workers in turn (round robin)
-//!   spawn_local (!Send)       ─► the spawner's worker, for good
-//!   an idle worker            ─► steals tasks that have not started from the others
-//! ```
-//!
-//! A fiber that has started never changes worker (see [`crate::worker`] for why).
-//!
-//! # I/O across workers
-//!
-//! A socket is registered with the reactor of the worker where it was created. Moved into
-//! a fiber on another worker, it keeps working: that reactor reports readiness to the
-//! waiting fiber's waker, and the waker routes the wake to the fiber's own worker through
-//! its injector. No re-registration is needed.
-//!
-//! # Shutdown
-//!
-//! Dropping a [`Runtime`], or [`Runtime::shutdown_timeout`]:
-//!
-//! 1. refuses new spawns: their [`JoinHandle`]s resolve to a cancelled [`JoinError`];
-//! 2. stops every worker at its next scheduling point (a fiber that never suspends delays
-//!    this: see [`Builder::stall_warning`]);
-//! 3. on each worker's own thread, unwinds every suspended fiber, so that the destructors
-//!    on fiber stacks run, and drops the tasks that never started;
-//! 4. joins the worker threads and the runtime's blocking pool ([`crate::unblock`]);
-//! 5. every outstanding [`JoinHandle`] resolves to a cancelled [`JoinError`].
-//!
-//! [`JoinHandle::abort`] cancels one fiber the same way, at its next suspension point.
+//! Runtimes: their workers, spawning, and shutdown. The user-facing description (placement,
+//! I/O across workers, shutdown) is on [`Runtime`].
 
 use std::future::Future;
 use std::io;
@@ -263,10 +228,55 @@ impl Builder {
     }
 }
 
-/// A green runtime: worker threads that run fibers, each with its reactor.
+/// A green runtime: `n` workers (one OS thread each), each with its own run queue and
+/// reactor, that run fibers.
 ///
-/// See the [module docs](self) for placement, I/O across workers and
-/// [shutdown](self#shutdown).
+/// # Placement
+///
+/// ```text
+///   spawn from a fiber       ─► the spawner's own worker (no cross-thread traffic; the
+///                               child often runs right after the parent parks on join)
+///   spawn from a plain thread ─► the workers in turn (round robin)
+///   spawn_local (!Send)       ─► the spawner's worker, for good
+///   an idle worker            ─► steals tasks that have not started from the others
+/// ```
+///
+/// A fiber that has started never changes worker: its stack may hold addresses of the
+/// thread's thread-local variables (LLVM caches them across calls), so resuming it on
+/// another thread would be undefined behaviour. Only tasks that have not started move.
+///
+/// # I/O across workers
+///
+/// A socket is registered with the reactor of the worker where it is first waited on, so a
+/// connection accepted by one fiber and served by a fiber on another worker is watched by
+/// the serving worker. Used afterwards from a fiber on yet another worker, it keeps
+/// working: its reactor reports readiness to the waiting fiber's waker, and the waker routes
+/// the wake to the fiber's own worker through that worker's injector. No re-registration is
+/// needed. Once the runtime whose reactor holds a socket has shut down, waiting on the
+/// socket fails with an error that says so (rather than hanging).
+///
+/// # Shutdown
+///
+/// Dropping a [`Runtime`], or [`Runtime::shutdown_timeout`]:
+///
+/// 1. refuses new spawns: their [`JoinHandle`]s resolve to a cancelled [`JoinError`](crate::JoinError);
+/// 2. stops every worker at its next scheduling point (a fiber that never suspends delays
+///    this: see [`Builder::stall_warning`]);
+/// 3. on each worker's own thread, unwinds every suspended fiber, so that the destructors
+///    on fiber stacks run, and drops the tasks that never started;
+/// 4. joins the worker threads and the runtime's blocking pool ([`crate::unblock`]);
+/// 5. every outstanding [`JoinHandle`] resolves to a cancelled [`JoinError`](crate::JoinError).
+///
+/// [`JoinHandle::abort`] cancels one fiber the same way, at its next suspension point.
+///
+/// # Examples
+///
+/// ```
+/// let runtime = green::Runtime::new().unwrap();
+/// let handle = runtime.spawn(|| 2 + 2);
+/// assert_eq!(handle.join().unwrap(), 4);
+/// drop(runtime); // shuts down: see above
+/// ```
 pub struct Runtime {
     /// What the workers share.
     shared: Arc<RuntimeShared>,
@@ -289,7 +299,7 @@ impl std::fmt::Debug for Runtime {
 /// A cloneable reference to a [`Runtime`] that can spawn fibers onto it.
 ///
 /// After the runtime shut down, fibers spawned through a handle are never started and
-/// their [`JoinHandle`]s resolve to a cancelled [`JoinError`].
+/// their [`JoinHandle`]s resolve to a cancelled [`JoinError`](crate::JoinError).
 #[derive(Clone)]
 pub struct Handle {
     /// The runtime.
@@ -375,7 +385,7 @@ impl Runtime {
         self.run(move || crate::await_blocking(fut))
     }
 
-    /// Shuts the runtime down (see [Shutdown](self#shutdown)), waiting at most `timeout`
+    /// Shuts the runtime down (see [Shutdown](Runtime#shutdown)), waiting at most `timeout`
     /// for the workers and the blocking pool; returns whether everything stopped in time.
     /// Threads still busy then (a fiber that never suspends, a blocking job that never
     /// returns) are left to finish on their own.

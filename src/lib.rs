@@ -5,7 +5,7 @@
 //! Every spawned fiber runs on a stack of its own. Plain synchronous code in a fiber
 //! (`stream.read(&mut buf)?`, [`sleep`], [`JoinHandle::join`]) parks only that fiber while
 //! the worker runs the others, and [`await_blocking`] waits for any
-//! [`Future`](std::future::Future) from a normal function.
+//! [`std::future::Future`] from a normal function.
 //!
 //! ```
 //! use std::io::{Read, Write};
