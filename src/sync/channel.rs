@@ -1,0 +1,379 @@
+//! Multi-producer multi-consumer channels: [`channel`] and [`bounded`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+
+use crate::reactor::lock;
+
+use super::wait_queue::Waiters;
+
+/// A channel's shared state.
+///
+/// One lock guards the values and both sides' waiters, so that an operation checks the
+/// queue, registers or wakes a waiter, in one critical section: no notification can fall
+/// between a check and a registration, and one with nobody waiting costs nothing.
+pub(super) struct Channel<T> {
+    /// Values, waiters, and who is still connected.
+    pub(super) state: std::sync::Mutex<ChannelState<T>>,
+    /// Most values queued; `usize::MAX` for unbounded.
+    pub(super) capacity: usize,
+}
+
+/// What a channel's lock guards.
+pub(super) struct ChannelState<T> {
+    /// Queued values.
+    pub(super) queue: VecDeque<T>,
+    /// Live `Sender`s.
+    pub(super) sender_count: usize,
+    /// Live `Receiver`s.
+    pub(super) receiver_count: usize,
+    /// Receivers waiting for a value.
+    pub(super) receivers: Waiters,
+    /// Senders waiting for room.
+    pub(super) senders: Waiters,
+}
+
+/// Which side of a channel a waiter waits on.
+#[derive(Clone, Copy)]
+pub(super) enum Side {
+    /// A receiver, waiting for a value.
+    Receiver,
+    /// A sender, waiting for room.
+    Sender,
+}
+
+impl<T> ChannelState<T> {
+    pub(super) fn waiters(&mut self, side: Side) -> &mut Waiters {
+        match side {
+            Side::Receiver => &mut self.receivers,
+            Side::Sender => &mut self.senders,
+        }
+    }
+}
+
+impl<T> Channel<T> {
+    /// Waits on `side` until `attempt` (run under the channel's lock) gives a result and,
+    /// maybe, a waker to wake once the lock is released.
+    async fn wait<R>(
+        &self,
+        side: Side,
+        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Waker>)>,
+    ) -> R {
+        let mut waiter = ChannelWaiter {
+            channel: self,
+            side,
+            key: None,
+        };
+        poll_fn(|cx| {
+            let mut state = lock(&self.state);
+            if let Some((value, waker)) = attempt(&mut state) {
+                // Done: a notification received meanwhile is consumed.
+                state.waiters(side).remove(&mut waiter.key);
+                drop(state);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                return Poll::Ready(value);
+            }
+            state.waiters(side).register(&mut waiter.key, cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// A channel waiter's registration, removed when its future completes or is dropped.
+pub(super) struct ChannelWaiter<'a, T> {
+    /// The channel.
+    pub(super) channel: &'a Channel<T>,
+    /// The side it waits on.
+    pub(super) side: Side,
+    /// Its key among that side's waiters, while registered.
+    pub(super) key: Option<usize>,
+}
+
+impl<T> Drop for ChannelWaiter<'_, T> {
+    fn drop(&mut self) {
+        if self.key.is_none() {
+            return;
+        }
+        let waker = {
+            let mut state = lock(&self.channel.state);
+            let waiters = state.waiters(self.side);
+            if waiters.remove(&mut self.key) {
+                // Notified but giving up: pass the notification on.
+                waiters.notify_one()
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The sending side of a channel; clone it for more producers.
+pub struct Sender<T> {
+    /// The channel.
+    pub(super) channel: std::sync::Arc<Channel<T>>,
+}
+
+/// The receiving side of a channel; clone it for more consumers (each value goes to one).
+pub struct Receiver<T> {
+    /// The channel.
+    pub(super) channel: std::sync::Arc<Channel<T>>,
+}
+
+/// An unbounded multi-producer multi-consumer channel.
+///
+/// # Examples
+///
+/// ```
+/// let (sender, receiver) = green::sync::channel();
+/// let producer = green::spawn(move || (0..5).for_each(|i| sender.send(i).unwrap()));
+/// let received: Vec<i32> = receiver.iter().collect(); // ends when every sender is dropped
+/// producer.join().unwrap();
+/// assert_eq!(received, [0, 1, 2, 3, 4]);
+/// ```
+pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    make_channel(usize::MAX)
+}
+
+/// A multi-producer multi-consumer channel holding at most `capacity` values: `send` waits
+/// while it is full.
+///
+/// # Panics
+///
+/// Panics if `capacity` is 0 (rendezvous channels are not supported).
+pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    assert!(
+        capacity > 0,
+        "green::sync::bounded: the capacity must be at least 1"
+    );
+    make_channel(capacity)
+}
+
+pub(super) fn make_channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let channel = std::sync::Arc::new(Channel {
+        state: std::sync::Mutex::new(ChannelState {
+            queue: VecDeque::new(),
+            sender_count: 1,
+            receiver_count: 1,
+            receivers: Waiters::new(),
+            senders: Waiters::new(),
+        }),
+        capacity,
+    });
+    (
+        Sender {
+            channel: channel.clone(),
+        },
+        Receiver { channel },
+    )
+}
+
+/// The value could not be sent: every receiver is gone.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub struct SendError<T>(pub T);
+
+/// Nothing can be received: the channel is empty and every sender is gone.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct RecvError;
+
+/// Why `try_recv` gave nothing.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum TryRecvError {
+    /// The channel is empty.
+    Empty,
+    /// The channel is empty and every sender is gone.
+    Disconnected,
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sending on a channel whose receivers are all gone")
+    }
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("receiving on an empty channel whose senders are all gone")
+    }
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRecvError::Empty => f.write_str("the channel is empty"),
+            TryRecvError::Disconnected => RecvError.fmt(f),
+        }
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+impl std::error::Error for RecvError {}
+impl std::error::Error for TryRecvError {}
+
+impl<T> Sender<T> {
+    /// Sends a value, waiting (parking the fiber or blocking the thread) while a bounded
+    /// channel is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] with the value if every receiver is gone.
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        crate::await_blocking(self.send_async(value))
+    }
+
+    /// The async twin of [`send`](Sender::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Sender::send).
+    pub async fn send_async(&self, value: T) -> Result<(), SendError<T>> {
+        let channel = &*self.channel;
+        let mut value = Some(value);
+        let sent = channel
+            .wait(Side::Sender, |state| {
+                if state.receiver_count == 0 {
+                    return Some((false, None));
+                }
+                if state.queue.len() < channel.capacity {
+                    state.queue.push_back(value.take().expect("sent once"));
+                    return Some((true, state.receivers.notify_one()));
+                }
+                None
+            })
+            .await;
+        if sent {
+            Ok(())
+        } else {
+            Err(SendError(value.take().expect("not sent")))
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receives a value, waiting (parking the fiber or blocking the thread) while the
+    /// channel is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError`] once the channel is empty and every sender is gone.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        crate::await_blocking(self.recv_async())
+    }
+
+    /// The async twin of [`recv`](Receiver::recv).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Receiver::recv).
+    pub async fn recv_async(&self) -> Result<T, RecvError> {
+        self.channel
+            .wait(Side::Receiver, |state| match Self::take(state) {
+                Ok((value, waker)) => Some((Ok(value), waker)),
+                Err(TryRecvError::Disconnected) => Some((Err(RecvError), None)),
+                Err(TryRecvError::Empty) => None,
+            })
+            .await
+    }
+
+    /// Takes a value under the channel's lock, with the waker of a sender to wake for the
+    /// room it made.
+    pub(super) fn take(state: &mut ChannelState<T>) -> Result<(T, Option<Waker>), TryRecvError> {
+        match state.queue.pop_front() {
+            Some(value) => Ok((value, state.senders.notify_one())),
+            None if state.sender_count == 0 => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Receives a value if one is queued.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`] or, with every sender gone, [`TryRecvError::Disconnected`].
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        let taken = Self::take(&mut lock(&self.channel.state));
+        let (value, waker) = taken?;
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(value)
+    }
+
+    /// An iterator that receives until the channel is empty and every sender is gone.
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(|| self.recv().ok())
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        lock(&self.channel.state).sender_count += 1;
+        Sender {
+            channel: self.channel.clone(),
+        }
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        lock(&self.channel.state).receiver_count += 1;
+        Receiver {
+            channel: self.channel.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let wakers = {
+            let mut state = lock(&self.channel.state);
+            state.sender_count -= 1;
+            if state.sender_count == 0 {
+                state.receivers.notify_all()
+            } else {
+                Vec::new()
+            }
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let wakers = {
+            let mut state = lock(&self.channel.state);
+            state.receiver_count -= 1;
+            if state.receiver_count == 0 {
+                state.senders.notify_all()
+            } else {
+                Vec::new()
+            }
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
+    }
+}
