@@ -8,7 +8,7 @@ use std::task::Poll;
 use super::MutexGuard;
 use super::wait_queue::{RemoveOnDrop, WaitQueue};
 
-/// A condition variable for [`Mutex`]: `wait` parks the fiber (or blocks the thread) until
+/// A condition variable for [`Mutex`](super::Mutex): `wait` parks the fiber (or blocks the thread) until
 /// notified.
 ///
 /// # Examples
@@ -60,7 +60,7 @@ impl Condvar {
     ///
     /// # Errors
     ///
-    /// A [`PoisonError`] with the guard if the mutex is poisoned on relocking.
+    /// A [`PoisonError`](std::sync::PoisonError) with the guard if the mutex is poisoned on relocking.
     pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
         crate::await_blocking(self.wait_async(guard))
     }
