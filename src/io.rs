@@ -92,6 +92,10 @@ impl<T: AsFd> Async<T> {
     /// Polls for readability: `Ready` once the descriptor may be readable (try the
     /// operation; on `WouldBlock` poll again). For `AsyncRead`-style code over `&self`.
     ///
+    /// `Ready` at once if the descriptor is readable now (checked with a zero-timeout
+    /// `poll(2)`, as the reactor is edge-triggered), or if an event came since the
+    /// previous `Pending`.
+    ///
     /// One waker per direction is kept: when two tasks poll the same direction, they take
     /// turns.
     ///
@@ -99,7 +103,7 @@ impl<T: AsFd> Async<T> {
     ///
     /// What registering with the reactor returns, or an error if its runtime shut down.
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.source.get()?.poll_ready(READ, cx)
+        self.source.get()?.poll_ready(READ, None, cx)
     }
 
     /// Polls for writability, as [`poll_readable`](Async::poll_readable).
@@ -108,10 +112,11 @@ impl<T: AsFd> Async<T> {
     ///
     /// As [`poll_readable`](Async::poll_readable).
     pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.source.get()?.poll_ready(WRITE, cx)
+        self.source.get()?.poll_ready(WRITE, None, cx)
     }
 
-    /// Waits until the descriptor is readable.
+    /// Waits until the descriptor is readable: completes at once if it is readable now
+    /// (checked with a zero-timeout `poll(2)`), else at the next readiness event.
     ///
     /// # Errors
     ///
@@ -120,11 +125,12 @@ impl<T: AsFd> Async<T> {
         Ready {
             source: &self.source,
             direction: READ,
+            tick: None,
             slot: None,
         }
     }
 
-    /// Waits until the descriptor is writable.
+    /// Waits until the descriptor is writable, as [`readable`](Async::readable).
     ///
     /// # Errors
     ///
@@ -133,6 +139,7 @@ impl<T: AsFd> Async<T> {
         Ready {
             source: &self.source,
             direction: WRITE,
+            tick: None,
             slot: None,
         }
     }
@@ -165,23 +172,44 @@ impl<T: AsFd> Async<T> {
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let in_fiber = crate::in_fiber();
         loop {
+            // The tick before the operation: an edge after it failed is not lost.
+            let tick = if in_fiber {
+                Some(self.source.tick(direction))
+            } else {
+                None
+            };
             match op(self.get_ref()) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 result => return result,
             }
-            self.wait(direction, deadline)?;
+            self.wait_since(direction, tick, deadline)?;
         }
     }
 
     /// Waits for `direction` until `deadline`: parks the fiber, or blocks in `poll(2)`.
+    /// Follows no operation: completes at once if the descriptor is ready now.
     pub(crate) fn wait(&self, direction: usize, deadline: Option<Instant>) -> io::Result<()> {
+        self.wait_since(direction, None, deadline)
+    }
+
+    /// Waits for `direction` until `deadline`. With `tick` (read from the source before
+    /// an operation that would block), completes at once if an event came since;
+    /// without, if the descriptor is ready now.
+    fn wait_since(
+        &self,
+        direction: usize,
+        tick: Option<u64>,
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
         if !crate::in_fiber() {
             return poll_fd(self.get_ref().as_fd(), direction, deadline);
         }
         let ready = Ready {
             source: &self.source,
             direction,
+            tick,
             slot: None,
         };
         match deadline {
@@ -202,11 +230,13 @@ impl<T: AsFd> Async<T> {
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         loop {
+            // The tick before the operation: an edge after it failed is not lost.
+            let tick = self.source.tick(direction);
             match op(self.get_ref()) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result),
             }
-            match self.source.get()?.poll_ready(direction, cx) {
+            match self.source.get()?.poll_ready(direction, Some(tick), cx) {
                 Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => return Poll::Pending,
@@ -325,6 +355,14 @@ impl Registration {
         Ok(self.source.get_or_init(|| source))
     }
 
+    /// The current tick of `direction` (see [`Source::tick`]); 0 if not registered yet.
+    /// That is a correct baseline: a source registered later starts at tick 0, and adding
+    /// a descriptor that is already ready queues an event, so readiness that comes after
+    /// this call is counted either way (at worst as a spurious wake).
+    fn tick(&self, direction: usize) -> u64 {
+        self.source.get().map_or(0, |source| source.tick(direction))
+    }
+
     /// Removes the registration, if there is one.
     fn deregister(&mut self) {
         if let Some(source) = self.source.take() {
@@ -340,6 +378,9 @@ pub struct Ready<'a> {
     source: &'a Registration,
     /// READ or WRITE.
     direction: usize,
+    /// The source's tick read before the operation that would block, if any: an event
+    /// since completes the wait at once. `None`: check the descriptor's readiness instead.
+    tick: Option<u64>,
     /// Our waiter slot, once registered.
     slot: Option<usize>,
 }
@@ -350,8 +391,18 @@ impl Future for Ready<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.slot {
             None => {
-                self.slot = Some(self.source.get()?.add_waiter(self.direction, cx.waker())?);
-                Poll::Pending
+                let tick = self.tick.take();
+                match self
+                    .source
+                    .get()?
+                    .add_waiter(self.direction, tick, cx.waker())?
+                {
+                    None => Poll::Ready(Ok(())),
+                    Some(slot) => {
+                        self.slot = Some(slot);
+                        Poll::Pending
+                    }
+                }
             }
             Some(slot) => {
                 if self

@@ -1,11 +1,16 @@
 //! The reactor: one `polling::Poller` per worker, with I/O sources and timers.
 //!
 //! * **Sources.** Any file descriptor registers with [`Reactor::insert_source`]. Each source
-//!   has two [`Direction`]s (read, write), each with waiters. The poller runs in oneshot
-//!   mode: an event disarms the descriptor, so after dispatching one direction the source
-//!   is re-armed for whatever interest is left. Re-arming (`epoll_ctl(MOD)`) re-checks
-//!   readiness, so a descriptor that became ready between a failed `read` and the
-//!   registration is reported at once: no wake is lost.
+//!   has two [`Direction`]s (read, write), each with waiters. The descriptor is added once,
+//!   for both directions, in edge-triggered mode and never re-armed: one `epoll_ctl` per
+//!   descriptor instead of one per wait. Each direction counts its events in a `tick`.
+//!   An edge that comes between a failed operation and the waiter's registration would be
+//!   lost, so callers read the tick *before* trying the operation and pass it when they
+//!   register: if it moved meanwhile, the registration reports ready at once. Waits with
+//!   no preceding operation (`Async::readable`, `poll_readable`) pass no tick and check
+//!   the descriptor's current readiness with a zero-timeout `poll(2)` instead
+//!   ([`Source::ready_now`]). Adding a descriptor that is already ready queues an event,
+//!   so readiness from before the registration is not lost either.
 //! * **Timers.** A map ordered by deadline; [`Reactor::react`] fires the due ones and
 //!   waits no longer than the next. `polling` waits with `epoll_pwait2`/timerfd precision,
 //!   well below a millisecond.
@@ -22,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use polling::{Event, Events, Poller};
+use polling::{Event, Events, PollMode, Poller};
 use slab::Slab;
 
 /// Index of the read direction in [`Source::state`].
@@ -96,7 +101,7 @@ impl Reactor {
         let _ = self.poller.notify();
     }
 
-    /// Registers a file descriptor, with no interest yet.
+    /// Registers a file descriptor, edge-triggered for both directions.
     ///
     /// # Errors
     ///
@@ -108,7 +113,10 @@ impl Reactor {
         let key = entry.key();
         // SAFETY: the source is deleted from the poller (`remove_source`) before the
         // descriptor is closed: `Async` removes it in its destructor before dropping the I/O.
-        unsafe { self.poller.add(&fd, Event::none(key))? };
+        unsafe {
+            self.poller
+                .add_with_mode(&fd, Event::all(key), PollMode::Edge)?;
+        }
         use std::os::fd::AsRawFd;
         let source = Arc::new(Source {
             reactor: self.clone(),
@@ -237,11 +245,6 @@ struct Direction {
 }
 
 impl Direction {
-    /// Whether anybody waits for this direction.
-    fn interested(&self) -> bool {
-        self.poll_waker.is_some() || self.waiters.iter().any(|(_, w)| w.is_some())
-    }
-
     /// Marks an event: takes every waker into `wakers`.
     fn fire(&mut self, wakers: &mut Vec<Waker>) {
         self.tick = self.tick.wrapping_add(1);
@@ -253,7 +256,8 @@ impl Direction {
 }
 
 impl Source {
-    /// Handles an event: fires the ready directions, re-arms for the rest.
+    /// Handles an event: fires the ready directions. The descriptor is edge-triggered and
+    /// stays armed: nothing to re-arm.
     fn dispatch(&self, event: Event, wakers: &mut Vec<Waker>) {
         let mut state = lock(&self.state);
         if event.readable {
@@ -262,66 +266,116 @@ impl Source {
         if event.writable {
             state[WRITE].fire(wakers);
         }
-        // Oneshot mode disarmed the descriptor; keep watching what is still wanted.
-        if state[READ].interested() || state[WRITE].interested() {
-            let _ = self.arm(&state);
-        }
     }
 
-    /// Arms the poller for the directions that have waiters.
-    fn arm(&self, state: &[Direction; 2]) -> io::Result<()> {
-        let interest = Event::new(
-            self.key,
-            state[READ].interested(),
-            state[WRITE].interested(),
-        );
-        // SAFETY: the descriptor is open while the source is registered.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        self.reactor.poller.modify(fd, interest)
+    /// The current tick of `direction`: read it before trying an operation, and pass it
+    /// to [`add_waiter`](Source::add_waiter) or [`poll_ready`](Source::poll_ready) if the
+    /// operation would block.
+    pub(crate) fn tick(&self, direction: usize) -> u64 {
+        lock(&self.state)[direction].tick
     }
 
-    /// `AsyncRead`/`AsyncWrite` style readiness: `Ready` once an event came for `direction`
-    /// after the previous `Pending`.
+    /// Whether the descriptor is ready for `direction` right now, by a zero-timeout
+    /// `poll(2)`: for waits that follow no operation, whose readiness edge may have come
+    /// (and gone unobserved) before they registered. Errors and hang-ups count as ready.
+    pub(crate) fn ready_now(&self, direction: usize) -> bool {
+        let mut pollfd = libc::pollfd {
+            fd: self.fd,
+            events: if direction == READ {
+                libc::POLLIN
+            } else {
+                libc::POLLOUT
+            },
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the descriptor is open while the source is registered.
+        unsafe { libc::poll(&mut pollfd, 1, 0) > 0 }
+    }
+
+    /// `AsyncRead`/`AsyncWrite` style readiness. With `tick` (read before an operation
+    /// that would block), `Ready` at once if an event came since. Without, `Ready` if the
+    /// descriptor is ready now ([`ready_now`](Source::ready_now)). Otherwise `Pending`,
+    /// and `Ready` once an event came for `direction` after the previous `Pending`.
     pub(crate) fn poll_ready(
         &self,
         direction: usize,
+        tick: Option<u64>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        let tick = match tick {
+            Some(tick) => tick,
+            None => {
+                let mut state = lock(&self.state);
+                let dir = &mut state[direction];
+                // An event since our previous `Pending`.
+                if dir.poll_tick.is_some_and(|t| t != dir.tick) {
+                    dir.poll_tick = None;
+                    dir.poll_waker = None;
+                    return Poll::Ready(Ok(()));
+                }
+                let tick = dir.tick;
+                drop(state);
+                if self.ready_now(direction) {
+                    return Poll::Ready(Ok(()));
+                }
+                tick
+            }
+        };
         let mut state = lock(&self.state);
+        // Under the lock: `Reactor::close` sets the flag, then fires every source under
+        // its lock, so either it fires our waker or we see the flag.
+        if self.reactor.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
         let dir = &mut state[direction];
-        if dir.poll_tick.is_some_and(|tick| tick != dir.tick) {
+        if dir.tick != tick {
             dir.poll_tick = None;
             dir.poll_waker = None;
             return Poll::Ready(Ok(()));
         }
-        dir.poll_tick.get_or_insert(dir.tick);
+        dir.poll_tick = Some(tick);
         // A second task polling the same direction takes the slot over; the first is woken
         // to poll again, so they take turns instead of one waiting for ever.
         let displaced = match &mut dir.poll_waker {
             Some(waker) if waker.will_wake(cx.waker()) => None,
             slot => slot.replace(cx.waker().clone()),
         };
-        let armed = self.arm(&state);
         drop(state);
         if let Some(waker) = displaced {
             waker.wake();
         }
-        armed?;
         Poll::Pending
     }
 
-    /// Registers a future-style waiter; returns its slot.
-    pub(crate) fn add_waiter(&self, direction: usize, waker: &Waker) -> io::Result<usize> {
+    /// Registers a future-style waiter; returns its slot, or `None` if `direction` is
+    /// ready already. With `tick` (read before an operation that would block), ready
+    /// means an event came since; without, that the descriptor is ready now
+    /// ([`ready_now`](Source::ready_now)).
+    pub(crate) fn add_waiter(
+        &self,
+        direction: usize,
+        tick: Option<u64>,
+        waker: &Waker,
+    ) -> io::Result<Option<usize>> {
+        let tick = match tick {
+            Some(tick) => tick,
+            None => {
+                let tick = self.tick(direction);
+                if self.ready_now(direction) {
+                    return Ok(None);
+                }
+                tick
+            }
+        };
+        let mut state = lock(&self.state);
+        // Under the lock, as in `poll_ready`.
         if self.reactor.is_closed() {
             return Err(closed_error());
         }
-        let mut state = lock(&self.state);
-        let slot = state[direction].waiters.insert(Some(waker.clone()));
-        if let Err(error) = self.arm(&state) {
-            state[direction].waiters.remove(slot);
-            return Err(error);
+        if state[direction].tick != tick {
+            return Ok(None);
         }
-        Ok(slot)
+        Ok(Some(state[direction].waiters.insert(Some(waker.clone()))))
     }
 
     /// Checks a waiter: `true` (and the slot is freed) if it fired, else its waker is

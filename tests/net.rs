@@ -714,3 +714,39 @@ fn a_socket_whose_runtime_shut_down_gives_an_error_instead_of_hanging() {
     .unwrap_err();
     assert!(error.to_string().contains("has shut down"), "{error}");
 }
+
+#[test]
+fn readiness_waits_see_data_that_is_already_there_under_edge_triggering() {
+    use std::task::Poll;
+    // The reactor is edge-triggered: the edge for these bytes has been consumed (by a
+    // first wait) before the later waits start. They must still complete, not hang.
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (done, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        green::run(move || {
+            let b = green::io::Async::new(b).unwrap();
+            // Registers the source while nothing is readable.
+            green::await_blocking(std::future::poll_fn(|cx| {
+                assert!(b.poll_readable(cx).is_pending());
+                Poll::Ready(())
+            }));
+            (&a).write_all(b"x").unwrap();
+            green::await_blocking(b.readable()).unwrap();
+            // The edge is gone, the byte is still there.
+            green::await_blocking(b.readable()).unwrap();
+            green::await_blocking(b.readable()).unwrap();
+            green::await_blocking(std::future::poll_fn(|cx| b.poll_readable(cx))).unwrap();
+            green::await_blocking(std::future::poll_fn(|cx| b.poll_readable(cx))).unwrap();
+            green::await_blocking(b.writable()).unwrap();
+            green::await_blocking(b.writable()).unwrap();
+            green::await_blocking(std::future::poll_fn(|cx| b.poll_writable(cx))).unwrap();
+            let mut buf = [0; 1];
+            b.read_with(|mut io| io.read(&mut buf)).unwrap();
+            assert_eq!(&buf, b"x");
+        });
+        done.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a readiness wait hung on a ready descriptor");
+}
