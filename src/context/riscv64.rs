@@ -107,12 +107,13 @@ pub(super) unsafe fn resume(
     stack_pointer: *mut u8,
 ) -> (usize, *mut u8) {
     let (reply, saved);
-    // SAFETY: the frame at `stack_pointer` starts with a continuation that keeps the
+    // The frame at `stack_pointer` starts with a continuation that keeps the
     // contract in the module docs, as the caller guarantees: it stores ra in our frame,
     // saves the parent link, restores the fiber and comes back here only through
     // `suspend`, which restores sp and hands over its frame in a2; our loads restore s0
     // and s1. Every other register is declared clobbered. Our frame stays above sp while
     // the fiber runs, so nothing can overwrite it.
+    // SAFETY: by the contract just stated, the asm touches no state it does not restore.
     unsafe {
         asm!(
             // 1. Save what no operand can express: s0 and s1.
@@ -176,11 +177,12 @@ pub(super) unsafe fn resume(
 #[inline(always)]
 pub(super) unsafe fn suspend(arg: usize, stack_top: *mut u8) -> usize {
     let message;
-    // SAFETY: we run on the fiber of `stack_top`, so its header is ours and the parent
+    // We run on the fiber of `stack_top`, so its header is ours and the parent
     // link points at the frame of the `resume` that is waiting for us (module docs). We
     // leave a frame of the same shape on our stack and hand it to `resume` in a2; the
     // next `resume` jumps into it at label 2 with the contract in the module docs. s0, s1
     // and sp come back from our frame; every other register is declared clobbered.
+    // SAFETY: by the contract just stated, the asm touches no state it does not restore.
     unsafe {
         asm!(
             // 1. Store our frame: s0, s1 and where to go on.

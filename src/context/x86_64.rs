@@ -139,12 +139,13 @@ pub(super) unsafe fn resume(
     stack_pointer: *mut u8,
 ) -> (usize, *mut u8) {
     let (reply, saved);
-    // SAFETY: the frame at `stack_pointer` starts with a continuation that keeps the
+    // The frame at `stack_pointer` starts with a continuation that keeps the
     // contract in the module docs, as the caller guarantees: it saves the parent link,
     // restores the fiber and comes back here only through `suspend`, which restores rsp
     // and the control state and hands over its frame in rdx; our pops restore rbx and rbp.
     // Every other register is declared clobbered. The pushes stay above rsp while the
     // fiber runs, so nothing can overwrite them.
+    // SAFETY: by the contract just stated, the asm touches no state it does not restore.
     unsafe {
         asm!(
             // 1. Save what no operand can express: rbp, rbx, our control state.
@@ -191,12 +192,13 @@ pub(super) unsafe fn resume(
 #[inline(always)]
 pub(super) unsafe fn suspend(arg: usize, stack_top: *mut u8) -> usize {
     let message;
-    // SAFETY: we run on the fiber of `stack_top`, so its header is ours and the parent
+    // We run on the fiber of `stack_top`, so its header is ours and the parent
     // link points at the frame of the `resume` that is waiting for us (module docs). We
     // leave a frame of the same shape on our stack and hand it to `resume` in rdx; the
     // next `resume` calls into it at label 2 with the contract in the module docs. rbx,
     // rbp, rsp and the control state come back from our frame; every other register is
     // declared clobbered.
+    // SAFETY: by the contract just stated, the asm touches no state it does not restore.
     unsafe {
         asm!(
             // 1. Push our frame: rbp, rbx, our control state and where to go on.
