@@ -122,12 +122,7 @@ impl<T: AsFd> Async<T> {
     ///
     /// What registering with the reactor returns.
     pub fn readable(&self) -> Ready<'_> {
-        Ready {
-            source: &self.source,
-            direction: READ,
-            tick: None,
-            slot: None,
-        }
+        self.ready(READ, None)
     }
 
     /// Waits until the descriptor is writable, as [`readable`](Async::readable).
@@ -136,12 +131,7 @@ impl<T: AsFd> Async<T> {
     ///
     /// What registering with the reactor returns.
     pub fn writable(&self) -> Ready<'_> {
-        Ready {
-            source: &self.source,
-            direction: WRITE,
-            tick: None,
-            slot: None,
-        }
+        self.ready(WRITE, None)
     }
 
     /// Runs `op` until it does not fail with `WouldBlock`, waiting for readability in
@@ -175,11 +165,7 @@ impl<T: AsFd> Async<T> {
         let in_fiber = crate::in_fiber();
         loop {
             // The tick before the operation: an edge after it failed is not lost.
-            let tick = if in_fiber {
-                Some(self.source.tick(direction))
-            } else {
-                None
-            };
+            let tick = in_fiber.then(|| self.source.tick(direction));
             match op(self.get_ref()) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 result => return result,
@@ -206,18 +192,23 @@ impl<T: AsFd> Async<T> {
         if !crate::in_fiber() {
             return poll_fd(self.get_ref().as_fd(), direction, deadline);
         }
-        let ready = Ready {
-            source: &self.source,
-            direction,
-            tick,
-            slot: None,
-        };
+        let ready = self.ready(direction, tick);
         match deadline {
             None => crate::await_blocking(ready),
             Some(deadline) => crate::await_blocking(WithDeadline {
                 ready,
                 timer: Timer::at(deadline),
             }),
+        }
+    }
+
+    /// A readiness wait for `direction`; see [`Ready`] for `tick`.
+    fn ready(&self, direction: usize, tick: Option<u64>) -> Ready<'_> {
+        Ready {
+            source: &self.source,
+            direction,
+            tick,
+            slot: None,
         }
     }
 

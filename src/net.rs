@@ -57,6 +57,42 @@
 //! make nonblocking, so it is done here with `socket(SOCK_NONBLOCK)` and `connect(2)`
 //! (`EINPROGRESS`, then wait for writability and read `SO_ERROR`).
 
+/// The impls every socket type that holds its std socket in `io: Async<_>` shares:
+/// `AsFd`, `AsRawFd`, `Debug` (the std socket's), and the conversion back to the std
+/// type (deregistered, in blocking mode again).
+macro_rules! registered_socket_impls {
+    ($socket:ty, $std:ty) => {
+        impl TryFrom<$socket> for $std {
+            type Error = ::std::io::Error;
+
+            /// Deregisters the socket and puts it back in blocking mode.
+            fn try_from(socket: $socket) -> ::std::io::Result<$std> {
+                let socket = socket.io.into_inner()?;
+                socket.set_nonblocking(false)?;
+                Ok(socket)
+            }
+        }
+
+        impl ::std::os::fd::AsFd for $socket {
+            fn as_fd(&self) -> ::std::os::fd::BorrowedFd<'_> {
+                ::std::os::fd::AsFd::as_fd(self.io.get_ref())
+            }
+        }
+
+        impl ::std::os::fd::AsRawFd for $socket {
+            fn as_raw_fd(&self) -> ::std::os::fd::RawFd {
+                ::std::os::fd::AsRawFd::as_raw_fd(self.io.get_ref())
+            }
+        }
+
+        impl ::std::fmt::Debug for $socket {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Debug::fmt(self.io.get_ref(), f)
+            }
+        }
+    };
+}
+
 mod addr;
 mod stream;
 mod tcp;

@@ -405,10 +405,15 @@ impl StackPool {
     ///
     /// As [`Stack::new`], when the pool is empty and mapping a new stack fails.
     pub fn get(&mut self) -> io::Result<Stack> {
-        match self.warm.pop().or_else(|| self.cold.pop()) {
+        match self.pop_idle() {
             Some(stack) => Ok(stack),
             None => Stack::new(self.stack_size),
         }
+    }
+
+    /// The most recently freed warm stack, else a cold one.
+    fn pop_idle(&mut self) -> Option<Stack> {
+        self.warm.pop().or_else(|| self.cold.pop())
     }
 
     /// Gives a stack back. A stack of another size is unmapped.
@@ -457,61 +462,50 @@ thread_local! {
     static POOLS: RefCell<Vec<StackPool>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` on this thread's pool for stacks of `size` (page-rounded) bytes, made if
+/// missing; `None` while the thread exits and its pools are gone.
+fn with_pool<R>(size: usize, f: impl FnOnce(&mut StackPool) -> R) -> Option<R> {
+    POOLS
+        .try_with(|pools| {
+            let mut pools = pools.borrow_mut();
+            let index = match pools.iter().position(|p| p.stack_size == size) {
+                Some(index) => index,
+                None => {
+                    pools.push(StackPool::new(size).ok()?);
+                    pools.len() - 1
+                }
+            };
+            Some(f(&mut pools[index]))
+        })
+        .ok()
+        .flatten()
+}
+
 /// Takes a stack of `size` bytes from this thread's pool, or maps a new one.
 pub(crate) fn take(size: usize) -> io::Result<Stack> {
     let size = checked_size(size)?;
-    let pooled = POOLS.try_with(|pools| {
-        let mut pools = pools.borrow_mut();
-        pools
-            .iter_mut()
-            .find(|p| p.stack_size == size)
-            .and_then(|p| p.warm.pop().or_else(|| p.cold.pop()))
-    });
-    match pooled {
-        Ok(Some(stack)) => Ok(stack),
-        _ => Stack::new(size),
+    match with_pool(size, StackPool::pop_idle).flatten() {
+        Some(stack) => Ok(stack),
+        None => Stack::new(size),
     }
 }
 
 /// Checks that a stack of `size` bytes can be had on this thread: one is pooled, or a new
 /// one can be mapped (and is then pooled).
 pub(crate) fn reserve(size: usize) -> io::Result<()> {
-    let checked = checked_size(size)?;
+    let size = checked_size(size)?;
     // The common case: an idle stack is pooled, and nothing needs to move.
-    let pooled = POOLS.try_with(|pools| {
-        pools
-            .borrow()
-            .iter()
-            .any(|p| p.stack_size == checked && !(p.warm.is_empty() && p.cold.is_empty()))
-    });
-    if pooled == Ok(true) {
+    if with_pool(size, |pool| pool.warm() + pool.cold() > 0) == Some(true) {
         return Ok(());
     }
-    give_back(take(size)?);
+    give_back(Stack::new(size)?);
     Ok(())
 }
 
 /// Gives a stack back to this thread's pool (or unmaps it while the thread exits).
 pub(crate) fn give_back(stack: Stack) {
-    let mut stack = Some(stack);
-    let _ = POOLS.try_with(|pools| {
-        let mut pools = pools.borrow_mut();
-        let size = stack.as_ref().map_or(0, Stack::size);
-        let index = match pools.iter().position(|p| p.stack_size == size) {
-            Some(index) => index,
-            None => match StackPool::new(size) {
-                Ok(pool) => {
-                    pools.push(pool);
-                    pools.len() - 1
-                }
-                Err(_) => return,
-            },
-        };
-        if let Some(stack) = stack.take() {
-            pools[index].put(stack);
-        }
-    });
-    drop(stack);
+    // If the pool is gone, the closure, and with it the stack, is dropped: unmapped.
+    with_pool(stack.size(), move |pool| pool.put(stack));
 }
 
 /// Figures about the calling thread's pool for one stack size.
@@ -543,17 +537,12 @@ pub fn thread_pool_stats(stack_size: usize) -> PoolStats {
     let Ok(size) = checked_size(stack_size) else {
         return PoolStats::default();
     };
-    POOLS
-        .try_with(|pools| {
-            let pools = pools.borrow();
-            let pool = pools.iter().find(|p| p.stack_size == size);
-            pool.map_or_else(PoolStats::default, |p| PoolStats {
-                warm: p.warm(),
-                cold: p.cold(),
-                resident_bytes: p.resident_bytes(),
-            })
-        })
-        .unwrap_or_default()
+    with_pool(size, |pool| PoolStats {
+        warm: pool.warm(),
+        cold: pool.cold(),
+        resident_bytes: pool.resident_bytes(),
+    })
+    .unwrap_or_default()
 }
 
 /// Releases the pages of every idle stack in the calling thread's pools (see

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use super::addr::{self, RawAddr};
@@ -125,34 +125,7 @@ impl TryFrom<std::net::TcpListener> for TcpListener {
     }
 }
 
-impl TryFrom<TcpListener> for std::net::TcpListener {
-    type Error = io::Error;
-
-    /// Deregisters the listener and puts it back in blocking mode.
-    fn try_from(listener: TcpListener) -> io::Result<std::net::TcpListener> {
-        let listener = listener.io.into_inner()?;
-        listener.set_nonblocking(false)?;
-        Ok(listener)
-    }
-}
-
-impl AsFd for TcpListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.get_ref().as_fd()
-    }
-}
-
-impl AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.io.get_ref().as_raw_fd()
-    }
-}
-
-impl fmt::Debug for TcpListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.io.get_ref(), f)
-    }
-}
+registered_socket_impls!(TcpListener, std::net::TcpListener);
 
 /// The connections arriving at a [`TcpListener`], from [`TcpListener::incoming`].
 ///

@@ -1,9 +1,7 @@
 //! UDP: [`UdpSocket`].
 
-use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use super::addr;
@@ -255,32 +253,4 @@ impl TryFrom<std::net::UdpSocket> for UdpSocket {
     }
 }
 
-impl TryFrom<UdpSocket> for std::net::UdpSocket {
-    type Error = io::Error;
-
-    /// Deregisters the socket and puts it back in blocking mode. The timeouts are not
-    /// carried over.
-    fn try_from(socket: UdpSocket) -> io::Result<std::net::UdpSocket> {
-        let socket = socket.io.into_inner()?;
-        socket.set_nonblocking(false)?;
-        Ok(socket)
-    }
-}
-
-impl AsFd for UdpSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.get_ref().as_fd()
-    }
-}
-
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.io.get_ref().as_raw_fd()
-    }
-}
-
-impl fmt::Debug for UdpSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.io.get_ref(), f)
-    }
-}
+registered_socket_impls!(UdpSocket, std::net::UdpSocket);

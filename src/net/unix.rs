@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -104,34 +104,7 @@ impl TryFrom<std::os::unix::net::UnixListener> for UnixListener {
     }
 }
 
-impl TryFrom<UnixListener> for std::os::unix::net::UnixListener {
-    type Error = io::Error;
-
-    /// Deregisters the listener and puts it back in blocking mode.
-    fn try_from(listener: UnixListener) -> io::Result<std::os::unix::net::UnixListener> {
-        let listener = listener.io.into_inner()?;
-        listener.set_nonblocking(false)?;
-        Ok(listener)
-    }
-}
-
-impl AsFd for UnixListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.get_ref().as_fd()
-    }
-}
-
-impl AsRawFd for UnixListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.io.get_ref().as_raw_fd()
-    }
-}
-
-impl fmt::Debug for UnixListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.io.get_ref(), f)
-    }
-}
+registered_socket_impls!(UnixListener, std::os::unix::net::UnixListener);
 
 /// The connections arriving at a [`UnixListener`], from [`UnixListener::incoming`].
 ///
