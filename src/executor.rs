@@ -13,7 +13,7 @@ use crate::blocking::Pool;
 use crate::context::stack::{self, DEFAULT_STACK_SIZE};
 use crate::reactor::Reactor;
 use crate::task::{JoinHandle, Task};
-use crate::worker::{self, Message, StallReport, Unstarted, Worker, WorkerShared};
+use crate::worker::{self, Message, Placement, StallReport, Unstarted, Worker, WorkerShared};
 
 /// What every worker of a runtime shares.
 pub(crate) struct RuntimeShared {
@@ -76,6 +76,8 @@ pub struct Builder {
     stall_warning: Option<Duration>,
     /// Where stall reports go; stderr when `None`.
     stall_hook: Option<StallHook>,
+    /// Pin each worker thread to one CPU.
+    pin_workers: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -85,6 +87,7 @@ impl std::fmt::Debug for Builder {
             .field("workers", &self.workers)
             .field("name", &self.name)
             .field("stall_warning", &self.stall_warning)
+            .field("pin_workers", &self.pin_workers)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +100,7 @@ impl Default for Builder {
             name: "green-worker".into(),
             stall_warning: None,
             stall_hook: None,
+            pin_workers: false,
         }
     }
 }
@@ -119,6 +123,30 @@ impl Builder {
     /// The name of the worker threads.
     pub fn name(mut self, name: impl Into<String>) -> Builder {
         self.name = name.into();
+        self
+    }
+
+    /// Pins worker `i` to the `i`-th CPU the process may run on (round robin when there
+    /// are more workers than CPUs). Off by default.
+    ///
+    /// A started fiber never leaves its worker, so a pinned worker is a CPU: a connection
+    /// accepted with [`TcpListener::accept`](crate::net::TcpListener::accept) is then
+    /// served on the CPU that handles its packets (see [Placement](Runtime#placement)),
+    /// with its socket buffers in that CPU's cache. This is the thread-per-core layout of
+    /// a dedicated server. Leave it off when the runtime shares the machine: a pinned
+    /// worker cannot move to an idle CPU when another process (or another runtime, which
+    /// pins to the same CPUs) keeps its own CPU busy.
+    ///
+    /// Pinning is best effort: where `sched_setaffinity` is refused, workers run unpinned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runtime = green::Runtime::builder().workers(2).pin_workers(true).build().unwrap();
+    /// assert_eq!(runtime.run(|| 1 + 1), 2);
+    /// ```
+    pub fn pin_workers(mut self, pin: bool) -> Builder {
+        self.pin_workers = pin;
         self
     }
 
@@ -187,6 +215,11 @@ impl Builder {
             stack_size: self.stack_size,
             pool: Pool::new(),
         });
+        let cpus = if self.pin_workers {
+            allowed_cpus()
+        } else {
+            Vec::new()
+        };
         let (exited_sender, exited) = mpsc::channel();
         let mut runtime = Runtime {
             shared: shared.clone(),
@@ -198,8 +231,12 @@ impl Builder {
             let (runtime_shared, worker_shared, exited_sender) =
                 (shared.clone(), worker_shared.clone(), exited_sender.clone());
             let name = format!("{}-{}", self.name, worker_shared.index);
+            let cpu = (!cpus.is_empty()).then(|| cpus[worker_shared.index % cpus.len()]);
             // On error, `runtime` drops here and stops the workers already started.
             let thread = thread::Builder::new().name(name).spawn(move || {
+                if let Some(cpu) = cpu {
+                    pin_thread(cpu);
+                }
                 Worker::new(runtime_shared, worker_shared).run();
                 let _ = exited_sender.send(thread::current().id());
             })?;
@@ -228,6 +265,33 @@ impl Builder {
     }
 }
 
+/// The CPUs the calling thread may run on; empty if that cannot be read.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
+    let result =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if result != 0 {
+        return Vec::new();
+    }
+    let bits = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `CPU_ISSET` reads the set for an index below its size in bits.
+    (0..bits)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Pins the calling thread to `cpu`; best effort (a refusal leaves it unpinned).
+fn pin_thread(cpu: usize) {
+    // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` came from `allowed_cpus`, so it is below the set's size in bits.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
 /// A green runtime: `n` workers (one OS thread each), each with its own run queue and
 /// reactor, that run fibers.
 ///
@@ -235,11 +299,24 @@ impl Builder {
 ///
 /// ```text
 ///   spawn from a fiber       ─► the spawner's own worker (no cross-thread traffic; the
-///                               child often runs right after the parent parks on join)
+///                               child often runs right after the parent parks on join),
+///                               unless another worker has fewer fibers by more than one:
+///                               then that worker, for good (it is not stolen back)
+///   ... right after accept   ─► the worker on the CPU that handled the connection's
+///                               packets, if its load is within a quarter of the least
+///                               loaded worker's (see TcpListener::accept)
 ///   spawn from a plain thread ─► the workers in turn (round robin)
 ///   spawn_local (!Send)       ─► the spawner's worker, for good
-///   an idle worker            ─► steals tasks that have not started from the others
+///   an idle worker            ─► steals tasks that have not started from a worker that
+///                               has at least two fibers more than itself
 /// ```
+///
+/// A worker's load is its number of fibers, running, parked or waiting to start. A busy
+/// worker never steals, so comparing loads at spawn time is what spreads long-lived
+/// fibers (one per connection, say) that a single fiber spawns; stealing only from a more
+/// loaded worker keeps an idle moment from undoing that. With
+/// [`Builder::pin_workers`] each worker is one CPU, and a connection's fiber runs where
+/// its packets are handled.
 ///
 /// A fiber that has started never changes worker: its stack may hold addresses of the
 /// thread's thread-local variables (LLVM caches them across calls), so resuming it on
@@ -442,7 +519,8 @@ impl Handle {
     /// Spawns a fiber running `f`.
     ///
     /// From one of the runtime's fibers, the fiber is placed on the same worker (an idle
-    /// worker may steal it before it starts); from another thread, on the workers in turn.
+    /// worker may steal it before it starts) unless another worker has fewer fibers; from
+    /// another thread, on the workers in turn. See [Placement](Runtime#placement).
     ///
     /// # Panics
     ///
@@ -490,7 +568,19 @@ where
     worker::with_worker(|worker| match worker {
         Some(worker) if Arc::ptr_eq(&worker.runtime, shared) => {
             stack::reserve(shared.stack_size)?;
-            worker.place(Unstarted::new(task));
+            match worker.placement(worker::take_near_cpu()) {
+                Placement::Here => worker.place(Unstarted::new(task)),
+                Placement::Pinned(index) if index == worker.shared.index => {
+                    worker.place_local(Unstarted::new(task))
+                }
+                Placement::Pinned(index) => {
+                    let target = &shared.workers[index];
+                    // Counted at once, so that the next spawns see it before the target
+                    // takes the message and publishes its load.
+                    target.load.fetch_add(1, Ordering::Relaxed);
+                    target.send(Message::SpawnPinned(Unstarted::new(task)))
+                }
+            }
             Ok::<(), io::Error>(())
         }
         _ => {

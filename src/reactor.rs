@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -117,7 +117,6 @@ impl Reactor {
             self.poller
                 .add_with_mode(&fd, Event::all(key), PollMode::Edge)?;
         }
-        use std::os::fd::AsRawFd;
         let source = Arc::new(Source {
             reactor: self.clone(),
             fd: fd.as_raw_fd(),
@@ -165,6 +164,31 @@ impl Reactor {
             .keys()
             .next()
             .map(|(deadline, _)| deadline.saturating_duration_since(now))
+    }
+
+    /// Whether the poller holds events that a wait would return now: a zero-timeout
+    /// `poll(2)` on the epoll descriptor, one system call, where a wait of the poller with
+    /// a zero timeout makes five (it re-arms its timer and its notifier each time).
+    pub(crate) fn has_events(&self) -> bool {
+        let mut pollfd = libc::pollfd {
+            fd: self.poller.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the poller's descriptor is open while `self` lives.
+        unsafe { libc::poll(&mut pollfd, 1, 0) > 0 }
+    }
+
+    /// Wakes what is ready now, without waiting: fires the due timers, and dispatches
+    /// I/O events if there are any ([`has_events`](Reactor::has_events)).
+    pub(crate) fn react_now(&self) {
+        if self.has_events() {
+            let _ = self.react(Some(Duration::ZERO));
+            return;
+        }
+        let mut wakers = Vec::new();
+        self.fire_timers(&mut wakers);
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Waits for I/O events or the next timer, at most `timeout` (`None`: no limit), and

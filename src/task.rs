@@ -22,7 +22,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use crate::worker::WorkerShared;
@@ -48,7 +48,13 @@ pub(crate) struct Header {
     pub(crate) cancelled: AtomicBool,
     /// The waker vtable of the `Task<T>` this header heads.
     pub(crate) vtable: &'static RawWakerVTable,
+    /// A CPU the fiber's next spawn should run near (see `Worker::placement`), or
+    /// `NO_CPU`. Set and taken by the fiber itself.
+    pub(crate) near_cpu: AtomicUsize,
 }
+
+/// `Header::near_cpu` when there is no hint.
+pub(crate) const NO_CPU: usize = usize::MAX;
 
 impl Header {
     /// Wakes the fiber: schedules it if it is parked, else leaves a notification.
@@ -156,6 +162,7 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
                 worker: WorkerCell(AtomicPtr::new(std::ptr::null_mut())),
                 cancelled: AtomicBool::new(false),
                 vtable: vtable::<T, F>(),
+                near_cpu: AtomicUsize::new(NO_CPU),
             },
             join: JoinCell {
                 state: AtomicU8::new(0),

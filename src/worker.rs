@@ -1,19 +1,24 @@
 //! A worker: one OS thread, its fibers, its run queue and its reactor.
 //!
 //! ```text
-//!   spawn in a fiber ──► own spawn queue + a "start" mark in the local queue
+//!   spawn in a fiber ──► own spawn queue (stealable) + a "start" mark in the local queue,
+//!                        or, if a sibling's load is lower, that sibling's injector, to
+//!                        start there for good (a "pinned" spawn, never stolen)
 //!   spawn from outside ──► some worker's injector (round robin) ──► its spawn queue
 //!   wake on this thread ──► local queue          wake from elsewhere ──► injector
 //!                                                (+ Poller::notify if the worker sleeps)
 //!   loop:
-//!     1. move the injector's messages into the local queue / spawn queue
+//!     1. move the injector's messages into the local queue / spawn queues
 //!     2. pop the local queue (FIFO, so fibers take turns):
 //!          a fiber id  -> resume it
-//!          a "start"   -> create the fiber of the next task in the spawn queue, resume it
-//!        every 256 resumes, poll the reactor without blocking so that I/O cannot starve
+//!          a "start"   -> create the fiber of the next task in its spawn queue, resume it
+//!        every 64 resumes, poll the reactor without blocking so that I/O cannot starve
 //!     3. nothing to run: steal a task that has not started from another worker's spawn
 //!        queue; failing that, wait in the reactor for an event, a timer or a message
 //! ```
+//!
+//! A runtime with one worker has nobody to steal for: its spawns all go to the local
+//! spawn queue, a plain `VecDeque`, and skip the shared queue's atomics.
 //!
 //! Only tasks that have not started move between workers. A started fiber stays on its
 //! worker for good: its stack may hold addresses of the thread's thread-local variables
@@ -27,7 +32,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{RawWaker, Waker};
 use std::time::Duration;
@@ -39,16 +44,28 @@ use crate::context::stack;
 use crate::executor::RuntimeShared;
 use crate::fiber::{Fiber, ForcedUnwind, Resume, Suspender};
 use crate::reactor::{Reactor, lock};
-use crate::task::{CompleteOnDrop, Header, IDLE, JoinError, PARKED, Task};
+use crate::task::{CompleteOnDrop, Header, IDLE, JoinError, NO_CPU, PARKED, Task};
 
 /// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
-const REACT_EVERY: u32 = 256;
+/// A poll that finds nothing costs one system call (see `Reactor::react_now`).
+const REACT_EVERY: u32 = 64;
+
+/// Resumes between two looks at which CPU the worker's thread runs on (each costs a few
+/// nanoseconds); must divide `REACT_EVERY`.
+const NOTE_CPU_EVERY: u32 = 16;
 
 /// How long an idle worker looks for work before it sleeps, when it has sibling workers.
 const SPIN: Duration = Duration::from_micros(10);
 
+/// How many more fibers than a sibling a worker may have before a fiber it spawns goes
+/// to that sibling (see `Worker::placement`).
+const BALANCE_SLACK: usize = 1;
+
 /// Local queue entry meaning "start the next task of the spawn queue".
 const START: u64 = u64::MAX;
+
+/// Local queue entry meaning "start the next task of the local spawn queue".
+const START_LOCAL: u64 = u64::MAX - 1;
 
 /// `WorkerShared::running` when no fiber runs.
 const NOT_RUNNING: u64 = u64::MAX;
@@ -61,6 +78,14 @@ pub(crate) struct Cancelled;
 #[inline(never)]
 fn unwind_cancelled() -> ! {
     panic::resume_unwind(Box::new(Cancelled))
+}
+
+/// Where a fiber spawned by a fiber goes; see `Worker::placement`.
+pub(crate) enum Placement {
+    /// On the spawner's worker, where an idle worker may steal it before it starts.
+    Here,
+    /// On the worker with this index, for good.
+    Pinned(usize),
 }
 
 /// A spawned task whose fiber does not exist yet. Any worker may start it.
@@ -121,8 +146,12 @@ where
 pub(crate) enum Message {
     /// Schedule the fiber with this (slot, generation) id.
     Wake(u64),
-    /// A task spawned from outside the runtime.
+    /// A task spawned from outside the runtime: queued to start here; any worker may
+    /// steal it until it does.
     Spawn(Unstarted),
+    /// A task another worker chose this worker for, to balance their loads: it starts
+    /// here, and is not stolen (that would undo the choice).
+    SpawnPinned(Unstarted),
 }
 
 /// The part of a worker other threads use.
@@ -143,6 +172,12 @@ pub(crate) struct WorkerShared {
     pub(crate) ticks: AtomicU64,
     /// Id of the fiber running now, `NOT_RUNNING` between fibers, for the stall monitor.
     pub(crate) running: AtomicU64,
+    /// The worker's fibers plus the tasks queued to start on it, for placement. Written
+    /// only by the worker's thread, so updates are a load and a store.
+    pub(crate) load: AtomicUsize,
+    /// The CPU the worker's thread ran on when it last looked (`NO_CPU` before), for
+    /// placing connections near the CPU that receives their packets.
+    cpu: AtomicUsize,
 }
 
 impl WorkerShared {
@@ -156,6 +191,8 @@ impl WorkerShared {
             reactor: Arc::new(Reactor::new()?),
             ticks: AtomicU64::new(0),
             running: AtomicU64::new(NOT_RUNNING),
+            load: AtomicUsize::new(0),
+            cpu: AtomicUsize::new(NO_CPU),
         })
     }
 
@@ -204,6 +241,12 @@ pub(crate) struct Worker {
     queue: RefCell<VecDeque<u64>>,
     /// Generation given to the next fiber.
     next_generation: Cell<u32>,
+    /// Tasks that start on this worker and no other: balanced placements, and every
+    /// spawn of a runtime with one worker.
+    local_spawns: RefCell<VecDeque<Unstarted>>,
+    /// `START` and `START_LOCAL` marks in `queue`: tasks placed here that have not
+    /// started (or were stolen).
+    starts: Cell<usize>,
 }
 
 /// A fiber in the slab.
@@ -308,6 +351,21 @@ impl Current {
     }
 }
 
+/// Asks that the next fiber the calling fiber spawns run near `cpu` (see
+/// `Worker::placement`). No effect outside fibers.
+pub(crate) fn spawn_near_cpu(cpu: usize) {
+    if let Some(current) = current() {
+        current.header().near_cpu.store(cpu, Ordering::Relaxed);
+    }
+}
+
+/// Takes the calling fiber's CPU hint for its next spawn (`NO_CPU` if none).
+pub(crate) fn take_near_cpu() -> usize {
+    current().map_or(NO_CPU, |c| {
+        c.header().near_cpu.swap(NO_CPU, Ordering::Relaxed)
+    })
+}
+
 impl Worker {
     pub(crate) fn new(runtime: Arc<RuntimeShared>, shared: Arc<WorkerShared>) -> Worker {
         Worker {
@@ -316,12 +374,66 @@ impl Worker {
             fibers: RefCell::new(Slab::new()),
             queue: RefCell::new(VecDeque::new()),
             next_generation: Cell::new(0),
+            local_spawns: RefCell::new(VecDeque::new()),
+            starts: Cell::new(0),
+        }
+    }
+
+    /// Publishes this worker's load (fibers + tasks waiting to start) for placement.
+    #[inline]
+    fn publish_load(&self) {
+        let load = self.fibers.borrow().len() + self.starts.get();
+        self.shared.load.store(load, Ordering::Relaxed);
+    }
+
+    /// Records which CPU this worker's thread runs on (a read of the thread's `rseq`
+    /// area in glibc, no system call).
+    fn note_cpu(&self) {
+        // SAFETY: `sched_getcpu` has no preconditions.
+        let cpu = unsafe { libc::sched_getcpu() };
+        let cpu = usize::try_from(cpu).unwrap_or(NO_CPU);
+        self.shared.cpu.store(cpu, Ordering::Relaxed);
+    }
+
+    /// Where a task spawned by a fiber of this worker should go, given the spawning
+    /// fiber's CPU hint (`NO_CPU` for none).
+    ///
+    /// 1. With a hint (the fiber just accepted a connection, whose packets the kernel
+    ///    handled on that CPU), the worker now running on that CPU, unless its load is
+    ///    more than a quarter (plus [`BALANCE_SLACK`]) above the least loaded worker's:
+    ///    the connection's fiber then runs where its socket buffers are in cache.
+    /// 2. Else this worker, unless a sibling's load is lower by more than
+    ///    [`BALANCE_SLACK`]: spawning here is cheapest (no cross-thread traffic, and the
+    ///    child often runs right after its parent parks on `join`), and idle workers steal
+    ///    what has not started. But a busy worker never steals, so long-lived fibers
+    ///    spawned by one fiber would otherwise all stay with it.
+    #[inline]
+    pub(crate) fn placement(&self, near_cpu: usize) -> Placement {
+        let workers = &self.runtime.workers;
+        if workers.len() < 2 {
+            return Placement::Here;
+        }
+        let load = |w: &WorkerShared| w.load.load(Ordering::Relaxed);
+        let least = workers.iter().map(|w| load(w)).min().unwrap_or(0);
+        if near_cpu != NO_CPU
+            && let Some(near) = workers
+                .iter()
+                .find(|w| w.cpu.load(Ordering::Relaxed) == near_cpu)
+            && load(near) <= least + least / 4 + BALANCE_SLACK
+        {
+            return Placement::Pinned(near.index);
+        }
+        let own = load(&self.shared);
+        match workers.iter().find(|w| load(w) == least) {
+            Some(w) if own > least + BALANCE_SLACK => Placement::Pinned(w.index),
+            _ => Placement::Here,
         }
     }
 
     /// Runs the scheduler until shutdown, then unwinds every fiber.
     pub(crate) fn run(&self) {
         WORKER.with(|w| w.set(self));
+        self.note_cpu();
         let mut resumes = 0u32;
         loop {
             // 1. Messages from other threads.
@@ -332,7 +444,19 @@ impl Worker {
             // 2. The next fiber, in FIFO order.
             let next = self.queue.borrow_mut().pop_front();
             let id = match next {
-                Some(START) => self.shared.spawns.pop().and_then(|task| task.start(self)),
+                Some(mark @ (START | START_LOCAL)) => {
+                    self.starts.set(self.starts.get() - 1);
+                    let task = if mark == START {
+                        self.shared.spawns.pop()
+                    } else {
+                        self.local_spawns.borrow_mut().pop_front()
+                    };
+                    let id = task.and_then(|task| task.start(self));
+                    if id.is_none() {
+                        self.publish_load(); // a stolen task: one less waits here
+                    }
+                    id
+                }
                 Some(id) => Some(id),
                 // 3. Nothing here: take work from another worker, or wait for some.
                 None => match self.steal() {
@@ -346,8 +470,11 @@ impl Worker {
             if let Some(id) = id {
                 self.resume(id);
                 resumes = resumes.wrapping_add(1);
-                if resumes.is_multiple_of(REACT_EVERY) {
-                    let _ = self.shared.reactor.react(Some(Duration::ZERO));
+                if resumes.is_multiple_of(NOTE_CPU_EVERY) {
+                    self.note_cpu();
+                    if resumes.is_multiple_of(REACT_EVERY) {
+                        self.shared.reactor.react_now();
+                    }
                 }
             }
         }
@@ -367,6 +494,7 @@ impl Worker {
             match message {
                 Message::Wake(id) => self.queue.borrow_mut().push_back(id),
                 Message::Spawn(task) => self.place(task),
+                Message::SpawnPinned(task) => self.place_local(task),
             }
         }
     }
@@ -374,27 +502,54 @@ impl Worker {
     /// Puts a task on this worker's spawn queue, with its mark in the local queue. Wakes
     /// a sleeping worker to steal it when this worker already has a backlog.
     pub(crate) fn place(&self, task: Unstarted) {
+        if self.runtime.workers.len() == 1 {
+            return self.place_local(task); // nobody to steal it
+        }
         self.shared.spawns.push(task);
         self.queue.borrow_mut().push_back(START);
+        self.starts.set(self.starts.get() + 1);
+        self.publish_load();
         if self.shared.spawns.len() > 1 && self.runtime.sleepers.load(Ordering::SeqCst) > 0 {
             self.runtime.wake_a_sleeper(self.shared.index);
         }
     }
 
-    /// Takes an unstarted task from another worker.
+    /// Puts a task on this worker's own spawn queue, which other workers do not steal
+    /// from, with its mark in the local queue.
+    pub(crate) fn place_local(&self, task: Unstarted) {
+        self.local_spawns.borrow_mut().push_back(task);
+        self.queue.borrow_mut().push_back(START_LOCAL);
+        self.starts.set(self.starts.get() + 1);
+        self.publish_load();
+    }
+
+    /// Takes an unstarted task from another worker, if that makes the two workers' loads
+    /// closer: the task's fiber will live here for good, so an idle moment must not pull
+    /// long-lived fibers (connections) onto a worker that already has more of them.
     fn steal(&self) -> Option<Unstarted> {
         let workers = &self.runtime.workers;
         let n = workers.len();
         (1..n)
             .map(|offset| &workers[(self.shared.index + offset) % n])
+            .filter(|victim| self.may_steal_from(victim))
             .find_map(|victim| victim.spawns.pop())
+    }
+
+    /// Whether taking a task from `victim` would bring the two loads closer.
+    #[inline]
+    fn may_steal_from(&self, victim: &WorkerShared) -> bool {
+        victim.load.load(Ordering::Relaxed) >= self.shared.load.load(Ordering::Relaxed) + 2
     }
 
     /// Whether anything waits for this worker: a message, a task to steal, shutdown.
     fn has_work(&self) -> bool {
         !self.shared.injector.is_empty()
             || self.runtime.shutdown.load(Ordering::SeqCst)
-            || self.runtime.workers.iter().any(|w| !w.spawns.is_empty())
+            || self
+                .runtime
+                .workers
+                .iter()
+                .any(|w| !w.spawns.is_empty() && self.may_steal_from(w))
     }
 
     /// Waits in the reactor for I/O, a timer or a message.
@@ -402,12 +557,16 @@ impl Worker {
         // 1. With other workers, look for work for a few microseconds before sleeping: a
         //    wake or a spawn from another worker often comes within that time (the other
         //    side of a conversation answers), and sleeping in the reactor then being
-        //    notified costs several system calls on each side.
+        //    notified costs several system calls on each side. I/O events that come
+        //    meanwhile end the spin: the reactor below returns them at once.
         if self.runtime.workers.len() > 1 {
             let start = std::time::Instant::now();
             while start.elapsed() < SPIN {
                 if self.has_work() {
                     return;
+                }
+                if self.shared.reactor.has_events() {
+                    break;
                 }
                 for _ in 0..8 {
                     std::hint::spin_loop();
@@ -424,6 +583,7 @@ impl Worker {
             None
         };
         let _ = self.shared.reactor.react(timeout);
+        self.note_cpu();
         self.shared.sleeping.store(false, Ordering::SeqCst);
         self.runtime.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
@@ -460,6 +620,7 @@ impl Worker {
             // The fiber's closure recorded its result in its task.
             Resume::Finished(()) | Resume::Panicked(_) => {
                 self.fibers.borrow_mut().remove(slot);
+                self.publish_load();
                 drop(fiber);
             }
         }
@@ -502,6 +663,8 @@ impl Worker {
             generation,
             header: &task.header,
         });
+        drop(fibers);
+        self.publish_load();
         Ok(id)
     }
 
@@ -527,6 +690,8 @@ impl Worker {
             // Spawns still queued are dropped: their handles resolve to cancelled.
             while self.shared.injector.pop().is_some() {}
             while self.shared.spawns.pop().is_some() {}
+            let local: Vec<Unstarted> = self.local_spawns.borrow_mut().drain(..).collect();
+            drop(local);
             let entries: Vec<Entry> = self.fibers.borrow_mut().drain().collect();
             if entries.is_empty() {
                 break;

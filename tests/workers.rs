@@ -1,7 +1,6 @@
 //! Behaviour of multi-worker runtimes: placement, stealing, fibers staying on their
 //! thread, I/O across workers, shutdown and the stall warning.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,35 +51,187 @@ fn spawns_from_a_plain_thread_go_to_every_worker() {
 #[test]
 fn an_idle_worker_steals_fibers_that_have_not_started() {
     let runtime = two_workers();
-    let tasks = if NATIVE { 100 } else { 40 };
-    let per_worker = runtime.run(move || {
-        // All spawned from one fiber, so all placed on its worker; each blocks its worker
-        // thread for a moment without suspending, so only stealing spreads them.
-        let handles: Vec<_> = (0..tasks)
+    let tasks = if NATIVE { 40 } else { 20 };
+    let (handles_tx, handles_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    // The hog spawns every task, then blocks its worker's thread (without suspending)
+    // until they have all been joined: those placed on its own worker can only run if the
+    // other worker steals them.
+    let hog = runtime.spawn(move || {
+        let handles: Vec<_> = (0..tasks).map(|_| green::spawn(thread_name)).collect();
+        handles_tx.send(handles).unwrap();
+        // Bounded, so that a failure to steal fails the test rather than hanging it.
+        let _ = release_rx.recv_timeout(Duration::from_secs(20));
+        thread_name()
+    });
+    let names: Vec<String> = handles_rx
+        .recv()
+        .unwrap()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    release_tx.send(()).unwrap();
+    let hog_worker = hog.join().unwrap();
+    assert!(
+        names.iter().all(|n| *n != hog_worker),
+        "a task waited for the blocked worker {hog_worker}: {names:?}"
+    );
+}
+
+#[test]
+fn fibers_spawned_by_one_fiber_spread_over_busy_workers() {
+    // A busy worker never steals, so long-lived fibers spawned by one fiber (connections
+    // from an accept loop) spread only if placement compares the workers' loads.
+    let runtime = two_workers();
+    let fibers = 20;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinning = stop.clone();
+    // Keeps its worker busy: always runnable, never idle.
+    let busy = runtime.spawn(move || {
+        while !spinning.load(Ordering::Relaxed) {
+            green::yield_now();
+        }
+        thread_name()
+    });
+    let spawner = runtime.spawn(move || {
+        let (release_tx, release_rx) = green::sync::channel::<()>();
+        let (ready_tx, ready_rx) = green::sync::channel::<()>();
+        let handles: Vec<_> = (0..fibers)
             .map(|_| {
-                green::spawn(|| {
-                    thread::sleep(Duration::from_millis(1));
+                let (release, ready) = (release_rx.clone(), ready_tx.clone());
+                green::spawn(move || {
+                    ready.send(()).unwrap();
+                    // Parked until every fiber has been spawned: all alive at once.
+                    let _ = release.recv();
                     thread_name()
                 })
             })
             .collect();
-        let mut per_worker = HashMap::new();
-        for handle in handles {
-            *per_worker.entry(handle.join().unwrap()).or_insert(0) += 1;
+        for _ in 0..fibers {
+            ready_rx.recv().unwrap();
         }
-        per_worker
+        drop(release_tx);
+        let names: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (thread_name(), names)
     });
-    assert_eq!(
-        per_worker.len(),
-        2,
-        "one worker ran everything: {per_worker:?}"
+    let (spawner_worker, names) = spawner.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let busy_worker = busy.join().unwrap();
+    assert_ne!(
+        spawner_worker, busy_worker,
+        "both fibers started on one worker"
     );
-    for (worker, count) in &per_worker {
-        assert!(
-            *count >= tasks / 10,
-            "{worker} ran only {count} of {tasks}: {per_worker:?}"
-        );
+    let there = names.iter().filter(|n| **n == busy_worker).count();
+    assert!(
+        (fibers / 3..=fibers * 2 / 3).contains(&there),
+        "{there} of {fibers} fibers went to the busy worker: {names:?}"
+    );
+}
+
+#[test]
+fn pinned_workers_run_on_one_cpu_each() {
+    let cpus = allowed_cpus();
+    let runtime = green::Runtime::builder()
+        .workers(2)
+        .pin_workers(true)
+        .build()
+        .unwrap();
+    // One fiber per worker: the first two spawns from a plain thread go round robin.
+    let masks: Vec<(String, Vec<usize>)> = (0..2)
+        .map(|_| runtime.spawn(|| (thread_name(), allowed_cpus())))
+        .map(|h| h.join().unwrap())
+        .collect();
+    for (worker, mask) in &masks {
+        assert_eq!(mask.len(), 1, "{worker} may run on {mask:?}");
+        assert!(cpus.contains(&mask[0]), "{worker} pinned outside {cpus:?}");
     }
+    if cpus.len() >= 2 && masks[0].0 != masks[1].0 {
+        assert_ne!(masks[0].1, masks[1].1, "two workers pinned to one CPU");
+    }
+}
+
+#[test]
+fn a_connection_is_served_on_the_cpu_that_receives_it() {
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!("skipped: needs two CPUs, has {cpus:?}");
+        return;
+    }
+    let runtime = green::Runtime::builder()
+        .workers(2)
+        .pin_workers(true)
+        .build()
+        .unwrap();
+    let listener = runtime
+        .run(|| green::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let address = listener.local_addr().unwrap();
+    let rounds = 2 * cpus.len().min(2);
+    let acceptor = runtime.spawn(move || {
+        (0..rounds)
+            .map(|_| {
+                let (mut stream, _) = listener.accept().unwrap();
+                // The fiber spawned right after `accept`: placed near the connection.
+                green::spawn(move || {
+                    let mut byte = [0];
+                    stream.read_exact(&mut byte).unwrap();
+                    let cpu = current_cpu();
+                    stream.write_all(&[cpu as u8]).unwrap();
+                })
+                .join()
+                .unwrap();
+            })
+            .count()
+    });
+    for round in 0..rounds {
+        let cpu = cpus[round % 2];
+        // The client: a plain thread pinned to `cpu`, so the kernel handles the
+        // connection's packets there.
+        let served_on = thread::spawn(move || {
+            pin_to(cpu);
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream.write_all(&[0]).unwrap();
+            let mut served_on = [0];
+            stream.read_exact(&mut served_on).unwrap();
+            usize::from(served_on[0])
+        })
+        .join()
+        .unwrap();
+        assert_eq!(served_on, cpu, "round {round}: a client on CPU {cpu}");
+    }
+    assert_eq!(acceptor.join().unwrap(), rounds);
+}
+
+/// The CPUs the calling thread may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: all-zero is an empty `cpu_set_t`, which `sched_getaffinity` fills.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is writable and of the size passed.
+    let result =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(result, 0, "sched_getaffinity failed");
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: the index is below the set's size in bits.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: all-zero is an empty `cpu_set_t`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below the set's size in bits.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is valid and of the size passed.
+    let result =
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(result, 0, "sched_setaffinity failed");
+}
+
+/// The CPU the calling thread runs on.
+fn current_cpu() -> usize {
+    // SAFETY: no preconditions.
+    usize::try_from(unsafe { libc::sched_getcpu() }).expect("sched_getcpu failed")
 }
 
 #[test]

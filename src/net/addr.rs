@@ -227,6 +227,28 @@ pub(crate) fn raise_backlog(listener: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// The CPU that last handled packets received by `socket` (`SO_INCOMING_CPU`), if the
+/// kernel knows one.
+pub(crate) fn incoming_cpu(socket: BorrowedFd<'_>) -> Option<usize> {
+    let mut cpu: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `cpu` and `len` are valid for writes and `len` is the size of `cpu`.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_CPU,
+            (&raw mut cpu).cast(),
+            &mut len,
+        )
+    };
+    if result == 0 {
+        usize::try_from(cpu).ok()
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

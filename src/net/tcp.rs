@@ -75,12 +75,20 @@ impl TcpListener {
 
     /// Accepts a connection: parks the calling fiber until one arrives.
     ///
+    /// The next fiber the calling fiber spawns is placed near the connection: on the
+    /// worker running on the CPU that handled its packets (`SO_INCOMING_CPU`), unless that
+    /// worker is much busier than the others (see [Placement](crate::Runtime#placement)).
+    /// Serving the connection from that fiber keeps its socket buffers in that CPU's cache.
+    ///
     /// # Errors
     ///
     /// What `accept(2)` returns, e.g. `EMFILE` when out of descriptors, or registering
     /// the new socket with the reactor returns.
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.io.read_with(|listener| listener.accept())?;
+        if let Some(cpu) = addr::incoming_cpu(stream.as_fd()) {
+            crate::worker::spawn_near_cpu(cpu);
+        }
         Ok((TcpStream::try_from(stream)?, peer))
     }
 
