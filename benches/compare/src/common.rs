@@ -240,6 +240,11 @@ impl Latencies {
 
 /// Reports throughput and percentiles from every client's latencies.
 pub fn report_tcp(params: &Params, clients: Vec<Latencies>, placement: &str) {
+    report_tcp_as(params, clients, placement, "");
+}
+
+/// As `report_tcp`, with `prefix` before each result key (for a second configuration).
+pub fn report_tcp_as(params: &Params, clients: Vec<Latencies>, placement: &str, prefix: &str) {
     let mut all: Vec<u32> = clients.into_iter().flat_map(|l| l.0).collect();
     if all.is_empty() {
         note("no round trip completed in the window");
@@ -251,13 +256,13 @@ pub fn report_tcp(params: &Params, clients: Vec<Latencies>, placement: &str) {
         f64::from(all[index]) / 1_000.0
     };
     report(
-        "round_trips_per_s",
+        &format!("{prefix}round_trips_per_s"),
         all.len() as f64 / params.tcp_duration.as_secs_f64(),
     );
-    report("p50_us", percentile(0.50));
-    report("p99_us", percentile(0.99));
+    report(&format!("{prefix}p50_us"), percentile(0.50));
+    report(&format!("{prefix}p99_us"), percentile(0.99));
     note(&format!(
-        "{} connections, {} round trips recorded; {placement}",
+        "{prefix}{} connections, {} round trips recorded; {placement}",
         params.connections,
         all.len()
     ));

@@ -414,6 +414,8 @@ struct Row {
     scenario: &'static str,
     key: &'static str,
     label: String,
+    /// The key of the other runtimes' values, when it differs (green-only rows).
+    others: &'static str,
 }
 
 fn rows(params: &Params) -> Vec<Row> {
@@ -421,6 +423,13 @@ fn rows(params: &Params) -> Vec<Row> {
         scenario,
         key,
         label,
+        others: key,
+    };
+    let green_row = |scenario, key, others, label: String| Row {
+        scenario,
+        key,
+        label,
+        others,
     };
     vec![
         row(
@@ -465,6 +474,18 @@ fn rows(params: &Params) -> Vec<Row> {
         ),
         row("tcp_echo", "p50_us", "tcp_echo: p50 latency, µs ↓".into()),
         row("tcp_echo", "p99_us", "tcp_echo: p99 latency, µs ↓".into()),
+        green_row(
+            "tcp_echo",
+            "unpinned_round_trips_per_s",
+            "round_trips_per_s",
+            "tcp_echo, green workers unpinned: round trips/s ↑".into(),
+        ),
+        green_row(
+            "tcp_echo",
+            "unpinned_p99_us",
+            "p99_us",
+            "tcp_echo, green workers unpinned: p99 latency, µs ↓".into(),
+        ),
     ]
 }
 
@@ -503,11 +524,12 @@ fn render(
     out.push('\n');
     for row in rows(params) {
         out.push_str(&format!("| {} |", row.label));
-        let value = |runtime: &str| {
+        let value_of = |runtime: &str, key: &str| {
             outcomes
                 .get(&(row.scenario, runtime))
-                .and_then(|o| o.values.get(row.key).copied())
+                .and_then(|o| o.values.get(key).copied())
         };
+        let value = |runtime: &str| value_of(runtime, row.key);
         for (runtime, _) in RUNTIMES {
             let cell = match outcomes.get(&(row.scenario, runtime)) {
                 Some(Outcome {
@@ -518,7 +540,8 @@ fn render(
             };
             out.push_str(&format!(" {cell} |"));
         }
-        let ratio = match (value("green"), value("tokio")) {
+        // A green-only row compares with tokio's figure for the same measure.
+        let ratio = match (value("green"), value_of("tokio", row.others)) {
             (Some(g), Some(t)) if t > 0.0 => format!("{:.2}x", g / t),
             _ => "–".into(),
         };

@@ -11,8 +11,14 @@ use green::net::{TcpListener, TcpStream};
 use crate::common::{self, Latencies, Params, ParkMeter, Seen, Window};
 
 fn runtime() -> green::Runtime {
+    runtime_pinned(false)
+}
+
+/// Two workers, pinned to CPUs or not (see `Builder::pin_workers`).
+fn runtime_pinned(pin: bool) -> green::Runtime {
     green::Runtime::builder()
         .workers(2)
+        .pin_workers(pin)
         .build()
         .expect("cannot start a green runtime")
 }
@@ -170,15 +176,22 @@ pub fn park_many(params: &Params) -> Result<(), String> {
     Ok(())
 }
 
+/// The echo with pinned workers, as for a dedicated server (the table's main rows), then
+/// with unpinned workers, the default (the rows marked "unpinned").
 pub fn tcp_echo(params: &Params) -> Result<(), String> {
-    let rt = runtime();
+    tcp_echo_with(params, true, "")?;
+    tcp_echo_with(params, false, "unpinned_")
+}
+
+fn tcp_echo_with(params: &Params, pin: bool, prefix: &str) -> Result<(), String> {
+    let rt = runtime_pinned(pin);
     let listener = rt
         .run(|| TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| e.to_string())?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let connections = params.connections;
-    // The acceptor spawns a fiber per connection, from a fiber: on its own worker (an
-    // idle worker may steal the ones that have not started).
+    // The acceptor spawns a fiber per connection, from a fiber: green places each near the
+    // CPU that handled the connection's packets (`TcpListener::accept`), or by load.
     let acceptor = rt.spawn(move || {
         let mut servers = Vec::with_capacity(connections);
         for _ in 0..connections {
@@ -236,6 +249,6 @@ pub fn tcp_echo(params: &Params) -> Result<(), String> {
         common::placement("clients", &client_threads),
         common::placement("server fibers", &server_threads)
     );
-    common::report_tcp(params, all, &placement);
+    common::report_tcp_as(params, all, &placement, prefix);
     Ok(())
 }
