@@ -80,19 +80,19 @@ impl WorkerCell {
         unsafe { self.0.load(Ordering::Acquire).as_ref() }
     }
 
-    /// Sets the worker; only the first call has an effect.
+    /// Sets the worker.
+    ///
+    /// Called once per task, by the worker that creates the task's fiber, before the
+    /// fiber runs (so before any waker of it exists); `JoinHandle::abort` may read the
+    /// cell meanwhile from another thread, hence the atomic.
     pub(crate) fn set(&self, worker: Arc<WorkerShared>) {
-        let raw = Arc::into_raw(worker).cast_mut();
-        let set = self.0.compare_exchange(
-            std::ptr::null_mut(),
-            raw,
-            Ordering::AcqRel,
-            Ordering::Acquire,
+        debug_assert!(
+            self.0.load(Ordering::Relaxed).is_null(),
+            "a task's worker is set once"
         );
-        if set.is_err() {
-            // SAFETY: `raw` came from `Arc::into_raw` just above and was not stored.
-            drop(unsafe { Arc::from_raw(raw) });
-        }
+        // A store, not a compare-exchange: only this call writes the cell.
+        self.0
+            .store(Arc::into_raw(worker).cast_mut(), Ordering::Release);
     }
 }
 
