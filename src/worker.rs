@@ -399,7 +399,7 @@ impl Worker {
     /// fiber's CPU hint (`NO_CPU` for none).
     ///
     /// 1. With a hint (the fiber just accepted a connection, whose packets the kernel
-    ///    handled on that CPU), the worker now running on that CPU, unless its load is
+    ///    handled on that CPU), the one worker last seen on that CPU, unless its load is
     ///    more than a quarter (plus [`BALANCE_SLACK`]) above the least loaded worker's:
     ///    the connection's fiber then runs where its socket buffers are in cache.
     /// 2. Else this worker, unless a sibling's load is lower by more than
@@ -415,13 +415,16 @@ impl Worker {
         }
         let load = |w: &WorkerShared| w.load.load(Ordering::Relaxed);
         let least = workers.iter().map(|w| load(w)).min().unwrap_or(0);
-        if near_cpu != NO_CPU
-            && let Some(near) = workers
+        if near_cpu != NO_CPU {
+            // Unpinned workers may both have been seen on that CPU lately: no hint then.
+            let mut on_cpu = workers
                 .iter()
-                .find(|w| w.cpu.load(Ordering::Relaxed) == near_cpu)
-            && load(near) <= least + least / 4 + BALANCE_SLACK
-        {
-            return Placement::Pinned(near.index);
+                .filter(|w| w.cpu.load(Ordering::Relaxed) == near_cpu);
+            if let (Some(near), None) = (on_cpu.next(), on_cpu.next())
+                && load(near) <= least + least / 4 + BALANCE_SLACK
+            {
+                return Placement::Pinned(near.index);
+            }
         }
         let own = load(&self.shared);
         match workers.iter().find(|w| load(w) == least) {

@@ -262,7 +262,7 @@ pub fn report_tcp_as(params: &Params, clients: Vec<Latencies>, placement: &str, 
     report(&format!("{prefix}p50_us"), percentile(0.50));
     report(&format!("{prefix}p99_us"), percentile(0.99));
     note(&format!(
-        "{prefix}{} connections, {} round trips recorded; {placement}",
+        "{} connections, {} round trips recorded; {placement}",
         params.connections,
         all.len()
     ));

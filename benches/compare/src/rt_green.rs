@@ -245,7 +245,8 @@ fn tcp_echo_with(params: &Params, pin: bool, prefix: &str) -> Result<(), String>
         .map(|s| s.join().map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     let placement = format!(
-        "{}; {}",
+        "{} workers; {}; {}",
+        if pin { "pinned" } else { "unpinned" },
         common::placement("clients", &client_threads),
         common::placement("server fibers", &server_threads)
     );
