@@ -231,8 +231,7 @@ impl<T: 'static> Fiber<T> {
         overflow::ensure_handler();
         let top = stack.top();
         let align = mem::align_of::<F>().max(16);
-        let needed = HEADER_SIZE + GUARD_SIZE + mem::size_of::<F>() + align + INITIAL_FRAME_SIZE;
-        if needed > stack.size() / 4 {
+        if !closure_fits(mem::size_of::<F>(), mem::align_of::<F>(), stack.size()) {
             stack::give_back(stack);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -272,6 +271,13 @@ impl<T: 'static> Fiber<T> {
             _marker: PhantomData,
         })
     }
+}
+
+/// Whether a closure of `size` bytes aligned to `align` fits a stack of `stack_size`
+/// bytes: with the switch header, the guard and the initial frame, in a quarter of it.
+pub(crate) fn closure_fits(size: usize, align: usize, stack_size: usize) -> bool {
+    let needed = HEADER_SIZE + GUARD_SIZE + size + align.max(16) + INITIAL_FRAME_SIZE;
+    needed <= stack_size / 4
 }
 
 impl<T> Fiber<T> {

@@ -182,6 +182,10 @@ impl Reactor {
     /// Wakes what is ready now, without waiting: fires the due timers, and dispatches
     /// I/O events if there are any ([`has_events`](Reactor::has_events)).
     pub(crate) fn react_now(&self) {
+        // Nothing registered: nothing can be ready (messages go through the injector).
+        if lock(&self.sources).is_empty() && lock(&self.timers).is_empty() {
+            return;
+        }
         if self.has_events() {
             let _ = self.react(Some(Duration::ZERO));
             return;

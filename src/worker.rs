@@ -126,10 +126,12 @@ where
     fn start(self: Arc<Self>, worker: &Worker) -> Option<u64> {
         // SAFETY: the task was popped from a queue by this worker, once.
         let f = unsafe { self.take_closure() }?;
-        match worker.start_fiber(self.clone(), f) {
+        match worker.start_fiber(self, f) {
             Ok(id) => Some(id),
-            Err(error) => {
-                self.join.complete(Err(JoinError::not_started(error)));
+            Err((error, task)) => {
+                if let Some(task) = task {
+                    task.join.complete(Err(JoinError::not_started(error)));
+                }
                 None
             }
         }
@@ -630,16 +632,50 @@ impl Worker {
     }
 
     /// Creates the fiber for a task on this worker; returns its id. The fiber runs `f`
-    /// and stores its result, a panic or a cancellation in the task.
-    pub(crate) fn start_fiber<T, F, G>(&self, task: Arc<Task<T, G>>, f: F) -> std::io::Result<u64>
+    /// and stores its result, a panic or a cancellation in the task, whose reference it
+    /// takes over (no count changes hands). On failure the task comes back with the
+    /// error, for the caller to report; `None` if it was already resolved (cancelled).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn start_fiber<T, F, G>(
+        &self,
+        task: Arc<Task<T, G>>,
+        f: F,
+    ) -> Result<u64, (std::io::Error, Option<Arc<Task<T, G>>>)>
     where
         F: FnOnce() -> T + 'static,
         T: Send + 'static,
         G: Send + 'static,
     {
-        // Take the stack first: if that fails, the caller reports why.
-        let stack = stack::take(self.runtime.stack_size)?;
-        let guard = CompleteOnDrop(task.clone());
+        // The fiber's closure holds the task and `f`: check that it fits before the task
+        // moves into it (with room for the closure's padding).
+        let (size, align) = (
+            std::mem::size_of::<(CompleteOnDrop<T, G>, F)>(),
+            std::mem::align_of::<(CompleteOnDrop<T, G>, F)>(),
+        );
+        if !crate::fiber::closure_fits(size + align, align, self.runtime.stack_size) {
+            let error = std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "a fiber closure of {size} bytes does not fit a stack of {} bytes",
+                    self.runtime.stack_size
+                ),
+            );
+            return Err((error, Some(task)));
+        }
+        let stack = match stack::take(self.runtime.stack_size) {
+            Ok(stack) => stack,
+            Err(error) => return Err((error, Some(task))),
+        };
+        // What needs the task before the fiber's closure owns it.
+        task.header.worker.set(self.shared.clone());
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation.wrapping_add(1));
+        let slot = self.fibers.borrow().vacant_key();
+        let id = slot as u64 | (generation as u64) << 32;
+        task.header.id.store(id, Ordering::Relaxed);
+        // Valid while the fiber lives: its closure keeps the task alive.
+        let header: *const Header = &task.header;
+        let guard = CompleteOnDrop(task);
         let fiber = Fiber::with_stack(stack, move |_: &Suspender| {
             let guard = guard;
             if guard.0.header.cancelled.load(Ordering::Acquire) {
@@ -653,19 +689,16 @@ impl Worker {
                 Err(payload) => Err(JoinError::panic(payload)),
             };
             guard.0.join.complete(result);
-        })?;
-        task.header.worker.set(self.shared.clone());
-        let generation = self.next_generation.get();
-        self.next_generation.set(generation.wrapping_add(1));
+        })
+        // Checked above; should it fail anyway, the dropped closure cancelled the task.
+        .map_err(|error| (error, None))?;
         let mut fibers = self.fibers.borrow_mut();
-        let entry = fibers.vacant_entry();
-        let id = entry.key() as u64 | (generation as u64) << 32;
-        task.header.id.store(id, Ordering::Relaxed);
-        entry.insert(Entry {
+        let key = fibers.insert(Entry {
             fiber: Some(fiber),
             generation,
-            header: &task.header,
+            header,
         });
+        debug_assert_eq!(key, slot);
         drop(fibers);
         self.publish_load();
         Ok(id)
@@ -678,7 +711,7 @@ impl Worker {
         T: Send + 'static,
         G: Send + 'static,
     {
-        let id = self.start_fiber(task, f)?;
+        let id = self.start_fiber(task, f).map_err(|(error, _)| error)?;
         self.queue.borrow_mut().push_back(id);
         Ok(())
     }

@@ -473,6 +473,23 @@ fn zero_and_absurd_stack_sizes_are_refused_with_a_clear_error() {
 }
 
 #[test]
+fn a_closure_too_large_for_the_stack_gives_a_start_error() {
+    let runtime = green::Runtime::builder()
+        .workers(1)
+        .stack_size(16 * 1024)
+        .build()
+        .unwrap();
+    // Made on this thread's stack: a 16 KiB fiber could not even build it.
+    let big = [7u8; 8 * 1024];
+    let error = runtime.spawn(move || big[0]).join().unwrap_err();
+    let start = error.start_error().expect("a start error");
+    assert_eq!(start.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(start.to_string().contains("does not fit"), "{start}");
+    // The runtime is unharmed.
+    assert_eq!(runtime.run(|| 1 + 1), 2);
+}
+
+#[test]
 fn a_custom_stack_size_holds_deep_recursion() {
     fn depth(n: u32) -> u32 {
         let frame = std::hint::black_box([n; 256]);
