@@ -5,8 +5,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
 
-use crate::reactor::lock;
-
+use super::spin::SpinLock;
 use super::wait_queue::Waiters;
 
 /// A channel's shared state.
@@ -16,7 +15,7 @@ use super::wait_queue::Waiters;
 /// between a check and a registration, and one with nobody waiting costs nothing.
 pub(super) struct Channel<T> {
     /// Values, waiters, and who is still connected.
-    pub(super) state: std::sync::Mutex<ChannelState<T>>,
+    pub(super) state: SpinLock<ChannelState<T>>,
     /// Most values queued; `usize::MAX` for unbounded.
     pub(super) capacity: usize,
 }
@@ -67,7 +66,7 @@ impl<T> Channel<T> {
             key: None,
         };
         poll_fn(|cx| {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock();
             if let Some((value, waker)) = attempt(&mut state) {
                 // Done: a notification received meanwhile is consumed.
                 state.waiters(side).remove(&mut waiter.key);
@@ -100,7 +99,7 @@ impl<T> Drop for ChannelWaiter<'_, T> {
             return;
         }
         let waker = {
-            let mut state = lock(&self.channel.state);
+            let mut state = self.channel.state.lock();
             let waiters = state.waiters(self.side);
             if waiters.remove(&mut self.key) {
                 // Notified but giving up: pass the notification on.
@@ -158,7 +157,7 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 
 pub(super) fn make_channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let channel = std::sync::Arc::new(Channel {
-        state: std::sync::Mutex::new(ChannelState {
+        state: SpinLock::new(ChannelState {
             queue: VecDeque::new(),
             sender_count: 1,
             receiver_count: 1,
@@ -304,7 +303,7 @@ impl<T> Receiver<T> {
     ///
     /// [`TryRecvError::Empty`] or, with every sender gone, [`TryRecvError::Disconnected`].
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        let taken = Self::take(&mut lock(&self.channel.state));
+        let taken = Self::take(&mut self.channel.state.lock());
         let (value, waker) = taken?;
         if let Some(waker) = waker {
             waker.wake();
@@ -320,7 +319,7 @@ impl<T> Receiver<T> {
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
-        lock(&self.channel.state).sender_count += 1;
+        self.channel.state.lock().sender_count += 1;
         Sender {
             channel: self.channel.clone(),
         }
@@ -329,7 +328,7 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
-        lock(&self.channel.state).receiver_count += 1;
+        self.channel.state.lock().receiver_count += 1;
         Receiver {
             channel: self.channel.clone(),
         }
@@ -339,7 +338,7 @@ impl<T> Clone for Receiver<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let wakers = {
-            let mut state = lock(&self.channel.state);
+            let mut state = self.channel.state.lock();
             state.sender_count -= 1;
             if state.sender_count == 0 {
                 state.receivers.notify_all()
@@ -354,7 +353,7 @@ impl<T> Drop for Sender<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let wakers = {
-            let mut state = lock(&self.channel.state);
+            let mut state = self.channel.state.lock();
             state.receiver_count -= 1;
             if state.receiver_count == 0 {
                 state.senders.notify_all()

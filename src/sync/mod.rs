@@ -30,6 +30,7 @@ mod barrier;
 mod channel;
 mod condvar;
 mod mutex;
+mod spin;
 mod wait_queue;
 
 pub use barrier::{Barrier, BarrierWaitResult};
