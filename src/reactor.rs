@@ -170,6 +170,11 @@ impl Reactor {
     /// `poll(2)` on the epoll descriptor, one system call, where a wait of the poller with
     /// a zero timeout makes five (it re-arms its timer and its notifier each time).
     pub(crate) fn has_events(&self) -> bool {
+        // Nothing registered: only a notification could be pending, and notifications
+        // come with injector messages, which the worker checks anyway.
+        if lock(&self.sources).is_empty() && lock(&self.timers).is_empty() {
+            return false;
+        }
         let mut pollfd = libc::pollfd {
             fd: self.poller.as_raw_fd(),
             events: libc::POLLIN,
@@ -182,10 +187,6 @@ impl Reactor {
     /// Wakes what is ready now, without waiting: fires the due timers, and dispatches
     /// I/O events if there are any ([`has_events`](Reactor::has_events)).
     pub(crate) fn react_now(&self) {
-        // Nothing registered: nothing can be ready (messages go through the injector).
-        if lock(&self.sources).is_empty() && lock(&self.timers).is_empty() {
-            return;
-        }
         if self.has_events() {
             let _ = self.react(Some(Duration::ZERO));
             return;
