@@ -300,8 +300,10 @@ fn pin_thread(cpu: usize) {
 /// ```text
 ///   spawn from a fiber       ─► the spawner's own worker (no cross-thread traffic; the
 ///                               child often runs right after the parent parks on join),
-///                               unless another worker has fewer fibers by more than one:
-///                               then that worker, for good (it is not stolen back)
+///                               unless a sibling has fewer fibers by more than one: then
+///                               that sibling, for good (it is not stolen back); with more
+///                               than three workers, the less loaded of two siblings
+///                               picked at random is the one compared
 ///   ... right after accept   ─► the worker on the CPU that handled the connection's
 ///                               packets, if its load is within a quarter of the least
 ///                               loaded worker's (see TcpListener::accept)

@@ -249,6 +249,8 @@ pub(crate) struct Worker {
     /// Tasks that start on this worker and no other: balanced placements, and every
     /// spawn of a runtime with one worker.
     local_spawns: RefCell<VecDeque<Unstarted>>,
+    /// State of `next_random`; never zero.
+    random: Cell<u32>,
     /// `START` and `START_LOCAL` marks in `queue`: tasks placed here that have not
     /// started (or were stolen).
     starts: Cell<usize>,
@@ -373,6 +375,8 @@ pub(crate) fn take_near_cpu() -> usize {
 
 impl Worker {
     pub(crate) fn new(runtime: Arc<RuntimeShared>, shared: Arc<WorkerShared>) -> Worker {
+        // Any odd seed will do; the index makes the workers' sequences differ.
+        let seed = 0x9E37_79B9 ^ (shared.index as u32).wrapping_mul(0x85EB_CA6B) | 1;
         Worker {
             runtime,
             shared,
@@ -381,6 +385,7 @@ impl Worker {
             next_generation: Cell::new(0),
             local_spawns: RefCell::new(VecDeque::new()),
             starts: Cell::new(0),
+            random: Cell::new(seed),
         }
     }
 
@@ -405,37 +410,80 @@ impl Worker {
     ///
     /// 1. With a hint (the fiber just accepted a connection, whose packets the kernel
     ///    handled on that CPU), the one worker last seen on that CPU, unless its load is
-    ///    more than a quarter (plus [`BALANCE_SLACK`]) above the least loaded worker's:
-    ///    the connection's fiber then runs where its socket buffers are in cache.
-    /// 2. Else this worker, unless a sibling's load is lower by more than
-    ///    [`BALANCE_SLACK`]: spawning here is cheapest (no cross-thread traffic, and the
+    ///    more than a quarter (plus [`BALANCE_SLACK`]) above the lowest load seen (this
+    ///    worker's and the candidate sibling's): the connection's fiber then runs where
+    ///    its socket buffers are in cache.
+    /// 2. Else this worker, unless the candidate sibling's load is lower by more than
+    ///    [`BALANCE_SLACK`]. The candidate is the less loaded of two siblings picked at
+    ///    random, or of all siblings with three workers or fewer, so that a spawn costs
+    ///    the same however many workers there are. Spawning here is cheapest (no
+    ///    cross-thread traffic, and the
     ///    child often runs right after its parent parks on `join`), and idle workers steal
     ///    what has not started. But a busy worker never steals, so long-lived fibers
     ///    spawned by one fiber would otherwise all stay with it.
     #[inline]
     pub(crate) fn placement(&self, near_cpu: usize) -> Placement {
         let workers = &self.runtime.workers;
-        if workers.len() < 2 {
+        let n = workers.len();
+        if n < 2 {
             return Placement::Here;
         }
         let load = |w: &WorkerShared| w.load.load(Ordering::Relaxed);
-        let least = workers.iter().map(|w| load(w)).min().unwrap_or(0);
-        if near_cpu != NO_CPU {
-            // Unpinned workers may both have been seen on that CPU lately: no hint then.
-            let mut on_cpu = workers
+        // The least loaded of two siblings picked at random (all of them when there are
+        // two or three workers): a spawn reads a few cache lines, not one per worker,
+        // and the choice of two keeps the loads close ("power of two choices").
+        let candidate = if n <= 3 {
+            workers
                 .iter()
-                .filter(|w| w.cpu.load(Ordering::Relaxed) == near_cpu);
-            if let (Some(near), None) = (on_cpu.next(), on_cpu.next())
-                && load(near) <= least + least / 4 + BALANCE_SLACK
-            {
-                return Placement::Pinned(near.index);
-            }
-        }
+                .filter(|w| w.index != self.shared.index)
+                .min_by_key(|w| load(w))
+        } else {
+            let offset = |r: u32| 1 + r as usize % (n - 1);
+            let r = self.next_random();
+            let a = &workers[(self.shared.index + offset(r)) % n];
+            let b = &workers[(self.shared.index + offset(r >> 16)) % n];
+            Some(if load(b) < load(a) { b } else { a })
+        };
+        let Some(candidate) = candidate else {
+            return Placement::Here;
+        };
         let own = load(&self.shared);
-        match workers.iter().find(|w| load(w) == least) {
-            Some(w) if own > least + BALANCE_SLACK => Placement::Pinned(w.index),
-            _ => Placement::Here,
+        let least = own.min(load(candidate));
+        if near_cpu != NO_CPU
+            && let Some(near) = self.worker_on_cpu(near_cpu)
+            && load(near) <= least + least / 4 + BALANCE_SLACK
+        {
+            return Placement::Pinned(near.index);
         }
+        if own > load(candidate) + BALANCE_SLACK {
+            Placement::Pinned(candidate.index)
+        } else {
+            Placement::Here
+        }
+    }
+
+    /// The one worker last seen on `cpu`, if exactly one was (unpinned workers may both
+    /// have run there lately: no answer then).
+    fn worker_on_cpu(&self, cpu: usize) -> Option<&WorkerShared> {
+        let mut on_cpu = self
+            .runtime
+            .workers
+            .iter()
+            .filter(|w| w.cpu.load(Ordering::Relaxed) == cpu);
+        match (on_cpu.next(), on_cpu.next()) {
+            (Some(worker), None) => Some(worker),
+            _ => None,
+        }
+    }
+
+    /// A pseudo-random number (xorshift), for placement.
+    fn next_random(&self) -> u32 {
+        let mut x = self.random.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.random.set(x);
+        x
     }
 
     /// Runs the scheduler until shutdown, then unwinds every fiber.

@@ -129,6 +129,44 @@ fn fibers_spawned_by_one_fiber_spread_over_busy_workers() {
 }
 
 #[test]
+fn fibers_spawned_by_one_fiber_spread_over_four_workers() {
+    // With more than three workers, placement compares two siblings picked at random.
+    let runtime = green::Runtime::builder().workers(4).build().unwrap();
+    let fibers = 40;
+    let names = runtime.run(move || {
+        let (release_tx, release_rx) = green::sync::channel::<()>();
+        let (ready_tx, ready_rx) = green::sync::channel::<()>();
+        let handles: Vec<_> = (0..fibers)
+            .map(|_| {
+                let (release, ready) = (release_rx.clone(), ready_tx.clone());
+                green::spawn(move || {
+                    ready.send(()).unwrap();
+                    let _ = release.recv(); // all alive at once
+                    thread_name()
+                })
+            })
+            .collect();
+        for _ in 0..fibers {
+            ready_rx.recv().unwrap();
+        }
+        drop(release_tx);
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut per_worker = std::collections::BTreeMap::<&str, usize>::new();
+    for name in &names {
+        *per_worker.entry(name.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_worker.len(), 4, "{per_worker:?}");
+    assert!(
+        per_worker.values().all(|&count| count <= fibers / 2),
+        "{per_worker:?}"
+    );
+}
+
+#[test]
 fn pinned_workers_run_on_one_cpu_each() {
     let cpus = allowed_cpus();
     let runtime = green::Runtime::builder()
