@@ -570,7 +570,7 @@ where
     worker::with_worker(|worker| match worker {
         Some(worker) if Arc::ptr_eq(&worker.runtime, shared) => {
             stack::reserve(shared.stack_size)?;
-            match worker.placement(worker::take_near_cpu()) {
+            match worker.placement() {
                 Placement::Here => worker.place(Unstarted::new(task)),
                 Placement::Pinned(index) if index == worker.shared.index => {
                     worker.place_local(Unstarted::new(task))

@@ -367,7 +367,7 @@ pub(crate) fn spawn_near_cpu(cpu: usize) {
 }
 
 /// Takes the calling fiber's CPU hint for its next spawn (`NO_CPU` if none).
-pub(crate) fn take_near_cpu() -> usize {
+fn take_near_cpu() -> usize {
     current().map_or(NO_CPU, |c| {
         c.header().near_cpu.swap(NO_CPU, Ordering::Relaxed)
     })
@@ -406,7 +406,7 @@ impl Worker {
     }
 
     /// Where a task spawned by a fiber of this worker should go, given the spawning
-    /// fiber's CPU hint (`NO_CPU` for none).
+    /// fiber's CPU hint (taken from the running fiber, if it left one).
     ///
     /// 1. With a hint (the fiber just accepted a connection, whose packets the kernel
     ///    handled on that CPU), the one worker last seen on that CPU, unless its load is
@@ -422,12 +422,13 @@ impl Worker {
     ///    what has not started. But a busy worker never steals, so long-lived fibers
     ///    spawned by one fiber would otherwise all stay with it.
     #[inline]
-    pub(crate) fn placement(&self, near_cpu: usize) -> Placement {
+    pub(crate) fn placement(&self) -> Placement {
         let workers = &self.runtime.workers;
         let n = workers.len();
         if n < 2 {
             return Placement::Here;
         }
+        let near_cpu = take_near_cpu();
         let load = |w: &WorkerShared| w.load.load(Ordering::Relaxed);
         // The least loaded of two siblings picked at random (all of them when there are
         // two or three workers): a spawn reads a few cache lines, not one per worker,

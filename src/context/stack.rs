@@ -225,8 +225,10 @@ fn checked_size(size: usize) -> io::Result<usize> {
             ),
         ));
     }
+    // A mask, not a division: the page size is a power of two, and this runs on every
+    // spawn.
     let page = page_size();
-    Ok(size.div_ceil(page) * page)
+    Ok((size + page - 1) & !(page - 1))
 }
 
 /// Memory mappings left to the rest of the process (malloc's large blocks, thread stacks,
