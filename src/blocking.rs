@@ -32,6 +32,9 @@ pub(crate) struct Pool {
     available: Condvar,
     /// Signalled when a thread exits.
     exited: Condvar,
+    /// The CPUs the pool's threads run on, set when the workers are pinned (the threads,
+    /// started from a worker, would otherwise inherit its one CPU); empty: inherited.
+    cpus: Vec<usize>,
 }
 
 /// What the pool's lock guards.
@@ -47,8 +50,8 @@ struct PoolState {
 }
 
 impl Pool {
-    /// An empty pool; threads start on demand.
-    pub(crate) fn new() -> Arc<Pool> {
+    /// An empty pool; threads start on demand, on `cpus` (see `Pool::cpus`).
+    pub(crate) fn new(cpus: Vec<usize>) -> Arc<Pool> {
         Arc::new(Pool {
             state: Mutex::new(PoolState {
                 queue: VecDeque::new(),
@@ -58,6 +61,7 @@ impl Pool {
             }),
             available: Condvar::new(),
             exited: Condvar::new(),
+            cpus,
         })
     }
 
@@ -89,6 +93,9 @@ impl Pool {
 
     /// A pool thread: takes jobs until idle for `IDLE_TIMEOUT` or the pool closes.
     fn work(&self) {
+        if !self.cpus.is_empty() {
+            crate::executor::set_thread_affinity(&self.cpus);
+        }
         let mut state = lock(&self.state);
         loop {
             if let Some(job) = state.queue.pop_front() {

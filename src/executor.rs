@@ -13,7 +13,7 @@ use crate::blocking::Pool;
 use crate::context::stack::{self, DEFAULT_STACK_SIZE};
 use crate::reactor::Reactor;
 use crate::task::{JoinHandle, Task};
-use crate::worker::{self, Message, Placement, StallReport, Unstarted, Worker, WorkerShared};
+use crate::worker::{self, Placement, StallReport, Unstarted, Worker, WorkerShared};
 
 /// What every worker of a runtime shares.
 pub(crate) struct RuntimeShared {
@@ -32,13 +32,15 @@ pub(crate) struct RuntimeShared {
 }
 
 impl RuntimeShared {
-    /// Wakes one sleeping worker other than `except`, to steal work.
-    pub(crate) fn wake_a_sleeper(&self, except: usize) {
-        if let Some(worker) = self
-            .workers
-            .iter()
-            .find(|w| w.index != except && w.sleeping.load(Ordering::SeqCst))
-        {
+    /// Wakes one sleeping worker that would steal from worker `victim` (see
+    /// `Worker::steal`: one whose load is lower by two or more).
+    pub(crate) fn wake_a_sleeper(&self, victim: usize) {
+        let load = self.workers[victim].load.load(Ordering::Relaxed);
+        if let Some(worker) = self.workers.iter().find(|w| {
+            w.index != victim
+                && w.sleeping.load(Ordering::SeqCst)
+                && load >= w.load.load(Ordering::Relaxed) + 2
+        }) {
             worker.notify_if_sleeping();
         }
     }
@@ -46,7 +48,7 @@ impl RuntimeShared {
     /// Queues a task from outside the runtime on the next worker in turn.
     fn place_remote(&self, task: Unstarted) {
         let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        self.workers[index].send(Message::Spawn(task));
+        self.workers[index].send_spawn(task);
     }
 }
 
@@ -138,6 +140,9 @@ impl Builder {
     /// pins to the same CPUs) keeps its own CPU busy.
     ///
     /// Pinning is best effort: where `sched_setaffinity` is refused, workers run unpinned.
+    /// The CPUs are those the thread calling `build` may run on. The threads of the
+    /// blocking pool ([`unblock`](crate::unblock)) run on all of them; a thread started
+    /// with `std::thread::spawn` from a fiber inherits its worker's CPU.
     ///
     /// # Examples
     ///
@@ -207,19 +212,21 @@ impl Builder {
         let workers = (0..count)
             .map(|i| WorkerShared::new(i).map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
+        let cpus = if self.pin_workers {
+            allowed_cpus()
+        } else {
+            Vec::new()
+        };
         let shared = Arc::new(RuntimeShared {
             workers,
             next_worker: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             stack_size: self.stack_size,
-            pool: Pool::new(),
+            // Pool threads are started by workers and would inherit their pinning: they
+            // get the whole mask back.
+            pool: Pool::new(cpus.clone()),
         });
-        let cpus = if self.pin_workers {
-            allowed_cpus()
-        } else {
-            Vec::new()
-        };
         let (exited_sender, exited) = mpsc::channel();
         let mut runtime = Runtime {
             shared: shared.clone(),
@@ -284,10 +291,18 @@ fn allowed_cpus() -> Vec<usize> {
 
 /// Pins the calling thread to `cpu`; best effort (a refusal leaves it unpinned).
 fn pin_thread(cpu: usize) {
+    set_thread_affinity(&[cpu]);
+}
+
+/// Lets the calling thread run on `cpus` (from `allowed_cpus`); best effort.
+pub(crate) fn set_thread_affinity(cpus: &[usize]) {
     // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` came from `allowed_cpus`, so it is below the set's size in bits.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
+    for &cpu in cpus {
+        // SAFETY: the CPUs came from `allowed_cpus`, so each is below the set's size in
+        // bits.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
     // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
 }
@@ -310,7 +325,9 @@ fn pin_thread(cpu: usize) {
 ///   spawn from a plain thread ─► the workers in turn (round robin)
 ///   spawn_local (!Send)       ─► the spawner's worker, for good
 ///   an idle worker            ─► steals tasks that have not started from a worker that
-///                               has at least two fibers more than itself
+///                               has at least two fibers more than itself, or from any
+///                               worker stuck in one fiber for a millisecond (placed
+///                               tasks included)
 /// ```
 ///
 /// A worker's load is its number of fibers, running, parked or waiting to start. A busy
@@ -573,15 +590,9 @@ where
             match worker.placement() {
                 Placement::Here => worker.place(Unstarted::new(task)),
                 Placement::Pinned(index) if index == worker.shared.index => {
-                    worker.place_local(Unstarted::new(task))
+                    worker.place_pinned(Unstarted::new(task))
                 }
-                Placement::Pinned(index) => {
-                    let target = &shared.workers[index];
-                    // Counted at once, so that the next spawns see it before the target
-                    // takes the message and publishes its load.
-                    target.load.fetch_add(1, Ordering::Relaxed);
-                    target.send(Message::SpawnPinned(Unstarted::new(task)))
-                }
+                Placement::Pinned(index) => shared.workers[index].send_pinned(Unstarted::new(task)),
             }
             Ok::<(), io::Error>(())
         }

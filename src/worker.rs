@@ -2,23 +2,26 @@
 //!
 //! ```text
 //!   spawn in a fiber ──► own spawn queue (stealable) + a "start" mark in the local queue,
-//!                        or, if a sibling's load is lower, that sibling's injector, to
-//!                        start there for good (a "pinned" spawn, never stolen)
-//!   spawn from outside ──► some worker's injector (round robin) ──► its spawn queue
+//!                        or, if a sibling's load is lower (or the task should run near
+//!                        a CPU), that sibling's pinned queue + a Start message
+//!   spawn from outside ──► some worker's spawn queue (round robin) + a Start message
 //!   wake on this thread ──► local queue          wake from elsewhere ──► injector
 //!                                                (+ Poller::notify if the worker sleeps)
 //!   loop:
-//!     1. move the injector's messages into the local queue / spawn queues
+//!     1. turn the injector's messages into entries of the local queue
 //!     2. pop the local queue (FIFO, so fibers take turns):
 //!          a fiber id  -> resume it
 //!          a "start"   -> create the fiber of the next task in its spawn queue, resume it
 //!        every 64 resumes, poll the reactor without blocking so that I/O cannot starve
-//!     3. nothing to run: steal a task that has not started from another worker's spawn
-//!        queue; failing that, wait in the reactor for an event, a timer or a message
+//!     3. nothing to run: steal a task that has not started from a sibling's spawn queue
+//!        (if that sibling has two fibers more) or from either of its queues (if it has
+//!        been stuck in one fiber for 1 ms); failing that, wait in the reactor for an
+//!        event, a timer or a message
 //! ```
 //!
-//! A runtime with one worker has nobody to steal for: its spawns all go to the local
-//! spawn queue, a plain `VecDeque`, and skip the shared queue's atomics.
+//! Tasks wait to start in shared queues, not in the injector, so that a sibling can take
+//! them even from a worker that is stuck and reads no messages. A runtime with one worker
+//! has nobody to steal for: its own spawns go to a plain `VecDeque`.
 //!
 //! Only tasks that have not started move between workers. A started fiber stays on its
 //! worker for good: its stack may hold addresses of the thread's thread-local variables
@@ -35,7 +38,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{RawWaker, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 use slab::Slab;
@@ -69,6 +72,13 @@ const START: u64 = u64::MAX;
 
 /// Local queue entry meaning "start the next task of the local spawn queue".
 const START_LOCAL: u64 = u64::MAX - 1;
+
+/// Local queue entry meaning "start the next task of the pinned spawn queue".
+const START_PINNED: u64 = u64::MAX - 2;
+
+/// How long a worker may run one fiber without a resume before idle siblings count it as
+/// stuck and take the tasks waiting to start on it, pinned ones included.
+const STUCK_AFTER: Duration = Duration::from_millis(1);
 
 /// `WorkerShared::running` when no fiber runs.
 const NOT_RUNNING: u64 = u64::MAX;
@@ -151,12 +161,12 @@ where
 pub(crate) enum Message {
     /// Schedule the fiber with this (slot, generation) id.
     Wake(u64),
-    /// A task spawned from outside the runtime: queued to start here; any worker may
-    /// steal it until it does.
-    Spawn(Unstarted),
-    /// A task another worker chose this worker for, to balance their loads: it starts
-    /// here, and is not stolen (that would undo the choice).
-    SpawnPinned(Unstarted),
+    /// A task was pushed on the worker's `spawns` queue from another thread: queue its
+    /// start. The task itself waits in the shared queue, where a sibling can steal it
+    /// even while this worker is stuck and does not read its messages.
+    Start,
+    /// The same for the worker's `pinned` queue.
+    StartPinned,
 }
 
 /// The part of a worker other threads use.
@@ -167,6 +177,9 @@ pub(crate) struct WorkerShared {
     injector: SegQueue<Message>,
     /// Tasks placed on this worker that have not started; other workers may steal them.
     pub(crate) spawns: SegQueue<Unstarted>,
+    /// Tasks another worker chose this worker for (to balance loads, or near a CPU): they
+    /// start here unless this worker is stuck in one fiber (see `STUCK_AFTER`).
+    pinned: SegQueue<Unstarted>,
     /// True while the worker waits in the reactor; a producer that sees it calls `notify`.
     pub(crate) sleeping: AtomicBool,
     /// Set once the worker has stopped taking messages.
@@ -191,6 +204,7 @@ impl WorkerShared {
             index,
             injector: SegQueue::new(),
             spawns: SegQueue::new(),
+            pinned: SegQueue::new(),
             sleeping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             reactor: Arc::new(Reactor::new()?),
@@ -219,11 +233,30 @@ impl WorkerShared {
     pub(crate) fn send(&self, message: Message) {
         self.injector.push(message);
         self.notify_if_sleeping();
-        // A message that arrives after the worker closed is dropped here, so that spawned
-        // fibers' handles resolve (to cancelled) rather than wait forever.
+        // What arrives after the worker closed is dropped here, so that spawned fibers'
+        // handles resolve (to cancelled) rather than wait forever.
         if self.closed.load(Ordering::SeqCst) {
             while self.injector.pop().is_some() {}
+            while self.spawns.pop().is_some() {}
+            while self.pinned.pop().is_some() {}
         }
+    }
+
+    /// Queues a task to start on this worker, from another thread; any worker may steal
+    /// it until it starts.
+    pub(crate) fn send_spawn(&self, task: Unstarted) {
+        self.spawns.push(task);
+        self.send(Message::Start);
+    }
+
+    /// Queues a task chosen to start on this worker, from another thread: it is stolen
+    /// only if this worker gets stuck in one fiber.
+    pub(crate) fn send_pinned(&self, task: Unstarted) {
+        // Counted at once, so that the next spawns see it before this worker takes the
+        // message and publishes its load.
+        self.load.fetch_add(1, Ordering::Relaxed);
+        self.pinned.push(task);
+        self.send(Message::StartPinned);
     }
 
     /// Interrupts the worker's wait in the reactor, if it waits.
@@ -246,9 +279,12 @@ pub(crate) struct Worker {
     queue: RefCell<VecDeque<u64>>,
     /// Generation given to the next fiber.
     next_generation: Cell<u32>,
-    /// Tasks that start on this worker and no other: balanced placements, and every
-    /// spawn of a runtime with one worker.
+    /// Every spawn of a runtime with one worker: nobody can steal them, so a plain queue.
     local_spawns: RefCell<VecDeque<Unstarted>>,
+    /// Per worker: the `ticks` last seen and since when, to tell a stuck sibling.
+    seen: RefCell<Vec<(u64, Instant)>>,
+    /// Per worker: whether it looked stuck at this worker's last look (`refresh_stuck`).
+    stuck: Vec<Cell<bool>>,
     /// State of `next_random`; never zero.
     random: Cell<u32>,
     /// `START` and `START_LOCAL` marks in `queue`: tasks placed here that have not
@@ -368,15 +404,24 @@ pub(crate) fn spawn_near_cpu(cpu: usize) {
 
 /// Takes the calling fiber's CPU hint for its next spawn (`NO_CPU` if none).
 fn take_near_cpu() -> usize {
-    current().map_or(NO_CPU, |c| {
-        c.header().near_cpu.swap(NO_CPU, Ordering::Relaxed)
-    })
+    let Some(current) = current() else {
+        return NO_CPU;
+    };
+    // Only the fiber itself writes its hint: a load, and a store only when one was set
+    // (a swap would cost a lock-prefixed instruction on every spawn).
+    let near_cpu = &current.header().near_cpu;
+    let cpu = near_cpu.load(Ordering::Relaxed);
+    if cpu != NO_CPU {
+        near_cpu.store(NO_CPU, Ordering::Relaxed);
+    }
+    cpu
 }
 
 impl Worker {
     pub(crate) fn new(runtime: Arc<RuntimeShared>, shared: Arc<WorkerShared>) -> Worker {
         // Any odd seed will do; the index makes the workers' sequences differ.
         let seed = 0x9E37_79B9 ^ (shared.index as u32).wrapping_mul(0x85EB_CA6B) | 1;
+        let n = runtime.workers.len();
         Worker {
             runtime,
             shared,
@@ -384,6 +429,8 @@ impl Worker {
             queue: RefCell::new(VecDeque::new()),
             next_generation: Cell::new(0),
             local_spawns: RefCell::new(VecDeque::new()),
+            seen: RefCell::new(vec![(u64::MAX, Instant::now()); n]),
+            stuck: (0..n).map(|_| Cell::new(false)).collect(),
             starts: Cell::new(0),
             random: Cell::new(seed),
         }
@@ -501,12 +548,12 @@ impl Worker {
             // 2. The next fiber, in FIFO order.
             let next = self.queue.borrow_mut().pop_front();
             let id = match next {
-                Some(mark @ (START | START_LOCAL)) => {
+                Some(mark @ (START | START_LOCAL | START_PINNED)) => {
                     self.starts.set(self.starts.get() - 1);
-                    let task = if mark == START {
-                        self.shared.spawns.pop()
-                    } else {
-                        self.local_spawns.borrow_mut().pop_front()
+                    let task = match mark {
+                        START => self.shared.spawns.pop(),
+                        START_PINNED => self.shared.pinned.pop(),
+                        _ => self.local_spawns.borrow_mut().pop_front(),
                     };
                     let id = task.and_then(|task| task.start(self));
                     if id.is_none() {
@@ -550,8 +597,8 @@ impl Worker {
         while let Some(message) = self.shared.injector.pop() {
             match message {
                 Message::Wake(id) => self.queue.borrow_mut().push_back(id),
-                Message::Spawn(task) => self.place(task),
-                Message::SpawnPinned(task) => self.place_local(task),
+                Message::Start => self.mark_start(START),
+                Message::StartPinned => self.mark_start(START_PINNED),
             }
         }
     }
@@ -563,39 +610,68 @@ impl Worker {
             return self.place_local(task); // nobody to steal it
         }
         self.shared.spawns.push(task);
-        self.queue.borrow_mut().push_back(START);
-        self.starts.set(self.starts.get() + 1);
-        self.publish_load();
+        self.mark_start(START);
         if self.shared.spawns.len() > 1 && self.runtime.sleepers.load(Ordering::SeqCst) > 0 {
             self.runtime.wake_a_sleeper(self.shared.index);
         }
     }
 
-    /// Puts a task on this worker's own spawn queue, which other workers do not steal
-    /// from, with its mark in the local queue.
-    pub(crate) fn place_local(&self, task: Unstarted) {
-        self.local_spawns.borrow_mut().push_back(task);
-        self.queue.borrow_mut().push_back(START_LOCAL);
+    /// Puts a task that was chosen to start on this worker on its pinned queue (stolen
+    /// only if this worker gets stuck), with its mark in the local queue.
+    pub(crate) fn place_pinned(&self, task: Unstarted) {
+        if self.runtime.workers.len() == 1 {
+            return self.place_local(task);
+        }
+        self.shared.pinned.push(task);
+        self.mark_start(START_PINNED);
+    }
+
+    /// Queues the start of the next task of the queue that `mark` names.
+    fn mark_start(&self, mark: u64) {
+        self.queue.borrow_mut().push_back(mark);
         self.starts.set(self.starts.get() + 1);
         self.publish_load();
     }
 
-    /// Takes an unstarted task from another worker, if that makes the two workers' loads
-    /// closer: the task's fiber will live here for good, so an idle moment must not pull
-    /// long-lived fibers (connections) onto a worker that already has more of them.
+    /// Puts a task on this worker's own spawn queue, which no other worker can reach,
+    /// with its mark in the local queue. Only for a runtime with one worker.
+    fn place_local(&self, task: Unstarted) {
+        self.local_spawns.borrow_mut().push_back(task);
+        self.mark_start(START_LOCAL);
+    }
+
+    /// Takes an unstarted task from another worker: from its stealable queue if that
+    /// makes the two workers' loads closer (the task's fiber will live here for good, so
+    /// an idle moment must not pull long-lived fibers onto a worker that already has more
+    /// of them), or from either queue if that worker is stuck in one fiber.
     fn steal(&self) -> Option<Unstarted> {
         let workers = &self.runtime.workers;
         let n = workers.len();
         (1..n)
             .map(|offset| &workers[(self.shared.index + offset) % n])
-            .filter(|victim| self.may_steal_from(victim))
-            .find_map(|victim| victim.spawns.pop())
+            .find_map(|victim| {
+                let stuck = self.stuck[victim.index].get();
+                let task = if stuck || self.balances_with(victim) {
+                    victim.spawns.pop()
+                } else {
+                    None
+                };
+                task.or_else(|| stuck.then(|| victim.pinned.pop()).flatten())
+            })
     }
 
     /// Whether taking a task from `victim` would bring the two loads closer.
     #[inline]
-    fn may_steal_from(&self, victim: &WorkerShared) -> bool {
+    fn balances_with(&self, victim: &WorkerShared) -> bool {
         victim.load.load(Ordering::Relaxed) >= self.shared.load.load(Ordering::Relaxed) + 2
+    }
+
+    /// Whether `steal` would find something in `victim`'s queues.
+    #[inline]
+    fn may_steal_from(&self, victim: &WorkerShared) -> bool {
+        let stuck = self.stuck[victim.index].get();
+        (!victim.spawns.is_empty() && (stuck || self.balances_with(victim)))
+            || (stuck && !victim.pinned.is_empty())
     }
 
     /// Whether anything waits for this worker: a message, a task to steal, shutdown.
@@ -606,7 +682,38 @@ impl Worker {
                 .runtime
                 .workers
                 .iter()
-                .any(|w| !w.spawns.is_empty() && self.may_steal_from(w))
+                .any(|w| w.index != self.shared.index && self.may_steal_from(w))
+    }
+
+    /// Whether a sibling has tasks waiting to start that `steal` leaves alone for now:
+    /// this worker then sleeps no longer than `STUCK_AFTER`, to look again.
+    fn work_left_elsewhere(&self) -> bool {
+        self.runtime
+            .workers
+            .iter()
+            .any(|w| w.index != self.shared.index && !(w.spawns.is_empty() && w.pinned.is_empty()))
+    }
+
+    /// Looks at the siblings' resume counters: one that has run the same fiber, without
+    /// a resume, for `STUCK_AFTER` is stuck (a fiber computing or blocking its thread),
+    /// and the tasks waiting to start on it may be stolen.
+    fn refresh_stuck(&self) {
+        let now = Instant::now();
+        let mut seen = self.seen.borrow_mut();
+        for worker in self.runtime.workers.iter() {
+            if worker.index == self.shared.index {
+                continue;
+            }
+            let ticks = worker.ticks.load(Ordering::Relaxed);
+            let (last, since) = &mut seen[worker.index];
+            if ticks != *last {
+                (*last, *since) = (ticks, now);
+                self.stuck[worker.index].set(false);
+            } else {
+                let running = worker.running.load(Ordering::Relaxed) != NOT_RUNNING;
+                self.stuck[worker.index].set(running && now - *since >= STUCK_AFTER);
+            }
+        }
     }
 
     /// Waits in the reactor for I/O, a timer or a message.
@@ -619,7 +726,8 @@ impl Worker {
         //    The cheap checks run every pause (about 60 ns); the clock and the reactor
         //    (a system call) every `SPIN_CHECK_EVERY` pauses.
         if self.runtime.workers.len() > 1 {
-            let start = std::time::Instant::now();
+            self.refresh_stuck();
+            let start = Instant::now();
             for round in 1u32.. {
                 if self.has_work() {
                     return;
@@ -635,14 +743,20 @@ impl Worker {
         // 2. Sleep in the reactor until an event, a timer or a notification.
         self.runtime.sleepers.fetch_add(1, Ordering::SeqCst);
         self.shared.sleeping.store(true, Ordering::SeqCst);
-        // Work that arrived before `sleeping` was set must not wait for the next event.
+        // Work that arrived before `sleeping` was set must not wait for the next event;
+        // tasks left to a sibling are looked at again once it may have got stuck.
         let timeout = if self.has_work() {
             Some(Duration::ZERO)
+        } else if self.work_left_elsewhere() {
+            Some(STUCK_AFTER)
         } else {
             None
         };
         let _ = self.shared.reactor.react(timeout);
         self.note_cpu();
+        if self.runtime.workers.len() > 1 {
+            self.refresh_stuck();
+        }
         self.shared.sleeping.store(false, Ordering::SeqCst);
         self.runtime.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
@@ -780,6 +894,7 @@ impl Worker {
             // Spawns still queued are dropped: their handles resolve to cancelled.
             while self.shared.injector.pop().is_some() {}
             while self.shared.spawns.pop().is_some() {}
+            while self.shared.pinned.pop().is_some() {}
             let local: Vec<Unstarted> = self.local_spawns.borrow_mut().drain(..).collect();
             drop(local);
             let entries: Vec<Entry> = self.fibers.borrow_mut().drain().collect();

@@ -79,6 +79,58 @@ fn an_idle_worker_steals_fibers_that_have_not_started() {
 }
 
 #[test]
+fn a_worker_with_parked_fibers_takes_the_tasks_of_a_stuck_worker() {
+    // The idle worker has more fibers than the stuck one, so balancing alone would leave
+    // the stuck worker's tasks where they are: it must see that the worker is stuck.
+    let runtime = two_workers();
+    let (here, hog_worker, names) = runtime.run(|| {
+        // Three fibers parked on this worker for the whole test: with this one, 4.
+        let (release_tx, release_rx) = green::sync::channel::<()>();
+        let parked: Vec<_> = (0..3)
+            .map(|_| {
+                let release = release_rx.clone();
+                green::spawn_local(move || {
+                    let _ = release.recv();
+                })
+            })
+            .collect();
+        let (done_tx, done_rx) = mpsc::channel::<String>();
+        let stealable = done_tx.clone();
+        // Placed on the other worker, which has fewer fibers.
+        let hog = green::spawn(move || {
+            // On the hog's own worker, stealable (by load) only while it has two fibers
+            // more than the thief: it has not.
+            drop(green::spawn(move || stealable.send(thread_name()).unwrap()));
+            // Blocks the thread, without suspending, until both tasks ran elsewhere;
+            // bounded, so that a failure fails the test instead of hanging it.
+            let names: Vec<String> = (0..2)
+                .map(|_| done_rx.recv_timeout(Duration::from_secs(10)))
+                .collect::<Result<_, _>>()
+                .unwrap_or_default();
+            (thread_name(), names)
+        });
+        // Placed on the hog's worker too (this one has more fibers), where it waits
+        // behind the hog: pinned, so only a worker that sees the hog stuck may take it.
+        let pinned = done_tx;
+        drop(green::spawn(move || pinned.send(thread_name()).unwrap()));
+        let outcome = hog.join().unwrap();
+        drop(release_tx);
+        parked.into_iter().for_each(|p| p.join().unwrap());
+        (thread_name(), outcome.0, outcome.1)
+    });
+    assert_ne!(here, hog_worker, "the hog did not go to the other worker");
+    assert_eq!(
+        names.len(),
+        2,
+        "a task waited for the stuck worker: {names:?}"
+    );
+    assert!(
+        names.iter().all(|n| *n == here),
+        "{names:?} ran on the stuck worker {hog_worker}"
+    );
+}
+
+#[test]
 fn fibers_spawned_by_one_fiber_spread_over_busy_workers() {
     // A busy worker never steals, so long-lived fibers spawned by one fiber (connections
     // from an accept loop) spread only if placement compares the workers' loads.
@@ -168,6 +220,10 @@ fn fibers_spawned_by_one_fiber_spread_over_four_workers() {
 
 #[test]
 fn pinned_workers_run_on_one_cpu_each() {
+    if !can_pin() {
+        eprintln!("skipped: sched_setaffinity is refused here");
+        return;
+    }
     let cpus = allowed_cpus();
     let runtime = green::Runtime::builder()
         .workers(2)
@@ -186,13 +242,16 @@ fn pinned_workers_run_on_one_cpu_each() {
     if cpus.len() >= 2 && masks[0].0 != masks[1].0 {
         assert_ne!(masks[0].1, masks[1].1, "two workers pinned to one CPU");
     }
+    // The blocking pool's threads, started from a pinned worker, get every CPU back.
+    let pool_mask = runtime.run(|| green::unblock(allowed_cpus));
+    assert_eq!(pool_mask, cpus, "a blocking-pool thread stayed pinned");
 }
 
 #[test]
 fn a_connection_is_served_on_the_cpu_that_receives_it() {
     let cpus = allowed_cpus();
-    if cpus.len() < 2 {
-        eprintln!("skipped: needs two CPUs, has {cpus:?}");
+    if cpus.len() < 2 || !can_pin() {
+        eprintln!("skipped: needs two CPUs and sched_setaffinity, has {cpus:?}");
         return;
     }
     let runtime = green::Runtime::builder()
@@ -252,6 +311,21 @@ fn allowed_cpus() -> Vec<usize> {
         // SAFETY: the index is below the set's size in bits.
         .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
         .collect()
+}
+
+/// Whether this process may pin a thread to one CPU (containers may refuse).
+fn can_pin() -> bool {
+    let cpu = allowed_cpus()[0];
+    thread::spawn(move || {
+        // SAFETY: all-zero is an empty `cpu_set_t`.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `cpu` is below the set's size in bits.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: `set` is valid and of the size passed.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+    })
+    .join()
+    .unwrap()
 }
 
 /// Pins the calling thread to `cpu`.

@@ -10,6 +10,7 @@
 
 use std::cell::UnsafeCell;
 use std::hint;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -49,7 +50,10 @@ impl<T> SpinLock<T> {
         {
             self.lock_contended();
         }
-        SpinGuard { lock: self }
+        SpinGuard {
+            lock: self,
+            _value: PhantomData,
+        }
     }
 
     /// The slow path of `lock`: wait until the lock looks free, then try again.
@@ -84,6 +88,9 @@ impl<T> SpinLock<T> {
 pub(super) struct SpinGuard<'a, T> {
     /// The lock held.
     lock: &'a SpinLock<T>,
+    /// The guard hands out `&mut T`: it is `Sync` only where `&mut T` is (`T: Sync`), not
+    /// wherever `&SpinLock<T>` is.
+    _value: PhantomData<&'a mut T>,
 }
 
 impl<T> Deref for SpinGuard<'_, T> {
