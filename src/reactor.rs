@@ -172,7 +172,9 @@ impl Reactor {
     pub(crate) fn has_events(&self) -> bool {
         // Nothing registered: only a notification could be pending, and notifications
         // come with injector messages, which the worker checks anyway.
-        if lock(&self.sources).is_empty() && lock(&self.timers).is_empty() {
+        // (One lock at a time: the first guard drops before the second lock.)
+        let no_sources = lock(&self.sources).is_empty();
+        if no_sources && lock(&self.timers).is_empty() {
             return false;
         }
         let mut pollfd = libc::pollfd {

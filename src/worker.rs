@@ -287,8 +287,8 @@ pub(crate) struct Worker {
     stuck: Vec<Cell<bool>>,
     /// State of `next_random`; never zero.
     random: Cell<u32>,
-    /// `START` and `START_LOCAL` marks in `queue`: tasks placed here that have not
-    /// started (or were stolen).
+    /// Start marks (`START`, `START_PINNED`, `START_LOCAL`) in `queue`: tasks placed here
+    /// that have not started (or were stolen).
     starts: Cell<usize>,
 }
 
@@ -464,10 +464,10 @@ impl Worker {
     ///    [`BALANCE_SLACK`]. The candidate is the less loaded of two siblings picked at
     ///    random, or of all siblings with three workers or fewer, so that a spawn costs
     ///    the same however many workers there are. Spawning here is cheapest (no
-    ///    cross-thread traffic, and the
-    ///    child often runs right after its parent parks on `join`), and idle workers steal
-    ///    what has not started. But a busy worker never steals, so long-lived fibers
-    ///    spawned by one fiber would otherwise all stay with it.
+    ///    cross-thread traffic, and the child often runs right after its parent parks on
+    ///    `join`), and idle workers steal what has not started. But a busy worker never
+    ///    steals, so long-lived fibers spawned by one fiber would otherwise all stay with
+    ///    it.
     #[inline]
     pub(crate) fn placement(&self) -> Placement {
         let workers = &self.runtime.workers;
