@@ -11,10 +11,13 @@ use green::net::{TcpListener, TcpStream};
 fn main() -> std::io::Result<()> {
     green::run(|| -> std::io::Result<()> {
         // 1. The classic green-threads demo: two fibers counting, yielding in turn.
+        //    `spawn_local` keeps both on this fiber's worker, one thread, so they take
+        //    turns; `green::spawn` may place one on another worker (it balances the
+        //    workers' loads), where the two would run in parallel.
         let counters: Vec<_> = ["ping", "pong"]
             .into_iter()
             .map(|name| {
-                green::spawn(move || {
+                green::spawn_local(move || {
                     for count in 1..=3 {
                         println!("{name} {count}");
                         green::yield_now();
