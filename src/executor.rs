@@ -242,7 +242,7 @@ impl Builder {
             // On error, `runtime` drops here and stops the workers already started.
             let thread = thread::Builder::new().name(name).spawn(move || {
                 if let Some(cpu) = cpu {
-                    pin_thread(cpu);
+                    set_thread_affinity(&[cpu]); // best effort
                 }
                 Worker::new(runtime_shared, worker_shared).run();
                 let _ = exited_sender.send(thread::current().id());
@@ -287,11 +287,6 @@ fn allowed_cpus() -> Vec<usize> {
     (0..bits)
         .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
         .collect()
-}
-
-/// Pins the calling thread to `cpu`; best effort (a refusal leaves it unpinned).
-fn pin_thread(cpu: usize) {
-    set_thread_affinity(&[cpu]);
 }
 
 /// Lets the calling thread run on `cpus` (from `allowed_cpus`); best effort.

@@ -309,31 +309,26 @@ fn allowed_cpus() -> Vec<usize> {
         .collect()
 }
 
-/// Whether this process may pin a thread to one CPU (containers may refuse).
+/// Whether this process may pin a thread to one CPU (containers may refuse); tried on a
+/// scratch thread.
 fn can_pin() -> bool {
     let cpu = allowed_cpus()[0];
-    thread::spawn(move || {
-        // SAFETY: all-zero is an empty `cpu_set_t`.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `cpu` is below the set's size in bits.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-        // SAFETY: `set` is valid and of the size passed.
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
-    })
-    .join()
-    .unwrap()
+    thread::spawn(move || try_pin_to(cpu)).join().unwrap()
 }
 
 /// Pins the calling thread to `cpu`.
 fn pin_to(cpu: usize) {
+    assert!(try_pin_to(cpu), "sched_setaffinity failed");
+}
+
+/// Pins the calling thread to `cpu`; whether that was allowed.
+fn try_pin_to(cpu: usize) -> bool {
     // SAFETY: all-zero is an empty `cpu_set_t`.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cpu` is below the set's size in bits.
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is valid and of the size passed.
-    let result =
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    assert_eq!(result, 0, "sched_setaffinity failed");
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
 /// The CPU the calling thread runs on.
