@@ -385,12 +385,51 @@ impl Current {
         self.suspend();
     }
 
+    /// The fiber as a [`BlockedFiber`], to register with a wait list before parking.
+    pub(crate) fn blocked(&self) -> BlockedFiber {
+        BlockedFiber(self.header)
+    }
+
     /// A waker for the fiber that borrows the task's reference count: valid while the
     /// fiber runs, so it must not be dropped (it is `ManuallyDrop`); clones own a count.
     pub(crate) fn waker(&self) -> std::mem::ManuallyDrop<Waker> {
         let raw = RawWaker::new(self.header.cast(), self.header().vtable);
         // SAFETY: the header is the first field of an `Arc<Task<T, F>>` whose vtable this is.
         std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
+    }
+}
+
+/// A fiber blocked in one of this crate's own blocking calls, named without a reference
+/// count: registering it with a wait list costs no atomic increment, and waking it no
+/// decrement, where a cloned [`Waker`] costs one of each.
+///
+/// The handle is valid only while the fiber's registration lasts. The blocking call keeps
+/// its registration in a list guarded by a lock, and removes it under that lock before it
+/// returns or unwinds; the fiber's task lives at least as long as any frame of the fiber
+/// (its closure owns the task). So whoever finds the registration in the list, holding
+/// the lock, may wake the fiber, and must do it before releasing the lock: after that,
+/// the fiber may leave its call and finish. (An `await_blocking` future cannot do this:
+/// safe code may forget a future that registered, so its registration holds a `Waker`.)
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockedFiber(*const Header);
+
+// SAFETY: the pointer is only dereferenced by `wake`, whose contract (the fiber's
+// registration is still in place, under its lock) keeps the header alive on any thread;
+// `Header::wake` itself is thread-safe.
+unsafe impl Send for BlockedFiber {}
+
+impl BlockedFiber {
+    /// Wakes the fiber, as its waker would.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the lock of the wait list where it found the fiber's registration,
+    /// and that registration is still in place (or was removed under this same hold of
+    /// the lock): the fiber has not left its blocking call.
+    pub(crate) unsafe fn wake(self) {
+        // SAFETY: by the contract, the fiber is inside its blocking call, so its task,
+        // and the header at the front of it, are alive.
+        unsafe { &*self.0 }.wake();
     }
 }
 

@@ -246,3 +246,91 @@ fn async_twins_work_in_any_executor() {
     });
     assert_eq!(value, 42);
 }
+
+#[test]
+fn a_receiver_aborted_after_its_wake_passes_the_value_on() {
+    let runtime = green::Runtime::builder().workers(1).build().unwrap();
+    runtime.run(|| {
+        let (sender, receiver) = sync::channel::<u32>();
+        let other_receiver = receiver.clone();
+        // One worker runs fibers in FIFO order: each yield lets the new fiber run until
+        // it blocks in `recv`.
+        let first = green::spawn(move || receiver.recv());
+        green::yield_now();
+        let second = green::spawn(move || other_receiver.recv());
+        green::yield_now();
+        assert!(!first.is_finished() && !second.is_finished());
+        sender.send(7).unwrap(); // wakes `first`, the older waiter
+        first.abort(); // before it runs: it unwinds instead of taking the value
+        assert!(first.join().unwrap_err().is_cancelled());
+        green::yield_now(); // `second`, woken by the abandoned notification, takes it
+        assert!(
+            second.is_finished(),
+            "the notification was lost with the aborted fiber"
+        );
+        assert_eq!(second.join().unwrap(), Ok(7));
+    });
+}
+
+#[test]
+fn fibers_blocked_in_channels_unwind_at_shutdown_while_threads_use_them() {
+    let rounds = if NATIVE { 20 } else { 4 };
+    for _ in 0..rounds {
+        let runtime = two_workers();
+        let (sender, receiver) = sync::bounded::<usize>(2);
+        let (sent, received) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Counted right after each call returns, with no suspension point between: a
+        // fiber unwound inside `send` or `recv` has neither sent nor received.
+        let ready = Arc::new(Barrier::new(9));
+        for _ in 0..4 {
+            let (receiver, received, ready) = (receiver.clone(), received.clone(), ready.clone());
+            runtime.spawn(move || {
+                ready.wait();
+                while let Ok(value) = receiver.recv() {
+                    received.fetch_add(value, Ordering::Relaxed);
+                }
+            });
+        }
+        for _ in 0..4 {
+            let (sender, sent, ready) = (sender.clone(), sent.clone(), ready.clone());
+            runtime.spawn(move || {
+                ready.wait();
+                while sender.send(3).is_ok() {
+                    sent.fetch_add(3, Ordering::Relaxed);
+                }
+            });
+        }
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (sender, sent, stop) = (sender.clone(), sent.clone(), stop.clone());
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) && sender.send(5).is_ok() {
+                        sent.fetch_add(5, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        drop(sender);
+        ready.wait();
+        // Unwinds the fibers, parked in `send` or `recv` or just woken, while the threads
+        // send and wake them.
+        drop(runtime);
+        stop.store(true, Ordering::Relaxed);
+        let mut drain = || {
+            while let Ok(value) = receiver.try_recv() {
+                received.fetch_add(value, Ordering::Relaxed);
+            }
+        };
+        while !threads.iter().all(thread::JoinHandle::is_finished) {
+            drain(); // makes room for a thread blocked in `send`
+            thread::yield_now();
+        }
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        drain();
+        assert_eq!(
+            received.load(Ordering::Relaxed),
+            sent.load(Ordering::Relaxed)
+        );
+    }
+}

@@ -7,6 +7,7 @@ use std::task::{Poll, Waker};
 
 use super::spin::SpinLock;
 use super::wait_queue::Waiters;
+use crate::worker::{self, Current};
 
 /// A channel's shared state.
 ///
@@ -53,6 +54,24 @@ impl<T> ChannelState<T> {
 }
 
 impl<T> Channel<T> {
+    /// A send attempt under the lock: `Some(true)` and the receiver's waker to wake if
+    /// `value` was queued, `Some(false)` if every receiver is gone (the value stays),
+    /// `None` if the channel is full.
+    fn try_put(
+        &self,
+        state: &mut ChannelState<T>,
+        value: &mut Option<T>,
+    ) -> Option<(bool, Option<Waker>)> {
+        if state.receiver_count == 0 {
+            return Some((false, None));
+        }
+        if state.queue.len() < self.capacity {
+            state.queue.push_back(value.take().expect("sent once"));
+            return Some((true, state.receivers.notify_one()));
+        }
+        None
+    }
+
     /// Waits on `side` until `attempt` (run under the channel's lock) gives a result and,
     /// maybe, a waker to wake once the lock is released.
     async fn wait<R>(
@@ -80,6 +99,46 @@ impl<T> Channel<T> {
             Poll::Pending
         })
         .await
+    }
+}
+
+impl<T> Channel<T> {
+    /// `wait` for a blocking call on a fiber: registers the fiber itself, not a waker, and
+    /// parks it. Saves a reference-count increment and decrement per wait (see
+    /// [`BlockedFiber`](crate::worker::BlockedFiber)).
+    fn wait_in_fiber<R>(
+        &self,
+        fiber: Current,
+        side: Side,
+        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Waker>)>,
+    ) -> R {
+        // Removes the registration under the lock if we unwind (cancelled, or the fiber
+        // dropped while parked).
+        let mut waiter = ChannelWaiter {
+            channel: self,
+            side,
+            key: None,
+        };
+        loop {
+            let mut state = self.state.lock();
+            if let Some((value, waker)) = attempt(&mut state) {
+                state.waiters(side).remove(&mut waiter.key);
+                drop(state);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                return value;
+            }
+            // SAFETY: we run on `fiber`, and the registration is removed under this lock
+            // before this call returns (just above) or unwinds (`ChannelWaiter::drop`).
+            unsafe {
+                state
+                    .waiters(side)
+                    .register_fiber(&mut waiter.key, fiber.blocked())
+            };
+            drop(state);
+            fiber.park();
+        }
     }
 }
 
@@ -230,7 +289,18 @@ impl<T> Sender<T> {
     ///
     /// [`SendError`] with the value if every receiver is gone.
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
-        crate::await_blocking(self.send_async(value))
+        let Some(fiber) = worker::current() else {
+            return crate::await_blocking(self.send_async(value));
+        };
+        let channel = &*self.channel;
+        let mut value = Some(value);
+        if channel.wait_in_fiber(fiber, Side::Sender, |state| {
+            channel.try_put(state, &mut value)
+        }) {
+            Ok(())
+        } else {
+            Err(SendError(value.take().expect("not sent")))
+        }
     }
 
     /// The async twin of [`send`](Sender::send).
@@ -242,16 +312,7 @@ impl<T> Sender<T> {
         let channel = &*self.channel;
         let mut value = Some(value);
         let sent = channel
-            .wait(Side::Sender, |state| {
-                if state.receiver_count == 0 {
-                    return Some((false, None));
-                }
-                if state.queue.len() < channel.capacity {
-                    state.queue.push_back(value.take().expect("sent once"));
-                    return Some((true, state.receivers.notify_one()));
-                }
-                None
-            })
+            .wait(Side::Sender, |state| channel.try_put(state, &mut value))
             .await;
         if sent {
             Ok(())
@@ -269,7 +330,12 @@ impl<T> Receiver<T> {
     ///
     /// [`RecvError`] once the channel is empty and every sender is gone.
     pub fn recv(&self) -> Result<T, RecvError> {
-        crate::await_blocking(self.recv_async())
+        match worker::current() {
+            Some(fiber) => self
+                .channel
+                .wait_in_fiber(fiber, Side::Receiver, Self::attempt_recv),
+            None => crate::await_blocking(self.recv_async()),
+        }
     }
 
     /// The async twin of [`recv`](Receiver::recv).
@@ -278,13 +344,18 @@ impl<T> Receiver<T> {
     ///
     /// As [`recv`](Receiver::recv).
     pub async fn recv_async(&self) -> Result<T, RecvError> {
-        self.channel
-            .wait(Side::Receiver, |state| match Self::take(state) {
-                Ok((value, waker)) => Some((Ok(value), waker)),
-                Err(TryRecvError::Disconnected) => Some((Err(RecvError), None)),
-                Err(TryRecvError::Empty) => None,
-            })
-            .await
+        self.channel.wait(Side::Receiver, Self::attempt_recv).await
+    }
+
+    /// A receive attempt under the lock, for `Channel::wait`: the value (or the
+    /// disconnection) and a sender's waker to wake, or `None` if the channel is empty.
+    #[allow(clippy::type_complexity)]
+    fn attempt_recv(state: &mut ChannelState<T>) -> Option<(Result<T, RecvError>, Option<Waker>)> {
+        match Self::take(state) {
+            Ok((value, waker)) => Some((Ok(value), waker)),
+            Err(TryRecvError::Disconnected) => Some((Err(RecvError), None)),
+            Err(TryRecvError::Empty) => None,
+        }
     }
 
     /// Takes a value under the channel's lock, with the waker of a sender to wake for the

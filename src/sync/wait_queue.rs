@@ -9,18 +9,32 @@ use std::task::{Poll, Waker};
 use slab::Slab;
 
 use crate::reactor::lock;
+use crate::worker::BlockedFiber;
+
+/// Whom a waiter's registration wakes.
+pub(super) enum Wake {
+    /// A future's waker, owned by the registration: any executor, any thread.
+    Waker(Waker),
+    /// A fiber in a blocking call of this module, which removes its registration under
+    /// the lock before it returns; woken under that lock (see [`BlockedFiber`]).
+    Fiber(BlockedFiber),
+}
 
 /// Waiters for an event, woken one or all at a time, kept under a lock of their user's
 /// choosing: a [`WaitQueue`]'s own, or a channel's state lock.
 ///
 /// A waiter that was notified but gives up (its future is dropped) passes the notification
 /// on, so that dropping a future never loses a wake.
+///
+/// Every method runs with that lock held (`&mut self`). Fibers registered with
+/// [`register_fiber`](Waiters::register_fiber) are woken by `notify_one` and `notify_all`
+/// themselves, under the lock; wakers are handed back, to wake after unlocking.
 pub(super) struct Waiters {
-    /// Each waiter's waker, or `None` once notified.
-    pub(super) slots: Slab<Option<Waker>>,
+    /// Each waiter's registration, or `None` once notified.
+    pub(super) slots: Slab<Option<Wake>>,
     /// Keys of the waiters not yet notified, oldest first (may hold removed keys).
     pub(super) order: VecDeque<usize>,
-    /// How many slots hold a waker (waiters registered and not yet notified).
+    /// How many slots hold a registration (waiters registered and not yet notified).
     pub(super) waiting: usize,
 }
 
@@ -36,16 +50,46 @@ impl Waiters {
     /// Registers a waiter, or refreshes its waker. One that was notified is queued again
     /// (as a new arrival): its caller found its condition still false.
     pub(super) fn register(&mut self, key: &mut Option<usize>, waker: &Waker) {
+        if let Some(k) = *key
+            && let Some(Some(Wake::Waker(current))) = self.slots.get_mut(k)
+        {
+            if !current.will_wake(waker) {
+                current.clone_from(waker);
+            }
+            return;
+        }
+        self.put(key, || Wake::Waker(waker.clone()));
+    }
+
+    /// Registers a fiber that is about to park in a blocking call, without a waker.
+    ///
+    /// # Safety
+    ///
+    /// The caller is that blocking call, running on `fiber`, and it removes the
+    /// registration ([`remove`](Waiters::remove), under the lock that guards these
+    /// waiters) before it returns or unwinds, whatever happens: the notifier relies on it
+    /// to know that the fiber is alive (see [`BlockedFiber`]).
+    pub(super) unsafe fn register_fiber(&mut self, key: &mut Option<usize>, fiber: BlockedFiber) {
+        if let Some(k) = *key
+            && let Some(Some(Wake::Fiber(current))) = self.slots.get(k)
+            && *current == fiber
+        {
+            return;
+        }
+        self.put(key, || Wake::Fiber(fiber));
+    }
+
+    /// Stores a registration under `key`: in place if the waiter is registered, queued as
+    /// a new arrival if it was notified, under a new key if it has none.
+    fn put(&mut self, key: &mut Option<usize>, wake: impl FnOnce() -> Wake) {
         if let Some(k) = *key {
             match self.slots.get_mut(k) {
                 Some(Some(current)) => {
-                    if !current.will_wake(waker) {
-                        current.clone_from(waker);
-                    }
+                    *current = wake();
                     return;
                 }
                 Some(slot @ None) => {
-                    *slot = Some(waker.clone());
+                    *slot = Some(wake());
                     self.order.push_back(k);
                     self.waiting += 1;
                     return;
@@ -53,7 +97,7 @@ impl Waiters {
                 None => {}
             }
         }
-        let k = self.slots.insert(Some(waker.clone()));
+        let k = self.slots.insert(Some(wake()));
         self.order.push_back(k);
         self.waiting += 1;
         *key = Some(k);
@@ -76,27 +120,29 @@ impl Waiters {
         }
     }
 
-    /// Marks the oldest waiter notified and returns its waker, to wake after unlocking.
+    /// Marks the oldest waiter notified. A fiber is woken here; a waker is returned, to
+    /// wake after unlocking.
     pub(super) fn notify_one(&mut self) -> Option<Waker> {
         if self.waiting == 0 {
             return None;
         }
         while let Some(k) = self.order.pop_front() {
             if let Some(slot) = self.slots.get_mut(k)
-                && let Some(waker) = slot.take()
+                && let Some(wake) = slot.take()
             {
                 self.waiting -= 1;
                 if self.waiting == 0 {
                     // Only removed keys remain: drop them before they pile up.
                     self.order.clear();
                 }
-                return Some(waker);
+                return Self::wake_fiber_or_return(wake);
             }
         }
         None
     }
 
-    /// Marks every waiter notified and returns their wakers, to wake after unlocking.
+    /// Marks every waiter notified. Fibers are woken here; wakers are returned, to wake
+    /// after unlocking.
     pub(super) fn notify_all(&mut self) -> Vec<Waker> {
         if self.waiting == 0 {
             return Vec::new();
@@ -105,9 +151,24 @@ impl Waiters {
         let wakers: Vec<Waker> = order
             .drain(..)
             .filter_map(|k| slots.get_mut(k).and_then(Option::take))
+            .filter_map(Self::wake_fiber_or_return)
             .collect();
         self.waiting = 0;
         wakers
+    }
+
+    /// Wakes a fiber whose registration was just taken, under the lock; gives a waker back.
+    fn wake_fiber_or_return(wake: Wake) -> Option<Waker> {
+        match wake {
+            Wake::Waker(waker) => Some(waker),
+            Wake::Fiber(fiber) => {
+                // SAFETY: we hold the lock (`&mut self` in our callers) under which this
+                // registration was found and taken, so the fiber, which removes its key
+                // under this lock before leaving its call (`register_fiber`), has not left.
+                unsafe { fiber.wake() };
+                None
+            }
+        }
     }
 }
 
