@@ -317,7 +317,7 @@ fn fibers_blocked_in_channels_unwind_at_shutdown_while_threads_use_them() {
         // send and wake them.
         drop(runtime);
         stop.store(true, Ordering::Relaxed);
-        let mut drain = || {
+        let drain = || {
             while let Ok(value) = receiver.try_recv() {
                 received.fetch_add(value, Ordering::Relaxed);
             }
