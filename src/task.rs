@@ -23,9 +23,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable};
 
-use crate::worker::WorkerShared;
+use crate::worker;
+use crate::worker::{Current, Wake, WorkerShared};
 
 /// The fiber runs, or is queued to run, and nobody has woken it since it last polled.
 pub(crate) const IDLE: u8 = 0;
@@ -123,23 +124,33 @@ const DONE: u8 = 1;
 /// `JoinCell::state` bit: the `JoinHandle` stored its waker; while set, only the completer
 /// reads the waker (by reference) and nobody writes it.
 const JOIN_WAKER: u8 = 2;
+/// `JoinCell::state` bit: the completer is done with the registration it found (it woke
+/// the joiner); a joiner blocked in a fiber waits for it before it leaves `join`.
+const WOKEN: u8 = 4;
 
 /// Where a task's result goes, and who waits for it.
 ///
-/// One atomic word (`DONE`, `JOIN_WAKER`) instead of a lock, as tokio's join state: the
-/// `JoinHandle` owns the waker slot while `JOIN_WAKER` is clear and `DONE` is not set; once
-/// it sets `JOIN_WAKER` (Release), the slot is frozen, and the completer, having set `DONE`
-/// (AcqRel) and seen `JOIN_WAKER`, wakes it by reference. The handle takes the slot back by
-/// clearing `JOIN_WAKER` with a compare-exchange that fails once `DONE` is set.
+/// One atomic word (`DONE`, `JOIN_WAKER`, `WOKEN`) instead of a lock, as tokio's join
+/// state: the `JoinHandle` owns the waker slot while `JOIN_WAKER` is clear and `DONE` is
+/// not set; once it sets `JOIN_WAKER` (Release), the slot is frozen, and the completer,
+/// having set `DONE` (AcqRel) and seen `JOIN_WAKER`, wakes it by reference, then sets
+/// `WOKEN` (Release). The handle takes the slot back by clearing `JOIN_WAKER` with a
+/// compare-exchange that fails once `DONE` is set.
+///
+/// `join` on a fiber registers the fiber itself ([`Wake::Fiber`]), which holds no
+/// reference count: it then does not leave `join` (returning or unwinding) until it took
+/// the slot back or saw `WOKEN`, so the completer never wakes a fiber that is gone. Once
+/// `DONE` is set only the completer writes the state word, so `WOKEN` is a plain store.
 pub(crate) struct JoinCell<T> {
     /// `DONE` and `JOIN_WAKER` bits.
     state: AtomicU8,
     /// The result. Written once before `DONE` is set, read once by the `JoinHandle` after
     /// it saw `DONE`.
     result: UnsafeCell<Option<Result<T, JoinError>>>,
-    /// The waker of whoever waits on the `JoinHandle`; see the type docs for who may touch
-    /// it when. Dropped with the task.
-    waker: UnsafeCell<Option<Waker>>,
+    /// Whom to wake when the result is stored: the waker of whoever polls the
+    /// `JoinHandle`, or the fiber blocked in `join`; see the type docs for who may touch it
+    /// when. Dropped with the task.
+    waker: UnsafeCell<Option<Wake>>,
 }
 
 // SAFETY: `result` is written by one thread before `DONE` is set (Release) and read by the
@@ -199,8 +210,17 @@ impl<T> JoinCell<T> {
             // SAFETY: `JOIN_WAKER` was set (and its Release write of the waker seen), and
             // with `DONE` now set the JoinHandle never writes the slot again: only shared
             // reads of it remain.
-            if let Some(waker) = unsafe { &*self.waker.get() } {
-                waker.wake_by_ref();
+            match unsafe { &*self.waker.get() } {
+                Some(Wake::Waker(waker)) => waker.wake_by_ref(),
+                Some(Wake::Fiber(fiber)) => {
+                    // SAFETY: the fiber registered and did not take the slot back (it
+                    // cannot now: `DONE` is set), so it waits in `join` for `WOKEN`.
+                    unsafe { fiber.wake() };
+                    // Only this call writes the state once `DONE` is set (type docs).
+                    self.state
+                        .store(DONE | JOIN_WAKER | WOKEN, Ordering::Release);
+                }
+                None => {}
             }
         }
     }
@@ -313,8 +333,48 @@ impl<T: Send + 'static> JoinHandle<T> {
     ///
     /// A [`JoinError`] if the fiber panicked or was cancelled (aborted, or its runtime shut
     /// down before it finished).
-    pub fn join(self) -> Result<T, JoinError> {
-        crate::await_blocking(self)
+    pub fn join(mut self) -> Result<T, JoinError> {
+        match worker::current() {
+            Some(fiber) => self.join_in_fiber(fiber),
+            None => crate::await_blocking(self),
+        }
+    }
+
+    /// `join` on a fiber: registers the fiber itself, which costs no reference count (see
+    /// [`JoinCell`]), and parks it until the result is there.
+    fn join_in_fiber(&mut self, fiber: Current) -> Result<T, JoinError> {
+        let cell = self.task.join_cell();
+        let state = cell.state.load(Ordering::Acquire);
+        if state & DONE != 0 {
+            return self.take();
+        }
+        // A poll of the handle before `join` may have stored a waker: take the slot back.
+        if state & JOIN_WAKER != 0
+            && cell
+                .state
+                .compare_exchange(JOIN_WAKER, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return self.take(); // the result came meanwhile
+        }
+        // SAFETY: `JOIN_WAKER` is clear and only this handle sets it, so the completer
+        // does not read the slot.
+        unsafe { *cell.waker.get() = Some(Wake::Fiber(fiber.blocked())) };
+        if cell
+            .state
+            .compare_exchange(0, JOIN_WAKER, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return self.take(); // the result came meanwhile
+        }
+        // From here on we must not leave before taking the registration back or seeing
+        // `WOKEN`: `Registered::drop` waits for that, on every way out.
+        let registered = Registered(cell);
+        while !cell.is_done() {
+            fiber.park(); // may unwind (cancelled, or the fiber dropped)
+        }
+        drop(registered);
+        self.take()
     }
 
     /// Whether the fiber has finished (returned, panicked or been cancelled).
@@ -354,7 +414,9 @@ impl<T: Send + 'static> Future for JoinHandle<T> {
         if state & JOIN_WAKER != 0 {
             // SAFETY: while `JOIN_WAKER` is set nobody writes the slot (see `JoinCell`).
             let stored = unsafe { &*cell.waker.get() };
-            if stored.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            if let Some(Wake::Waker(waker)) = stored
+                && waker.will_wake(cx.waker())
+            {
                 return Poll::Pending;
             }
             // Another waker: take the slot back, unless the result came meanwhile.
@@ -368,7 +430,7 @@ impl<T: Send + 'static> Future for JoinHandle<T> {
         }
         // SAFETY: `JOIN_WAKER` is clear and only this handle sets it, so the completer does
         // not read the slot (it reads it only after seeing `JOIN_WAKER` set).
-        unsafe { *cell.waker.get() = Some(cx.waker().clone()) };
+        unsafe { *cell.waker.get() = Some(Wake::Waker(cx.waker().clone())) };
         // Publish the waker; fails only if the result came meanwhile.
         if cell
             .state
@@ -378,6 +440,37 @@ impl<T: Send + 'static> Future for JoinHandle<T> {
             return Poll::Ready(this.take());
         }
         Poll::Pending
+    }
+}
+
+/// A fiber's registration in a join cell (`JoinHandle::join_in_fiber`); dropping it
+/// takes the registration back or, if the task completed, waits until the completer has
+/// woken the fiber, so that the completer never touches a fiber that has left `join`.
+struct Registered<'a, T>(&'a JoinCell<T>);
+
+impl<T> Drop for Registered<'_, T> {
+    fn drop(&mut self) {
+        let state = &self.0.state;
+        if state.load(Ordering::Acquire) & WOKEN != 0 {
+            return; // the usual way: woken, and the completer is done
+        }
+        if state
+            .compare_exchange(JOIN_WAKER, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return; // not completed: the registration is ours again
+        }
+        // Completed, and the completer is between waking us and saying so (we were
+        // resumed by another wake, or we unwind): a few instructions on its side.
+        let mut spins = 0u32;
+        while state.load(Ordering::Acquire) & WOKEN == 0 {
+            if spins < 64 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now(); // the completer's thread may be preempted
+            }
+        }
     }
 }
 

@@ -403,13 +403,20 @@ impl Current {
 /// count: registering it with a wait list costs no atomic increment, and waking it no
 /// decrement, where a cloned [`Waker`] costs one of each.
 ///
-/// The handle is valid only while the fiber's registration lasts. The blocking call keeps
-/// its registration in a list guarded by a lock, and removes it under that lock before it
-/// returns or unwinds; the fiber's task lives at least as long as any frame of the fiber
-/// (its closure owns the task). So whoever finds the registration in the list, holding
-/// the lock, may wake the fiber, and must do it before releasing the lock: after that,
-/// the fiber may leave its call and finish. (An `await_blocking` future cannot do this:
-/// safe code may forget a future that registered, so its registration holds a `Waker`.)
+/// The handle is valid only while the fiber's registration lasts. The fiber's task lives
+/// at least as long as any frame of the fiber (its closure owns the task), and the
+/// blocking call does not return or unwind until whoever took its registration is done
+/// with it:
+///
+/// * in a wait list of `green::sync`, the call removes its registration under the list's
+///   lock, so a notifier that finds it there, holding the lock, wakes the fiber before
+///   releasing the lock;
+/// * in a task's join cell, the joiner takes its registration back, or, if the task
+///   completed meanwhile, waits until the completer has woken it and said so
+///   (`JoinCell::complete`).
+///
+/// (An `await_blocking` future cannot do this: safe code may forget a future that
+/// registered, so its registration holds a `Waker`.)
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BlockedFiber(*const Header);
 
@@ -423,14 +430,23 @@ impl BlockedFiber {
     ///
     /// # Safety
     ///
-    /// The caller holds the lock of the wait list where it found the fiber's registration,
-    /// and that registration is still in place (or was removed under this same hold of
-    /// the lock): the fiber has not left its blocking call.
+    /// The caller took the fiber's registration and the fiber cannot have left its
+    /// blocking call yet (see the type docs): for a wait list, the caller still holds the
+    /// lock under which it found the registration.
     pub(crate) unsafe fn wake(self) {
         // SAFETY: by the contract, the fiber is inside its blocking call, so its task,
         // and the header at the front of it, are alive.
         unsafe { &*self.0 }.wake();
     }
+}
+
+/// Whom a registration with a wait list wakes.
+pub(crate) enum Wake {
+    /// A future's waker, owned by the registration: any executor, any thread.
+    Waker(Waker),
+    /// A fiber in one of this crate's blocking calls, which takes its registration back
+    /// before it returns; woken before that, as [`BlockedFiber`] says.
+    Fiber(BlockedFiber),
 }
 
 /// Asks that the next fiber the calling fiber spawns run near `cpu` (see

@@ -530,3 +530,104 @@ fn runtime_block_on_runs_a_future_in_a_fiber() {
     });
     assert!(value);
 }
+
+/// A waker that counts its wakes.
+struct CountingWaker(AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn join_after_polling_the_handle_takes_the_slot_back() {
+    let woken = run_with_watchdog(|| {
+        let (sender, receiver) = oneshot::channel::<u32>();
+        let mut handle = green::spawn(move || green::await_blocking(receiver).unwrap() + 1);
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        // The spawned fiber waits for the oneshot, which nobody has sent yet.
+        assert!(
+            Pin::new(&mut handle)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        sender.send(41).unwrap();
+        assert_eq!(handle.join().unwrap(), 42);
+        counter.0.load(Ordering::SeqCst)
+    });
+    assert_eq!(
+        woken, 0,
+        "the waker of the earlier poll was woken, not the joiner"
+    );
+}
+
+#[test]
+fn aborting_a_fiber_blocked_in_join_leaves_the_joined_fiber_running() {
+    run_with_watchdog(|| {
+        let (sender, receiver) = green::sync::channel::<u32>();
+        let (done_sender, done_receiver) = green::sync::channel::<u32>();
+        let inner = green::spawn(move || {
+            let value = receiver.recv().unwrap();
+            done_sender.send(value).unwrap();
+            value
+        });
+        let joiner = green::spawn(move || inner.join().unwrap());
+        green::yield_now(); // `inner` waits for a value, `joiner` for `inner`
+        assert!(!joiner.is_finished());
+        joiner.abort();
+        assert!(joiner.join().unwrap_err().is_cancelled());
+        // `inner` completes with nobody joining: it must not wake the fiber that left.
+        sender.send(5).unwrap();
+        assert_eq!(done_receiver.recv().unwrap(), 5);
+    });
+}
+
+#[test]
+fn a_joiner_aborted_after_the_completion_woke_it_still_unwinds() {
+    run_with_watchdog(|| {
+        let (sender, receiver) = green::sync::channel::<u32>();
+        let inner = green::spawn(move || receiver.recv().unwrap());
+        let joiner = green::spawn(move || inner.join().unwrap());
+        green::yield_now(); // `joiner` blocks in `join`
+        sender.send(9).unwrap(); // wakes `inner`, which runs before us
+        green::yield_now(); // `inner` completes and wakes `joiner`, queued behind us
+        joiner.abort(); // before `joiner` runs: it unwinds instead of returning 9
+        assert!(joiner.join().unwrap_err().is_cancelled());
+    });
+}
+
+#[test]
+fn joins_race_with_completions_on_other_workers() {
+    let rounds = if NATIVE { 2000 } else { 200 };
+    let runtime = green::Runtime::builder().workers(2).build().unwrap();
+    let total = runtime.run(move || {
+        // Joiners on both workers; the joined fibers wait for a thread, so they complete
+        // on whichever worker they live on while their joiners park or are just parking.
+        let joiners: Vec<_> = (0..8)
+            .map(|j| {
+                green::spawn(move || {
+                    (0..rounds / 8)
+                        .map(|i| {
+                            let (sender, receiver) = oneshot::channel::<usize>();
+                            let value = j * rounds + i;
+                            std::thread::spawn(move || sender.send(value).unwrap());
+                            green::spawn(move || green::await_blocking(receiver).unwrap())
+                                .join()
+                                .unwrap()
+                        })
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        joiners
+            .into_iter()
+            .map(|j| j.join().unwrap())
+            .sum::<usize>()
+    });
+    let expected: usize = (0..8)
+        .flat_map(|j| (0..rounds / 8).map(move |i| j * rounds + i))
+        .sum();
+    assert_eq!(total, expected);
+}

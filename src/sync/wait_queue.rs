@@ -9,16 +9,7 @@ use std::task::{Poll, Waker};
 use slab::Slab;
 
 use crate::reactor::lock;
-use crate::worker::BlockedFiber;
-
-/// Whom a waiter's registration wakes.
-pub(super) enum Wake {
-    /// A future's waker, owned by the registration: any executor, any thread.
-    Waker(Waker),
-    /// A fiber in a blocking call of this module, which removes its registration under
-    /// the lock before it returns; woken under that lock (see [`BlockedFiber`]).
-    Fiber(BlockedFiber),
-}
+use crate::worker::{BlockedFiber, Wake};
 
 /// Waiters for an event, woken one or all at a time, kept under a lock of their user's
 /// choosing: a [`WaitQueue`]'s own, or a channel's state lock.
