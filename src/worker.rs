@@ -230,13 +230,23 @@ impl WorkerShared {
     }
 
     /// Sends a message from another thread and wakes the worker if it sleeps.
-    pub(crate) fn send(&self, message: Message) {
+    ///
+    /// Runs no user code: wakes of fibers blocked in `green::sync` come here while the
+    /// notifier holds a channel's lock, which a user destructor might take again.
+    fn send(&self, message: Message) {
         self.injector.push(message);
         self.notify_if_sleeping();
-        // What arrives after the worker closed is dropped here, so that spawned fibers'
-        // handles resolve (to cancelled) rather than wait forever.
+        // Messages that arrive after the worker closed are dropped (plain data).
         if self.closed.load(Ordering::SeqCst) {
             while self.injector.pop().is_some() {}
+        }
+    }
+
+    /// Drops the tasks waiting to start once the worker has closed, so that their handles
+    /// resolve (to cancelled) rather than wait forever. Drops user closures: never call
+    /// it from `schedule`.
+    fn cancel_tasks_if_closed(&self) {
+        if self.closed.load(Ordering::SeqCst) {
             while self.spawns.pop().is_some() {}
             while self.pinned.pop().is_some() {}
         }
@@ -247,6 +257,7 @@ impl WorkerShared {
     pub(crate) fn send_spawn(&self, task: Unstarted) {
         self.spawns.push(task);
         self.send(Message::Start);
+        self.cancel_tasks_if_closed();
     }
 
     /// Queues a task chosen to start on this worker, from another thread: it is stolen
@@ -257,6 +268,7 @@ impl WorkerShared {
         self.load.fetch_add(1, Ordering::Relaxed);
         self.pinned.push(task);
         self.send(Message::StartPinned);
+        self.cancel_tasks_if_closed();
     }
 
     /// Interrupts the worker's wait in the reactor, if it waits.
