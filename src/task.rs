@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize,
 use std::task::{Context, Poll, RawWaker, RawWakerVTable};
 
 use crate::worker;
-use crate::worker::{Current, Wake, WorkerShared};
+use crate::worker::{Current, RemoteWake, Wake, WorkerShared};
 
 /// The fiber runs, or is queued to run, and nobody has woken it since it last polled.
 pub(crate) const IDLE: u8 = 0;
@@ -66,6 +66,22 @@ impl Header {
             worker.schedule(self.id.load(Ordering::Relaxed));
         }
     }
+
+    /// `wake`, with the part that may make a system call left to the caller: the state
+    /// change, and the queueing of a fiber of this thread's worker, happen now; a wake for
+    /// a worker on another thread comes back as a [`RemoteWake`] (holding that worker),
+    /// to send once the caller has released its lock.
+    pub(crate) fn wake_deferred(&self) -> Option<RemoteWake> {
+        if self.state.swap(NOTIFIED, Ordering::AcqRel) != PARKED {
+            return None;
+        }
+        let worker = self.worker.get()?;
+        let id = self.id.load(Ordering::Relaxed);
+        if worker.schedule_on_this_thread(id) {
+            return None;
+        }
+        Some(RemoteWake::new(self.worker.get_arc()?, id))
+    }
 }
 
 /// The worker a task's fiber lives on: set once, when the fiber is created (a cheaper
@@ -79,6 +95,20 @@ impl WorkerCell {
         // SAFETY: a non-null pointer came from `Arc::into_raw` in `set` and the cell owns
         // that count until it drops.
         unsafe { self.0.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The worker, with a reference count of its own.
+    fn get_arc(&self) -> Option<Arc<WorkerShared>> {
+        let raw = self.0.load(Ordering::Acquire);
+        if raw.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null pointer came from `Arc::into_raw` in `set`, and the cell's
+        // count keeps it alive while we add ours.
+        unsafe {
+            Arc::increment_strong_count(raw);
+            Some(Arc::from_raw(raw))
+        }
     }
 
     /// Sets the worker.
@@ -215,10 +245,14 @@ impl<T> JoinCell<T> {
                 Some(Wake::Fiber(fiber)) => {
                     // SAFETY: the fiber registered and did not take the slot back (it
                     // cannot now: `DONE` is set), so it waits in `join` for `WOKEN`.
-                    unsafe { fiber.wake() };
+                    let remote = unsafe { fiber.wake() };
                     // Only this call writes the state once `DONE` is set (type docs).
                     self.state
                         .store(DONE | JOIN_WAKER | WOKEN, Ordering::Release);
+                    // The joiner may be gone now; its worker is held by `remote`.
+                    if let Some(remote) = remote {
+                        remote.send();
+                    }
                 }
                 None => {}
             }

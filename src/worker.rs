@@ -218,15 +218,23 @@ impl WorkerShared {
     /// Queues a fiber to run: on the local queue when called on the worker's own thread,
     /// else through the injector.
     pub(crate) fn schedule(&self, id: u64) {
+        if !self.schedule_on_this_thread(id) {
+            self.send(Message::Wake(id));
+        }
+    }
+
+    /// Queues a fiber on the local queue if called on the worker's own thread; returns
+    /// whether it did.
+    pub(crate) fn schedule_on_this_thread(&self, id: u64) -> bool {
         let worker = WORKER.with(Cell::get);
         // SAFETY: a non-null WORKER points at the worker running on this thread.
-        if let Some(worker) = unsafe { worker.as_ref() }
-            && ptr::eq(&*worker.shared, self)
-        {
-            worker.queue.borrow_mut().push_back(id);
-            return;
+        match unsafe { worker.as_ref() } {
+            Some(worker) if ptr::eq(&*worker.shared, self) => {
+                worker.queue.borrow_mut().push_back(id);
+                true
+            }
+            _ => false,
         }
-        self.send(Message::Wake(id));
     }
 
     /// Sends a message from another thread and wakes the worker if it sleeps.
@@ -438,17 +446,61 @@ pub(crate) struct BlockedFiber(*const Header);
 unsafe impl Send for BlockedFiber {}
 
 impl BlockedFiber {
-    /// Wakes the fiber, as its waker would.
+    /// Wakes the fiber, as its waker would, except that a wake for a worker on another
+    /// thread comes back as a [`RemoteWake`], to send after the caller has released its
+    /// lock (the send may make a system call; see `Header::wake_deferred`).
     ///
     /// # Safety
     ///
     /// The caller took the fiber's registration and the fiber cannot have left its
     /// blocking call yet (see the type docs): for a wait list, the caller still holds the
     /// lock under which it found the registration.
-    pub(crate) unsafe fn wake(self) {
+    #[must_use = "a RemoteWake must be sent, or the fiber may never run"]
+    pub(crate) unsafe fn wake(self) -> Option<RemoteWake> {
         // SAFETY: by the contract, the fiber is inside its blocking call, so its task,
         // and the header at the front of it, are alive.
-        unsafe { &*self.0 }.wake();
+        unsafe { &*self.0 }.wake_deferred()
+    }
+}
+
+/// The rest of a fiber's wake: a message to its worker on another thread. It holds the
+/// worker, not the fiber, so it may be sent after the fiber's notifier released the lock
+/// that kept the fiber alive (a wake for a fiber that has gone meanwhile does nothing).
+#[must_use = "a RemoteWake must be sent, or the fiber may never run"]
+pub(crate) struct RemoteWake {
+    /// The fiber's worker.
+    worker: Arc<WorkerShared>,
+    /// The fiber's (slot, generation) id.
+    id: u64,
+}
+
+impl RemoteWake {
+    pub(crate) fn new(worker: Arc<WorkerShared>, id: u64) -> RemoteWake {
+        RemoteWake { worker, id }
+    }
+
+    /// Queues the fiber on its worker, and wakes the worker if it sleeps.
+    pub(crate) fn send(self) {
+        self.worker.send(Message::Wake(self.id));
+    }
+}
+
+/// A wake to do once the notifier has released its lock.
+#[must_use = "a Wakeup must be woken, or its waiter may never run"]
+pub(crate) enum Wakeup {
+    /// A future's waker.
+    Waker(Waker),
+    /// A fiber of a worker on another thread.
+    Remote(RemoteWake),
+}
+
+impl Wakeup {
+    /// Does the wake.
+    pub(crate) fn wake(self) {
+        match self {
+            Wakeup::Waker(waker) => waker.wake(),
+            Wakeup::Remote(remote) => remote.send(),
+        }
     }
 }
 

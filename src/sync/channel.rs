@@ -3,11 +3,11 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 
 use super::spin::SpinLock;
 use super::wait_queue::Waiters;
-use crate::worker::{self, Current};
+use crate::worker::{self, Current, Wakeup};
 
 /// A channel's shared state.
 ///
@@ -61,7 +61,7 @@ impl<T> Channel<T> {
         &self,
         state: &mut ChannelState<T>,
         value: &mut Option<T>,
-    ) -> Option<(bool, Option<Waker>)> {
+    ) -> Option<(bool, Option<Wakeup>)> {
         if state.receiver_count == 0 {
             return Some((false, None));
         }
@@ -77,7 +77,7 @@ impl<T> Channel<T> {
     async fn wait<R>(
         &self,
         side: Side,
-        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Waker>)>,
+        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Wakeup>)>,
     ) -> R {
         let mut waiter = ChannelWaiter {
             channel: self,
@@ -110,7 +110,7 @@ impl<T> Channel<T> {
         &self,
         fiber: Current,
         side: Side,
-        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Waker>)>,
+        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Wakeup>)>,
     ) -> R {
         // Removes the registration under the lock if we unwind (cancelled, or the fiber
         // dropped while parked).
@@ -350,7 +350,7 @@ impl<T> Receiver<T> {
     /// A receive attempt under the lock, for `Channel::wait`: the value (or the
     /// disconnection) and a sender's waker to wake, or `None` if the channel is empty.
     #[allow(clippy::type_complexity)]
-    fn attempt_recv(state: &mut ChannelState<T>) -> Option<(Result<T, RecvError>, Option<Waker>)> {
+    fn attempt_recv(state: &mut ChannelState<T>) -> Option<(Result<T, RecvError>, Option<Wakeup>)> {
         match Self::take(state) {
             Ok((value, waker)) => Some((Ok(value), waker)),
             Err(TryRecvError::Disconnected) => Some((Err(RecvError), None)),
@@ -360,7 +360,7 @@ impl<T> Receiver<T> {
 
     /// Takes a value under the channel's lock, with the waker of a sender to wake for the
     /// room it made.
-    pub(super) fn take(state: &mut ChannelState<T>) -> Result<(T, Option<Waker>), TryRecvError> {
+    pub(super) fn take(state: &mut ChannelState<T>) -> Result<(T, Option<Wakeup>), TryRecvError> {
         match state.queue.pop_front() {
             Some(value) => Ok((value, state.senders.notify_one())),
             None if state.sender_count == 0 => Err(TryRecvError::Disconnected),
@@ -417,7 +417,7 @@ impl<T> Drop for Sender<T> {
                 Vec::new()
             }
         };
-        wakers.into_iter().for_each(Waker::wake);
+        wakers.into_iter().for_each(Wakeup::wake);
     }
 }
 
@@ -432,7 +432,7 @@ impl<T> Drop for Receiver<T> {
                 Vec::new()
             }
         };
-        wakers.into_iter().for_each(Waker::wake);
+        wakers.into_iter().for_each(Wakeup::wake);
     }
 }
 

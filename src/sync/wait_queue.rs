@@ -9,7 +9,7 @@ use std::task::{Poll, Waker};
 use slab::Slab;
 
 use crate::reactor::lock;
-use crate::worker::{BlockedFiber, Wake};
+use crate::worker::{BlockedFiber, Wake, Wakeup};
 
 /// Waiters for an event, woken one or all at a time, kept under a lock of their user's
 /// choosing: a [`WaitQueue`]'s own, or a channel's state lock.
@@ -111,9 +111,9 @@ impl Waiters {
         }
     }
 
-    /// Marks the oldest waiter notified. A fiber is woken here; a waker is returned, to
-    /// wake after unlocking.
-    pub(super) fn notify_one(&mut self) -> Option<Waker> {
+    /// Marks the oldest waiter notified and returns its wake, to do after unlocking. A
+    /// fiber's state changes here, under the lock (see `register_fiber`).
+    pub(super) fn notify_one(&mut self) -> Option<Wakeup> {
         if self.waiting == 0 {
             return None;
         }
@@ -126,39 +126,37 @@ impl Waiters {
                     // Only removed keys remain: drop them before they pile up.
                     self.order.clear();
                 }
-                return Self::wake_fiber_or_return(wake);
+                return Self::wakeup(wake);
             }
         }
         None
     }
 
-    /// Marks every waiter notified. Fibers are woken here; wakers are returned, to wake
-    /// after unlocking.
-    pub(super) fn notify_all(&mut self) -> Vec<Waker> {
+    /// Marks every waiter notified and returns their wakes, to do after unlocking.
+    pub(super) fn notify_all(&mut self) -> Vec<Wakeup> {
         if self.waiting == 0 {
             return Vec::new();
         }
         let Waiters { slots, order, .. } = self;
-        let wakers: Vec<Waker> = order
+        let wakeups: Vec<Wakeup> = order
             .drain(..)
             .filter_map(|k| slots.get_mut(k).and_then(Option::take))
-            .filter_map(Self::wake_fiber_or_return)
+            .filter_map(Self::wakeup)
             .collect();
         self.waiting = 0;
-        wakers
+        wakeups
     }
 
-    /// Wakes a fiber whose registration was just taken, under the lock; gives a waker back.
-    fn wake_fiber_or_return(wake: Wake) -> Option<Waker> {
+    /// The wake of a registration just taken. A fiber's state changes now, under the
+    /// lock, and so does its queueing if it lives on this thread's worker: only a message
+    /// to another thread is left for after unlocking.
+    fn wakeup(wake: Wake) -> Option<Wakeup> {
         match wake {
-            Wake::Waker(waker) => Some(waker),
-            Wake::Fiber(fiber) => {
-                // SAFETY: we hold the lock (`&mut self` in our callers) under which this
-                // registration was found and taken, so the fiber, which removes its key
-                // under this lock before leaving its call (`register_fiber`), has not left.
-                unsafe { fiber.wake() };
-                None
-            }
+            Wake::Waker(waker) => Some(Wakeup::Waker(waker)),
+            // SAFETY: we hold the lock (`&mut self` in our callers) under which this
+            // registration was found and taken, so the fiber, which removes its key under
+            // this lock before leaving its call (`register_fiber`), has not left.
+            Wake::Fiber(fiber) => unsafe { fiber.wake() }.map(Wakeup::Remote),
         }
     }
 }
@@ -277,7 +275,7 @@ impl WaitQueue {
             self.publish(&waiters);
             wakers
         };
-        wakers.into_iter().for_each(Waker::wake);
+        wakers.into_iter().for_each(Wakeup::wake);
     }
 }
 
