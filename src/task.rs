@@ -13,8 +13,9 @@
 //! to NOTIFIED; only the wake that found PARKED schedules the fiber, so a fiber is queued at
 //! most once. A wake that comes while the fiber still runs (between `Pending` and the park)
 //! leaves NOTIFIED behind, the park sees it and does not suspend, and the fiber polls again.
-//! After every park the fiber resets the state to IDLE *before* polling: a wake after that
-//! reset either is seen by the poll or leaves NOTIFIED for the next park.
+//! After every park the fiber resets the state to IDLE *before* polling, with a swap (an
+//! acquire of the last waker's write, see `Current::park`): a wake after that reset
+//! either is seen by the poll or leaves NOTIFIED for the next park.
 
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -172,7 +173,7 @@ const WOKEN: u8 = 4;
 /// the slot back or saw `WOKEN`, so the completer never wakes a fiber that is gone. Once
 /// `DONE` is set only the completer writes the state word, so `WOKEN` is a plain store.
 pub(crate) struct JoinCell<T> {
-    /// `DONE` and `JOIN_WAKER` bits.
+    /// `DONE`, `JOIN_WAKER` and `WOKEN` bits.
     state: AtomicU8,
     /// The result. Written once before `DONE` is set, read once by the `JoinHandle` after
     /// it saw `DONE`.

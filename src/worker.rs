@@ -374,6 +374,14 @@ impl Current {
     }
 
     /// Parks the fiber until its waker is woken (returns at once if it already was).
+    ///
+    /// The notification is consumed with a swap, not a store: the caller then checks its
+    /// condition with a plain load (a join cell, a future's flag), and a store followed
+    /// by a load of another location may be reordered (on x86 too: the store waits in the
+    /// store buffer). The load could then miss a completion whose wake found the old
+    /// NOTIFIED, and the next park would sleep for ever. The swap reads the waker's
+    /// NOTIFIED (Acquire), so the completion is seen, or comes before the waker's swap,
+    /// which then finds IDLE or PARKED (see `Current::park_locked` for the cheaper case).
     #[inline(always)]
     pub(crate) fn park(&self) {
         let header = self.header();
@@ -385,6 +393,29 @@ impl Current {
             self.suspend();
         }
         // Woken (or notified before parking): forget the notification before polling again.
+        header.state.swap(IDLE, Ordering::AcqRel);
+        if header.cancelled.load(Ordering::Acquire) {
+            unwind_cancelled();
+        }
+    }
+
+    /// `park`, for a caller that re-checks its condition under a lock which its notifier
+    /// holds while it wakes the fiber (the channels of `green::sync`). The lock orders the
+    /// reset before the notifier's swap, so the reset can be a plain store: a swap costs
+    /// a lock-prefixed instruction.
+    #[inline(always)]
+    pub(crate) fn park_locked(&self) {
+        let header = self.header();
+        if header
+            .state
+            .compare_exchange(IDLE, PARKED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.suspend();
+        }
+        // The caller takes the lock next: a notifier that takes it after us sees this
+        // store before its swap; one that held it before us made its change visible to
+        // our check under the lock.
         header.state.store(IDLE, Ordering::Release);
         if header.cancelled.load(Ordering::Acquire) {
             unwind_cancelled();
@@ -481,6 +512,15 @@ impl RemoteWake {
 
     /// Queues the fiber on its worker, and wakes the worker if it sleeps.
     pub(crate) fn send(self) {
+        drop(self); // see `Drop`
+    }
+}
+
+impl Drop for RemoteWake {
+    /// Sends the wake: also when a `RemoteWake` is dropped unsent, as when a panicking
+    /// waker unwinds through a list of wakes, since its fiber, already NOTIFIED, would
+    /// otherwise never be scheduled.
+    fn drop(&mut self) {
         self.worker.send(Message::Wake(self.id));
     }
 }
@@ -1104,5 +1144,28 @@ pub(crate) fn monitor_stalls(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_wake_dropped_unsent_still_queues_its_fiber() {
+        let worker = Arc::new(WorkerShared::new(0).unwrap());
+        let wakes = vec![
+            RemoteWake::new(worker.clone(), 7),
+            RemoteWake::new(worker.clone(), 9),
+        ];
+        // As when a panicking waker unwinds through a list of wakes.
+        drop(wakes);
+        let queued: Vec<u64> = std::iter::from_fn(|| worker.injector.pop())
+            .map(|message| match message {
+                Message::Wake(id) => id,
+                _ => panic!("not a wake"),
+            })
+            .collect();
+        assert_eq!(queued, [7, 9]);
     }
 }

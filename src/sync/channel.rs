@@ -137,7 +137,8 @@ impl<T> Channel<T> {
                     .register_fiber(&mut waiter.key, fiber.blocked())
             };
             drop(state);
-            fiber.park();
+            // Our re-check runs under the lock that the notifier holds while waking us.
+            fiber.park_locked();
         }
     }
 }
