@@ -641,56 +641,54 @@ fn a_join_completed_on_another_worker_is_never_lost_after_a_stale_wake() {
     let (done_sender, done_receiver) = mpsc::channel();
     std::thread::spawn(move || {
         let runtime = green::Runtime::builder().workers(2).build().unwrap();
-        runtime.run(move || {
-            let thread_name = || std::thread::current().name().map(str::to_owned);
-            // A server fiber that spawns each joined fiber on its own worker.
-            let (requests, inbox) = green::sync::channel::<Arc<AtomicBool>>();
-            let (replies, handles) = green::sync::channel::<green::JoinHandle<u32>>();
-            let (server_started, server_thread) = green::sync::channel();
-            let server = green::spawn(move || {
-                server_started.send(thread_name()).unwrap();
-                while let Ok(go) = inbox.recv() {
-                    let handle = green::spawn_local(move || {
-                        while !go.load(Ordering::Acquire) {
-                            std::hint::spin_loop();
-                        }
-                        1
-                    });
-                    replies.send(handle).unwrap();
-                }
-            });
-            let server_thread = server_thread.recv().unwrap();
-            // A joiner on the other worker.
-            let joiner = loop {
-                let (requests, handles) = (requests.clone(), handles.clone());
-                let server_thread = server_thread.clone();
-                let candidate = green::spawn(move || {
-                    if thread_name() == server_thread {
-                        return None; // same worker: try another
+        let thread_name = || std::thread::current().name().map(str::to_owned);
+        // A server fiber that spawns each joined fiber on its own worker.
+        let (requests, inbox) = green::sync::channel::<Arc<AtomicBool>>();
+        let (replies, handles) = green::sync::channel::<green::JoinHandle<u32>>();
+        let (server_started, server_thread) = green::sync::channel();
+        let server = runtime.spawn(move || {
+            server_started.send(thread_name()).unwrap();
+            while let Ok(go) = inbox.recv() {
+                let handle = green::spawn_local(move || {
+                    while !go.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
                     }
-                    let mut sum = 0;
-                    for _ in 0..rounds {
-                        let go = Arc::new(AtomicBool::new(false));
-                        requests.send(go.clone()).unwrap();
-                        let handle = handles.recv().unwrap();
-                        // Leave a wake behind: our own waker, woken while we run.
-                        let waker = green::await_blocking(std::future::poll_fn(|cx| {
-                            Poll::Ready(cx.waker().clone())
-                        }));
-                        waker.wake();
-                        go.store(true, Ordering::Release);
-                        sum += handle.join().unwrap();
-                    }
-                    Some(sum)
+                    1
                 });
-                if let Some(sum) = candidate.join().unwrap() {
-                    break sum;
-                }
-            };
-            drop(requests);
-            server.join().unwrap();
-            let _ = done_sender.send(joiner);
+                replies.send(handle).unwrap();
+            }
         });
+        let server_thread = server_thread.recv().unwrap();
+        // A joiner on the other worker: spawns from outside go to the workers in turn.
+        let sum = loop {
+            let (requests, handles) = (requests.clone(), handles.clone());
+            let server_thread = server_thread.clone();
+            let candidate = runtime.spawn(move || {
+                if thread_name() == server_thread {
+                    return None; // same worker: try the next one
+                }
+                let mut sum = 0;
+                for _ in 0..rounds {
+                    let go = Arc::new(AtomicBool::new(false));
+                    requests.send(go.clone()).unwrap();
+                    let handle = handles.recv().unwrap();
+                    // Leave a wake behind: our own waker, woken while we run.
+                    let waker = green::await_blocking(std::future::poll_fn(|cx| {
+                        Poll::Ready(cx.waker().clone())
+                    }));
+                    waker.wake();
+                    go.store(true, Ordering::Release);
+                    sum += handle.join().unwrap();
+                }
+                Some(sum)
+            });
+            if let Some(sum) = candidate.join().unwrap() {
+                break sum;
+            }
+        };
+        drop(requests);
+        server.join().unwrap();
+        let _ = done_sender.send(sum);
     });
     let sum = done_receiver
         .recv_timeout(Duration::from_secs(120))
