@@ -35,7 +35,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{RawWaker, Waker};
 use std::time::{Duration, Instant};
@@ -384,19 +384,9 @@ impl Current {
     /// which then finds IDLE or PARKED (see `Current::park_locked` for the cheaper case).
     #[inline(always)]
     pub(crate) fn park(&self) {
-        let header = self.header();
-        if header
-            .state
-            .compare_exchange(IDLE, PARKED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.suspend();
-        }
-        // Woken (or notified before parking): forget the notification before polling again.
-        header.state.swap(IDLE, Ordering::AcqRel);
-        if header.cancelled.load(Ordering::Acquire) {
-            unwind_cancelled();
-        }
+        self.park_then_reset(|state| {
+            state.swap(IDLE, Ordering::AcqRel);
+        });
     }
 
     /// `park`, for a caller that re-checks its condition under a lock which its notifier
@@ -405,6 +395,16 @@ impl Current {
     /// a lock-prefixed instruction.
     #[inline(always)]
     pub(crate) fn park_locked(&self) {
+        // The caller takes the lock next: a notifier that takes it after us sees this
+        // store before its swap; one that held it before us made its change visible to
+        // our check under the lock.
+        self.park_then_reset(|state| state.store(IDLE, Ordering::Release));
+    }
+
+    /// Parks unless notified, then forgets the notification with `reset` before the
+    /// caller checks its condition again, and unwinds if the fiber was cancelled.
+    #[inline(always)]
+    fn park_then_reset(&self, reset: impl FnOnce(&AtomicU8)) {
         let header = self.header();
         if header
             .state
@@ -413,10 +413,7 @@ impl Current {
         {
             self.suspend();
         }
-        // The caller takes the lock next: a notifier that takes it after us sees this
-        // store before its swap; one that held it before us made its change visible to
-        // our check under the lock.
-        header.state.store(IDLE, Ordering::Release);
+        reset(&header.state);
         if header.cancelled.load(Ordering::Acquire) {
             unwind_cancelled();
         }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::task::Poll;
 
-use super::spin::SpinLock;
+use super::spin::{SpinGuard, SpinLock};
 use super::wait_queue::Waiters;
 use crate::worker::{self, Current, Wakeup};
 
@@ -79,24 +79,13 @@ impl<T> Channel<T> {
         side: Side,
         mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Wakeup>)>,
     ) -> R {
-        let mut waiter = ChannelWaiter {
-            channel: self,
-            side,
-            key: None,
-        };
-        poll_fn(|cx| {
-            let mut state = self.state.lock();
-            if let Some((value, waker)) = attempt(&mut state) {
-                // Done: a notification received meanwhile is consumed.
-                state.waiters(side).remove(&mut waiter.key);
-                drop(state);
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-                return Poll::Ready(value);
+        let mut waiter = ChannelWaiter::new(self, side);
+        poll_fn(|cx| match waiter.attempt(&mut attempt) {
+            Ok(value) => Poll::Ready(value),
+            Err(mut state) => {
+                state.waiters(side).register(&mut waiter.key, cx.waker());
+                Poll::Pending
             }
-            state.waiters(side).register(&mut waiter.key, cx.waker());
-            Poll::Pending
         })
         .await
     }
@@ -114,21 +103,12 @@ impl<T> Channel<T> {
     ) -> R {
         // Removes the registration under the lock if we unwind (cancelled, or the fiber
         // dropped while parked).
-        let mut waiter = ChannelWaiter {
-            channel: self,
-            side,
-            key: None,
-        };
+        let mut waiter = ChannelWaiter::new(self, side);
         loop {
-            let mut state = self.state.lock();
-            if let Some((value, waker)) = attempt(&mut state) {
-                state.waiters(side).remove(&mut waiter.key);
-                drop(state);
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-                return value;
-            }
+            let mut state = match waiter.attempt(&mut attempt) {
+                Ok(value) => return value,
+                Err(state) => state,
+            };
             // SAFETY: we run on `fiber`, and the registration is removed under this lock
             // before this call returns (just above) or unwinds (`ChannelWaiter::drop`).
             unsafe {
@@ -151,6 +131,37 @@ pub(super) struct ChannelWaiter<'a, T> {
     pub(super) side: Side,
     /// Its key among that side's waiters, while registered.
     pub(super) key: Option<usize>,
+}
+
+impl<'a, T> ChannelWaiter<'a, T> {
+    /// A waiter on `side` of `channel`, not registered yet.
+    fn new(channel: &'a Channel<T>, side: Side) -> ChannelWaiter<'a, T> {
+        ChannelWaiter {
+            channel,
+            side,
+            key: None,
+        }
+    }
+
+    /// Runs `attempt` under the channel's lock. When it gives a result: forgets the
+    /// registration (a notification received meanwhile is consumed), unlocks, does the
+    /// wake it asked for and returns the result. Otherwise hands back the lock, for the
+    /// caller to register.
+    fn attempt<R>(
+        &mut self,
+        attempt: &mut impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Wakeup>)>,
+    ) -> Result<R, SpinGuard<'a, ChannelState<T>>> {
+        let mut state = self.channel.state.lock();
+        let Some((value, wakeup)) = attempt(&mut state) else {
+            return Err(state);
+        };
+        state.waiters(self.side).remove(&mut self.key);
+        drop(state);
+        if let Some(wakeup) = wakeup {
+            wakeup.wake();
+        }
+        Ok(value)
+    }
 }
 
 impl<T> Drop for ChannelWaiter<'_, T> {
