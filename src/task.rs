@@ -260,6 +260,31 @@ impl<T> JoinCell<T> {
         }
     }
 
+    /// Stores whom to wake and publishes it (`JOIN_WAKER`), first taking the slot back if
+    /// `state` (the caller's last look) shows a registration. Returns `false`, having
+    /// published nothing, if the result came meanwhile.
+    ///
+    /// # Safety
+    ///
+    /// Only the cell's `JoinHandle` may call this: it is the only writer of the slot.
+    unsafe fn register(&self, state: u8, wake: impl FnOnce() -> Wake) -> bool {
+        if state & JOIN_WAKER != 0
+            && self
+                .state
+                .compare_exchange(JOIN_WAKER, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return false;
+        }
+        // SAFETY: `JOIN_WAKER` is clear and only the JoinHandle (our caller) sets it, so
+        // the completer does not read the slot (it reads it only after seeing it set).
+        unsafe { *self.waker.get() = Some(wake()) };
+        // Fails only if the result came meanwhile.
+        self.state
+            .compare_exchange(0, JOIN_WAKER, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
     /// Whether the result is there.
     fn is_done(&self) -> bool {
         self.state.load(Ordering::Acquire) & DONE != 0
@@ -383,23 +408,8 @@ impl<T: Send + 'static> JoinHandle<T> {
         if state & DONE != 0 {
             return self.take();
         }
-        // A poll of the handle before `join` may have stored a waker: take the slot back.
-        if state & JOIN_WAKER != 0
-            && cell
-                .state
-                .compare_exchange(JOIN_WAKER, 0, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
-            return self.take(); // the result came meanwhile
-        }
-        // SAFETY: `JOIN_WAKER` is clear and only this handle sets it, so the completer
-        // does not read the slot.
-        unsafe { *cell.waker.get() = Some(Wake::Fiber(fiber.blocked())) };
-        if cell
-            .state
-            .compare_exchange(0, JOIN_WAKER, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        // SAFETY: we are the cell's JoinHandle.
+        if !unsafe { cell.register(state, || Wake::Fiber(fiber.blocked())) } {
             return self.take(); // the result came meanwhile
         }
         // From here on we must not leave before taking the registration back or seeing
@@ -454,24 +464,9 @@ impl<T: Send + 'static> Future for JoinHandle<T> {
             {
                 return Poll::Pending;
             }
-            // Another waker: take the slot back, unless the result came meanwhile.
-            if cell
-                .state
-                .compare_exchange(JOIN_WAKER, 0, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                return Poll::Ready(this.take());
-            }
         }
-        // SAFETY: `JOIN_WAKER` is clear and only this handle sets it, so the completer does
-        // not read the slot (it reads it only after seeing `JOIN_WAKER` set).
-        unsafe { *cell.waker.get() = Some(Wake::Waker(cx.waker().clone())) };
-        // Publish the waker; fails only if the result came meanwhile.
-        if cell
-            .state
-            .compare_exchange(0, JOIN_WAKER, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        // SAFETY: we are the cell's JoinHandle.
+        if !unsafe { cell.register(state, || Wake::Waker(cx.waker().clone())) } {
             return Poll::Ready(this.take());
         }
         Poll::Pending
