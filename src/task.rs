@@ -43,8 +43,9 @@ pub(crate) struct Header {
     /// The fiber's slab slot (low 32 bits) and generation (high 32 bits) on its worker,
     /// set by the worker when it creates the fiber, before the fiber can make a waker.
     pub(crate) id: AtomicU64,
-    /// The worker the fiber lives on, set when the fiber is created there; a started
-    /// fiber never leaves it. Unset while the task waits to start (and can be stolen).
+    /// The worker the fiber lives on (a started fiber never leaves it), for wakes: set by
+    /// the fiber before it first parks, so that a fiber that never parks costs no count
+    /// of it. Wakes read it only after they found the fiber PARKED.
     pub(crate) worker: WorkerCell,
     /// Set by `JoinHandle::abort`: the fiber is cancelled at its next suspension point.
     pub(crate) cancelled: AtomicBool,
@@ -85,8 +86,8 @@ impl Header {
     }
 }
 
-/// The worker a task's fiber lives on: set once, when the fiber is created (a cheaper
-/// `OnceLock<Arc<WorkerShared>>`, which costs a `Once` call per set).
+/// The worker a task's fiber lives on: set once, by the fiber itself before its first
+/// park (a cheaper `OnceLock<Arc<WorkerShared>>`, which costs a `Once` call per set).
 pub(crate) struct WorkerCell(AtomicPtr<WorkerShared>);
 
 impl WorkerCell {
@@ -112,19 +113,19 @@ impl WorkerCell {
         }
     }
 
-    /// Sets the worker.
+    /// Sets the worker to `worker()` if it is not set yet.
     ///
-    /// Called once per task, by the worker that creates the task's fiber, before the
-    /// fiber runs (so before any waker of it exists); `JoinHandle::abort` may read the
-    /// cell meanwhile from another thread, hence the atomic.
-    pub(crate) fn set(&self, worker: Arc<WorkerShared>) {
-        debug_assert!(
-            self.0.load(Ordering::Relaxed).is_null(),
-            "a task's worker is set once"
-        );
-        // A store, not a compare-exchange: only this call writes the cell.
-        self.0
-            .store(Arc::into_raw(worker).cast_mut(), Ordering::Release);
+    /// Called only by the task's fiber, on its worker's thread, before it parks: a wake
+    /// reads the cell once it has found the fiber PARKED, which this store precedes
+    /// (Release, then the park's AcqRel compare-exchange). Other threads may read the cell
+    /// meanwhile (`JoinHandle::abort`), hence the atomic.
+    #[inline]
+    pub(crate) fn set_once(&self, worker: impl FnOnce() -> Arc<WorkerShared>) {
+        // A load and a store, not a compare-exchange: only the fiber writes the cell.
+        if self.0.load(Ordering::Relaxed).is_null() {
+            self.0
+                .store(Arc::into_raw(worker()).cast_mut(), Ordering::Release);
+        }
     }
 }
 
@@ -404,9 +405,21 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// [`JoinCell`]), and parks it until the result is there.
     fn join_in_fiber(&mut self, fiber: Current) -> Result<T, JoinError> {
         let cell = self.task.join_cell();
-        let state = cell.state.load(Ordering::Acquire);
+        let mut state = cell.state.load(Ordering::Acquire);
         if state & DONE != 0 {
             return self.take();
+        }
+        // A task that the worker would run next anyway runs now, nested in this fiber: if
+        // it finishes without blocking, there is nothing to wait for. (Not if an earlier
+        // poll left a waker in the cell, which the task's completion would wake.)
+        let task = Arc::as_ptr(&self.task).cast::<()>();
+        if state == 0
+            && worker::with_worker(|worker| worker.is_some_and(|worker| worker.run_next_now(task)))
+        {
+            state = cell.state.load(Ordering::Acquire);
+            if state & DONE != 0 {
+                return self.take();
+            }
         }
         // SAFETY: we are the cell's JoinHandle.
         if !unsafe { cell.register(state, || Wake::Fiber(fiber.blocked())) } {

@@ -19,6 +19,13 @@
 //!        event, a timer or a message
 //! ```
 //!
+//! One shortcut: a fiber that joins a task which the loop would start next anyway (a
+//! one-worker runtime whose run queue holds only that task's start) creates the task's
+//! fiber and resumes it itself, nested: the task runs on its own stack as usual, and
+//! control comes back to the joiner when it finishes, parks or yields, in the order the
+//! loop would have produced, with two switches, two passes of the loop, a park and a
+//! wake less (see `Worker::run_next_now`).
+//!
 //! Tasks wait to start in shared queues, not in the injector, so that a sibling can take
 //! them even from a worker that is stuck and reads no messages. A runtime with one worker
 //! has nobody to steal for: its own spawns go to a plain `VecDeque`.
@@ -115,6 +122,13 @@ pub(crate) struct Unstarted(Option<Arc<dyn Runnable>>);
 impl Unstarted {
     pub(crate) fn new(task: Arc<dyn Runnable>) -> Unstarted {
         Unstarted(Some(task))
+    }
+
+    /// Whether this is the task at `task` (compared by address).
+    fn is(&self, task: *const ()) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|runnable| ptr::eq(Arc::as_ptr(runnable).cast::<()>(), task))
     }
 
     /// Starts the task on `worker`.
@@ -406,6 +420,15 @@ impl Current {
     #[inline(always)]
     fn park_then_reset(&self, reset: impl FnOnce(&AtomicU8)) {
         let header = self.header();
+        // The wake that finds us PARKED needs our worker.
+        header.worker.set_once(|| {
+            with_worker(|worker| {
+                worker
+                    .expect("a fiber runs on its worker's thread")
+                    .shared
+                    .clone()
+            })
+        });
         if header
             .state
             .compare_exchange(IDLE, PARKED, Ordering::AcqRel, Ordering::Acquire)
@@ -694,7 +717,6 @@ impl Worker {
     pub(crate) fn run(&self) {
         WORKER.with(|w| w.set(self));
         self.note_cpu();
-        let mut resumes = 0u32;
         loop {
             // 1. Messages from other threads.
             self.take_messages();
@@ -729,13 +751,6 @@ impl Worker {
             };
             if let Some(id) = id {
                 self.resume(id);
-                resumes = resumes.wrapping_add(1);
-                if resumes.is_multiple_of(NOTE_CPU_EVERY) {
-                    self.note_cpu();
-                    if resumes.is_multiple_of(REACT_EVERY) {
-                        self.shared.reactor.react_now();
-                    }
-                }
             }
         }
         self.shut_down();
@@ -930,11 +945,12 @@ impl Worker {
                 _ => return, // a stale wake
             }
         };
-        // Only this thread writes `ticks`: a load and a store, no atomic read-modify-write.
-        let ticks = self.shared.ticks.load(Ordering::Relaxed);
-        self.shared
-            .ticks
-            .store(ticks.wrapping_add(1), Ordering::Relaxed);
+        // Only this thread writes `ticks` and `running`: loads and stores, no atomic
+        // read-modify-write. `running` goes back to the resumer's id (`NOT_RUNNING`, or the
+        // fiber that runs this one nested, see `run_next_now`).
+        let ticks = self.shared.ticks.load(Ordering::Relaxed).wrapping_add(1);
+        self.shared.ticks.store(ticks, Ordering::Relaxed);
+        let resumer = self.shared.running.load(Ordering::Relaxed);
         self.shared.running.store(id, Ordering::Relaxed);
         let current = Current {
             header,
@@ -943,7 +959,7 @@ impl Worker {
         let previous = CURRENT.with(|c| c.replace(current));
         let outcome = fiber.resume();
         CURRENT.with(|c| c.set(previous));
-        self.shared.running.store(NOT_RUNNING, Ordering::Relaxed);
+        self.shared.running.store(resumer, Ordering::Relaxed);
         match outcome {
             Resume::Yielded => self.fibers.borrow_mut()[slot].fiber = Some(fiber),
             // The fiber's closure recorded its result in its task.
@@ -953,6 +969,47 @@ impl Worker {
                 drop(fiber);
             }
         }
+        if ticks.is_multiple_of(NOTE_CPU_EVERY.into()) {
+            self.note_cpu();
+            if ticks.is_multiple_of(REACT_EVERY.into()) {
+                self.shared.reactor.react_now();
+            }
+        }
+    }
+
+    /// Starts `task`, a task of this worker's local spawn queue, and runs its fiber at
+    /// once, nested in the calling fiber (its resumer is that fiber, not the worker loop),
+    /// if the loop would run it next anyway: it is the only entry of the run queue, and no
+    /// message or shutdown waits. The calling fiber gets back control when the new one
+    /// finishes, parks or yields, as the loop would have.
+    ///
+    /// For `JoinHandle::join`, which would otherwise park its fiber, switch to the loop,
+    /// start the task there, and be woken and switched back to: two switches and two
+    /// passes of the loop less, and no park and wake. Returns whether it ran the task.
+    pub(crate) fn run_next_now(&self, task: *const ()) -> bool {
+        let unstarted = {
+            let mut queue = self.queue.borrow_mut();
+            let mut spawns = self.local_spawns.borrow_mut();
+            if queue.len() != 1
+                || spawns.len() != 1
+                || !spawns[0].is(task)
+                || !self.shared.injector.is_empty()
+                || self.runtime.shutdown.load(Ordering::Acquire)
+            {
+                return false;
+            }
+            // The one queue entry is the task's start mark.
+            debug_assert_eq!(queue[0], START_LOCAL);
+            queue.clear();
+            spawns.pop_front()
+        };
+        self.starts.set(self.starts.get() - 1);
+        if let Some(id) = unstarted.and_then(|task| task.start(self)) {
+            self.resume(id);
+        } else {
+            self.publish_load();
+        }
+        true
     }
 
     /// Creates the fiber for a task on this worker; returns its id. The fiber runs `f`
@@ -991,7 +1048,6 @@ impl Worker {
             Err(error) => return Err((error, Some(task))),
         };
         // What needs the task before the fiber's closure owns it.
-        task.header.worker.set(self.shared.clone());
         let generation = self.next_generation.get();
         self.next_generation.set(generation.wrapping_add(1));
         let slot = self.fibers.borrow().vacant_key();

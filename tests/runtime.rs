@@ -695,3 +695,66 @@ fn a_join_completed_on_another_worker_is_never_lost_after_a_stale_wake() {
         .expect("a joiner hung: the completion's wake was lost");
     assert_eq!(sum, rounds);
 }
+
+#[inline(never)]
+fn marker_frame_joining<T: Send + 'static>(handle: green::JoinHandle<T>) -> T {
+    std::hint::black_box(handle.join().unwrap())
+}
+
+/// The address of a local of the calling frame, to tell which stack it runs on.
+#[inline(never)]
+fn stack_address() -> usize {
+    let local = 0u8;
+    std::hint::black_box(&local as *const u8 as usize)
+}
+
+#[test]
+fn join_runs_a_task_due_next_on_its_own_stack_resumed_by_the_joiner() {
+    let (trace, joiner, task) = run_with_watchdog(|| {
+        let handle = green::spawn(|| {
+            let trace = std::backtrace::Backtrace::force_capture().to_string();
+            (trace, stack_address())
+        });
+        // The task is the only one waiting to run: `join` switches to it directly.
+        let (trace, task) = marker_frame_joining(handle);
+        (trace, stack_address(), task)
+    });
+    // Its own fiber, not a call on the joiner's stack: the stacks are separate mappings
+    // of 256 KiB each, so the two frames lie far apart.
+    assert!(
+        joiner.abs_diff(task) > 64 * 1024,
+        "the task ran on the joiner's stack: {joiner:#x} and {task:#x}"
+    );
+    // Its resumer was the joiner, not the worker loop: the backtrace walks into it.
+    assert!(
+        trace.contains("marker_frame_joining"),
+        "the joiner does not resume the task:\n{trace}"
+    );
+}
+
+#[test]
+fn a_task_run_by_join_that_blocks_hands_control_back_and_completes_later() {
+    let value = run_with_watchdog(|| {
+        let handle = green::spawn(|| {
+            let (sender, receiver) = green::sync::channel::<u32>();
+            // `sender` runs only once the worker loop runs again: `recv` parks this
+            // task, the joiner must then park in turn and give the loop control.
+            green::spawn(move || sender.send(41).unwrap());
+            receiver.recv().unwrap() + 1
+        });
+        marker_frame_joining(handle)
+    });
+    assert_eq!(value, 42);
+}
+
+#[test]
+fn joins_nested_hundreds_deep_each_run_their_task_directly() {
+    fn depth(n: u32) -> u32 {
+        if n == 0 {
+            return 0;
+        }
+        green::spawn(move || depth(n - 1)).join().unwrap() + 1
+    }
+    let levels = if NATIVE { 300 } else { 60 };
+    assert_eq!(run_with_watchdog(move || depth(levels)), levels);
+}
