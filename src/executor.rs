@@ -573,8 +573,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let task = Task::<T, F>::new(Some(f));
-    let handle = JoinHandle::new(task.clone());
+    let (handle, task) = Task::<T, F>::spawned(Some(f));
     if shared.shutdown.load(Ordering::SeqCst) {
         drop(Unstarted::new(task)); // cancels it
         return Ok(handle);
@@ -722,11 +721,11 @@ where
         let Some(worker) = worker else {
             panic!("green::spawn_local must be called from a fiber of a green runtime");
         };
-        let task = Task::<T, ()>::new(None);
-        if let Err(error) = worker.start_queued(task.clone(), f) {
+        let (handle, task) = Task::<T, ()>::spawned(None);
+        if let Err(error) = worker.start_queued(task, f) {
             panic!("green::spawn_local: {error}");
         }
-        JoinHandle::new(task)
+        handle
     })
 }
 

@@ -1,10 +1,15 @@
 //! Tasks: the state a spawned fiber shares with its wakers and its [`JoinHandle`].
 //!
-//! One allocation per spawn, an `Arc<Task<T>>`, holds both:
+//! One allocation per spawn, a [`Task`], holds both:
 //!
 //! * the [`Header`] every waker sees: the park state (IDLE / PARKED / NOTIFIED), the fiber's
 //!   slab slot and generation on its worker, and the worker itself;
 //! * the join cell: the result, once there is one, and the waker of whoever joins.
+//!
+//! The task counts its references itself, in its header (as `Arc` does, without the weak
+//! count, which nothing here needs): a spawn makes the task with two, one for the
+//! `JoinHandle` and one for whoever runs it, so neither costs an increment; the last
+//! release frees it. Wakers hold one each; their vtable is the same for every task.
 //!
 //! # Waking without losing a wake
 //!
@@ -21,9 +26,12 @@ use std::any::Any;
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
+use std::ops::Deref;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{self, AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable};
 
 use crate::worker;
@@ -49,8 +57,10 @@ pub(crate) struct Header {
     pub(crate) worker: WorkerCell,
     /// Set by `JoinHandle::abort`: the fiber is cancelled at its next suspension point.
     pub(crate) cancelled: AtomicBool,
-    /// The waker vtable of the `Task<T>` this header heads.
-    pub(crate) vtable: &'static RawWakerVTable,
+    /// References to the task: `TaskRef`s, `JoinHandle`s, `Unstarted`s, wakers.
+    refs: AtomicUsize,
+    /// Drops and frees the `Task<T, F>` this header heads, once `refs` reaches zero.
+    free: unsafe fn(NonNull<Header>),
     /// A CPU the fiber's next spawn should run near (see `Worker::placement`), or
     /// `NO_CPU`. Set and taken by the fiber itself.
     pub(crate) near_cpu: AtomicUsize,
@@ -60,6 +70,34 @@ pub(crate) struct Header {
 pub(crate) const NO_CPU: usize = usize::MAX;
 
 impl Header {
+    /// Adds a reference to the task.
+    #[inline]
+    fn acquire(&self) {
+        // Relaxed, as `Arc::clone`: the new reference is made from an existing one, which
+        // keeps the task alive meanwhile.
+        if self.refs.fetch_add(1, Ordering::Relaxed) > isize::MAX as usize {
+            std::process::abort(); // as `Arc`: billions of leaked references
+        }
+    }
+
+    /// Releases a reference to the task at `header`, freeing it if it was the last.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns one reference, which this consumes.
+    #[inline]
+    pub(crate) unsafe fn release(header: NonNull<Header>) {
+        // SAFETY: the caller's reference keeps the header alive until the decrement.
+        let refs = unsafe { &header.as_ref().refs };
+        // Release, then Acquire before freeing, as `Arc::drop`: every use of the task
+        // through another reference happens before it is freed.
+        if refs.fetch_sub(1, Ordering::Release) == 1 {
+            atomic::fence(Ordering::Acquire);
+            // SAFETY: that was the last reference; `free` is the task's own.
+            unsafe { (header.as_ref().free)(header) };
+        }
+    }
+
     /// Wakes the fiber: schedules it if it is parked, else leaves a notification.
     pub(crate) fn wake(&self) {
         if self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED
@@ -142,7 +180,7 @@ impl Drop for WorkerCell {
 /// A task: the header, the join cell, and the closure until its fiber is created.
 #[repr(C)]
 pub(crate) struct Task<T, F> {
-    /// Must stay first: wakers point at it and cast back to `Task<T, F>`.
+    /// Must stay first: references point at it and `free` casts back to `Task<T, F>`.
     pub(crate) header: Header,
     /// The result and its waiter.
     pub(crate) join: JoinCell<T>,
@@ -196,15 +234,17 @@ unsafe impl<T: Send, F: Send> Sync for Task<T, F> {}
 unsafe impl<T: Send, F: Send> Send for Task<T, F> {}
 
 impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
-    /// A new task, with the closure it will run if its fiber is created later.
-    pub(crate) fn new(closure: Option<F>) -> Arc<Task<T, F>> {
-        Arc::new(Task {
+    /// A new task, with the closure it will run if its fiber is created later, and its
+    /// two first references: one for its `JoinHandle`, one for whoever runs it.
+    pub(crate) fn spawned(closure: Option<F>) -> (JoinHandle<T>, TaskRef<T, F>) {
+        let task = Box::new(Task {
             header: Header {
                 state: AtomicU8::new(IDLE),
                 id: AtomicU64::new(u64::MAX),
                 worker: WorkerCell(AtomicPtr::new(std::ptr::null_mut())),
                 cancelled: AtomicBool::new(false),
-                vtable: vtable::<T, F>(),
+                refs: AtomicUsize::new(2),
+                free: free::<T, F>,
                 near_cpu: AtomicUsize::new(NO_CPU),
             },
             join: JoinCell {
@@ -213,7 +253,15 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
                 waker: UnsafeCell::new(None),
             },
             closure: UnsafeCell::new(closure),
-        })
+        });
+        let task = NonNull::from(Box::leak(task));
+        let handle = JoinHandle {
+            header: task.cast(),
+            // SAFETY: `task` points at the task just leaked, valid until it is freed.
+            join: unsafe { NonNull::from(&task.as_ref().join) },
+            _result: PhantomData,
+        };
+        (handle, TaskRef(task))
     }
 
     /// Takes the closure out.
@@ -224,6 +272,57 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
     pub(crate) unsafe fn take_closure(&self) -> Option<F> {
         // SAFETY: as the caller guarantees, nobody else touches the closure.
         unsafe { (*self.closure.get()).take() }
+    }
+}
+
+/// Drops and frees a `Task<T, F>`: its header's `free`.
+///
+/// # Safety
+///
+/// `header` heads a `Task<T, F>` made by `Task::spawned` whose last reference was released.
+unsafe fn free<T, F>(header: NonNull<Header>) {
+    // SAFETY: the task came from `Box::leak` in `Task::spawned`, and nobody refers to it now.
+    drop(unsafe { Box::from_raw(header.cast::<Task<T, F>>().as_ptr()) });
+}
+
+/// One counted reference to a `Task<T, F>` of known type, as an `Arc` would be.
+pub(crate) struct TaskRef<T, F>(NonNull<Task<T, F>>);
+
+// SAFETY: as for `Arc<Task<T, F>>`: a reference shares the task (Sync, below) and may release
+// it, dropping T and F, on any thread.
+unsafe impl<T: Send, F: Send> Send for TaskRef<T, F> {}
+// SAFETY: as above.
+unsafe impl<T: Send, F: Send> Sync for TaskRef<T, F> {}
+
+impl<T, F> TaskRef<T, F> {
+    /// The reference as a header pointer, which owns it from now on.
+    pub(crate) fn into_header(self) -> NonNull<Header> {
+        std::mem::ManuallyDrop::new(self).0.cast()
+    }
+
+    /// Takes back a reference given away by `into_header`.
+    ///
+    /// # Safety
+    ///
+    /// `header` came from `TaskRef::<T, F>::into_header`, and its reference is handed over.
+    pub(crate) unsafe fn from_header(header: NonNull<Header>) -> TaskRef<T, F> {
+        TaskRef(header.cast())
+    }
+}
+
+impl<T, F> Deref for TaskRef<T, F> {
+    type Target = Task<T, F>;
+
+    fn deref(&self) -> &Task<T, F> {
+        // SAFETY: our reference keeps the task alive.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<T, F> Drop for TaskRef<T, F> {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference.
+        unsafe { Header::release(self.0.cast()) };
     }
 }
 
@@ -292,70 +391,55 @@ impl<T> JoinCell<T> {
     }
 }
 
-/// What a [`JoinHandle`] needs of its task, whatever the task's closure type.
-pub(crate) trait Joinable<T>: Send + Sync {
-    /// The task's header.
-    fn header(&self) -> &Header;
-    /// The task's join cell.
-    fn join_cell(&self) -> &JoinCell<T>;
+/// The waker vtable of every task: the data pointer is its header, which owns one reference.
+pub(crate) static WAKER_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(clone_waker, wake, wake_by_ref, drop_waker);
+
+/// The header behind a waker's data pointer.
+///
+/// # Safety
+///
+/// `ptr` is the data pointer of a waker with [`WAKER_VTABLE`].
+unsafe fn header_of(ptr: *const ()) -> NonNull<Header> {
+    // SAFETY: such a waker's data pointer is a task header, never null.
+    unsafe { NonNull::new_unchecked(ptr.cast_mut().cast()) }
 }
 
-impl<T: Send, F: Send> Joinable<T> for Task<T, F> {
-    fn header(&self) -> &Header {
-        &self.header
+/// # Safety
+/// `ptr` is the data pointer of a live waker with [`WAKER_VTABLE`].
+unsafe fn clone_waker(ptr: *const ()) -> RawWaker {
+    // SAFETY: the waker being cloned holds a reference, so the header is alive.
+    unsafe { header_of(ptr).as_ref() }.acquire();
+    RawWaker::new(ptr, &WAKER_VTABLE)
+}
+
+/// # Safety
+/// `ptr` is the data pointer of a waker with [`WAKER_VTABLE`]; its reference is consumed.
+unsafe fn wake(ptr: *const ()) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        wake_by_ref(ptr);
+        drop_waker(ptr);
     }
-
-    fn join_cell(&self) -> &JoinCell<T> {
-        &self.join
-    }
-}
-
-/// The waker vtable for tasks of type `Task<T, F>`: the data pointer is an `Arc` of it.
-fn vtable<T: Send + 'static, F: Send + 'static>() -> &'static RawWakerVTable {
-    const {
-        &RawWakerVTable::new(
-            clone::<T, F>,
-            wake::<T, F>,
-            wake_by_ref::<T, F>,
-            drop_waker::<T, F>,
-        )
-    }
 }
 
 /// # Safety
-/// `ptr` comes from `Arc::<Task<T, F>>::into_raw`.
-unsafe fn clone<T: Send + 'static, F: Send + 'static>(ptr: *const ()) -> RawWaker {
-    // SAFETY: `ptr` is a live Arc<Task<T, F>> owned by the waker being cloned.
-    unsafe { Arc::increment_strong_count(ptr.cast::<Task<T, F>>()) };
-    RawWaker::new(ptr, vtable::<T, F>())
+/// `ptr` is the data pointer of a live waker with [`WAKER_VTABLE`].
+unsafe fn wake_by_ref(ptr: *const ()) {
+    // SAFETY: the waker holds a reference for the duration of the call.
+    unsafe { header_of(ptr).as_ref() }.wake();
 }
 
 /// # Safety
-/// `ptr` comes from `Arc::<Task<T, F>>::into_raw`; the waker's count is consumed.
-unsafe fn wake<T: Send + 'static, F: Send + 'static>(ptr: *const ()) {
-    // SAFETY: the waker owns one count, which this takes over and drops.
-    let task = unsafe { Arc::from_raw(ptr.cast::<Task<T, F>>()) };
-    task.header.wake();
-}
-
-/// # Safety
-/// `ptr` comes from `Arc::<Task<T, F>>::into_raw`.
-unsafe fn wake_by_ref<T: Send + 'static, F: Send + 'static>(ptr: *const ()) {
-    // SAFETY: the waker keeps the task alive for the duration of the call.
-    let task = unsafe { &*ptr.cast::<Task<T, F>>() };
-    task.header.wake();
-}
-
-/// # Safety
-/// `ptr` comes from `Arc::<Task<T, F>>::into_raw`; the waker's count is released.
-unsafe fn drop_waker<T: Send + 'static, F: Send + 'static>(ptr: *const ()) {
-    // SAFETY: the waker owns one count.
-    unsafe { Arc::decrement_strong_count(ptr.cast::<Task<T, F>>()) };
+/// `ptr` is the data pointer of a waker with [`WAKER_VTABLE`]; its reference is released.
+unsafe fn drop_waker(ptr: *const ()) {
+    // SAFETY: the waker owns one reference.
+    unsafe { Header::release(header_of(ptr)) };
 }
 
 /// Cancels a task that is dropped before its fiber produced a result (never started, or
 /// unwound at shutdown).
-pub(crate) struct CompleteOnDrop<T: Send + 'static, F: Send + 'static>(pub(crate) Arc<Task<T, F>>);
+pub(crate) struct CompleteOnDrop<T: Send + 'static, F: Send + 'static>(pub(crate) TaskRef<T, F>);
 
 impl<T: Send + 'static, F: Send + 'static> Drop for CompleteOnDrop<T, F> {
     fn drop(&mut self) {
@@ -376,15 +460,46 @@ impl<T: Send + 'static, F: Send + 'static> Drop for CompleteOnDrop<T, F> {
 /// assert_eq!(handle.join().unwrap(), 42);
 /// ```
 pub struct JoinHandle<T> {
-    /// The shared task.
-    task: Arc<dyn Joinable<T>>,
+    /// The task, of which the handle owns one reference.
+    header: NonNull<Header>,
+    /// Its join cell, in the same allocation.
+    join: NonNull<JoinCell<T>>,
+    /// The handle takes the result out.
+    _result: PhantomData<T>,
+}
+
+// SAFETY: the handle shares the task's header and join cell (Sync: atomics, and a result
+// read only through `&mut self`) and may release the task on any thread; T is Send.
+unsafe impl<T: Send> Send for JoinHandle<T> {}
+// SAFETY: through `&self` the handle reads only atomics (`is_finished`, `abort`).
+unsafe impl<T: Send> Sync for JoinHandle<T> {}
+
+// The handle points at its task and never moves anything pinned: it is `Unpin` whatever
+// T is, as a handle holding an `Arc` would be.
+impl<T> Unpin for JoinHandle<T> {}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        // SAFETY: the handle owns one reference.
+        unsafe { Header::release(self.header) };
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// The task's header.
+    fn header(&self) -> &Header {
+        // SAFETY: the handle's reference keeps the task alive.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// The task's join cell.
+    fn join_cell(&self) -> &JoinCell<T> {
+        // SAFETY: as for the header, in the same allocation.
+        unsafe { self.join.as_ref() }
+    }
 }
 
 impl<T: Send + 'static> JoinHandle<T> {
-    pub(crate) fn new(task: Arc<dyn Joinable<T>>) -> JoinHandle<T> {
-        JoinHandle { task }
-    }
-
     /// Waits for the fiber to finish and returns its value.
     ///
     /// Inside a fiber this parks only the calling fiber; on a plain thread it blocks the
@@ -404,7 +519,7 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// `join` on a fiber: registers the fiber itself, which costs no reference count (see
     /// [`JoinCell`]), and parks it until the result is there.
     fn join_in_fiber(&mut self, fiber: Current) -> Result<T, JoinError> {
-        let cell = self.task.join_cell();
+        let cell = self.join_cell();
         let mut state = cell.state.load(Ordering::Acquire);
         if state & DONE != 0 {
             return self.take();
@@ -412,7 +527,7 @@ impl<T: Send + 'static> JoinHandle<T> {
         // A task that the worker would run next anyway runs now, nested in this fiber: if
         // it finishes without blocking, there is nothing to wait for. (Not if an earlier
         // poll left a waker in the cell, which the task's completion would wake.)
-        let task = Arc::as_ptr(&self.task).cast::<()>();
+        let task = self.header.as_ptr().cast_const().cast::<()>();
         if state == 0
             && worker::with_worker(|worker| worker.is_some_and(|worker| worker.run_next_now(task)))
         {
@@ -437,7 +552,7 @@ impl<T: Send + 'static> JoinHandle<T> {
 
     /// Whether the fiber has finished (returned, panicked or been cancelled).
     pub fn is_finished(&self) -> bool {
-        self.task.join_cell().is_done()
+        self.join_cell().is_done()
     }
 
     /// Cancels the fiber: if it has not finished, it is unwound at its next suspension point
@@ -446,15 +561,15 @@ impl<T: Send + 'static> JoinHandle<T> {
         if self.is_finished() {
             return;
         }
-        self.task.header().cancelled.store(true, Ordering::Release);
-        self.task.header().wake();
+        self.header().cancelled.store(true, Ordering::Release);
+        self.header().wake();
     }
 
     /// Takes the result, which must be there.
     fn take(&mut self) -> Result<T, JoinError> {
         // SAFETY: `done` was seen (Acquire), so the result is written and the writer is done
         // with it; only this handle reads it, through `&mut self`.
-        let result = unsafe { (*self.task.join_cell().result.get()).take() };
+        let result = unsafe { (*self.join_cell().result.get()).take() };
         result.unwrap_or_else(|| Err(JoinError::taken()))
     }
 }
@@ -464,7 +579,7 @@ impl<T: Send + 'static> Future for JoinHandle<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let cell = this.task.join_cell();
+        let cell = this.join_cell();
         let state = cell.state.load(Ordering::Acquire);
         if state & DONE != 0 {
             return Poll::Ready(this.take());
@@ -520,7 +635,7 @@ impl<T> Drop for Registered<'_, T> {
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("finished", &self.task.join_cell().is_done())
+            .field("finished", &self.join_cell().is_done())
             .finish()
     }
 }

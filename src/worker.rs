@@ -41,7 +41,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{RawWaker, Waker};
@@ -54,7 +54,7 @@ use crate::context::stack;
 use crate::executor::RuntimeShared;
 use crate::fiber::{Fiber, ForcedUnwind, Resume, Suspender};
 use crate::reactor::{Reactor, lock};
-use crate::task::{CompleteOnDrop, Header, IDLE, JoinError, NO_CPU, PARKED, Task};
+use crate::task::{CompleteOnDrop, Header, IDLE, JoinError, NO_CPU, PARKED, TaskRef, WAKER_VTABLE};
 
 /// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
 /// A poll that finds nothing costs one system call (see `Reactor::react_now`).
@@ -108,67 +108,100 @@ pub(crate) enum Placement {
     Pinned(usize),
 }
 
-/// A spawned task whose fiber does not exist yet. Any worker may start it.
-pub(crate) trait Runnable: Send + Sync {
-    /// Creates the task's fiber on `worker` and queues it; returns its id.
-    fn start(self: Arc<Self>, worker: &Worker) -> Option<u64>;
+/// A spawned task waiting to start, with one reference to it; any worker may start it.
+/// Cancelled if dropped unstarted (at shutdown).
+pub(crate) struct Unstarted {
+    /// The task's header; `None` once started or cancelled.
+    task: Option<NonNull<Header>>,
+    /// Creates the task's fiber on a worker; returns its id.
+    start: unsafe fn(NonNull<Header>, &Worker) -> Option<u64>,
     /// Drops the closure and resolves the task as cancelled.
-    fn cancel(&self);
+    cancel: unsafe fn(NonNull<Header>),
 }
 
-/// A task waiting to start; cancelled if dropped unstarted (at shutdown).
-pub(crate) struct Unstarted(Option<Arc<dyn Runnable>>);
+// SAFETY: the task behind the header is a `Task<T, F>` with T and F Send (`Unstarted::new`),
+// which is Send and Sync.
+unsafe impl Send for Unstarted {}
 
 impl Unstarted {
-    pub(crate) fn new(task: Arc<dyn Runnable>) -> Unstarted {
-        Unstarted(Some(task))
+    pub(crate) fn new<T, F>(task: TaskRef<T, F>) -> Unstarted
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        Unstarted {
+            task: Some(task.into_header()),
+            start: start_task::<T, F>,
+            cancel: cancel_task::<T, F>,
+        }
     }
 
     /// Whether this is the task at `task` (compared by address).
     fn is(&self, task: *const ()) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|runnable| ptr::eq(Arc::as_ptr(runnable).cast::<()>(), task))
+        self.task
+            .is_some_and(|header| ptr::eq(header.as_ptr().cast_const().cast::<()>(), task))
     }
 
     /// Starts the task on `worker`.
     fn start(mut self, worker: &Worker) -> Option<u64> {
-        self.0.take().and_then(|task| task.start(worker))
+        let task = self.task.take()?;
+        // SAFETY: `start` is the function for this task's type, and the reference is ours.
+        unsafe { (self.start)(task, worker) }
     }
 }
 
 impl Drop for Unstarted {
     fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.cancel();
+        if let Some(task) = self.task.take() {
+            // SAFETY: `cancel` is the function for this task's type, and the reference is
+            // ours.
+            unsafe { (self.cancel)(task) };
         }
     }
 }
 
-impl<T, F> Runnable for Task<T, F>
+/// `Unstarted::start` for a `Task<T, F>`.
+///
+/// # Safety
+///
+/// `header` heads a `Task<T, F>`, and the caller hands over its reference, popped from a
+/// queue by this worker (once).
+unsafe fn start_task<T, F>(header: NonNull<Header>, worker: &Worker) -> Option<u64>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    fn start(self: Arc<Self>, worker: &Worker) -> Option<u64> {
-        // SAFETY: the task was popped from a queue by this worker, once.
-        let f = unsafe { self.take_closure() }?;
-        match worker.start_fiber(self, f) {
-            Ok(id) => Some(id),
-            Err((error, task)) => {
-                if let Some(task) = task {
-                    task.join.complete(Err(JoinError::not_started(error)));
-                }
-                None
+    // SAFETY: as the caller guarantees.
+    let task = unsafe { TaskRef::<T, F>::from_header(header) };
+    // SAFETY: the task was popped from a queue by this worker, once.
+    let f = unsafe { task.take_closure() }?;
+    match worker.start_fiber(task, f) {
+        Ok(id) => Some(id),
+        Err((error, task)) => {
+            if let Some(task) = task {
+                task.join.complete(Err(JoinError::not_started(error)));
             }
+            None
         }
     }
+}
 
-    fn cancel(&self) {
-        // SAFETY: the unstarted task is being dropped by the one worker that held it.
-        drop(unsafe { self.take_closure() });
-        self.join.complete(Err(JoinError::cancelled()));
-    }
+/// `Unstarted`'s drop for a `Task<T, F>`.
+///
+/// # Safety
+///
+/// `header` heads a `Task<T, F>`, and the caller hands over its reference, held by an
+/// unstarted task being dropped (by the one thread that held it).
+unsafe fn cancel_task<T, F>(header: NonNull<Header>)
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    // SAFETY: as the caller guarantees.
+    let task = unsafe { TaskRef::<T, F>::from_header(header) };
+    // SAFETY: the unstarted task is being dropped by the one thread that held it.
+    drop(unsafe { task.take_closure() });
+    task.join.complete(Err(JoinError::cancelled()));
 }
 
 /// A message to a worker from another thread.
@@ -464,8 +497,8 @@ impl Current {
     /// A waker for the fiber that borrows the task's reference count: valid while the
     /// fiber runs, so it must not be dropped (it is `ManuallyDrop`); clones own a count.
     pub(crate) fn waker(&self) -> std::mem::ManuallyDrop<Waker> {
-        let raw = RawWaker::new(self.header.cast(), self.header().vtable);
-        // SAFETY: the header is the first field of an `Arc<Task<T, F>>` whose vtable this is.
+        let raw = RawWaker::new(self.header.cast(), &WAKER_VTABLE);
+        // SAFETY: the header heads a task, and the vtable is the tasks' waker vtable.
         std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
     }
 }
@@ -1019,9 +1052,9 @@ impl Worker {
     #[allow(clippy::type_complexity)]
     pub(crate) fn start_fiber<T, F, G>(
         &self,
-        task: Arc<Task<T, G>>,
+        task: TaskRef<T, G>,
         f: F,
-    ) -> Result<u64, (std::io::Error, Option<Arc<Task<T, G>>>)>
+    ) -> Result<u64, (std::io::Error, Option<TaskRef<T, G>>)>
     where
         F: FnOnce() -> T + 'static,
         T: Send + 'static,
@@ -1085,7 +1118,7 @@ impl Worker {
     }
 
     /// Creates a fiber for a task and queues it behind the runnable ones.
-    pub(crate) fn start_queued<T, F, G>(&self, task: Arc<Task<T, G>>, f: F) -> std::io::Result<()>
+    pub(crate) fn start_queued<T, F, G>(&self, task: TaskRef<T, G>, f: F) -> std::io::Result<()>
     where
         F: FnOnce() -> T + 'static,
         T: Send + 'static,

@@ -758,3 +758,37 @@ fn joins_nested_hundreds_deep_each_run_their_task_directly() {
     let levels = if NATIVE { 300 } else { 60 };
     assert_eq!(run_with_watchdog(move || depth(levels)), levels);
 }
+
+#[test]
+fn an_unjoined_result_is_dropped_with_the_last_reference_to_its_task() {
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (count, seen) = (drops.clone(), drops.clone());
+    let (after_handle, after_waker) = run_with_watchdog(move || {
+        let kept: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let slot = kept.clone();
+        let handle = green::spawn(move || {
+            // A waker of this task, which outlives it.
+            green::await_blocking(futures::future::poll_fn(|cx| {
+                *slot.lock().unwrap() = Some(cx.waker().clone());
+                Poll::Ready(())
+            }));
+            Counted(count)
+        });
+        while !handle.is_finished() {
+            green::yield_now();
+        }
+        drop(handle); // detached after the end: the result stays with the task
+        let after_handle = seen.load(Ordering::SeqCst);
+        drop(kept.lock().unwrap().take()); // the last reference
+        (after_handle, seen.load(Ordering::SeqCst))
+    });
+    assert_eq!(after_handle, 0, "the task was freed while a waker held it");
+    assert_eq!(after_waker, 1, "the last reference did not free the task");
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
