@@ -19,8 +19,8 @@
 //!        event, a timer or a message
 //! ```
 //!
-//! One shortcut: a fiber that joins a task which the loop would start next anyway (a
-//! one-worker runtime whose run queue holds only that task's start) creates the task's
+//! One shortcut: a fiber that joins a task which the loop would start next anyway (the
+//! run queue holds only that task's start mark, no message waits) creates the task's
 //! fiber and resumes it itself, nested: the task runs on its own stack as usual, and
 //! control comes back to the joiner when it finishes, parks or yields, in the order the
 //! loop would have produced, with two switches, two passes of the loop, a park and a
@@ -760,17 +760,7 @@ impl Worker {
             let next = self.queue.borrow_mut().pop_front();
             let id = match next {
                 Some(mark @ (START | START_LOCAL | START_PINNED)) => {
-                    self.starts.set(self.starts.get() - 1);
-                    let task = match mark {
-                        START => self.shared.spawns.pop(),
-                        START_PINNED => self.shared.pinned.pop(),
-                        _ => self.local_spawns.borrow_mut().pop_front(),
-                    };
-                    let id = task.and_then(|task| task.start(self));
-                    if id.is_none() {
-                        self.publish_load(); // a stolen task: one less waits here
-                    }
-                    id
+                    self.start_marked(self.take_marked(mark))
                 }
                 Some(id) => Some(id),
                 // 3. Nothing here: take work from another worker, or wait for some.
@@ -1010,39 +1000,58 @@ impl Worker {
         }
     }
 
-    /// Starts `task`, a task of this worker's local spawn queue, and runs its fiber at
-    /// once, nested in the calling fiber (its resumer is that fiber, not the worker loop),
-    /// if the loop would run it next anyway: it is the only entry of the run queue, and no
-    /// message or shutdown waits. The calling fiber gets back control when the new one
+    /// Takes the task that a start mark, just taken from the run queue, stands for:
+    /// the next of the queue it names (`None` if a sibling stole it).
+    fn take_marked(&self, mark: u64) -> Option<Unstarted> {
+        self.starts.set(self.starts.get() - 1);
+        match mark {
+            START => self.shared.spawns.pop(),
+            START_PINNED => self.shared.pinned.pop(),
+            _ => self.local_spawns.borrow_mut().pop_front(),
+        }
+    }
+
+    /// Creates the fiber of a task taken for a start mark; returns its id.
+    fn start_marked(&self, task: Option<Unstarted>) -> Option<u64> {
+        let id = task.and_then(|task| task.start(self));
+        if id.is_none() {
+            self.publish_load(); // stolen, or failed to start: one less waits here
+        }
+        id
+    }
+
+    /// Runs the next entry of the run queue now, nested in the calling fiber (its resumer
+    /// is that fiber, not the worker loop), if it is the start of a task and the only
+    /// entry, and no message or shutdown waits: the loop would start that task next
+    /// anyway, in the same order. The calling fiber gets back control when the new one
     /// finishes, parks or yields, as the loop would have.
     ///
-    /// For `JoinHandle::join`, which would otherwise park its fiber, switch to the loop,
-    /// start the task there, and be woken and switched back to: two switches and two
-    /// passes of the loop less, and no park and wake. Returns whether it ran the task.
+    /// For `JoinHandle::join` of `task`, which would otherwise park its fiber, switch to
+    /// the loop, start the task there, and be woken and switched back to: two switches and
+    /// two passes of the loop less, and no park and wake. Returns whether the task it ran
+    /// was `task` (a sibling may have stolen `task`, and the next task of the spawn queue
+    /// is then another).
     pub(crate) fn run_next_now(&self, task: *const ()) -> bool {
-        let unstarted = {
+        let mark = {
             let mut queue = self.queue.borrow_mut();
-            let mut spawns = self.local_spawns.borrow_mut();
-            if queue.len() != 1
-                || spawns.len() != 1
-                || !spawns[0].is(task)
-                || !self.shared.injector.is_empty()
-                || self.runtime.shutdown.load(Ordering::Acquire)
-            {
-                return false;
+            match queue.front() {
+                Some(&mark @ (START | START_LOCAL | START_PINNED))
+                    if queue.len() == 1
+                        && self.shared.injector.is_empty()
+                        && !self.runtime.shutdown.load(Ordering::Acquire) =>
+                {
+                    queue.clear();
+                    mark
+                }
+                _ => return false,
             }
-            // The one queue entry is the task's start mark.
-            debug_assert_eq!(queue[0], START_LOCAL);
-            queue.clear();
-            spawns.pop_front()
         };
-        self.starts.set(self.starts.get() - 1);
-        if let Some(id) = unstarted.and_then(|task| task.start(self)) {
+        let next = self.take_marked(mark);
+        let ours = next.as_ref().is_some_and(|next| next.is(task));
+        if let Some(id) = self.start_marked(next) {
             self.resume(id);
-        } else {
-            self.publish_load();
         }
-        true
+        ours
     }
 
     /// Creates the fiber for a task on this worker; returns its id. The fiber runs `f`

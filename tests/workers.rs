@@ -527,3 +527,32 @@ fn spawn_local_outside_a_fiber_panics_with_a_clear_message() {
     let message = payload.downcast_ref::<&str>().copied().unwrap_or_default();
     assert!(message.contains("must be called from a fiber"), "{message}");
 }
+
+#[inline(never)]
+fn marker_frame_joining<T: Send + 'static>(handle: green::JoinHandle<T>) -> T {
+    std::hint::black_box(handle.join().unwrap())
+}
+
+#[test]
+fn a_task_joined_before_it_starts_is_resumed_by_its_joiner_unless_stolen() {
+    let runtime = two_workers();
+    let rounds = if NATIVE { 50 } else { 10 };
+    for _ in 0..rounds {
+        let (joiner, task, trace) = runtime.run(|| {
+            let handle = green::spawn(|| {
+                let trace = std::backtrace::Backtrace::force_capture().to_string();
+                (thread_name(), trace)
+            });
+            let (task, trace) = marker_frame_joining(handle);
+            (thread_name(), task, trace)
+        });
+        // An idle sibling may take the task before the join; on the joiner's worker the
+        // joiner runs it itself, so the task's backtrace walks into the joiner.
+        if task == joiner {
+            assert!(
+                trace.contains("marker_frame_joining"),
+                "the worker loop, not the joiner, ran the task:\n{trace}"
+            );
+        }
+    }
+}
