@@ -4,7 +4,8 @@
 //!
 //! 1. polls `fut` on the fiber's own stack with a waker that names the fiber;
 //! 2. on `Ready(v)` returns `v`: no switch, no allocation;
-//! 3. on `Pending` parks the fiber (IDLE → PARKED) and switches to the scheduler;
+//! 3. on `Pending` parks the fiber (IDLE → PARKED) and switches to its resumer (the worker
+//!    loop, or a fiber that runs it directly from `join`);
 //! 4. a wake from any thread makes it runnable again (see [`crate::task`]), and the worker
 //!    resumes it: back to 1, since wakes may be spurious.
 //!

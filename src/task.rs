@@ -14,7 +14,8 @@
 //! # Waking without losing a wake
 //!
 //! A fiber that waits (`await_blocking`) polls its future, and on `Pending` *parks*: it
-//! moves its state from IDLE to PARKED and switches to the scheduler. A wake swaps the state
+//! moves its state from IDLE to PARKED and switches to its resumer (the worker loop, or a
+//! fiber that runs it directly from `join`). A wake swaps the state
 //! to NOTIFIED; only the wake that found PARKED schedules the fiber, so a fiber is queued at
 //! most once. A wake that comes while the fiber still runs (between `Pending` and the park)
 //! leaves NOTIFIED behind, the park sees it and does not suspend, and the fiber polls again.
@@ -132,7 +133,7 @@ impl WorkerCell {
     /// The worker, once set.
     #[inline]
     pub(crate) fn get(&self) -> Option<&WorkerShared> {
-        // SAFETY: a non-null pointer came from `Arc::into_raw` in `set` and the cell owns
+        // SAFETY: a non-null pointer came from `Arc::into_raw` in `set_once` and the cell owns
         // that count until it drops.
         unsafe { self.0.load(Ordering::Acquire).as_ref() }
     }
@@ -143,7 +144,7 @@ impl WorkerCell {
         if raw.is_null() {
             return None;
         }
-        // SAFETY: a non-null pointer came from `Arc::into_raw` in `set`, and the cell's
+        // SAFETY: a non-null pointer came from `Arc::into_raw` in `set_once`, and the cell's
         // count keeps it alive while we add ours.
         unsafe {
             Arc::increment_strong_count(raw);
@@ -171,7 +172,7 @@ impl Drop for WorkerCell {
     fn drop(&mut self) {
         let raw = *self.0.get_mut();
         if !raw.is_null() {
-            // SAFETY: the pointer came from `Arc::into_raw` in `set`; this is its only owner.
+            // SAFETY: the pointer came from `Arc::into_raw` in `set_once`; this is its only owner.
             drop(unsafe { Arc::from_raw(raw) });
         }
     }
@@ -268,7 +269,8 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
     ///
     /// # Safety
     ///
-    /// Only the worker that popped the task from a queue (exactly one) may call this.
+    /// One caller only, on one thread: the task's fiber when it first runs, or whoever
+    /// drops the task's `Unstarted` unstarted (these exclude each other).
     pub(crate) unsafe fn take_closure(&self) -> Option<F> {
         // SAFETY: as the caller guarantees, nobody else touches the closure.
         unsafe { (*self.closure.get()).take() }
@@ -298,6 +300,12 @@ impl<T, F> TaskRef<T, F> {
     /// The reference as a header pointer, which owns it from now on.
     pub(crate) fn into_header(self) -> NonNull<Header> {
         std::mem::ManuallyDrop::new(self).0.cast()
+    }
+
+    /// The task's header, with the provenance of the whole task (for wakers, whose last
+    /// release frees the task through it). Borrowed: valid while a reference lives.
+    pub(crate) fn header_ptr(&self) -> *const Header {
+        self.0.as_ptr().cast_const().cast()
     }
 
     /// Takes back a reference given away by `into_header`.
@@ -469,7 +477,8 @@ pub struct JoinHandle<T> {
 }
 
 // SAFETY: the handle shares the task's header and join cell (Sync: atomics, and a result
-// read only through `&mut self`) and may release the task on any thread; T is Send.
+// read only through `&mut self`) and may release the task on any thread, which then drops
+// the result (T: Send) and any closure left (Send, as every constructor requires).
 unsafe impl<T: Send> Send for JoinHandle<T> {}
 // SAFETY: through `&self` the handle reads only atomics (`is_finished`, `abort`).
 unsafe impl<T: Send> Sync for JoinHandle<T> {}
@@ -503,7 +512,10 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// Waits for the fiber to finish and returns its value.
     ///
     /// Inside a fiber this parks only the calling fiber; on a plain thread it blocks the
-    /// thread.
+    /// thread. A fiber that joins while the task waiting to start is the only work queued
+    /// on its worker (as right after `spawn`) switches into it directly, as the worker
+    /// would have next: the task still runs on its own stack, and the joiner gets control
+    /// back when it ends or blocks.
     ///
     /// # Errors
     ///

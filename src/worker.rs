@@ -54,7 +54,9 @@ use crate::context::stack;
 use crate::executor::RuntimeShared;
 use crate::fiber::{Fiber, ForcedUnwind, Resume, Suspender};
 use crate::reactor::{Reactor, lock};
-use crate::task::{CompleteOnDrop, Header, IDLE, JoinError, NO_CPU, PARKED, TaskRef, WAKER_VTABLE};
+use crate::task::{
+    CompleteOnDrop, Header, IDLE, JoinError, NO_CPU, PARKED, Task, TaskRef, WAKER_VTABLE,
+};
 
 /// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
 /// A poll that finds nothing costs one system call (see `Reactor::react_now`).
@@ -64,7 +66,7 @@ const REACT_EVERY: u32 = 64;
 const SPIN_CHECK_EVERY: u32 = 16;
 
 /// Resumes between two looks at which CPU the worker's thread runs on (each costs a few
-/// nanoseconds); must divide `REACT_EVERY`.
+/// nanoseconds).
 const NOTE_CPU_EVERY: u32 = 16;
 
 /// How long an idle worker looks for work before it sleeps, when it has sibling workers.
@@ -173,9 +175,16 @@ where
 {
     // SAFETY: as the caller guarantees.
     let task = unsafe { TaskRef::<T, F>::from_header(header) };
-    // SAFETY: the task was popped from a queue by this worker, once.
-    let f = unsafe { task.take_closure() }?;
-    match worker.start_fiber(task, f) {
+    // The closure stays in the task until the fiber first runs, and moves from there onto
+    // the fiber's own stack: never through this stack, which may be a joining fiber's
+    // (`Worker::run_next_now`), nor through the new fiber's header.
+    let body = |task: &Task<T, F>| {
+        // SAFETY: only the task's fiber takes the closure, once, on its first run; the
+        // task is no longer queued, so `cancel_task` cannot take it too.
+        let f = unsafe { task.take_closure() };
+        f.expect("a task's closure is taken once, by its fiber")()
+    };
+    match worker.start_fiber(task, std::mem::size_of::<F>(), body) {
         Ok(id) => Some(id),
         Err((error, task)) => {
             if let Some(task) = task {
@@ -357,6 +366,8 @@ pub(crate) struct Worker {
     /// Start marks (`START`, `START_PINNED`, `START_LOCAL`) in `queue`: tasks placed here
     /// that have not started (or were stolen).
     starts: Cell<usize>,
+    /// `ticks` at the last non-blocking poll of the reactor (see `REACT_EVERY`).
+    polled_at: Cell<u64>,
 }
 
 /// A fiber in the slab.
@@ -410,7 +421,8 @@ impl Current {
         unsafe { &*self.header }
     }
 
-    /// Switches to the scheduler; unwinds if the fiber is dropped or cancelled meanwhile.
+    /// Switches to the fiber's resumer (the worker loop, or a fiber that runs it directly
+    /// from `join`); unwinds if the fiber is dropped or cancelled meanwhile.
     #[inline(always)]
     fn suspend(&self) {
         // SAFETY: `stack_top` is the running fiber's, and we run on it.
@@ -475,7 +487,7 @@ impl Current {
         }
     }
 
-    /// Queues the fiber behind the others and switches to the scheduler.
+    /// Queues the fiber behind the others and switches to its resumer.
     #[inline(always)]
     pub(crate) fn yield_now(&self) {
         let id = self.header().id.load(Ordering::Relaxed);
@@ -644,6 +656,7 @@ impl Worker {
             seen: RefCell::new(vec![(u64::MAX, Instant::now()); n]),
             stuck: (0..n).map(|_| Cell::new(false)).collect(),
             starts: Cell::new(0),
+            polled_at: Cell::new(0),
             random: Cell::new(seed),
         }
     }
@@ -774,6 +787,13 @@ impl Worker {
             };
             if let Some(id) = id {
                 self.resume(id);
+                // Here, not in `resume`: the poll runs wakers, user code, which must not
+                // run on a fiber's stack in its name (`run_next_now` resumes nested).
+                if self.poll_due() {
+                    self.polled_at
+                        .set(self.shared.ticks.load(Ordering::Relaxed));
+                    self.shared.reactor.react_now();
+                }
             }
         }
         self.shut_down();
@@ -955,7 +975,8 @@ impl Worker {
         self.runtime.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Resumes the fiber `id` if it still exists, and removes it if it finished.
+    /// Resumes the fiber `id` if it still exists, and removes it if it finished. Called by
+    /// the loop, or nested by a fiber (`run_next_now`): runs no user code but the fiber.
     fn resume(&self, id: u64) {
         let (slot, generation) = ((id & 0xFFFF_FFFF) as usize, (id >> 32) as u32);
         let (mut fiber, header) = {
@@ -994,10 +1015,14 @@ impl Worker {
         }
         if ticks.is_multiple_of(NOTE_CPU_EVERY.into()) {
             self.note_cpu();
-            if ticks.is_multiple_of(REACT_EVERY.into()) {
-                self.shared.reactor.react_now();
-            }
         }
+    }
+
+    /// Whether `REACT_EVERY` resumes (nested ones included) have passed since the last
+    /// non-blocking poll of the reactor.
+    fn poll_due(&self) -> bool {
+        let ticks = self.shared.ticks.load(Ordering::Relaxed);
+        ticks.wrapping_sub(self.polled_at.get()) >= REACT_EVERY.into()
     }
 
     /// Takes the task that a start mark, just taken from the run queue, stands for:
@@ -1038,6 +1063,7 @@ impl Worker {
                 Some(&mark @ (START | START_LOCAL | START_PINNED))
                     if queue.len() == 1
                         && self.shared.injector.is_empty()
+                        && !self.poll_due()
                         && !self.runtime.shutdown.load(Ordering::Acquire) =>
                 {
                     queue.clear();
@@ -1059,21 +1085,23 @@ impl Worker {
     /// takes over (no count changes hands). On failure the task comes back with the
     /// error, for the caller to report; `None` if it was already resolved (cancelled).
     #[allow(clippy::type_complexity)]
-    pub(crate) fn start_fiber<T, F, G>(
+    pub(crate) fn start_fiber<T, B, G>(
         &self,
         task: TaskRef<T, G>,
-        f: F,
+        closure_size: usize,
+        body: B,
     ) -> Result<u64, (std::io::Error, Option<TaskRef<T, G>>)>
     where
-        F: FnOnce() -> T + 'static,
+        B: FnOnce(&Task<T, G>) -> T + 'static,
         T: Send + 'static,
         G: Send + 'static,
     {
-        // The fiber's closure holds the task and `f`: check that it fits before the task
-        // moves into it (with room for the closure's padding).
+        // The fiber's closure holds the task and `body`, and the user's closure (in `body`,
+        // or in the task, of `closure_size` bytes) must fit the stack too: check before the
+        // task moves into it (with room for the closure's padding).
         let (size, align) = (
-            std::mem::size_of::<(CompleteOnDrop<T, G>, F)>(),
-            std::mem::align_of::<(CompleteOnDrop<T, G>, F)>(),
+            std::mem::size_of::<(CompleteOnDrop<T, G>, B)>().max(closure_size),
+            std::mem::align_of::<(CompleteOnDrop<T, G>, B)>(),
         );
         if !crate::fiber::closure_fits(size + align, align, self.runtime.stack_size) {
             let error = std::io::Error::new(
@@ -1096,14 +1124,14 @@ impl Worker {
         let id = slot as u64 | (generation as u64) << 32;
         task.header.id.store(id, Ordering::Relaxed);
         // Valid while the fiber lives: its closure keeps the task alive.
-        let header: *const Header = &task.header;
+        let header = task.header_ptr();
         let guard = CompleteOnDrop(task);
         let fiber = Fiber::with_stack(stack, move |_: &Suspender| {
             let guard = guard;
             if guard.0.header.cancelled.load(Ordering::Acquire) {
                 return; // aborted before it started: the guard reports it cancelled
             }
-            let result = match panic::catch_unwind(AssertUnwindSafe(f)) {
+            let result = match panic::catch_unwind(AssertUnwindSafe(|| body(&guard.0))) {
                 Ok(value) => Ok(value),
                 Err(payload) if payload.is::<ForcedUnwind>() || payload.is::<Cancelled>() => {
                     Err(JoinError::cancelled())
@@ -1133,7 +1161,10 @@ impl Worker {
         T: Send + 'static,
         G: Send + 'static,
     {
-        let id = self.start_fiber(task, f).map_err(|(error, _)| error)?;
+        let size = std::mem::size_of::<F>();
+        let id = self
+            .start_fiber(task, size, move |_| f())
+            .map_err(|(error, _)| error)?;
         self.queue.borrow_mut().push_back(id);
         Ok(())
     }

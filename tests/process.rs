@@ -256,8 +256,65 @@ fn spawning_past_the_mapping_limit_gives_a_clear_error_and_no_crash() {
     assert!(stderr.contains("ok: "), "{stderr}");
 }
 
+/// The address of a local of the calling frame.
+#[inline(never)]
+fn stack_address() -> usize {
+    let local = 0u8;
+    black_box(&local as *const u8 as usize)
+}
+
+/// Recurses until the stack pointer is below `until`, then calls `f`.
+#[inline(never)]
+fn descend_to(until: usize, f: &mut dyn FnMut()) {
+    if stack_address() <= until {
+        return f();
+    }
+    let frame = black_box([0u8; 256]);
+    descend_to(until, f);
+    black_box(&frame);
+}
+
+/// Bytes of the closure in `spawn_with_large_closure`: less in debug builds, whose
+/// `spawn` copies a closure through several frames.
+const CLOSURE: usize = if cfg!(debug_assertions) { 16 } else { 48 } * 1024;
+
+/// Spawns a task whose closure holds `CLOSURE` bytes (in a frame of its own, gone by the
+/// time of the join).
+#[inline(never)]
+fn spawn_with_large_closure() -> green::JoinHandle<u32> {
+    let data = black_box([1u8; CLOSURE]);
+    green::spawn(move || data.iter().map(|&byte| u32::from(byte)).sum())
+}
+
+/// `join` that runs a task directly (it is due next) with half the size of the task's
+/// closure left on the joiner's stack: the closure must go from the task to the new
+/// fiber's stack without a copy on the joiner's.
+fn joining_a_task_directly_needs_no_room_for_its_closure_on_the_joiner() {
+    let (exit, stderr) = in_child(|| {
+        let runtime = green::Runtime::builder().workers(1).build().unwrap();
+        let size = green::stack::DEFAULT_STACK_SIZE;
+        let sum: u32 = runtime.run(move || {
+            // The stack's lowest usable byte lies at most this far below: this frame sits a
+            // little below the top.
+            let bottom = stack_address() - size;
+            let mut handle = Some(spawn_with_large_closure());
+            let mut sum = 0;
+            descend_to(bottom + CLOSURE / 2, &mut || {
+                sum = handle.take().unwrap().join().unwrap();
+            });
+            sum
+        });
+        assert_eq!(sum as usize, CLOSURE);
+    });
+    assert_eq!(exit, Exit::Code(0), "stderr: {stderr}");
+}
+
 fn main() {
     let mut cases: Vec<(&str, fn())> = vec![
+        (
+            "joining_a_task_directly_needs_no_room_for_its_closure_on_the_joiner",
+            joining_a_task_directly_needs_no_room_for_its_closure_on_the_joiner,
+        ),
         (
             "fiber_overflow_is_reported_and_aborts",
             fiber_overflow_is_reported_and_aborts,

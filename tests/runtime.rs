@@ -748,15 +748,27 @@ fn a_task_run_by_join_that_blocks_hands_control_back_and_completes_later() {
 }
 
 #[test]
-fn joins_nested_hundreds_deep_each_run_their_task_directly() {
-    fn depth(n: u32) -> u32 {
-        if n == 0 {
-            return 0;
-        }
-        green::spawn(move || depth(n - 1)).join().unwrap() + 1
+fn joins_nested_hundreds_deep_run_each_task_on_a_stack_of_its_own() {
+    /// The stack addresses of `n` nested tasks, each run directly by its joiner.
+    fn depth(n: u32) -> Vec<usize> {
+        let mut addresses = match n {
+            0 => Vec::new(),
+            _ => green::spawn(move || depth(n - 1)).join().unwrap(),
+        };
+        addresses.push(stack_address());
+        addresses
     }
     let levels = if NATIVE { 300 } else { 60 };
-    assert_eq!(run_with_watchdog(move || depth(levels)), levels);
+    let addresses = run_with_watchdog(move || depth(levels));
+    assert_eq!(addresses.len(), levels as usize + 1);
+    for pair in addresses.windows(2) {
+        assert!(
+            pair[0].abs_diff(pair[1]) > 64 * 1024,
+            "a task ran on its joiner's stack: {:#x} and {:#x}",
+            pair[0],
+            pair[1]
+        );
+    }
 }
 
 #[test]
@@ -791,4 +803,32 @@ fn an_unjoined_result_is_dropped_with_the_last_reference_to_its_task() {
     assert_eq!(after_handle, 0, "the task was freed while a waker held it");
     assert_eq!(after_waker, 1, "the last reference did not free the task");
     assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_fiber_joining_tasks_in_a_loop_does_not_starve_io() {
+    use std::io::{Read, Write};
+    let rounds = run_with_watchdog(|| {
+        let (mut writer, mut reader) = green::net::unix::UnixStream::pair().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        green::spawn(move || {
+            let mut byte = [0u8];
+            reader.read_exact(&mut byte).unwrap();
+            flag.store(true, Ordering::SeqCst);
+        });
+        green::yield_now(); // the reader parks in `read`
+        std::thread::spawn(move || writer.write_all(b"x").unwrap())
+            .join()
+            .unwrap();
+        // Each join runs its task directly; the reader's readiness reaches the run queue
+        // only through a poll of the reactor, which must still come.
+        let mut rounds = 0u64;
+        while !done.load(Ordering::SeqCst) {
+            green::spawn(|| ()).join().unwrap();
+            rounds += 1;
+        }
+        rounds
+    });
+    assert!(rounds > 0);
 }
