@@ -178,15 +178,15 @@ impl Drop for WorkerCell {
     }
 }
 
-/// A task: the header, the join cell, and the closure until its fiber is created.
+/// A task: the header, the join cell, and the closure until its fiber first runs.
 #[repr(C)]
 pub(crate) struct Task<T, F> {
     /// Must stay first: references point at it and `free` casts back to `Task<T, F>`.
     pub(crate) header: Header,
     /// The result and its waiter.
     pub(crate) join: JoinCell<T>,
-    /// The closure of a task that waits to start; the worker that starts it moves it onto
-    /// the fiber's stack. `None` for tasks whose fiber was created at once.
+    /// The closure of a task that waits to start; its fiber, when it first runs, moves it
+    /// onto its own stack. `None` for tasks whose fiber was created at once.
     closure: UnsafeCell<Option<F>>,
 }
 
@@ -227,8 +227,9 @@ pub(crate) struct JoinCell<T> {
 // SAFETY: `result` is written by one thread before `DONE` is set (Release) and read by the
 // JoinHandle only after it saw `DONE` (Acquire); `waker` is written only by the JoinHandle
 // while `JOIN_WAKER` is clear, and read by the completer only after it saw `JOIN_WAKER` set
-// (see `JoinCell`); `closure` is taken once, by the one worker that pops the task from a
-// queue; everything else is atomics. T and F cross
+// (see `JoinCell`); `closure` is taken on one thread at a time, by the task's fiber or by
+// the code dropping its `Unstarted` (see `take_closure`), and the last reference's release
+// (Release/Acquire) orders those before `free`; everything else is atomics. T and F cross
 // threads (closure to the worker, result to the joiner), hence T: Send and F: Send.
 unsafe impl<T: Send, F: Send> Sync for Task<T, F> {}
 // SAFETY: as above.
@@ -269,8 +270,8 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
     ///
     /// # Safety
     ///
-    /// One caller only, on one thread: the task's fiber when it first runs, or whoever
-    /// drops the task's `Unstarted` unstarted (these exclude each other).
+    /// Only the task's fiber (its body on the first run, then its guard) or, instead,
+    /// whoever drops the task's `Unstarted` unstarted: one thread, never two at once.
     pub(crate) unsafe fn take_closure(&self) -> Option<F> {
         // SAFETY: as the caller guarantees, nobody else touches the closure.
         unsafe { (*self.closure.get()).take() }
@@ -445,12 +446,19 @@ unsafe fn drop_waker(ptr: *const ()) {
     unsafe { Header::release(header_of(ptr)) };
 }
 
-/// Cancels a task that is dropped before its fiber produced a result (never started, or
-/// unwound at shutdown).
+/// The task reference of its fiber's closure. When the closure is dropped (the fiber
+/// returned, was unwound at shutdown, or could not be made), drops the user's closure if
+/// it never ran (the task was aborted first), then resolves the task as cancelled if it
+/// has no result yet.
 pub(crate) struct CompleteOnDrop<T: Send + 'static, F: Send + 'static>(pub(crate) TaskRef<T, F>);
 
 impl<T: Send + 'static, F: Send + 'static> Drop for CompleteOnDrop<T, F> {
     fn drop(&mut self) {
+        // Dropped now, on the worker, before a joiner can see the cancellation: not with
+        // the task's last reference, which may be a `JoinHandle` kept for long.
+        // SAFETY: the fiber's own guard, dropped on its worker after its body ran (and
+        // took the closure) or instead of it; the task's `Unstarted` is gone.
+        drop(unsafe { self.0.take_closure() });
         self.0.join.complete(Err(JoinError::cancelled()));
     }
 }

@@ -188,6 +188,8 @@ where
         Ok(id) => Some(id),
         Err((error, task)) => {
             if let Some(task) = task {
+                // SAFETY: no fiber was made, and the `Unstarted` is gone: ours alone.
+                drop(unsafe { task.take_closure() });
                 task.join.complete(Err(JoinError::not_started(error)));
             }
             None
@@ -1047,8 +1049,8 @@ impl Worker {
 
     /// Runs the next entry of the run queue now, nested in the calling fiber (its resumer
     /// is that fiber, not the worker loop), if it is the start of a task and the only
-    /// entry, and no message or shutdown waits: the loop would start that task next
-    /// anyway, in the same order. The calling fiber gets back control when the new one
+    /// entry, and no message, shutdown or periodic reactor poll waits: the loop would start
+    /// that task next anyway, in the same order. The calling fiber gets back control when the new one
     /// finishes, parks or yields, as the loop would have.
     ///
     /// For `JoinHandle::join` of `task`, which would otherwise park its fiber, switch to
@@ -1129,7 +1131,7 @@ impl Worker {
         let fiber = Fiber::with_stack(stack, move |_: &Suspender| {
             let guard = guard;
             if guard.0.header.cancelled.load(Ordering::Acquire) {
-                return; // aborted before it started: the guard reports it cancelled
+                return; // aborted first: the guard drops the closure, reports it cancelled
             }
             let result = match panic::catch_unwind(AssertUnwindSafe(|| body(&guard.0))) {
                 Ok(value) => Ok(value),

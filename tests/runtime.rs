@@ -749,7 +749,8 @@ fn a_task_run_by_join_that_blocks_hands_control_back_and_completes_later() {
 
 #[test]
 fn joins_nested_hundreds_deep_run_each_task_on_a_stack_of_its_own() {
-    /// The stack addresses of `n` nested tasks, each run directly by its joiner.
+    /// The stack addresses of `n` nested tasks, most run directly by their joiner (the
+    /// loop starts one when its periodic reactor poll is due).
     fn depth(n: u32) -> Vec<usize> {
         let mut addresses = match n {
             0 => Vec::new(),
@@ -831,4 +832,47 @@ fn a_fiber_joining_tasks_in_a_loop_does_not_starve_io() {
         rounds
     });
     assert!(rounds > 0);
+}
+
+#[test]
+fn a_task_aborted_before_it_starts_drops_its_closure_while_the_handle_lives() {
+    let disconnected = run_with_watchdog(|| {
+        let (sender, receiver) = mpsc::channel::<()>();
+        let handle = green::spawn(move || {
+            let _sender = sender;
+        });
+        handle.abort();
+        // The worker starts the task, which finds itself aborted and never runs its closure.
+        while !handle.is_finished() {
+            green::yield_now();
+        }
+        let disconnected = receiver.try_recv() == Err(mpsc::TryRecvError::Disconnected);
+        assert!(handle.join().unwrap_err().is_cancelled());
+        disconnected
+    });
+    assert!(disconnected, "the closure outlived the task's end");
+}
+
+#[test]
+fn a_task_that_cannot_start_drops_its_closure_while_the_handle_lives() {
+    let runtime = green::Runtime::builder()
+        .workers(1)
+        .stack_size(64 * 1024)
+        .build()
+        .unwrap();
+    let (sender, receiver) = mpsc::channel::<()>();
+    // Bigger than a quarter of the stack: refused when the worker tries to start it.
+    let data = [1u8; 20 * 1024];
+    let handle = runtime.spawn(move || {
+        let _sender = sender;
+        data.len()
+    });
+    // Returns once the closure (holding the sender) is dropped, the handle still alive.
+    assert_eq!(
+        receiver.recv_timeout(Duration::from_secs(60)),
+        Err(mpsc::RecvTimeoutError::Disconnected),
+        "the closure outlived the failed start"
+    );
+    let error = handle.join().unwrap_err();
+    assert!(error.start_error().is_some(), "{error}");
 }
