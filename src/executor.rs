@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::blocking::Pool;
 use crate::context::stack::{self, DEFAULT_STACK_SIZE};
 use crate::reactor::Reactor;
-use crate::task::{JoinHandle, Task};
+use crate::task::{JoinHandle, Task, TaskRef};
 use crate::worker::{self, Placement, StallReport, Unstarted, Worker, WorkerShared};
 
 /// What every worker of a runtime shares.
@@ -442,7 +442,10 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.handle().spawn(f)
+        // The task is made here, not in a callee: `f` is moved once, not through every
+        // frame (which, in debug builds, copies it each time onto the fiber's stack).
+        try_spawn_on(&self.shared, Task::spawned(Some(f)))
+            .unwrap_or_else(|error| panic!("green::spawn: {error}"))
     }
 
     /// Runs `f` in a fiber of this runtime and returns its value, blocking the calling
@@ -544,10 +547,8 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        match self.try_spawn(f) {
-            Ok(handle) => handle,
-            Err(error) => panic!("green::spawn: {error}"),
-        }
+        try_spawn_on(&self.shared, Task::spawned(Some(f)))
+            .unwrap_or_else(|error| panic!("green::spawn: {error}"))
     }
 
     /// Spawns a fiber running `f`, or returns why no stack can be had for it.
@@ -563,17 +564,20 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        try_spawn_on(&self.shared, f)
+        try_spawn_on(&self.shared, Task::spawned(Some(f)))
     }
 }
 
-/// `Handle::try_spawn` on the runtime `shared`, without a `Handle` (and its `Arc` count).
-fn try_spawn_on<F, T>(shared: &Arc<RuntimeShared>, f: F) -> io::Result<JoinHandle<T>>
+/// `Handle::try_spawn` on the runtime `shared`, without a `Handle` (and its `Arc` count),
+/// of a task just made by `Task::spawned`.
+fn try_spawn_on<F, T>(
+    shared: &Arc<RuntimeShared>,
+    (handle, task): (JoinHandle<T>, TaskRef<T, F>),
+) -> io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (handle, task) = Task::<T, F>::spawned(Some(f));
     if shared.shutdown.load(Ordering::SeqCst) {
         drop(Unstarted::new(task)); // cancels it
         return Ok(handle);
@@ -599,14 +603,14 @@ where
 }
 
 /// `try_spawn_on` the calling fiber's runtime, or the global one.
-fn try_spawn_current<F, T>(f: F) -> io::Result<JoinHandle<T>>
+fn try_spawn_current<F, T>(task: (JoinHandle<T>, TaskRef<T, F>)) -> io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     worker::with_worker(|worker| match worker {
-        Some(worker) => try_spawn_on(&worker.runtime, f),
-        None => try_spawn_on(&global().shared, f),
+        Some(worker) => try_spawn_on(&worker.runtime, task),
+        None => try_spawn_on(&global().shared, task),
     })
 }
 
@@ -674,10 +678,8 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    match try_spawn_current(f) {
-        Ok(handle) => handle,
-        Err(error) => panic!("green::spawn: {error}"),
-    }
+    try_spawn_current(Task::spawned(Some(f)))
+        .unwrap_or_else(|error| panic!("green::spawn: {error}"))
 }
 
 /// Spawns a fiber like [`spawn`], or returns why no stack can be had for it.
@@ -690,7 +692,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    try_spawn_current(f)
+    try_spawn_current(Task::spawned(Some(f)))
 }
 
 /// Spawns a fiber running `f`, which need not be `Send`, on the calling fiber's worker,

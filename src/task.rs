@@ -239,8 +239,16 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
     /// A new task, with the closure it will run if its fiber is created later, and its
     /// two first references: one for its `JoinHandle`, one for whoever runs it.
     pub(crate) fn spawned(closure: Option<F>) -> (JoinHandle<T>, TaskRef<T, F>) {
-        let task = Box::new(Task {
-            header: Header {
+        // Written in place, field by field: `Box::new(Task { .. })` builds the task on the
+        // stack first, and debug builds copy the closure several times more on the way.
+        let mut task = Box::<Task<T, F>>::new_uninit();
+        let place = task.as_mut_ptr();
+        // SAFETY: `place` points at the box's memory, valid for writes and aligned for a
+        // `Task`; each field is written once, through a raw pointer (no reference to the
+        // uninitialised whole), and all three are written before `assume_init`.
+        let task = unsafe {
+            (&raw mut (*place).closure).write(UnsafeCell::new(closure));
+            (&raw mut (*place).header).write(Header {
                 state: AtomicU8::new(IDLE),
                 id: AtomicU64::new(u64::MAX),
                 worker: WorkerCell(AtomicPtr::new(std::ptr::null_mut())),
@@ -248,14 +256,14 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
                 refs: AtomicUsize::new(2),
                 free: free::<T, F>,
                 near_cpu: AtomicUsize::new(NO_CPU),
-            },
-            join: JoinCell {
+            });
+            (&raw mut (*place).join).write(JoinCell {
                 state: AtomicU8::new(0),
                 result: UnsafeCell::new(None),
                 waker: UnsafeCell::new(None),
-            },
-            closure: UnsafeCell::new(closure),
-        });
+            });
+            task.assume_init()
+        };
         let task = NonNull::from(Box::leak(task));
         let handle = JoinHandle {
             header: task.cast(),

@@ -189,12 +189,27 @@ where
         Err((error, task)) => {
             if let Some(task) = task {
                 // SAFETY: no fiber was made, and the `Unstarted` is gone: ours alone.
-                drop(unsafe { task.take_closure() });
+                unsafe { drop_closure(&task) };
                 task.join.complete(Err(JoinError::not_started(error)));
             }
             None
         }
     }
+}
+
+/// Drops a task's closure, if it is still there.
+///
+/// Out of line: this may run on a joining fiber's stack (`Worker::run_next_now`), and a
+/// frame holding the closure, even on a path not taken, would take its size there.
+///
+/// # Safety
+///
+/// As `Task::take_closure`.
+#[cold]
+#[inline(never)]
+unsafe fn drop_closure<T: Send + 'static, F: Send + 'static>(task: &Task<T, F>) {
+    // SAFETY: as the caller guarantees.
+    drop(unsafe { task.take_closure() });
 }
 
 /// `Unstarted`'s drop for a `Task<T, F>`.

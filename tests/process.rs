@@ -274,9 +274,12 @@ fn descend_to(until: usize, f: &mut dyn FnMut()) {
     black_box(&frame);
 }
 
-/// Bytes of the closure in `spawn_with_large_closure`: less in debug builds, whose
-/// `spawn` copies a closure through several frames.
-const CLOSURE: usize = if cfg!(debug_assertions) { 16 } else { 48 } * 1024;
+/// Bytes of the closure in `spawn_with_large_closure`.
+const CLOSURE: usize = 48 * 1024;
+
+/// Stack size of the runtime in that test: room for the copies of the closure that
+/// `spawn` makes through its frames in debug builds.
+const STACK: usize = 512 * 1024;
 
 /// Spawns a task whose closure holds `CLOSURE` bytes (in a frame of its own, gone by the
 /// time of the join).
@@ -291,8 +294,12 @@ fn spawn_with_large_closure() -> green::JoinHandle<u32> {
 /// fiber's stack without a copy on the joiner's.
 fn joining_a_task_directly_needs_no_room_for_its_closure_on_the_joiner() {
     let (exit, stderr) = in_child(|| {
-        let runtime = green::Runtime::builder().workers(1).build().unwrap();
-        let size = green::stack::DEFAULT_STACK_SIZE;
+        let runtime = green::Runtime::builder()
+            .workers(1)
+            .stack_size(STACK)
+            .build()
+            .unwrap();
+        let size = STACK;
         let sum: u32 = runtime.run(move || {
             // The stack's lowest usable byte lies at most this far below: this frame sits a
             // little below the top.
