@@ -215,6 +215,10 @@ const WOKEN: u8 = 4;
 pub(crate) struct JoinCell<T> {
     /// `DONE`, `JOIN_WAKER` and `WOKEN` bits.
     state: AtomicU8,
+    /// Set by the joiner, on the task's worker, only while it runs the task nested in its
+    /// own fiber (`Worker::run_next_now`) with no registration: the task then completes on
+    /// that thread, with nobody else touching `state`. Read only there.
+    direct: AtomicBool,
     /// The result. Written once before `DONE` is set, read once by the `JoinHandle` after
     /// it saw `DONE`.
     result: UnsafeCell<Option<Result<T, JoinError>>>,
@@ -259,6 +263,7 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
             });
             (&raw mut (*place).join).write(JoinCell {
                 state: AtomicU8::new(0),
+                direct: AtomicBool::new(false),
                 result: UnsafeCell::new(None),
                 waker: UnsafeCell::new(None),
             });
@@ -353,6 +358,13 @@ impl<T> JoinCell<T> {
         // found the runtime closed before the task was queued), the first time before
         // `DONE` is set; the JoinHandle reads only after `DONE`.
         unsafe { *self.result.get() = Some(result) };
+        if self.direct.load(Ordering::Relaxed) {
+            // Our joiner runs us nested, on this thread, and holds the JoinHandle without
+            // a registration (it had none when it started us): nothing else writes the
+            // state meanwhile, so a store does what `fetch_or` would, without the lock.
+            self.state.store(DONE, Ordering::Release);
+            return;
+        }
         let state = self.state.fetch_or(DONE, Ordering::AcqRel);
         if state & JOIN_WAKER != 0 {
             // SAFETY: `JOIN_WAKER` was set (and its Release write of the waker seen), and
@@ -557,7 +569,9 @@ impl<T: Send + 'static> JoinHandle<T> {
         // poll left a waker in the cell, which the task's completion would wake.)
         let task = self.header.as_ptr().cast_const().cast::<()>();
         if state == 0
-            && worker::with_worker(|worker| worker.is_some_and(|worker| worker.run_next_now(task)))
+            && worker::with_worker(|worker| {
+                worker.is_some_and(|worker| worker.run_next_now(task, &cell.direct))
+            })
         {
             state = cell.state.load(Ordering::Acquire);
             if state & DONE != 0 {

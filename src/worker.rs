@@ -1073,7 +1073,9 @@ impl Worker {
     /// two passes of the loop less, and no park and wake. Returns whether the task it ran
     /// was `task` (a sibling may have stolen `task`, and the next task of the spawn queue
     /// is then another).
-    pub(crate) fn run_next_now(&self, task: *const ()) -> bool {
+    ///
+    /// While it runs `task` itself, `direct` is set (see `JoinCell::complete`).
+    pub(crate) fn run_next_now(&self, task: *const (), direct: &AtomicBool) -> bool {
         let mark = {
             let mut queue = self.queue.borrow_mut();
             match queue.front() {
@@ -1092,7 +1094,10 @@ impl Worker {
         let next = self.take_marked(mark);
         let ours = next.as_ref().is_some_and(|next| next.is(task));
         if let Some(id) = self.start_marked(next) {
+            // Only this thread touches the flag: set while `task` runs nested in us.
+            direct.store(ours, Ordering::Relaxed);
             self.resume(id);
+            direct.store(false, Ordering::Relaxed);
         }
         ours
     }
