@@ -27,6 +27,15 @@ fn run_with_watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
         .expect("the runtime hung: a wake was lost")
 }
 
+/// Counts its drops in the shared counter.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// A future that is pending until `flag` is set, counting its polls and exposing its waker.
 struct Gate {
     flag: Arc<AtomicBool>,
@@ -431,12 +440,6 @@ fn abort_cancels_a_parked_fiber_and_runs_its_destructors() {
 
 #[test]
 fn dropping_the_runtime_unwinds_parked_fibers_and_cancels_their_handles() {
-    struct Counted(Arc<AtomicUsize>);
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
     let drops = Arc::new(AtomicUsize::new(0));
     let runtime = green::Runtime::new().unwrap();
     let (parked_sender, parked) = mpsc::channel();
@@ -774,12 +777,6 @@ fn joins_nested_hundreds_deep_run_each_task_on_a_stack_of_its_own() {
 
 #[test]
 fn an_unjoined_result_is_dropped_with_the_last_reference_to_its_task() {
-    struct Counted(Arc<AtomicUsize>);
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
     let drops = Arc::new(AtomicUsize::new(0));
     let (count, seen) = (drops.clone(), drops.clone());
     let (after_handle, after_waker) = run_with_watchdog(move || {
