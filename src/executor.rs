@@ -442,8 +442,8 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        // The task is made here, not in a callee: `f` is moved once, not through every
-        // frame (which, in debug builds, copies it each time onto the fiber's stack).
+        // The task is made here, not in a callee: `f` goes into it at once, not through
+        // every frame (which, in debug builds, copies it each time onto the stack).
         try_spawn_on(&self.shared, Task::spawned(Some(f)))
             .unwrap_or_else(|error| panic!("green::spawn: {error}"))
     }

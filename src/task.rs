@@ -212,12 +212,16 @@ const WOKEN: u8 = 4;
 /// reference count: it then does not leave `join` (returning or unwinding) until it took
 /// the slot back or saw `WOKEN`, so the completer never wakes a fiber that is gone. Once
 /// `DONE` is set only the completer writes the state word, so `WOKEN` is a plain store.
+///
+/// One exception to the `fetch_or`: while a joiner runs its task directly (`direct`), the
+/// completer sets `DONE` with a plain store, as nothing else can write the word then.
 pub(crate) struct JoinCell<T> {
     /// `DONE`, `JOIN_WAKER` and `WOKEN` bits.
     state: AtomicU8,
     /// Set by the joiner, on the task's worker, only while it runs the task nested in its
     /// own fiber (`Worker::run_next_now`) with no registration: the task then completes on
-    /// that thread, with nobody else touching `state`. Read only there.
+    /// that thread, with nobody else touching `state`. Read by every `complete`, and true
+    /// only in that case.
     direct: AtomicBool,
     /// The result. Written once before `DONE` is set, read once by the `JoinHandle` after
     /// it saw `DONE`.
@@ -389,6 +393,22 @@ impl<T> JoinCell<T> {
         }
     }
 
+    /// Runs `before` (which drops a closure, whose destructor may panic), then `complete`s
+    /// with `result` even if `before` panicked: a joiner is never left waiting.
+    pub(crate) fn complete_after(&self, result: Result<T, JoinError>, before: impl FnOnce()) {
+        /// Completes the cell when dropped, on the way out or while unwinding.
+        struct Complete<'a, T>(&'a JoinCell<T>, Option<Result<T, JoinError>>);
+        impl<T> Drop for Complete<'_, T> {
+            fn drop(&mut self) {
+                if let Some(result) = self.1.take() {
+                    self.0.complete(result);
+                }
+            }
+        }
+        let _complete = Complete(self, Some(result));
+        before();
+    }
+
     /// Stores whom to wake and publishes it (`JOIN_WAKER`), first taking the slot back if
     /// `state` (the caller's last look) shows a registration. Returns `false`, having
     /// published nothing, if the result came meanwhile.
@@ -474,12 +494,14 @@ pub(crate) struct CompleteOnDrop<T: Send + 'static, F: Send + 'static>(pub(crate
 
 impl<T: Send + 'static, F: Send + 'static> Drop for CompleteOnDrop<T, F> {
     fn drop(&mut self) {
-        // Dropped now, on the worker, before a joiner can see the cancellation: not with
-        // the task's last reference, which may be a `JoinHandle` kept for long.
-        // SAFETY: the fiber's own guard, dropped on its worker after its body ran (and
-        // took the closure) or instead of it; the task's `Unstarted` is gone.
-        drop(unsafe { self.0.take_closure() });
-        self.0.join.complete(Err(JoinError::cancelled()));
+        let task = &self.0;
+        // The closure goes now, on the worker, before a joiner can see the cancellation:
+        // not with the task's last reference, which may be a `JoinHandle` kept for long.
+        task.join.complete_after(Err(JoinError::cancelled()), || {
+            // SAFETY: the fiber's own guard, dropped on its worker after its body ran (and
+            // took the closure) or instead of it; the task's `Unstarted` is gone.
+            drop(unsafe { task.take_closure() });
+        });
     }
 }
 

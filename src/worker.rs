@@ -188,9 +188,11 @@ where
         Ok(id) => Some(id),
         Err((error, task)) => {
             if let Some(task) = task {
-                // SAFETY: no fiber was made, and the `Unstarted` is gone: ours alone.
-                unsafe { drop_closure(&task) };
-                task.join.complete(Err(JoinError::not_started(error)));
+                task.join
+                    .complete_after(Err(JoinError::not_started(error)), || {
+                        // SAFETY: no fiber was made, and the `Unstarted` is gone: ours alone.
+                        unsafe { drop_closure(&task) };
+                    });
             }
             None
         }
@@ -225,9 +227,10 @@ where
 {
     // SAFETY: as the caller guarantees.
     let task = unsafe { TaskRef::<T, F>::from_header(header) };
-    // SAFETY: the unstarted task is being dropped by the one thread that held it.
-    drop(unsafe { task.take_closure() });
-    task.join.complete(Err(JoinError::cancelled()));
+    task.join.complete_after(Err(JoinError::cancelled()), || {
+        // SAFETY: the unstarted task is being dropped by the one thread that held it.
+        drop(unsafe { task.take_closure() });
+    });
 }
 
 /// A message to a worker from another thread.
@@ -1094,10 +1097,14 @@ impl Worker {
         let next = self.take_marked(mark);
         let ours = next.as_ref().is_some_and(|next| next.is(task));
         if let Some(id) = self.start_marked(next) {
-            // Only this thread touches the flag: set while `task` runs nested in us.
-            direct.store(ours, Ordering::Relaxed);
-            self.resume(id);
-            direct.store(false, Ordering::Relaxed);
+            if ours {
+                // Set while `task` runs nested in us, on this thread (see `JoinCell`).
+                direct.store(true, Ordering::Relaxed);
+                self.resume(id);
+                direct.store(false, Ordering::Relaxed);
+            } else {
+                self.resume(id);
+            }
         }
         ours
     }

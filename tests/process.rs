@@ -278,7 +278,7 @@ fn descend_to(until: usize, f: &mut dyn FnMut()) {
 const CLOSURE: usize = 48 * 1024;
 
 /// Stack size of the runtime in that test: room for the copies of the closure that
-/// `spawn` makes through its frames in debug builds.
+/// `spawn` still makes in debug builds (into the task's fields).
 const STACK: usize = 512 * 1024;
 
 /// Spawns a task whose closure holds `CLOSURE` bytes (in a frame of its own, gone by the

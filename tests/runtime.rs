@@ -881,3 +881,23 @@ fn a_task_that_cannot_start_drops_its_closure_while_the_handle_lives() {
     let error = handle.join().unwrap_err();
     assert!(error.start_error().is_some(), "{error}");
 }
+
+#[test]
+fn an_aborted_task_whose_closure_panics_on_drop_still_resolves_its_handle() {
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("the closure's destructor panics");
+        }
+    }
+    let cancelled = run_with_watchdog(|| {
+        let guard = PanicOnDrop;
+        let handle = green::spawn(move || {
+            let _guard = &guard;
+        });
+        handle.abort();
+        // The task never runs its closure; dropping it panics on the task's fiber.
+        handle.join().unwrap_err().is_cancelled()
+    });
+    assert!(cancelled);
+}
