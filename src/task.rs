@@ -293,6 +293,21 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
         // SAFETY: as the caller guarantees, nobody else touches the closure.
         unsafe { (*self.closure.get()).take() }
     }
+
+    /// Drops the closure, if it is still there (the task never ran it).
+    ///
+    /// Out of line: this may run on a joining fiber's stack (`Worker::run_next_now`), and a
+    /// frame holding the closure, even on a path not taken, would take its size there.
+    ///
+    /// # Safety
+    ///
+    /// As [`Task::take_closure`].
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn drop_closure(&self) {
+        // SAFETY: as the caller guarantees.
+        drop(unsafe { self.take_closure() });
+    }
 }
 
 /// Drops and frees a `Task<T, F>`: its header's `free`.
@@ -498,6 +513,8 @@ impl<T: Send + 'static, F: Send + 'static> Drop for CompleteOnDrop<T, F> {
         // The closure goes now, on the worker, before a joiner can see the cancellation:
         // not with the task's last reference, which may be a `JoinHandle` kept for long.
         task.join.complete_after(Err(JoinError::cancelled()), || {
+            // Inline, not `drop_closure`: this runs at every task's end, on the task's own
+            // stack, and the closure is nearly always gone (taken by the body).
             // SAFETY: the fiber's own guard, dropped on its worker after its body ran (and
             // took the closure) or instead of it; the task's `Unstarted` is gone.
             drop(unsafe { task.take_closure() });

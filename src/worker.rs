@@ -191,27 +191,12 @@ where
                 task.join
                     .complete_after(Err(JoinError::not_started(error)), || {
                         // SAFETY: no fiber was made, and the `Unstarted` is gone: ours alone.
-                        unsafe { drop_closure(&task) };
+                        unsafe { task.drop_closure() };
                     });
             }
             None
         }
     }
-}
-
-/// Drops a task's closure, if it is still there.
-///
-/// Out of line: this may run on a joining fiber's stack (`Worker::run_next_now`), and a
-/// frame holding the closure, even on a path not taken, would take its size there.
-///
-/// # Safety
-///
-/// As `Task::take_closure`.
-#[cold]
-#[inline(never)]
-unsafe fn drop_closure<T: Send + 'static, F: Send + 'static>(task: &Task<T, F>) {
-    // SAFETY: as the caller guarantees.
-    drop(unsafe { task.take_closure() });
 }
 
 /// `Unstarted`'s drop for a `Task<T, F>`.
@@ -229,7 +214,7 @@ where
     let task = unsafe { TaskRef::<T, F>::from_header(header) };
     task.join.complete_after(Err(JoinError::cancelled()), || {
         // SAFETY: the unstarted task is being dropped by the one thread that held it.
-        drop(unsafe { task.take_closure() });
+        unsafe { task.drop_closure() };
     });
 }
 
@@ -1070,9 +1055,9 @@ impl Worker {
 
     /// Runs the next entry of the run queue now, nested in the calling fiber (its resumer
     /// is that fiber, not the worker loop), if it is the start of a task and the only
-    /// entry, and no message, shutdown or periodic reactor poll waits: the loop would start
-    /// that task next anyway, in the same order. The calling fiber gets back control when the new one
-    /// finishes, parks or yields, as the loop would have.
+    /// entry, and no message, shutdown or periodic reactor poll waits: the loop would
+    /// start that task next anyway, in the same order. The calling fiber gets back control
+    /// when the new one finishes, parks or yields, as the loop would have.
     ///
     /// For `JoinHandle::join` of `task`, which would otherwise park its fiber, switch to
     /// the loop, start the task there, and be woken and switched back to: two switches and
