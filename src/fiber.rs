@@ -94,6 +94,121 @@ impl<T: fmt::Debug> fmt::Debug for Resume<T> {
     }
 }
 
+/// What the switch does with a fiber's floating-point control state.
+///
+/// On x86_64 the System V ABI makes the control bits of MXCSR (rounding mode,
+/// flush-to-zero, denormals-are-zero, exception masks) and the x87 control word
+/// callee-saved: a function gives them back as it found them. Switching fibers is a call
+/// as far as each side can tell, so by default each side keeps its own.
+///
+/// Keeping them costs four reads of the state per round trip, 3.5-4 ns on the Xeon VM
+/// this crate is measured on: as much as the whole rest of the switch, which runs twice
+/// as fast without them (see the x86_64 context module for figures). Rust code itself
+/// always runs with the default state: the standard library documents any change to it
+/// as undefined behaviour while Rust code runs. So the saving only matters to a fiber
+/// that suspends while foreign code (C, inline assembly) has the state changed, or whose
+/// resumer does. A fiber that knows it never does can share the thread's state instead.
+///
+/// On riscv64 and aarch64 the state is not part of the call contract (`fcsr` and
+/// `FPCR` are thread state), the switch never saves it, and both choices behave alike.
+///
+/// ```
+/// use green::fiber::{Builder, FloatControl, Resume};
+///
+/// let mut fiber = Builder::new()
+///     .float_control(FloatControl::Shared)
+///     .build(|suspender| {
+///         suspender.suspend();
+///         1.5f64 * 2.0
+///     })
+///     .unwrap();
+/// assert!(matches!(fiber.resume(), Resume::Yielded));
+/// assert!(matches!(fiber.resume(), Resume::Finished(3.0)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FloatControl {
+    /// Each side keeps its own control state across every switch, as the ABI says. A new
+    /// fiber starts with the state of the thread that made it.
+    #[default]
+    Saved,
+    /// The fiber runs with its thread's control state, whatever it is when the fiber is
+    /// resumed, and a change the fiber makes stays in effect after it suspends. The
+    /// switch neither reads nor writes the state.
+    Shared,
+}
+
+/// Options for a new [`Fiber`]: stack size, name and [`FloatControl`].
+///
+/// ```
+/// use green::fiber::{Builder, Resume};
+///
+/// let mut fiber = Builder::new()
+///     .stack_size(512 * 1024)
+///     .name("parser")
+///     .build(|_| 42)
+///     .unwrap();
+/// assert_eq!(fiber.name(), Some("parser"));
+/// assert!(matches!(fiber.resume(), Resume::Finished(42)));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    /// Requested stack size; `None` for [`DEFAULT_STACK_SIZE`].
+    stack_size: Option<usize>,
+    /// The fiber's name, for the overflow message.
+    name: Option<String>,
+    /// What the switch does with the floating-point control state.
+    float_control: FloatControl,
+}
+
+impl Builder {
+    /// Options with the defaults: a stack of [`DEFAULT_STACK_SIZE`] bytes, no name and
+    /// [`FloatControl::Saved`].
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// The stack size in bytes, rounded up to pages; see
+    /// [`Fiber::with_stack_size`] for the range accepted.
+    pub fn stack_size(mut self, size: usize) -> Builder {
+        self.stack_size = Some(size);
+        self
+    }
+
+    /// The fiber's name; it appears in the stack overflow message.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// What the switch does with the fiber's floating-point control state.
+    pub fn float_control(mut self, float_control: FloatControl) -> Builder {
+        self.float_control = float_control;
+        self
+    }
+
+    /// A fiber that will run `f` on a stack from this thread's pool. Nothing runs until
+    /// the first [`resume`](Fiber::resume).
+    ///
+    /// # Errors
+    ///
+    /// As [`Fiber::with_stack_size`].
+    pub fn build<F, T>(self, f: F) -> io::Result<Fiber<T>>
+    where
+        F: FnOnce(&Suspender) -> T + 'static,
+        T: 'static,
+    {
+        let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
+        let mut fiber = match self.float_control {
+            FloatControl::Saved => Fiber::on_stack::<F, false>(stack, f)?,
+            FloatControl::Shared => Fiber::on_stack::<F, true>(stack, f)?,
+        };
+        if let Some(name) = self.name {
+            fiber.set_name(name);
+        }
+        Ok(fiber)
+    }
+}
+
 /// The panic payload that unwinds a fiber dropped while suspended.
 ///
 /// Code that catches panics inside a fiber should pass this one on with
@@ -139,12 +254,16 @@ pub struct Fiber<T> {
 pub struct Suspender {
     /// Top of the fiber's stack, where the switch header is.
     stack_top: *mut u8,
+    /// Whether the fiber shares its thread's floating-point control state (the flag in
+    /// its header; a constant where the fiber's closure is compiled into its entry).
+    shared_float_control: bool,
 }
 
 impl fmt::Debug for Suspender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Suspender")
             .field("stack_top", &self.stack_top)
+            .field("shared_float_control", &self.shared_float_control)
             .finish()
     }
 }
@@ -163,7 +282,8 @@ impl Suspender {
     pub fn suspend(&self) {
         // SAFETY: a `Suspender` exists only inside its fiber's closure, so this runs on
         // that fiber, whose stack top this is.
-        let message = unsafe { context::suspend(MSG_YIELDED, self.stack_top) };
+        let message =
+            unsafe { context::suspend(MSG_YIELDED, self.stack_top, self.shared_float_control) };
         if message == MSG_UNWIND {
             unwind_dropped_fiber();
         }
@@ -178,8 +298,20 @@ impl Suspender {
     /// `stack_top` must be the stack top of the fiber running on this thread, and the
     /// suspender must be used only while it runs.
     pub(crate) unsafe fn for_running(stack_top: *mut u8) -> Suspender {
-        Suspender { stack_top }
+        Suspender {
+            stack_top,
+            // SAFETY: the running fiber's stack, prepared by `Fiber::on_stack`.
+            shared_float_control: unsafe { context::shares_float_control(stack_top) },
+        }
     }
+}
+
+/// Panics for a [`Fiber::resume`] of a finished fiber.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn resumed_finished_fiber() -> ! {
+    panic!("resumed a fiber that has finished")
 }
 
 /// Unwinds the stack of a fiber that is being dropped, with a [`ForcedUnwind`] payload.
@@ -228,6 +360,16 @@ impl<T: 'static> Fiber<T> {
     where
         F: FnOnce(&Suspender) -> T + 'static,
     {
+        Fiber::on_stack::<F, false>(stack, f)
+    }
+
+    /// A fiber on the given stack that shares its thread's floating-point control state if
+    /// `SHARED_FLOAT_CONTROL`, or keeps its own. A parameter of the type, not a value, so
+    /// that the fiber's entry knows it as a constant.
+    fn on_stack<F, const SHARED_FLOAT_CONTROL: bool>(stack: Stack, f: F) -> io::Result<Fiber<T>>
+    where
+        F: FnOnce(&Suspender) -> T + 'static,
+    {
         overflow::ensure_handler();
         let top = stack.top();
         let align = mem::align_of::<F>().max(16);
@@ -257,7 +399,13 @@ impl<T: 'static> Fiber<T> {
             ));
             overflow::register(guard);
             closure.cast::<F>().write(f);
-            context::init(top, closure, entry::<F, T>, closure)
+            context::init(
+                top,
+                closure,
+                entry::<F, T, SHARED_FLOAT_CONTROL>,
+                closure,
+                SHARED_FLOAT_CONTROL,
+            )
         };
         // SAFETY: `guard` lies inside the stack, so it is not null.
         let guard = unsafe { NonNull::new_unchecked(guard) };
@@ -288,12 +436,22 @@ impl<T> Fiber<T> {
     /// Panics if the fiber has finished.
     #[inline]
     pub fn resume(&mut self) -> Resume<T> {
-        assert!(
-            self.state != State::Finished,
-            "resumed a fiber that has finished"
-        );
+        if self.state != State::Suspended {
+            self.start();
+        }
         let message = self.switch_in(MSG_RESUME);
         self.outcome(message)
+    }
+
+    /// Marks an unstarted fiber as started, out of the path of every later resume;
+    /// panics for a finished one.
+    #[cold]
+    #[track_caller]
+    fn start(&mut self) {
+        match self.state {
+            State::Finished => resumed_finished_fiber(),
+            _ => self.state = State::Suspended,
+        }
     }
 
     /// Names the fiber; the name appears in the stack overflow message.
@@ -331,10 +489,11 @@ impl<T> Fiber<T> {
         self.stack.size()
     }
 
-    /// Switches into the fiber with `message`; returns what it hands back.
+    /// Switches into the fiber with `message`; returns what it hands back. The caller has
+    /// made sure the fiber has not finished, and set `state` to `Suspended`.
     #[inline(always)]
     fn switch_in(&mut self, message: usize) -> usize {
-        self.state = State::Suspended;
+        debug_assert_eq!(self.state, State::Suspended);
         // SAFETY: the stack was prepared by `context::init` and the fiber is not running:
         // `&mut self` shows nobody else is inside `resume`, and a fiber cannot reach its own
         // `Fiber` (the closure is 'static and the `Fiber` is created outside it).
@@ -426,19 +585,33 @@ unsafe fn drop_closure<F>(data: *mut u8) {
 ///
 /// Entered only by the trampoline of a stack prepared by [`Fiber::with_stack`], with `data`
 /// pointing at the closure placed there.
-unsafe extern "C" fn entry<F, T>(message: usize, stack_top: *mut u8, data: *mut u8) -> !
+unsafe extern "C" fn entry<F, T, const SHARED_FLOAT_CONTROL: bool>(
+    message: usize,
+    stack_top: *mut u8,
+    data: *mut u8,
+) -> !
 where
     F: FnOnce(&Suspender) -> T,
 {
     debug_assert_eq!(message, MSG_RESUME);
     // SAFETY: the closure was written at `data` by `with_stack` and is read exactly once.
     let f = unsafe { data.cast::<F>().read() };
-    let suspender = Suspender { stack_top };
+    // The flag is a constant here, so the closure's suspensions compile to one switch.
+    let suspender = Suspender {
+        stack_top,
+        shared_float_control: SHARED_FLOAT_CONTROL,
+    };
     let result: Result<T, Payload> = panic::catch_unwind(AssertUnwindSafe(|| f(&suspender)));
     let result = ManuallyDrop::new(result);
     // SAFETY: we run on the fiber of `stack_top`. The resumer moves the result out of this
     // frame, which stays intact because the fiber is never resumed again.
-    unsafe { context::suspend(&*result as *const Result<T, Payload> as usize, stack_top) };
+    unsafe {
+        context::suspend(
+            &*result as *const Result<T, Payload> as usize,
+            stack_top,
+            SHARED_FLOAT_CONTROL,
+        )
+    };
     // A finished fiber is never resumed: `resume` refuses to.
     eprintln!("green: a finished fiber was resumed, aborting");
     std::process::abort();

@@ -1,12 +1,12 @@
 //! Behaviour of `Fiber`: resume and suspend, results, panics, forced unwinding, nesting,
-//! deep recursion, alignment, backtraces and stack reuse.
+//! deep recursion, alignment, backtraces, stack reuse, and the options of `Builder`.
 
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
-use green::fiber::{Fiber, ForcedUnwind, Resume};
+use green::fiber::{Builder, Fiber, FloatControl, ForcedUnwind, Resume};
 
 /// Loop counts are scaled down under QEMU, where a switch costs ~100x more.
 const NATIVE: bool = cfg!(target_arch = "x86_64");
@@ -395,7 +395,12 @@ fn marker_frame_resuming_fiber(fiber: &mut Fiber<String>) -> String {
 
 #[test]
 fn a_backtrace_inside_a_fiber_walks_into_the_resumer() {
-    let mut fiber = Fiber::new(|_| marker_frame_inside_fiber()).unwrap();
+    assert_backtrace_walks_into_the_resumer(Fiber::new(|_| marker_frame_inside_fiber()).unwrap());
+}
+
+/// Runs `fiber`, which returns a backtrace taken inside it, and checks that the backtrace
+/// goes from the fiber's frames through the trampoline into the resumer and the test.
+fn assert_backtrace_walks_into_the_resumer(mut fiber: Fiber<String>) {
     let trace = marker_frame_resuming_fiber(&mut fiber);
     let inside = trace.find("marker_frame_inside_fiber");
     let trampoline = trace.find("trampoline");
@@ -498,4 +503,93 @@ fn thousands_of_switches_keep_state_on_both_sides() {
         expect_yield(fiber.resume());
     }
     assert_eq!(expect_finished(fiber.resume()), expected);
+}
+
+/// A fiber that shares its thread's floating-point control state, with the default stack.
+fn shared_fiber<T: 'static>(f: impl FnOnce(&green::fiber::Suspender) -> T + 'static) -> Fiber<T> {
+    Builder::new()
+        .float_control(FloatControl::Shared)
+        .build(f)
+        .unwrap()
+}
+
+#[test]
+fn a_fiber_that_shares_float_control_keeps_state_across_thousands_of_switches() {
+    let rounds: u64 = if NATIVE { 100_000 } else { 5_000 };
+    let mut fiber = shared_fiber(move |suspender| {
+        let mut sum = 0.0f64;
+        for i in 0..rounds {
+            sum += black_box(i as f64) * 0.5;
+            suspender.suspend();
+        }
+        sum
+    });
+    let mut expected = 0.0f64;
+    for i in 0..rounds {
+        expected += i as f64 * 0.5;
+        expect_yield(fiber.resume());
+    }
+    assert_eq!(
+        expect_finished(fiber.resume()).to_bits(),
+        expected.to_bits()
+    );
+}
+
+#[test]
+fn dropping_a_suspended_fiber_that_shares_float_control_unwinds_it() {
+    let drops = Rc::new(Cell::new(0));
+    let count = drops.clone();
+    let mut fiber = shared_fiber(move |suspender| {
+        let _outer = Counted(count.clone());
+        nested_frames(3, &count, suspender);
+    });
+    expect_yield(fiber.resume());
+    drop(fiber);
+    assert_eq!(drops.get(), 9);
+}
+
+#[test]
+fn a_backtrace_walks_out_of_a_fiber_that_shares_float_control() {
+    assert_backtrace_walks_into_the_resumer(shared_fiber(|_| marker_frame_inside_fiber()));
+}
+
+#[test]
+fn fibers_of_both_float_controls_nest_inside_each_other() {
+    // Each fiber resumes one of the other kind, so every pairing of switch variants runs.
+    let mut outer = shared_fiber(|suspender| {
+        let mut inner = Fiber::new(|suspender| {
+            let mut innermost = shared_fiber(|suspender| {
+                suspender.suspend();
+                3
+            });
+            expect_yield(innermost.resume());
+            suspender.suspend();
+            expect_finished(innermost.resume()) * 2
+        })
+        .unwrap();
+        expect_yield(inner.resume());
+        suspender.suspend();
+        expect_finished(inner.resume()) + 1
+    });
+    expect_yield(outer.resume());
+    assert_eq!(expect_finished(outer.resume()), 7);
+}
+
+#[test]
+fn the_builder_sets_stack_size_and_name() {
+    let mut fiber = Builder::new()
+        .stack_size(300_000)
+        .name("parser")
+        .build(|_| recurse(40))
+        .unwrap();
+    assert_eq!(fiber.stack_size(), 300_000usize.div_ceil(4096) * 4096);
+    assert_eq!(fiber.name(), Some("parser"));
+    assert_eq!(expect_finished(fiber.resume()), recurse(40));
+}
+
+#[test]
+fn the_builder_refuses_a_stack_size_out_of_range() {
+    let error = Builder::new().stack_size(4096).build(|_| ()).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("too small"), "{error}");
 }

@@ -36,7 +36,7 @@ use std::hint::black_box;
 use std::panic;
 use std::ptr;
 
-use green::fiber::{Fiber, Resume, Suspender};
+use green::fiber::{Builder, Fiber, FloatControl, Resume, Suspender};
 
 /// Switch round trips per test: fewer under QEMU, where a switch is ~10x slower.
 const ROUNDS: usize = if cfg!(target_arch = "x86_64") {
@@ -66,6 +66,10 @@ mod arch {
 
     /// Registers checked.
     pub const COUNT: usize = 8;
+
+    /// Mismatch bits of the registers that a fiber sharing its thread's floating-point
+    /// control state shares with its resumer: MXCSR and the x87 control word.
+    pub const SHARED_FLOAT_CONTROL: u64 = 0b1100_0000;
 
     /// Register names, by index in [`Registers`] and bit in a mismatch mask.
     pub const NAMES: [&str; COUNT] = ["rbx", "rbp", "r12", "r13", "r14", "r15", "mxcsr", "x87 cw"];
@@ -211,6 +215,10 @@ mod arch {
 
     /// Registers checked.
     pub const COUNT: usize = 24;
+
+    /// Mismatch bits of the registers a fiber sharing its thread's floating-point control
+    /// state shares with its resumer: none (`fcsr` is not among the registers checked).
+    pub const SHARED_FLOAT_CONTROL: u64 = 0;
 
     /// Register names, by index in [`Registers`] and bit in a mismatch mask.
     pub const NAMES: [&str; COUNT] = [
@@ -449,6 +457,10 @@ mod arch {
 
     /// Registers checked.
     pub const COUNT: usize = 19;
+
+    /// Mismatch bits of the registers a fiber sharing its thread's floating-point control
+    /// state shares with its resumer: none (FPCR is not among the registers checked).
+    pub const SHARED_FLOAT_CONTROL: u64 = 0;
 
     /// Register names, by index in [`Registers`] and bit in a mismatch mask. The FP
     /// registers come first so that both groups pair up for `ldp`/`stp`.
@@ -770,15 +782,22 @@ fn suspend_with_pattern(suspender: &Suspender, seed: u64) -> u64 {
 /// A fiber that suspends [`ROUNDS`] times with the patterns of `side`, then returns what
 /// it found.
 fn patterned_fiber(side: Side) -> Fiber<Vec<Mismatch>> {
-    Fiber::new(move |suspender: &Suspender| {
-        let mut found = Vec::new();
-        for round in 0..ROUNDS {
-            let mask = suspend_with_pattern(suspender, seed(round, side));
-            record(&mut found, side, round, mask);
-        }
-        found
-    })
-    .unwrap()
+    patterned_fiber_with(side, FloatControl::Saved)
+}
+
+/// [`patterned_fiber`] with the given treatment of its floating-point control state.
+fn patterned_fiber_with(side: Side, float_control: FloatControl) -> Fiber<Vec<Mismatch>> {
+    let builder = Builder::new().float_control(float_control);
+    builder
+        .build(move |suspender: &Suspender| {
+            let mut found = Vec::new();
+            for round in 0..ROUNDS {
+                let mask = suspend_with_pattern(suspender, seed(round, side));
+                record(&mut found, side, round, mask);
+            }
+            found
+        })
+        .unwrap()
 }
 
 /// Resumes `fiber` with the patterns of `side` until it finishes, expecting [`ROUNDS`]
@@ -858,6 +877,19 @@ fn every_side_loads_a_different_value_into_every_register() {
 fn callee_saved_registers_survive_every_switch_on_both_sides() {
     let mut fiber = patterned_fiber(Side::Fiber);
     let found = run_patterned(&mut fiber, Side::Resumer);
+    assert_no_mismatches(&found);
+}
+
+#[test]
+fn a_fiber_that_shares_float_control_keeps_every_other_callee_saved_register() {
+    let mut fiber = patterned_fiber_with(Side::Fiber, FloatControl::Shared);
+    let mut found = run_patterned(&mut fiber, Side::Resumer);
+    // On x86_64 the two sides share MXCSR and the x87 control word, so each side finds
+    // the other's there; every other register must still come back.
+    for mismatch in &mut found {
+        mismatch.mask &= !arch::SHARED_FLOAT_CONTROL;
+    }
+    found.retain(|mismatch| mismatch.mask != 0);
     assert_no_mismatches(&found);
 }
 
@@ -1078,4 +1110,57 @@ fn each_side_keeps_its_mxcsr_when_only_the_mxcsr_differs() {
 fn each_side_keeps_its_x87_control_word_when_only_that_differs() {
     // Rounding control, bits 10-11.
     each_side_keeps_its_float_control_when_the_fiber_flips(0, 0x0C00);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_fiber_that_shares_float_control_runs_with_the_threads_and_leaves_its_own() {
+    let original = float_control();
+    // Rounding toward zero (0b11) set by the resumer, down (0b01) by the fiber.
+    let resumers = (original.0 | 0x6000, original.1 | 0x0C00);
+    let fibers = (original.0 & !0x6000 | 0x2000, original.1 & !0x0C00 | 0x0400);
+    let mut fiber = Builder::new()
+        .float_control(FloatControl::Shared)
+        .build(move |suspender: &Suspender| {
+            let at_start = float_control();
+            // SAFETY: only rounding bits change, and the resumer puts the original back
+            // before any arithmetic; the fiber does none meanwhile.
+            unsafe { set_float_control(fibers.0, fibers.1) };
+            suspender.suspend();
+            (at_start, float_control())
+        })
+        .unwrap();
+    // The state is set after the fiber was made: a shared fiber takes the thread's at
+    // each resume, not its maker's.
+    // SAFETY: as above.
+    unsafe { set_float_control(resumers.0, resumers.1) };
+    let first = fiber.resume();
+    let left_by_fiber = float_control();
+    // SAFETY: as above.
+    unsafe { set_float_control(resumers.0, resumers.1) };
+    let second = fiber.resume();
+    // SAFETY: the state read at the start of the test.
+    unsafe { set_float_control(original.0, original.1) };
+    assert!(matches!(first, Resume::Yielded));
+    let (at_start, after_suspend) = match second {
+        Resume::Finished(states) => states,
+        Resume::Yielded => panic!("the fiber suspends once"),
+        Resume::Panicked(payload) => panic::resume_unwind(payload),
+    };
+    let control = |state: (u32, u16)| (state.0 & 0xFFC0, state.1);
+    assert_eq!(
+        control(at_start),
+        control(resumers),
+        "the fiber starts with the thread's"
+    );
+    assert_eq!(
+        control(left_by_fiber),
+        control(fibers),
+        "the fiber's change stays"
+    );
+    assert_eq!(
+        control(after_suspend),
+        control(resumers),
+        "the resumer's change reaches it"
+    );
 }

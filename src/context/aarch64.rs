@@ -29,7 +29,7 @@
 //! # Why inline assembly, and not one naked `switch` function
 //!
 //! As on x86_64, whose module docs give the measurements (36 ns per round trip with one
-//! naked `switch` called by both sides, 6 ns now, against 2.5 ns for corosensei), a switch
+//! naked `switch` called by both sides, 2.5-8 ns now, as corosensei's or twice it), a switch
 //! is a call and its matching return split across two stacks, so that the return-address
 //! stack predicts every switch: [`resume`] is a `blr` (a push on that stack) to the fiber's
 //! continuation, and [`suspend`] is a `ret` (a pop) to the resumer's x30. Only x86_64 is
@@ -87,6 +87,11 @@
 use core::arch::{asm, naked_asm};
 
 use super::{Entry, PARENT_LINK};
+
+// The switch keeps no floating-point control state on this architecture (module docs),
+// so a fiber that shares the thread's switches the same way.
+pub(super) use self::resume as resume_shared;
+pub(super) use self::suspend as suspend_shared;
 
 /// Bytes of the initial frame written by [`initial_frame`].
 pub(super) const INITIAL_FRAME_SIZE: usize = 32;

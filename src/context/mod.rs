@@ -18,7 +18,9 @@
 //!   | parent link        (top -  8)  |  stack pointer of whoever resumed the fiber, written
 //!   |                                |  on the fiber side of every resume; `suspend` and the
 //!   |                                |  trampoline's unwind info read it
-//!   | (unused)           (top - 16)  |
+//!   | flags              (top - 16)  |  bit 0: the fiber shares the thread's floating-point
+//!   |                                |  control state (x86_64 only; see `init`); written by
+//!   |                                |  `init`, read by the switch on both sides
 //!   +--------------------------------+  top - HEADER_SIZE
 //!   | the fiber's overflow `Guard`,  |  placed by `Fiber::with_stack`; the guard stays
 //!   | then its closure               |  registered until the fiber drops, the closure is
@@ -80,8 +82,12 @@ compile_error!("green supports Linux only");
 
 /// Offset below the stack top of the parent link slot.
 const PARENT_LINK: usize = 8;
-/// Bytes reserved at the top of each stack: the parent link, and 8 bytes that keep what
-/// lies below 16-byte aligned.
+/// Offset below the stack top of the flags word.
+const FLAGS: usize = 16;
+/// Flag: the switch neither saves nor restores the floating-point control state of this
+/// fiber, which runs with (and leaves behind) whatever its thread's is.
+const FLAG_SHARED_FLOAT_CONTROL: usize = 1;
+/// Bytes reserved at the top of each stack: the parent link and the flags word.
 pub(crate) const HEADER_SIZE: usize = 16;
 /// Bytes of the initial frame on this architecture.
 pub(crate) const INITIAL_FRAME_SIZE: usize = arch::INITIAL_FRAME_SIZE;
@@ -100,10 +106,19 @@ pub(crate) struct Context {
     /// The fiber's saved stack pointer: its switch frame, left there by [`init`] or by its
     /// last [`suspend`]. Meaningless once the fiber has finished.
     stack_pointer: *mut u8,
+    /// Whether the fiber shares the thread's floating-point control state (the flag that
+    /// [`init`] wrote in its header).
+    shared_float_control: bool,
 }
 
 /// Lays out the initial frame so that the first [`resume`] of the returned context calls
 /// `entry(arg, stack_top, data)` on that stack.
+///
+/// With `shared_float_control`, the switch leaves the floating-point control state alone
+/// for this fiber: it is the thread's, as riscv64's `fcsr` always is. Otherwise each side
+/// keeps its own across every switch, as the x86_64 ABI makes the MXCSR control bits and
+/// the x87 control word callee-saved. Only x86_64 has such state in its call contract, so
+/// elsewhere the flag changes nothing.
 ///
 /// # Safety
 ///
@@ -115,14 +130,24 @@ pub(crate) unsafe fn init(
     frame_top: *mut u8,
     entry: Entry,
     data: *mut u8,
+    shared_float_control: bool,
 ) -> Context {
     debug_assert_eq!(stack_top as usize % 16, 0);
     debug_assert_eq!(frame_top as usize % 16, 0);
+    let flags = if shared_float_control {
+        FLAG_SHARED_FLOAT_CONTROL
+    } else {
+        0
+    };
+    // SAFETY: the caller guarantees a writable stack below the 16-byte aligned
+    // `stack_top`, whose header holds the flags word; nothing runs on the stack yet.
+    unsafe { stack_top.sub(FLAGS).cast::<usize>().write(flags) };
     // SAFETY: the caller guarantees INITIAL_FRAME_SIZE writable bytes below `frame_top`.
     let stack_pointer = unsafe { arch::initial_frame(frame_top, entry, data) };
     Context {
         stack_top,
         stack_pointer,
+        shared_float_control,
     }
 }
 
@@ -135,10 +160,16 @@ pub(crate) unsafe fn init(
 /// started, or never resumed since it finished): not running on this or any other thread.
 #[inline(always)]
 pub(crate) unsafe fn resume(context: &mut Context, arg: usize) -> usize {
-    // SAFETY: `stack_pointer` holds a frame saved by `init` or by `suspend`, and the fiber
-    // is not running, as the caller guarantees.
-    let (reply, stack_pointer) =
-        unsafe { arch::resume(arg, context.stack_top, context.stack_pointer) };
+    // The fiber's side of the switch reads the same flag from its header, so both sides
+    // agree on whether our frame holds our control state.
+    let (reply, stack_pointer) = if context.shared_float_control {
+        // SAFETY: `stack_pointer` holds a frame saved by `init` or by `suspend`, and the
+        // fiber is not running, as the caller guarantees; `init` set its shared flag.
+        unsafe { arch::resume_shared(arg, context.stack_top, context.stack_pointer) }
+    } else {
+        // SAFETY: as above, for a fiber whose flag is clear.
+        unsafe { arch::resume(arg, context.stack_top, context.stack_pointer) }
+    };
     context.stack_pointer = stack_pointer;
     reply
 }
@@ -148,10 +179,36 @@ pub(crate) unsafe fn resume(context: &mut Context, arg: usize) -> usize {
 ///
 /// # Safety
 ///
-/// Must be called on the fiber whose stack top is `stack_top`, while it runs.
+/// Must be called on the fiber whose stack top is `stack_top`, while it runs;
+/// `shared_float_control` must be the flag [`init`] was given for it (as
+/// [`shares_float_control`] reads it back).
 #[inline(always)]
-pub(crate) unsafe fn suspend(arg: usize, stack_top: *mut u8) -> usize {
+pub(crate) unsafe fn suspend(arg: usize, stack_top: *mut u8, shared_float_control: bool) -> usize {
+    debug_assert_eq!(
+        // SAFETY: as the caller guarantees, `stack_top` is the running fiber's.
+        unsafe { shares_float_control(stack_top) },
+        shared_float_control
+    );
     // SAFETY: we run on that fiber, so the parent link was written by the `resume` that
-    // started this run of it, and the resumer is blocked inside that `resume`.
-    unsafe { arch::suspend(arg, stack_top) }
+    // started this run of it, and the resumer is blocked inside that `resume`, which
+    // chose its variant by the same flag.
+    unsafe {
+        if shared_float_control {
+            arch::suspend_shared(arg, stack_top)
+        } else {
+            arch::suspend(arg, stack_top)
+        }
+    }
+}
+
+/// Whether the fiber whose stack top is `stack_top` shares its thread's floating-point
+/// control state: the flag [`init`] wrote in its header.
+///
+/// # Safety
+///
+/// `stack_top` must be the top of a stack prepared by [`init`] that is still mapped.
+pub(crate) unsafe fn shares_float_control(stack_top: *mut u8) -> bool {
+    // SAFETY: as the caller guarantees, the header holds the flags word `init` wrote.
+    let flags = unsafe { stack_top.sub(FLAGS).cast::<usize>().read() };
+    flags & FLAG_SHARED_FLOAT_CONTROL != 0
 }

@@ -49,39 +49,65 @@
 //!
 //! `ldmxcsr` and `fldcw` cost about 10 ns each on the machine below, so the control state
 //! is reloaded only when the two sides' differ, which keeps it exact. Reading it cannot be
-//! skipped: either side may have changed its own since the last switch. Those reads are
-//! most of what is left: the two `stmxcsr` of a round trip cost about 2.5 ns (`fnstcw` is
-//! nearly free).
+//! skipped: either side may have changed its own since the last switch, and `stmxcsr` and
+//! `fnstcw` are the only ways to read it. Those reads are what is left: with them a round
+//! trip takes twice corosensei's, which saves no control state; without them, as equal.
+//! Inside the switch the two `stmxcsr` of a round trip cost about 2.7 ns and the two
+//! `fnstcw` about 0.8 ns, more than in a loop of their own (0.6 ns each), as they wait for
+//! the work in flight around them.
 //!
-//! Measured with `cargo bench -p green-benches --bench fiber -- round_trip` (criterion,
-//! median of three runs, corosensei 0.3 in the same runs) on a 2-vCPU Xeon (Sapphire
-//! Rapids) VM:
+//! A fiber built with [`FloatControl::Shared`](crate::fiber::FloatControl) skips them: it
+//! runs with its thread's control state, which is what Rust code assumes anyway (the
+//! standard library documents any change to it as undefined behaviour while Rust code
+//! runs). Its header flag (`FLAGS` in the context module) selects [`resume_shared`] and
+//! [`suspend_shared`], known at compile time on the fiber side.
 //!
-//! | switch                                                    | round trip | corosensei |
-//! |-----------------------------------------------------------|-----------:|-----------:|
-//! | one naked `switch`, called by both sides; `ldmxcsr`/`fldcw` |    36.3 ns |     2.7 ns |
-//! | this design                                               |     6.0 ns |     2.5 ns |
-//! | this design minus the control state (not exact; measured) |     3.8 ns |     2.7 ns |
+//! Measured on a 2-vCPU Xeon (Sapphire Rapids) VM against corosensei 0.3 in the same
+//! runs, ratio per run, then the median over runs (2026-11-26, 18:30 UTC):
+//!
+//! | switch                                                       | round trip | ÷ corosensei |
+//! |--------------------------------------------------------------|-----------:|-------------:|
+//! | one naked `switch`, called by both sides; `ldmxcsr`/`fldcw`  |    36.3 ns | 13x          |
+//! | call/ret pairs, 32-byte frames holding the control state     | 6.9-7.0 ns | 1.89x        |
+//! | this design, `FloatControl::Saved` (the default)             | 6.5-8.0 ns | 2.04x        |
+//! | this design, `FloatControl::Shared`                          | 2.5-4.4 ns | 1.04x        |
+//!
+//! The last two rows are medians over 7 runs of `cargo bench -p green-benches --bench
+//! round_trip_interleaved`, which alternates the three loops in short slices (ranges
+//! 1.87x-2.54x and 0.99x-1.05x). Six criterion runs of `--bench fiber -- round_trip` in
+//! the same half hour gave 1.93x and 1.04x (ranges 1.53x-2.99x and 0.84x-1.39x): the
+//! machine changes speed every few seconds, and criterion times each loop seconds apart.
 //!
 //! # The switch frames
 //!
-//! Both sides leave a 32-byte frame of the same shape on their stack, at the saved stack
+//! Both sides leave a 24-byte frame of the same shape on their stack, at the saved stack
 //! pointer `S` (the parent link points at the resumer's; the fiber's goes back to `resume`
-//! in rdx and waits in the `Context`):
+//! in rdx and waits in the `Context`), and keep their control state in the 8 bytes below
+//! it:
 //!
 //! ```text
-//!   S+32  <- the side's rsp before its asm block (the resumer's: the unwinder's CFA)
-//!   S+24  rbp
-//!   S+16  rbx
-//!   S+12  x87 control word (2 bytes, then 2 unused)
-//!   S+8   MXCSR            (4 bytes)
+//!   S+24  <- the side's rsp before its asm block (the resumer's: the unwinder's CFA)
+//!   S+16  rbp
+//!   S+8   rbx
 //!   S+0   where to go on   <- saved rsp
 //!           resumer: return address into `resume`, pushed by its `call`
 //!           fiber:   the continuation label in `suspend`, pushed by hand
+//!   S-4   x87 control word (2 bytes, then 2 unused)
+//!   S-8   MXCSR            (4 bytes)
 //! ```
 //!
-//! `resume` pushes rbp, rbx and the control state, then `call [fiber S]`. The fiber side
-//! (the continuation in `suspend`, or the trampoline the first time) is entered with:
+//! The control state lies below the saved rsp, in the 128-byte red zone that the ABI
+//! keeps from signal handlers, so it needs no room in the frame: an inline asm block
+//! without `nostack` may write there, and nothing else runs on a side's stack while it is
+//! switched out. It is written only when the fiber keeps its own state
+//! ([`FloatControl::Saved`](crate::fiber::FloatControl)); for a fiber that shares the
+//! thread's, the slot is neither written nor read. The frame was 32 bytes, with the
+//! control state inside it; the extra `sub`/`add` of rsp that needed made the round trip
+//! about 10% slower.
+//!
+//! `resume` pushes rbp and rbx, stores its control state, then `call [fiber S]`. The
+//! fiber side (the continuation in `suspend`, or the trampoline the first time) is entered
+//! with:
 //!
 //! ```text
 //!   rsp = the resumer's S    rdi = arg    rsi = stack top    rdx = the fiber's S
@@ -110,7 +136,7 @@
 //! The trampoline keeps the stack top in r12 and jumps to `entry(rdi, stack top, data)`
 //! after pushing a return address into itself (a `call` would push a return-stack-buffer
 //! entry that the fiber's first `suspend` could not match). Its hand-written CFI defines
-//! its canonical frame address as `*(r12 - 8) + 32`: `top - 8` is the parent link, which
+//! its canonical frame address as `*(r12 - 8) + 24`: `top - 8` is the parent link, which
 //! points at the resumer's switch frame, and the return address, rbx and rbp are read from
 //! that frame at the offsets above. An unwinder (a `Backtrace`, gdb) therefore walks from
 //! the fiber's frames into the function that resumed it. r12 is callee-saved, so every
@@ -119,10 +145,48 @@
 
 use core::arch::{asm, naked_asm};
 
-use super::{Entry, PARENT_LINK};
+use super::{Entry, FLAG_SHARED_FLOAT_CONTROL, FLAGS, PARENT_LINK};
 
 /// Bytes of the initial frame written by [`initial_frame`].
 pub(super) const INITIAL_FRAME_SIZE: usize = 32;
+
+/// The inline assembly of [`resume`] and [`resume_shared`]: `$save` are the instructions
+/// that store the resumer's control state in its frame, if it keeps one.
+macro_rules! resume_asm {
+    ($arg:expr, $stack_top:expr, $stack_pointer:expr, [$($save:literal),*]) => {{
+        let (reply, saved);
+        // SAFETY: the caller keeps the contract of `resume`, under which the asm touches
+        // no state it does not restore (see there).
+        unsafe {
+            asm!(
+                // 1. Save what no operand can express: rbp, rbx, our control state.
+                "push rbp",
+                "push rbx",
+                $($save,)*
+                // 2. Call where the fiber goes on: the first word of its frame.
+                "call [rdx]",
+                // 3. Back from `suspend`, which restored rsp and our control state.
+                "pop rbx",
+                "pop rbp",
+                // The message, in both directions: the first argument register, so the
+                // trampoline passes it to `entry` as is.
+                inlateout("rdi") $arg => reply,
+                // The stack top, for the fiber side to find the parent link.
+                in("rsi") $stack_top,
+                // The fiber's frame: its S on the way in, its new S on the way back.
+                inlateout("rdx") $stack_pointer => saved,
+                // r12-r15 are callee-saved: let the compiler keep what it needs in them.
+                lateout("r12") _,
+                lateout("r13") _,
+                lateout("r14") _,
+                lateout("r15") _,
+                // rax, rcx, rsi, r8-r11, the vector and x87 registers.
+                clobber_abi("C"),
+            );
+        }
+        (reply, saved)
+    }};
+}
 
 /// Switches into the fiber whose stack top is `stack_top` and whose switch frame is at
 /// `stack_pointer`, handing it `arg`. Returns the message of its next [`suspend`] and the
@@ -131,52 +195,71 @@ pub(super) const INITIAL_FRAME_SIZE: usize = 32;
 /// # Safety
 ///
 /// `stack_pointer` must point at a frame written by [`initial_frame`] or [`suspend`] on
-/// the stack below `stack_top`, of a fiber that is not running.
+/// the stack below `stack_top`, of a fiber that is not running and keeps its own control
+/// state.
 #[inline(always)]
 pub(super) unsafe fn resume(
     arg: usize,
     stack_top: *mut u8,
     stack_pointer: *mut u8,
 ) -> (usize, *mut u8) {
-    let (reply, saved);
-    // The frame at `stack_pointer` starts with a continuation that keeps the
-    // contract in the module docs, as the caller guarantees: it saves the parent link,
-    // restores the fiber and comes back here only through `suspend`, which restores rsp
-    // and the control state and hands over its frame in rdx; our pops restore rbx and rbp.
-    // Every other register is declared clobbered. The pushes stay above rsp while the
-    // fiber runs, so nothing can overwrite them.
-    // SAFETY: by the contract just stated, the asm touches no state it does not restore.
-    unsafe {
-        asm!(
-            // 1. Save what no operand can express: rbp, rbx, our control state.
-            "push rbp",
-            "push rbx",
-            "sub rsp, 8",
-            "stmxcsr [rsp]",
-            "fnstcw [rsp + 4]",
-            // 2. Call where the fiber goes on: the first word of its frame.
-            "call [rdx]",
-            // 3. Back from `suspend`, which restored rsp and our control state.
-            "add rsp, 8",
-            "pop rbx",
-            "pop rbp",
-            // The message, in both directions: the first argument register, so the
-            // trampoline passes it to `entry` as is.
-            inlateout("rdi") arg => reply,
-            // The stack top, for the fiber side to find the parent link.
-            in("rsi") stack_top,
-            // The fiber's frame: its S on the way in, its new S on the way back.
-            inlateout("rdx") stack_pointer => saved,
-            // r12-r15 are callee-saved: let the compiler keep what it needs in them.
-            lateout("r12") _,
-            lateout("r13") _,
-            lateout("r14") _,
-            lateout("r15") _,
-            // rax, rcx, rsi, r8-r11, the vector and x87 registers.
-            clobber_abi("C"),
-        );
-    }
-    (reply, saved)
+    // The frame at `stack_pointer` starts with a continuation that keeps the contract in
+    // the module docs, as the caller guarantees: it saves the parent link, restores the
+    // fiber and comes back here only through `suspend`, which restores rsp and the control
+    // state and hands over its frame in rdx; our pops restore rbx and rbp. Every other
+    // register is declared clobbered. The pushes stay above rsp while the fiber runs, so
+    // nothing can overwrite them.
+    resume_asm!(
+        arg,
+        stack_top,
+        stack_pointer,
+        // Below where the `call` puts the return address: S-8 and S-4 (module docs).
+        ["stmxcsr [rsp - 16]", "fnstcw [rsp - 12]"]
+    )
+}
+
+/// [`resume`] for a fiber that shares the thread's control state: the control slot of
+/// our frame stays unwritten, and the fiber side neither reads it nor changes the state.
+///
+/// # Safety
+///
+/// As [`resume`], for a fiber made with the shared-control flag in its header.
+#[inline(always)]
+pub(super) unsafe fn resume_shared(
+    arg: usize,
+    stack_top: *mut u8,
+    stack_pointer: *mut u8,
+) -> (usize, *mut u8) {
+    // As in `resume`; the fiber's continuation (`suspend_shared` or the trampoline, which
+    // reads the flag) leaves the control state alone.
+    resume_asm!(arg, stack_top, stack_pointer, [])
+}
+
+/// The inline assembly of [`suspend`] and [`suspend_shared`]: `$line` are the instructions,
+/// which may name the parent link's offset as `{parent_link}`.
+macro_rules! suspend_asm {
+    ($arg:expr, $stack_top:expr, [$($line:literal),* $(,)?]) => {{
+        let message;
+        // SAFETY: the caller keeps the contract of `suspend`, under which the asm touches
+        // no state it does not restore (see there).
+        unsafe {
+            asm!(
+                $($line,)*
+                parent_link = const PARENT_LINK,
+                // The message, in both directions (see `resume`).
+                inlateout("rdi") $arg => message,
+                // The stack top; `resume` passes it again, so it still holds after the
+                // continuation label.
+                in("rsi") $stack_top,
+                lateout("r12") _,
+                lateout("r13") _,
+                lateout("r14") _,
+                lateout("r15") _,
+                clobber_abi("C"),
+            );
+        }
+        message
+    }};
 }
 
 /// Switches from the running fiber back to its resumer, handing it `arg`; returns the
@@ -188,25 +271,24 @@ pub(super) unsafe fn resume(
 /// # Safety
 ///
 /// Must run on the fiber whose stack top is `stack_top`, whose parent link holds the
-/// frame of the `resume` that runs it.
+/// frame of the `resume` that runs it, and which keeps its own control state.
 #[inline(always)]
 pub(super) unsafe fn suspend(arg: usize, stack_top: *mut u8) -> usize {
-    let message;
     // We run on the fiber of `stack_top`, so its header is ours and the parent
     // link points at the frame of the `resume` that is waiting for us (module docs). We
     // leave a frame of the same shape on our stack and hand it to `resume` in rdx; the
     // next `resume` calls into it at label 2 with the contract in the module docs. rbx,
     // rbp, rsp and the control state come back from our frame; every other register is
     // declared clobbered.
-    // SAFETY: by the contract just stated, the asm touches no state it does not restore.
-    unsafe {
-        asm!(
-            // 1. Push our frame: rbp, rbx, our control state and where to go on.
+    suspend_asm!(
+        arg,
+        stack_top,
+        [
+            // 1. Push our frame: rbp, rbx and where to go on; our control state below it.
             "push rbp",
             "push rbx",
-            "sub rsp, 8",
-            "stmxcsr [rsp]",
-            "fnstcw [rsp + 4]",
+            "stmxcsr [rsp - 16]",
+            "fnstcw [rsp - 12]",
             "lea rax, [rip + 2f]",
             "push rax",
             // 2. Keep our S in rdx for `resume`, and take the resumer's from the parent link.
@@ -216,54 +298,76 @@ pub(super) unsafe fn suspend(arg: usize, stack_top: *mut u8) -> usize {
             //    callee-saved bit: MXCSR bits 6-15 (0-5 are status flags), or the x87
             //    control word. Two macro-fused branches, both not taken when the sides
             //    agree, as they nearly always do.
-            "mov eax, [rdx + 8]",
-            "xor eax, [rsp + 8]",
+            "mov eax, [rdx - 8]",
+            "xor eax, [rsp - 8]",
             "test eax, 0xFFC0",
             "jnz 4f",
-            "movzx eax, word ptr [rdx + 12]",
-            "cmp ax, [rsp + 12]",
+            "movzx eax, word ptr [rdx - 4]",
+            "cmp ax, [rsp - 4]",
             "jne 4f",
             // 4. Return into `resume`: the return address its `call` pushed.
             "ret",
             "4:",
-            "ldmxcsr [rsp + 8]",
-            "fldcw [rsp + 12]",
+            "ldmxcsr [rsp - 8]",
+            "fldcw [rsp - 4]",
             "ret",
             // Reloads our control state, out of the straight path of label 2; back to 3.
             "5:",
-            "ldmxcsr [rdx + 8]",
-            "fldcw [rdx + 12]",
+            "ldmxcsr [rdx - 8]",
+            "fldcw [rdx - 4]",
             "jmp 3f",
             // The continuation, called by the next `resume` (contract in the module docs).
             // 5. Point the parent link at the resumer's frame.
             "2:",
             "mov [rsi - {parent_link}], rsp",
             // 6. Reload our control state if it differs from the resumer's.
-            "mov eax, [rsp + 8]",
-            "xor eax, [rdx + 8]",
+            "mov eax, [rsp - 8]",
+            "xor eax, [rdx - 8]",
             "test eax, 0xFFC0",
             "jnz 5b",
-            "movzx eax, word ptr [rsp + 12]",
-            "cmp ax, [rdx + 12]",
+            "movzx eax, word ptr [rsp - 4]",
+            "cmp ax, [rdx - 4]",
             "jne 5b",
             // 7. Back on our stack: pop the rest of our frame.
             "3:",
-            "lea rsp, [rdx + 16]",
+            "lea rsp, [rdx + 8]",
             "pop rbx",
             "pop rbp",
-            parent_link = const PARENT_LINK,
-            // The message, in both directions (see `resume`).
-            inlateout("rdi") arg => message,
-            // The stack top; `resume` passes it again, so it still holds after label 2.
-            in("rsi") stack_top,
-            lateout("r12") _,
-            lateout("r13") _,
-            lateout("r14") _,
-            lateout("r15") _,
-            clobber_abi("C"),
-        );
-    }
-    message
+        ]
+    )
+}
+
+/// [`suspend`] for a fiber that shares the thread's control state: the same frame, with
+/// its control slot unwritten, and no control state read or loaded on either side.
+///
+/// # Safety
+///
+/// As [`suspend`], on a fiber made with the shared-control flag in its header (so that
+/// its resumer used [`resume_shared`]).
+#[inline(always)]
+pub(super) unsafe fn suspend_shared(arg: usize, stack_top: *mut u8) -> usize {
+    // As in `suspend`, minus the control state, which neither side keeps.
+    suspend_asm!(
+        arg,
+        stack_top,
+        [
+            // 1. Push our frame: rbp, rbx and where to go on.
+            "push rbp",
+            "push rbx",
+            "lea rax, [rip + 2f]",
+            "push rax",
+            // 2. Hand our S over in rdx, move to the resumer's and return into `resume`.
+            "mov rdx, rsp",
+            "mov rsp, [rsi - {parent_link}]",
+            "ret",
+            // The continuation: point the parent link at the resumer's frame, pop ours.
+            "2:",
+            "mov [rsi - {parent_link}], rsp",
+            "lea rsp, [rdx + 8]",
+            "pop rbx",
+            "pop rbp",
+        ]
+    )
 }
 
 /// The first code a new fiber runs: jumps to `entry(arg, stack top, data)`, never returns.
@@ -278,20 +382,23 @@ unsafe extern "C" fn trampoline() -> ! {
         // 1. Point the parent link at the resumer's frame; keep the stack top in r12.
         "mov [rsi - {parent_link}], rsp",
         "mov r12, rsi",
-        // From here the CFA is *(r12 - 8) + 32: DW_CFA_def_cfa_expression, 5 bytes of
+        // From here the CFA is *(r12 - 8) + 24: DW_CFA_def_cfa_expression, 5 bytes of
         // expression: DW_OP_breg12 (0x7c) -8 (sleb 0x78), DW_OP_deref (0x06),
-        // DW_OP_plus_uconst (0x23) 32 (0x20).
-        ".cfi_escape 0x0f, 0x05, 0x7c, 0x78, 0x06, 0x23, 0x20",
+        // DW_OP_plus_uconst (0x23) 24 (0x18).
+        ".cfi_escape 0x0f, 0x05, 0x7c, 0x78, 0x06, 0x23, 0x18",
         // The resumer's return address, rbx and rbp, in its switch frame.
-        ".cfi_offset rip, -32",
+        ".cfi_offset rip, -24",
         ".cfi_offset rbx, -16",
         ".cfi_offset rbp, -8",
-        // 2. Load the initial control state if it differs from the resumer's.
-        "mov eax, [rsp + 8]",
+        // 2. Load the initial control state if it differs from the resumer's, unless
+        //    the header says the fiber shares the thread's (the resumer saved none).
+        "test byte ptr [rsi - {flags}], {shared}",
+        "jnz 2f",
+        "mov eax, [rsp - 8]",
         "xor eax, [rdx + 8]",
         "test eax, 0xFFC0",
         "jnz 4f",
-        "movzx eax, word ptr [rsp + 12]",
+        "movzx eax, word ptr [rsp - 4]",
         "cmp ax, [rdx + 12]",
         "jne 4f",
         // 3. Move to the frame top, push a return address into this function for the
@@ -315,6 +422,8 @@ unsafe extern "C" fn trampoline() -> ! {
         "jmp 2b",
         ".cfi_endproc",
         parent_link = const PARENT_LINK,
+        flags = const FLAGS,
+        shared = const FLAG_SHARED_FLOAT_CONTROL,
     )
 }
 
