@@ -90,7 +90,6 @@ use super::{Entry, PARENT_LINK};
 
 // The switch keeps no floating-point control state on this architecture (module docs),
 // so a fiber that shares the thread's switches the same way.
-pub(super) use self::resume as resume_shared;
 pub(super) use self::suspend as suspend_shared;
 
 /// Bytes of the initial frame written by [`initial_frame`].

@@ -106,9 +106,6 @@ pub(crate) struct Context {
     /// The fiber's saved stack pointer: its switch frame, left there by [`init`] or by its
     /// last [`suspend`]. Meaningless once the fiber has finished.
     stack_pointer: *mut u8,
-    /// Whether the fiber shares the thread's floating-point control state (the flag that
-    /// [`init`] wrote in its header).
-    shared_float_control: bool,
 }
 
 /// Lays out the initial frame so that the first [`resume`] of the returned context calls
@@ -147,7 +144,6 @@ pub(crate) unsafe fn init(
     Context {
         stack_top,
         stack_pointer,
-        shared_float_control,
     }
 }
 
@@ -160,16 +156,10 @@ pub(crate) unsafe fn init(
 /// started, or never resumed since it finished): not running on this or any other thread.
 #[inline(always)]
 pub(crate) unsafe fn resume(context: &mut Context, arg: usize) -> usize {
-    // The fiber's side of the switch reads the same flag from its header, so both sides
-    // agree on whether our frame holds our control state.
-    let (reply, stack_pointer) = if context.shared_float_control {
-        // SAFETY: `stack_pointer` holds a frame saved by `init` or by `suspend`, and the
-        // fiber is not running, as the caller guarantees; `init` set its shared flag.
-        unsafe { arch::resume_shared(arg, context.stack_top, context.stack_pointer) }
-    } else {
-        // SAFETY: as above, for a fiber whose flag is clear.
-        unsafe { arch::resume(arg, context.stack_top, context.stack_pointer) }
-    };
+    // SAFETY: `stack_pointer` holds a frame saved by `init` or by `suspend`, and the fiber
+    // is not running, as the caller guarantees.
+    let (reply, stack_pointer) =
+        unsafe { arch::resume(arg, context.stack_top, context.stack_pointer) };
     context.stack_pointer = stack_pointer;
     reply
 }
@@ -190,8 +180,9 @@ pub(crate) unsafe fn suspend(arg: usize, stack_top: *mut u8, shared_float_contro
         shared_float_control
     );
     // SAFETY: we run on that fiber, so the parent link was written by the `resume` that
-    // started this run of it, and the resumer is blocked inside that `resume`, which
-    // chose its variant by the same flag.
+    // started this run of it, and the resumer is blocked inside that `resume`; the flag
+    // is the fiber's, so this side agrees with its continuation or trampoline on whether
+    // the control state was stored.
     unsafe {
         if shared_float_control {
             arch::suspend_shared(arg, stack_top)

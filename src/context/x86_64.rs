@@ -59,24 +59,25 @@
 //! A fiber built with [`FloatControl::Shared`](crate::fiber::FloatControl) skips them: it
 //! runs with its thread's control state, which is what Rust code assumes anyway (the
 //! standard library documents any change to it as undefined behaviour while Rust code
-//! runs). Its header flag (`FLAGS` in the context module) selects [`resume_shared`] and
-//! [`suspend_shared`], known at compile time on the fiber side.
+//! runs). Its header flag (`FLAGS` in the context module) selects [`suspend_shared`],
+//! known at compile time in the fiber's code; the resumer's side is the same for both.
 //!
 //! Measured on a 2-vCPU Xeon (Sapphire Rapids) VM against corosensei 0.3 in the same
-//! runs, ratio per run, then the median over runs (2026-11-26, 18:30 UTC):
+//! runs, ratio per run, then the median over runs (2026-11-26, 18:52 UTC):
 //!
 //! | switch                                                       | round trip | ÷ corosensei |
 //! |--------------------------------------------------------------|-----------:|-------------:|
 //! | one naked `switch`, called by both sides; `ldmxcsr`/`fldcw`  |    36.3 ns | 13x          |
 //! | call/ret pairs, 32-byte frames holding the control state     | 6.9-7.0 ns | 1.89x        |
-//! | this design, `FloatControl::Saved` (the default)             | 6.5-8.0 ns | 2.04x        |
-//! | this design, `FloatControl::Shared`                          | 2.5-4.4 ns | 1.04x        |
+//! | this design, `FloatControl::Saved` (the default)             | 6.0-7.6 ns | 2.47x        |
+//! | this design, `FloatControl::Shared`                          | 2.4-4.1 ns | 1.00x        |
 //!
 //! The last two rows are medians over 7 runs of `cargo bench -p green-benches --bench
 //! round_trip_interleaved`, which alternates the three loops in short slices (ranges
-//! 1.87x-2.54x and 0.99x-1.05x). Six criterion runs of `--bench fiber -- round_trip` in
-//! the same half hour gave 1.93x and 1.04x (ranges 1.53x-2.99x and 0.84x-1.39x): the
-//! machine changes speed every few seconds, and criterion times each loop seconds apart.
+//! 2.03x-2.49x and 1.00x-1.07x; corosensei took 2.4-3.9 ns). Six criterion runs of
+//! `--bench fiber -- round_trip` right after gave 1.92x and 0.85x (ranges 1.48x-2.19x and
+//! 0.77x-1.13x): the machine changes speed every few seconds, and criterion times each
+//! loop seconds apart. The second row is from criterion runs of an earlier day.
 //!
 //! # The switch frames
 //!
@@ -98,25 +99,31 @@
 //!
 //! The control state lies below the saved rsp, in the 128-byte red zone that the ABI
 //! keeps from signal handlers, so it needs no room in the frame: an inline asm block
-//! without `nostack` may write there, and nothing else runs on a side's stack while it is
-//! switched out. It is written only when the fiber keeps its own state
-//! ([`FloatControl::Saved`](crate::fiber::FloatControl)); for a fiber that shares the
-//! thread's, the slot is neither written nor read. The frame was 32 bytes, with the
-//! control state inside it; the extra `sub`/`add` of rsp that needed made the round trip
-//! about 10% slower.
+//! without `nostack` may write there, and nothing runs on a side's stack while it is
+//! switched out. The frame was 32 bytes, with the control state inside it; the `sub` and
+//! `add` of rsp that needed made the round trip about 10% slower.
 //!
-//! `resume` pushes rbp and rbx, stores its control state, then `call [fiber S]`. The
-//! fiber side (the continuation in `suspend`, or the trampoline the first time) is entered
-//! with:
+//! The red zone does not outlive a call (the ABI keeps it only for "temporary data that is
+//! not needed across function calls", and Valgrind marks it undefined at every `call` and
+//! `ret`), so both slots are written by the fiber side, between the resumer's `call` and
+//! the `ret` back to it: the resumer's by the continuation (or the trampoline) as soon as
+//! it is entered, while the resumer's state is still in force; the fiber's by `suspend`,
+//! which then moves off the fiber's stack without a call. A fiber that shares its thread's
+//! control state ([`FloatControl::Shared`](crate::fiber::FloatControl)) writes and reads
+//! neither. The resumer's side is the same for both kinds of fiber.
+//!
+//! `resume` pushes rbp and rbx, then `call [fiber S]`. The fiber side (the continuation in
+//! `suspend`, or the trampoline the first time) is entered with:
 //!
 //! ```text
 //!   rsp = the resumer's S    rdi = arg    rsi = stack top    rdx = the fiber's S
 //! ```
 //!
-//! It writes rsp to the parent link, reloads its own control state if it differs from the
-//! resumer's, and pops its frame. `suspend` pushes its frame, loads the resumer's S from
-//! the parent link, reloads the resumer's control state if it differs and `ret`s with the
-//! message in rdi and its own S in rdx; `resume` pops the rest of its frame.
+//! It writes rsp to the parent link, stores the resumer's control state and reloads its
+//! own if the two differ, and pops its frame. `suspend` pushes its frame and stores its
+//! control state, loads the resumer's S from the parent link, reloads the resumer's
+//! control state if it differs and `ret`s with the message in rdi and its own S in rdx;
+//! `resume` pops the rest of its frame.
 //!
 //! # The initial frame of a new fiber
 //!
@@ -150,89 +157,58 @@ use super::{Entry, FLAG_SHARED_FLOAT_CONTROL, FLAGS, PARENT_LINK};
 /// Bytes of the initial frame written by [`initial_frame`].
 pub(super) const INITIAL_FRAME_SIZE: usize = 32;
 
-/// The inline assembly of [`resume`] and [`resume_shared`]: `$save` are the instructions
-/// that store the resumer's control state in its frame, if it keeps one.
-macro_rules! resume_asm {
-    ($arg:expr, $stack_top:expr, $stack_pointer:expr, [$($save:literal),*]) => {{
-        let (reply, saved);
-        // SAFETY: the caller keeps the contract of `resume`, under which the asm touches
-        // no state it does not restore (see there).
-        unsafe {
-            asm!(
-                // 1. Save what no operand can express: rbp, rbx, our control state.
-                "push rbp",
-                "push rbx",
-                $($save,)*
-                // 2. Call where the fiber goes on: the first word of its frame.
-                "call [rdx]",
-                // 3. Back from `suspend`, which restored rsp and our control state.
-                "pop rbx",
-                "pop rbp",
-                // The message, in both directions: the first argument register, so the
-                // trampoline passes it to `entry` as is.
-                inlateout("rdi") $arg => reply,
-                // The stack top, for the fiber side to find the parent link.
-                in("rsi") $stack_top,
-                // The fiber's frame: its S on the way in, its new S on the way back.
-                inlateout("rdx") $stack_pointer => saved,
-                // r12-r15 are callee-saved: let the compiler keep what it needs in them.
-                lateout("r12") _,
-                lateout("r13") _,
-                lateout("r14") _,
-                lateout("r15") _,
-                // rax, rcx, rsi, r8-r11, the vector and x87 registers.
-                clobber_abi("C"),
-            );
-        }
-        (reply, saved)
-    }};
-}
-
 /// Switches into the fiber whose stack top is `stack_top` and whose switch frame is at
 /// `stack_pointer`, handing it `arg`. Returns the message of its next [`suspend`] and the
 /// stack pointer it saved there.
 ///
+/// The resumer's side is the same whether the fiber keeps its own control state or not:
+/// the fiber side, which knows, stores the resumer's state if it needs it.
+///
 /// # Safety
 ///
 /// `stack_pointer` must point at a frame written by [`initial_frame`] or [`suspend`] on
-/// the stack below `stack_top`, of a fiber that is not running and keeps its own control
-/// state.
+/// the stack below `stack_top`, of a fiber that is not running.
 #[inline(always)]
 pub(super) unsafe fn resume(
     arg: usize,
     stack_top: *mut u8,
     stack_pointer: *mut u8,
 ) -> (usize, *mut u8) {
+    let (reply, saved);
     // The frame at `stack_pointer` starts with a continuation that keeps the contract in
     // the module docs, as the caller guarantees: it saves the parent link, restores the
     // fiber and comes back here only through `suspend`, which restores rsp and the control
     // state and hands over its frame in rdx; our pops restore rbx and rbp. Every other
     // register is declared clobbered. The pushes stay above rsp while the fiber runs, so
     // nothing can overwrite them.
-    resume_asm!(
-        arg,
-        stack_top,
-        stack_pointer,
-        // Below where the `call` puts the return address: S-8 and S-4 (module docs).
-        ["stmxcsr [rsp - 16]", "fnstcw [rsp - 12]"]
-    )
-}
-
-/// [`resume`] for a fiber that shares the thread's control state: the control slot of
-/// our frame stays unwritten, and the fiber side neither reads it nor changes the state.
-///
-/// # Safety
-///
-/// As [`resume`], for a fiber made with the shared-control flag in its header.
-#[inline(always)]
-pub(super) unsafe fn resume_shared(
-    arg: usize,
-    stack_top: *mut u8,
-    stack_pointer: *mut u8,
-) -> (usize, *mut u8) {
-    // As in `resume`; the fiber's continuation (`suspend_shared` or the trampoline, which
-    // reads the flag) leaves the control state alone.
-    resume_asm!(arg, stack_top, stack_pointer, [])
+    // SAFETY: by the contract just stated, the asm touches no state it does not restore.
+    unsafe {
+        asm!(
+            // 1. Save what no operand can express: rbp and rbx.
+            "push rbp",
+            "push rbx",
+            // 2. Call where the fiber goes on: the first word of its frame.
+            "call [rdx]",
+            // 3. Back from `suspend`, which restored rsp and our control state.
+            "pop rbx",
+            "pop rbp",
+            // The message, in both directions: the first argument register, so the
+            // trampoline passes it to `entry` as is.
+            inlateout("rdi") arg => reply,
+            // The stack top, for the fiber side to find the parent link.
+            in("rsi") stack_top,
+            // The fiber's frame: its S on the way in, its new S on the way back.
+            inlateout("rdx") stack_pointer => saved,
+            // r12-r15 are callee-saved: let the compiler keep what it needs in them.
+            lateout("r12") _,
+            lateout("r13") _,
+            lateout("r14") _,
+            lateout("r15") _,
+            // rax, rcx, rsi, r8-r11, the vector and x87 registers.
+            clobber_abi("C"),
+        );
+    }
+    (reply, saved)
 }
 
 /// The inline assembly of [`suspend`] and [`suspend_shared`]: `$line` are the instructions,
@@ -271,7 +247,8 @@ macro_rules! suspend_asm {
 /// # Safety
 ///
 /// Must run on the fiber whose stack top is `stack_top`, whose parent link holds the
-/// frame of the `resume` that runs it, and which keeps its own control state.
+/// frame of the `resume` that runs it, and which keeps its own control state (no
+/// shared-control flag in its header).
 #[inline(always)]
 pub(super) unsafe fn suspend(arg: usize, stack_top: *mut u8) -> usize {
     // We run on the fiber of `stack_top`, so its header is ours and the parent
@@ -320,7 +297,10 @@ pub(super) unsafe fn suspend(arg: usize, stack_top: *mut u8) -> usize {
             // 5. Point the parent link at the resumer's frame.
             "2:",
             "mov [rsi - {parent_link}], rsp",
-            // 6. Reload our control state if it differs from the resumer's.
+            // 6. Store the resumer's control state, still in force, below its frame (after
+            //    its `call`: module docs), and load ours if it differs.
+            "stmxcsr [rsp - 8]",
+            "fnstcw [rsp - 4]",
             "mov eax, [rsp - 8]",
             "xor eax, [rdx - 8]",
             "test eax, 0xFFC0",
@@ -342,8 +322,7 @@ pub(super) unsafe fn suspend(arg: usize, stack_top: *mut u8) -> usize {
 ///
 /// # Safety
 ///
-/// As [`suspend`], on a fiber made with the shared-control flag in its header (so that
-/// its resumer used [`resume_shared`]).
+/// As [`suspend`], on a fiber made with the shared-control flag in its header.
 #[inline(always)]
 pub(super) unsafe fn suspend_shared(arg: usize, stack_top: *mut u8) -> usize {
     // As in `suspend`, minus the control state, which neither side keeps.
@@ -390,10 +369,13 @@ unsafe extern "C" fn trampoline() -> ! {
         ".cfi_offset rip, -24",
         ".cfi_offset rbx, -16",
         ".cfi_offset rbp, -8",
-        // 2. Load the initial control state if it differs from the resumer's, unless
-        //    the header says the fiber shares the thread's (the resumer saved none).
+        // 2. Unless the header says the fiber shares the thread's control state: store
+        //    the resumer's below its frame, as `suspend` does, and load the initial
+        //    state if it differs.
         "test byte ptr [rsi - {flags}], {shared}",
         "jnz 2f",
+        "stmxcsr [rsp - 8]",
+        "fnstcw [rsp - 4]",
         "mov eax, [rsp - 8]",
         "xor eax, [rdx + 8]",
         "test eax, 0xFFC0",
