@@ -37,15 +37,16 @@
 //! A switch is a call and its matching return, split across two stacks, so that the CPU's
 //! return-address prediction stays right:
 //!
-//! * [`resume`] saves what the compiler cannot (the registers LLVM reserves, the
-//!   floating-point control state where the ABI has one) and *calls* the address saved in
-//!   the fiber's switch frame, at its saved stack pointer in the [`Context`]. That address
-//!   is the continuation of the fiber's last [`suspend`], or the trampoline of a fresh
-//!   fiber. It records the resumer's stack pointer in the parent link and restores the
-//!   fiber.
-//! * [`suspend`] saves the same state and its continuation address in a frame on the
-//!   fiber's stack, moves to the parent link's stack and *returns* into the `resume` that
-//!   called it, handing over its own stack pointer in a register for the [`Context`].
+//! * [`resume`] saves what the compiler cannot (the registers LLVM reserves) and *calls*
+//!   the address saved in the fiber's switch frame, at its saved stack pointer in the
+//!   [`Context`]. That address is the continuation of the fiber's last [`suspend`], or the
+//!   trampoline of a fresh fiber. It records the resumer's stack pointer in the parent
+//!   link, keeps the resumer's floating-point control state where the ABI has one (x86_64)
+//!   and the fiber keeps its own, and restores the fiber.
+//! * [`suspend`] saves the same registers, the fiber's control state and its continuation
+//!   address in a frame on the fiber's stack, moves to the parent link's stack, restores
+//!   the resumer's control state and *returns* into the `resume` that called it, handing
+//!   over its own stack pointer in a register for the [`Context`].
 //!
 //! Both are inline assembly that declares every other register clobbered, so the compiler
 //! saves only the callee-saved registers it needs, in its own frame (the x86_64 file gives
@@ -174,15 +175,15 @@ pub(crate) unsafe fn resume(context: &mut Context, arg: usize) -> usize {
 /// [`shares_float_control`] reads it back).
 #[inline(always)]
 pub(crate) unsafe fn suspend(arg: usize, stack_top: *mut u8, shared_float_control: bool) -> usize {
-    debug_assert_eq!(
+    #[cfg(debug_assertions)]
+    {
         // SAFETY: as the caller guarantees, `stack_top` is the running fiber's.
-        unsafe { shares_float_control(stack_top) },
-        shared_float_control
-    );
+        let in_header = unsafe { shares_float_control(stack_top) };
+        debug_assert_eq!(in_header, shared_float_control);
+    }
     // SAFETY: we run on that fiber, so the parent link was written by the `resume` that
-    // started this run of it, and the resumer is blocked inside that `resume`; the flag
-    // is the fiber's, so this side agrees with its continuation or trampoline on whether
-    // the control state was stored.
+    // started this run of it and the resumer is blocked inside it; the flag is the fiber's,
+    // so this side agrees with its continuation or trampoline on the control state.
     unsafe {
         if shared_float_control {
             arch::suspend_shared(arg, stack_top)
