@@ -306,14 +306,6 @@ impl Suspender {
     }
 }
 
-/// Panics for a [`Fiber::resume`] of a finished fiber.
-#[cold]
-#[inline(never)]
-#[track_caller]
-fn resumed_finished_fiber() -> ! {
-    panic!("resumed a fiber that has finished")
-}
-
 /// Unwinds the stack of a fiber that is being dropped, with a [`ForcedUnwind`] payload.
 #[cold]
 #[inline(never)]
@@ -446,12 +438,12 @@ impl<T> Fiber<T> {
     /// Marks an unstarted fiber as started, out of the path of every later resume;
     /// panics for a finished one.
     #[cold]
-    #[track_caller]
     fn start(&mut self) {
-        match self.state {
-            State::Finished => resumed_finished_fiber(),
-            _ => self.state = State::Suspended,
-        }
+        assert!(
+            self.state != State::Finished,
+            "resumed a fiber that has finished"
+        );
+        self.state = State::Suspended;
     }
 
     /// Names the fiber; the name appears in the stack overflow message.
