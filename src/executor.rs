@@ -23,6 +23,8 @@ pub(crate) struct RuntimeShared {
     next_worker: AtomicUsize,
     /// Workers waiting in their reactor.
     pub(crate) sleepers: AtomicUsize,
+    /// Workers waiting in their reactor with no timeout (see `Worker::wait`).
+    pub(crate) blind_sleepers: AtomicUsize,
     /// Set to stop the workers.
     pub(crate) shutdown: AtomicBool,
     /// Usable stack size of the runtime's fibers.
@@ -45,10 +47,35 @@ impl RuntimeShared {
         }
     }
 
+    /// Wakes a worker that sleeps with no timeout, if any, once a task has been queued to
+    /// start on worker `placed`: that worker may get stuck in one fiber before it starts
+    /// the task, and only a sibling that looks again can then take it (see `Worker::wait`).
+    #[inline]
+    pub(crate) fn alert_blind_sleepers(&self, placed: usize) {
+        // The queue's push was a SeqCst read-modify-write (crossbeam's `SegQueue`), and a
+        // sleeper counts itself here before it reads the queues with SeqCst loads: either
+        // it sees the task, or this load sees it.
+        if self.blind_sleepers.load(Ordering::SeqCst) > 0 {
+            self.wake_a_blind_sleeper(placed);
+        }
+    }
+
+    #[cold]
+    fn wake_a_blind_sleeper(&self, placed: usize) {
+        if let Some(worker) = self
+            .workers
+            .iter()
+            .find(|w| w.index != placed && w.blind.load(Ordering::SeqCst))
+        {
+            worker.notify_if_sleeping();
+        }
+    }
+
     /// Queues a task from outside the runtime on the next worker in turn.
     fn place_remote(&self, task: Unstarted) {
         let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         self.workers[index].send_spawn(task);
+        self.alert_blind_sleepers(index);
     }
 }
 
@@ -221,6 +248,7 @@ impl Builder {
             workers,
             next_worker: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
+            blind_sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             stack_size: self.stack_size,
             // Pool threads are started by workers and would inherit their pinning: they
@@ -427,6 +455,12 @@ impl Runtime {
         }
     }
 
+    /// What the workers share, for the crate's own tests.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<RuntimeShared> {
+        &self.shared
+    }
+
     /// The number of workers.
     pub fn workers(&self) -> usize {
         self.shared.workers.len()
@@ -590,7 +624,10 @@ where
                 Placement::Pinned(index) if index == worker.shared.index => {
                     worker.place_pinned(Unstarted::new(task))
                 }
-                Placement::Pinned(index) => shared.workers[index].send_pinned(Unstarted::new(task)),
+                Placement::Pinned(index) => {
+                    shared.workers[index].send_pinned(Unstarted::new(task));
+                    shared.alert_blind_sleepers(index);
+                }
             }
             Ok::<(), io::Error>(())
         }

@@ -16,7 +16,8 @@
 //!     3. nothing to run: steal a task that has not started from a sibling's spawn queue
 //!        (if that sibling has two fibers more) or from either of its queues (if it has
 //!        been stuck in one fiber for 1 ms); failing that, wait in the reactor for an
-//!        event, a timer or a message
+//!        event, a timer or a message, and while a sibling is awake, at most a few
+//!        milliseconds: it may queue a task and get stuck before starting it
 //! ```
 //!
 //! One shortcut: a fiber that joins a task which the loop would start next anyway (the
@@ -88,6 +89,11 @@ const START_PINNED: u64 = u64::MAX - 2;
 /// How long a worker may run one fiber without a resume before idle siblings count it as
 /// stuck and take the tasks waiting to start on it, pinned ones included.
 const STUCK_AFTER: Duration = Duration::from_millis(1);
+
+/// How long an idle worker sleeps, at most, while a sibling is awake and has no task
+/// waiting to start: that sibling may queue one and get stuck before it starts it (see
+/// `Worker::wait`).
+const WATCH_EVERY: Duration = Duration::from_millis(4);
 
 /// `WorkerShared::running` when no fiber runs.
 const NOT_RUNNING: u64 = u64::MAX;
@@ -243,6 +249,8 @@ pub(crate) struct WorkerShared {
     pinned: SegQueue<Unstarted>,
     /// True while the worker waits in the reactor; a producer that sees it calls `notify`.
     pub(crate) sleeping: AtomicBool,
+    /// True while the worker waits in the reactor with no timeout (see `Worker::wait`).
+    pub(crate) blind: AtomicBool,
     /// Set once the worker has stopped taking messages.
     closed: AtomicBool,
     /// The worker's reactor.
@@ -267,6 +275,7 @@ impl WorkerShared {
             spawns: SegQueue::new(),
             pinned: SegQueue::new(),
             sleeping: AtomicBool::new(false),
+            blind: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             reactor: Arc::new(Reactor::new()?),
             ticks: AtomicU64::new(0),
@@ -833,6 +842,7 @@ impl Worker {
         if self.shared.spawns.len() > 1 && self.runtime.sleepers.load(Ordering::SeqCst) > 0 {
             self.runtime.wake_a_sleeper(self.shared.index);
         }
+        self.runtime.alert_blind_sleepers(self.shared.index);
     }
 
     /// Puts a task that was chosen to start on this worker on its pinned queue (stolen
@@ -962,22 +972,66 @@ impl Worker {
         // 2. Sleep in the reactor until an event, a timer or a notification.
         self.runtime.sleepers.fetch_add(1, Ordering::SeqCst);
         self.shared.sleeping.store(true, Ordering::SeqCst);
-        // Work that arrived before `sleeping` was set must not wait for the next event;
-        // tasks left to a sibling are looked at again once it may have got stuck.
-        let timeout = if self.has_work() {
-            Some(Duration::ZERO)
-        } else if self.work_left_elsewhere() {
-            Some(STUCK_AFTER)
-        } else {
-            None
-        };
+        let timeout = self.sleep_timeout();
         let _ = self.shared.reactor.react(timeout);
+        if timeout.is_none() && self.runtime.workers.len() > 1 {
+            self.shared.blind.store(false, Ordering::SeqCst);
+            self.runtime.blind_sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
         self.note_cpu();
         if self.runtime.workers.len() > 1 {
             self.refresh_stuck();
         }
         self.shared.sleeping.store(false, Ordering::SeqCst);
         self.runtime.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How long `wait` sleeps, once `sleeping` is set:
+    ///
+    /// 1. not at all if work came meanwhile (it must not wait for the next event);
+    /// 2. `STUCK_AFTER` if a sibling has tasks waiting to start, to look again once it
+    ///    may have got stuck;
+    /// 3. `WATCH_EVERY` if a sibling is awake: it may queue a task and get stuck in a
+    ///    fiber before starting it, and nothing would tell this worker;
+    /// 4. with no timeout otherwise, as a "blind" sleeper: counted first, then the above
+    ///    are checked once more, so that a task queued meanwhile is either seen here or
+    ///    sees the count and wakes this worker (`RuntimeShared::alert_blind_sleepers`).
+    ///    A sibling that wakes later and queues a task before it gets stuck wakes it
+    ///    the same way.
+    fn sleep_timeout(&self) -> Option<Duration> {
+        if self.runtime.workers.len() == 1 {
+            return self.has_work().then_some(Duration::ZERO);
+        }
+        let bounded = || {
+            if self.has_work() {
+                Some(Duration::ZERO)
+            } else if self.work_left_elsewhere() {
+                Some(STUCK_AFTER)
+            } else if self.a_sibling_is_awake() {
+                Some(WATCH_EVERY)
+            } else {
+                None
+            }
+        };
+        if let Some(timeout) = bounded() {
+            return Some(timeout);
+        }
+        self.shared.blind.store(true, Ordering::SeqCst);
+        self.runtime.blind_sleepers.fetch_add(1, Ordering::SeqCst);
+        let timeout = bounded();
+        if timeout.is_some() {
+            self.shared.blind.store(false, Ordering::SeqCst);
+            self.runtime.blind_sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+        timeout
+    }
+
+    /// Whether a sibling is out of its reactor: running fibers, or about to.
+    fn a_sibling_is_awake(&self) -> bool {
+        self.runtime
+            .workers
+            .iter()
+            .any(|w| w.index != self.shared.index && !w.sleeping.load(Ordering::SeqCst))
     }
 
     /// Resumes the fiber `id` if it still exists, and removes it if it finished. Called by
@@ -1293,6 +1347,35 @@ pub(crate) fn monitor_stalls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_queued_just_before_its_worker_gets_stuck_is_taken_by_a_blind_sleeper() {
+        use std::io::{Read, Write};
+        let runtime = crate::Runtime::builder().workers(2).build().unwrap();
+        let (mut poke, hog_side) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let hog = runtime.spawn(move || {
+            let mut hog_side = crate::io::Async::new(hog_side).unwrap();
+            hog_side.read_exact(&mut [0]).unwrap();
+            // Woken by its own reactor (no sibling was told): queues a task on its own
+            // worker, then blocks that worker's thread until the task ran elsewhere.
+            drop(crate::spawn(move || {
+                let _ = ran_tx.send(std::thread::current().id());
+            }));
+            let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
+            (std::thread::current().id(), ran_on)
+        });
+        // Both workers asleep with no timeout (the hog parked in its read): only the
+        // hog's spawn can tell the other one to look again.
+        let blind = &runtime.shared().blind_sleepers;
+        while blind.load(Ordering::SeqCst) < 2 {
+            std::thread::yield_now();
+        }
+        poke.write_all(&[1]).unwrap();
+        let (hog_thread, ran_on) = hog.join().unwrap();
+        let ran_on = ran_on.expect("the task waited for the stuck worker");
+        assert_ne!(ran_on, hog_thread);
+    }
 
     #[test]
     fn a_remote_wake_dropped_unsent_still_queues_its_fiber() {
