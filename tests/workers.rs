@@ -259,6 +259,12 @@ fn a_connection_is_served_on_the_cpu_that_receives_it() {
         .run(|| green::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let address = listener.local_addr().unwrap();
+    // An idle worker takes a task placed on a sibling that it sees stuck, as a sibling
+    // whose thread the OS has not run for a millisecond looks: with a fiber on each
+    // worker that never parks, no worker is idle, and a connection's fiber starts where
+    // placement put it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = occupy_every_worker(&runtime, &stop);
     let rounds = 2 * cpus.len().min(2);
     let acceptor = runtime.spawn(move || {
         (0..rounds)
@@ -293,6 +299,58 @@ fn a_connection_is_served_on_the_cpu_that_receives_it() {
         assert_eq!(served_on, cpu, "round {round}: a client on CPU {cpu}");
     }
     assert_eq!(acceptor.join().unwrap(), rounds);
+    stop.store(true, Ordering::Relaxed);
+    busy.into_iter().for_each(|h| h.join().unwrap());
+}
+
+/// Starts one fiber on each worker of `runtime` that yields until `stop` is set. A
+/// worker with a runnable fiber never steals, so tasks spawned meanwhile start where
+/// placement puts them. Returns once every worker has its fiber and has finished
+/// what it ran before (the loads that placement reads are then settled).
+fn occupy_every_worker(
+    runtime: &green::Runtime,
+    stop: &Arc<AtomicBool>,
+) -> Vec<green::JoinHandle<()>> {
+    let occupied = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let (started_tx, started_rx) = mpsc::channel::<Option<Arc<AtomicUsize>>>();
+    let mut busy = Vec::new();
+    // Spawns from a plain thread go round robin, but an idle worker may steal one
+    // before its worker starts it: a fiber that finds its worker taken returns at once.
+    for _ in 0..100 {
+        if busy.len() == runtime.workers() {
+            break;
+        }
+        let (occupied, started, stop) = (occupied.clone(), started_tx.clone(), stop.clone());
+        let handle = runtime.spawn(move || {
+            if !occupied.lock().unwrap().insert(thread_name()) {
+                return started.send(None).unwrap();
+            }
+            let yields = Arc::new(AtomicUsize::new(0));
+            started.send(Some(yields.clone())).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                green::yield_now();
+                yields.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        match started_rx.recv().unwrap() {
+            Some(yields) => busy.push((handle, yields)),
+            None => handle.join().unwrap(),
+        }
+    }
+    assert_eq!(
+        busy.len(),
+        runtime.workers(),
+        "a worker never started a fiber"
+    );
+    // A fiber that finished before this is removed (and its worker's load published)
+    // before its worker resumes another: wait for each busy fiber to go round twice.
+    for (_, yields) in &busy {
+        let seen = yields.load(Ordering::Relaxed);
+        while yields.load(Ordering::Relaxed) < seen + 2 {
+            thread::yield_now();
+        }
+    }
+    busy.into_iter().map(|(handle, _)| handle).collect()
 }
 
 /// The CPUs the calling thread may run on.
