@@ -895,23 +895,25 @@ impl Worker {
         victim.load.load(Ordering::Relaxed) >= self.shared.load.load(Ordering::Relaxed) + 2
     }
 
-    /// Whether `steal` would find something in `victim`'s queues.
+    /// Whether `steal` would find something in `victim`'s queues; if not `balance`, only
+    /// what it would take because `victim` is stuck.
     #[inline]
-    fn may_steal_from(&self, victim: &WorkerShared) -> bool {
+    fn may_steal_from(&self, victim: &WorkerShared, balance: bool) -> bool {
         let stuck = self.stuck[victim.index].get();
-        (!victim.spawns.is_empty() && (stuck || self.balances_with(victim)))
+        (!victim.spawns.is_empty() && (stuck || (balance && self.balances_with(victim))))
             || (stuck && !victim.pinned.is_empty())
     }
 
-    /// Whether anything waits for this worker: a message, a task to steal, shutdown.
-    fn has_work(&self) -> bool {
+    /// Whether anything waits for this worker: a message, shutdown, or a task to steal
+    /// (if not `balance`, only from a stuck sibling).
+    fn has_work(&self, balance: bool) -> bool {
         !self.shared.injector.is_empty()
             || self.runtime.shutdown.load(Ordering::SeqCst)
             || self
                 .runtime
                 .workers
                 .iter()
-                .any(|w| w.index != self.shared.index && self.may_steal_from(w))
+                .any(|w| w.index != self.shared.index && self.may_steal_from(w, balance))
     }
 
     /// Whether a sibling has tasks waiting to start that `steal` leaves alone for now:
@@ -958,7 +960,7 @@ impl Worker {
             self.refresh_stuck();
             let start = Instant::now();
             for round in 1u32.. {
-                if self.has_work() {
+                if self.has_work(true) {
                     return;
                 }
                 if round.is_multiple_of(SPIN_CHECK_EVERY)
@@ -972,11 +974,29 @@ impl Worker {
         // 2. Sleep in the reactor until an event, a timer or a notification.
         self.runtime.sleepers.fetch_add(1, Ordering::SeqCst);
         self.shared.sleeping.store(true, Ordering::SeqCst);
-        let timeout = self.sleep_timeout();
-        let _ = self.shared.reactor.react(timeout);
-        if timeout.is_none() && self.runtime.workers.len() > 1 {
-            self.shared.blind.store(false, Ordering::SeqCst);
-            self.runtime.blind_sleepers.fetch_sub(1, Ordering::SeqCst);
+        let mut balance = true;
+        loop {
+            let timeout = self.sleep_timeout(balance);
+            let slept_at = Instant::now();
+            let _ = self.shared.reactor.react(timeout);
+            if timeout.is_none() && self.runtime.workers.len() > 1 {
+                self.shared.blind.store(false, Ordering::SeqCst);
+                self.runtime.blind_sleepers.fetch_sub(1, Ordering::SeqCst);
+            }
+            // 3. A bounded sleep that ran out with nothing for this worker is a look at
+            //    the siblings, not a wake: back to the loop only if one is stuck with
+            //    tasks waiting to start. Tasks a sibling will start soon are not worth
+            //    waking for, as `place` decides too (the spawner often starts one
+            //    directly from `join`, and stealing it would make that join wait).
+            let ran_out = timeout.is_some_and(|t| !t.is_zero() && slept_at.elapsed() >= t);
+            if !ran_out || !self.queue.borrow().is_empty() || self.has_work(false) {
+                break;
+            }
+            self.refresh_stuck();
+            if self.has_work(false) {
+                break;
+            }
+            balance = false;
         }
         self.note_cpu();
         if self.runtime.workers.len() > 1 {
@@ -988,7 +1008,8 @@ impl Worker {
 
     /// How long `wait` sleeps, once `sleeping` is set:
     ///
-    /// 1. not at all if work came meanwhile (it must not wait for the next event);
+    /// 1. not at all if work came meanwhile (it must not wait for the next event; if
+    ///    not `balance`, tasks that only a balancing steal would take do not count);
     /// 2. `STUCK_AFTER` if a sibling has tasks waiting to start, to look again once it
     ///    may have got stuck;
     /// 3. `WATCH_EVERY` if a sibling is awake: it may queue a task and get stuck in a
@@ -998,12 +1019,12 @@ impl Worker {
     ///    sees the count and wakes this worker (`RuntimeShared::alert_blind_sleepers`).
     ///    A sibling that wakes later and queues a task before it gets stuck wakes it
     ///    the same way.
-    fn sleep_timeout(&self) -> Option<Duration> {
+    fn sleep_timeout(&self, balance: bool) -> Option<Duration> {
         if self.runtime.workers.len() == 1 {
-            return self.has_work().then_some(Duration::ZERO);
+            return self.has_work(balance).then_some(Duration::ZERO);
         }
         let bounded = || {
-            if self.has_work() {
+            if self.has_work(balance) {
                 Some(Duration::ZERO)
             } else if self.work_left_elsewhere() {
                 Some(STUCK_AFTER)
@@ -1426,6 +1447,38 @@ mod tests {
                 "at {ms} ms"
             );
         }
+    }
+
+    #[test]
+    fn a_worker_watching_an_awake_sibling_takes_the_task_it_queued_before_getting_stuck() {
+        let runtime = crate::Runtime::builder().workers(2).build().unwrap();
+        let go = Arc::new(AtomicBool::new(false));
+        let (index_tx, index_rx) = std::sync::mpsc::channel();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let go_hog = go.clone();
+        let hog = runtime.spawn(move || {
+            index_tx
+                .send(with_worker(|w| w.unwrap().shared.index))
+                .unwrap();
+            // Awake, so that the sibling sleeps with a timeout rather than blind.
+            while !go_hog.load(Ordering::SeqCst) {
+                crate::yield_now();
+            }
+            drop(crate::spawn(move || {
+                let _ = ran_tx.send(std::thread::current().id());
+            }));
+            let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
+            (std::thread::current().id(), ran_on)
+        });
+        let sibling = &runtime.shared().workers[1 - index_rx.recv().unwrap()];
+        // Asleep, and not blind: on a timeout.
+        while !sibling.sleeping.load(Ordering::SeqCst) || sibling.blind.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        go.store(true, Ordering::SeqCst);
+        let (hog_thread, ran_on) = hog.join().unwrap();
+        let ran_on = ran_on.expect("the task waited for the stuck worker");
+        assert_ne!(ran_on, hog_thread);
     }
 
     #[test]
