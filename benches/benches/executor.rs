@@ -147,6 +147,24 @@ fn spawn_join(c: &mut Criterion) {
         });
     });
 
+    // tokio's multi-thread runtime, one worker per core: the counterpart of
+    // `green/default_runtime`.
+    group.bench_function("tokio/multi_thread", |b| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("cannot build a tokio runtime");
+        b.iter_custom(|iters| {
+            tokio_task(&rt, async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(tokio::spawn(async { black_box(1u64) }).await.unwrap());
+                }
+                start.elapsed()
+            })
+        });
+    });
+
     // The loop in the `block_on` future itself, as in `#[tokio::main]`.
     group.bench_function("tokio/block_on", |b| {
         let rt = tokio_runtime();
