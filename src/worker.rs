@@ -853,6 +853,7 @@ impl Worker {
         }
         self.shared.pinned.push(task);
         self.mark_start(START_PINNED);
+        self.runtime.alert_blind_sleepers(self.shared.index);
     }
 
     /// Queues the start of the next task of the queue that `mark` names.
@@ -975,11 +976,12 @@ impl Worker {
         self.runtime.sleepers.fetch_add(1, Ordering::SeqCst);
         self.shared.sleeping.store(true, Ordering::SeqCst);
         let mut balance = true;
-        loop {
+        let was_blind = loop {
             let timeout = self.sleep_timeout(balance);
             let slept_at = Instant::now();
             let _ = self.shared.reactor.react(timeout);
-            if timeout.is_none() && self.runtime.workers.len() > 1 {
+            let blind = timeout.is_none() && self.runtime.workers.len() > 1;
+            if blind {
                 self.shared.blind.store(false, Ordering::SeqCst);
                 self.runtime.blind_sleepers.fetch_sub(1, Ordering::SeqCst);
             }
@@ -990,13 +992,19 @@ impl Worker {
             //    directly from `join`, and stealing it would make that join wait).
             let ran_out = timeout.is_some_and(|t| !t.is_zero() && slept_at.elapsed() >= t);
             if !ran_out || !self.queue.borrow().is_empty() || self.has_work(false) {
-                break;
+                break blind;
             }
             self.refresh_stuck();
             if self.has_work(false) {
-                break;
+                break blind;
             }
             balance = false;
+        };
+        // Woken from a blind sleep, perhaps by an alert meant to have a sibling look at a
+        // task that may never start where it is, this worker now goes its own way (it has
+        // work of its own, which may get it stuck too): pass the alert on.
+        if was_blind && self.work_left_elsewhere() {
+            self.runtime.alert_blind_sleepers(self.shared.index);
         }
         self.note_cpu();
         if self.runtime.workers.len() > 1 {
@@ -1487,8 +1495,10 @@ mod tests {
         let runtime = crate::Runtime::builder().workers(2).build().unwrap();
         let (mut poke, hog_side) = std::os::unix::net::UnixStream::pair().unwrap();
         let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let (parked_tx, parked_rx) = std::sync::mpsc::channel();
         let hog = runtime.spawn(move || {
             let mut hog_side = crate::io::Async::new(hog_side).unwrap();
+            parked_tx.send(()).unwrap();
             hog_side.read_exact(&mut [0]).unwrap();
             // Woken by its own reactor (no sibling was told): queues a task on its own
             // worker, then blocks that worker's thread until the task ran elsewhere.
@@ -1498,8 +1508,9 @@ mod tests {
             let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
             (std::thread::current().id(), ran_on)
         });
-        // Both workers asleep with no timeout (the hog parked in its read): only the
-        // hog's spawn can tell the other one to look again.
+        // Both workers asleep with no timeout, after the hog started (it then parks in
+        // its read): only the hog's spawn can tell the other one to look again.
+        parked_rx.recv().unwrap();
         let blind = &runtime.shared().blind_sleepers;
         while blind.load(Ordering::SeqCst) < 2 {
             std::thread::yield_now();
@@ -1508,6 +1519,109 @@ mod tests {
         let (hog_thread, ran_on) = hog.join().unwrap();
         let ran_on = ran_on.expect("the task waited for the stuck worker");
         assert_ne!(ran_on, hog_thread);
+    }
+
+    #[test]
+    fn a_task_pinned_to_its_spawner_just_before_it_gets_stuck_is_taken_by_a_blind_sleeper() {
+        use std::io::{Read, Write};
+        let runtime = crate::Runtime::builder()
+            .workers(2)
+            .pin_workers(true)
+            .build()
+            .unwrap();
+        let workers = &runtime.shared().workers;
+        while workers
+            .iter()
+            .any(|w| w.cpu.load(Ordering::SeqCst) == NO_CPU)
+        {
+            std::thread::yield_now();
+        }
+        if workers[0].cpu.load(Ordering::SeqCst) == workers[1].cpu.load(Ordering::SeqCst) {
+            eprintln!("skipped: the workers could not be pinned to two CPUs");
+            return;
+        }
+        let (mut poke, hog_side) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let (parked_tx, parked_rx) = std::sync::mpsc::channel();
+        let hog = runtime.spawn(move || {
+            let mut hog_side = crate::io::Async::new(hog_side).unwrap();
+            parked_tx.send(()).unwrap();
+            hog_side.read_exact(&mut [0]).unwrap();
+            // As after `accept` on this worker's CPU: the task is pinned here.
+            let cpu = with_worker(|w| w.unwrap().shared.cpu.load(Ordering::SeqCst));
+            spawn_near_cpu(cpu);
+            let placement = with_worker(|w| w.unwrap().placement());
+            spawn_near_cpu(cpu);
+            drop(crate::spawn(move || {
+                let _ = ran_tx.send(std::thread::current().id());
+            }));
+            let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
+            let here = with_worker(|w| w.unwrap().shared.index);
+            (std::thread::current().id(), ran_on, placement, here)
+        });
+        parked_rx.recv().unwrap();
+        let blind = &runtime.shared().blind_sleepers;
+        while blind.load(Ordering::SeqCst) < 2 {
+            std::thread::yield_now();
+        }
+        poke.write_all(&[1]).unwrap();
+        let (hog_thread, ran_on, placement, here) = hog.join().unwrap();
+        assert!(matches!(placement, Placement::Pinned(i) if i == here));
+        let ran_on = ran_on.expect("the task waited for the stuck worker");
+        assert_ne!(ran_on, hog_thread);
+    }
+
+    #[test]
+    fn a_blind_sleeper_woken_for_a_task_passes_the_alert_on_if_it_leaves_for_its_own_work() {
+        use std::io::{Read, Write};
+        // Spawns from a plain thread go round robin: `waiter` to worker 0, `hog` to 1;
+        // worker 2 stays idle. The hog's alert goes to the first blind worker: 0.
+        let runtime = crate::Runtime::builder().workers(3).build().unwrap();
+        let (wake_waiter, waiter_rx) = crate::sync::channel::<()>();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let (ran_tx2, ran_rx2) = std::sync::mpsc::channel();
+        let (parked_tx, parked_rx) = std::sync::mpsc::channel();
+        let parked_waiter = parked_tx.clone();
+        let waiter = runtime.spawn(move || {
+            parked_waiter.send(()).unwrap();
+            waiter_rx.recv().unwrap();
+            // Woken by a message: blocks its thread until the task ran.
+            (
+                std::thread::current().id(),
+                ran_rx2.recv_timeout(Duration::from_secs(10)),
+            )
+        });
+        let (mut poke, hog_side) = std::os::unix::net::UnixStream::pair().unwrap();
+        let hog = runtime.spawn(move || {
+            let mut hog_side = crate::io::Async::new(hog_side).unwrap();
+            parked_tx.send(()).unwrap();
+            hog_side.read_exact(&mut [0]).unwrap();
+            // Wakes the waiter's worker with work of its own, then queues a task here:
+            // its alert most likely finds that worker still counted blind.
+            wake_waiter.send(()).unwrap();
+            drop(crate::spawn(move || {
+                let me = std::thread::current().id();
+                let _ = ran_tx.send(me);
+                let _ = ran_tx2.send(me);
+            }));
+            (
+                std::thread::current().id(),
+                ran_rx.recv_timeout(Duration::from_secs(10)),
+            )
+        });
+        parked_rx.recv().unwrap();
+        parked_rx.recv().unwrap();
+        let blind = &runtime.shared().blind_sleepers;
+        while blind.load(Ordering::SeqCst) < 3 {
+            std::thread::yield_now();
+        }
+        poke.write_all(&[1]).unwrap();
+        let (hog_thread, ran_on) = hog.join().unwrap();
+        let (waiter_thread, waiter_saw) = waiter.join().unwrap();
+        let ran_on = ran_on.expect("the task waited for the stuck workers");
+        assert_eq!(waiter_saw, Ok(ran_on));
+        assert_ne!(ran_on, hog_thread);
+        assert_ne!(ran_on, waiter_thread);
     }
 
     #[test]
