@@ -1489,33 +1489,58 @@ mod tests {
         assert_ne!(ran_on, hog_thread);
     }
 
-    #[test]
-    fn a_task_queued_just_before_its_worker_gets_stuck_is_taken_by_a_blind_sleeper() {
+    /// Spawns a fiber that parks in a read until every worker of `runtime` sleeps blind,
+    /// is then woken by its own reactor (no sibling is told), and runs `then`.
+    fn when_every_worker_sleeps_blind<T: Send + 'static>(
+        runtime: &crate::Runtime,
+        then: impl FnOnce() -> T + Send + 'static,
+    ) -> crate::JoinHandle<T> {
         use std::io::{Read, Write};
-        let runtime = crate::Runtime::builder().workers(2).build().unwrap();
         let (mut poke, hog_side) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
         let (parked_tx, parked_rx) = std::sync::mpsc::channel();
         let hog = runtime.spawn(move || {
             let mut hog_side = crate::io::Async::new(hog_side).unwrap();
             parked_tx.send(()).unwrap();
             hog_side.read_exact(&mut [0]).unwrap();
-            // Woken by its own reactor (no sibling was told): queues a task on its own
-            // worker, then blocks that worker's thread until the task ran elsewhere.
-            drop(crate::spawn(move || {
-                let _ = ran_tx.send(std::thread::current().id());
-            }));
-            let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
-            (std::thread::current().id(), ran_on)
+            then()
         });
-        // Both workers asleep with no timeout, after the hog started (it then parks in
-        // its read): only the hog's spawn can tell the other one to look again.
+        // Counted once the hog has started (it then parks in its read): not a count from
+        // before the spawn woke a worker.
         parked_rx.recv().unwrap();
         let blind = &runtime.shared().blind_sleepers;
-        while blind.load(Ordering::SeqCst) < 2 {
+        while blind.load(Ordering::SeqCst) < runtime.workers() {
             std::thread::yield_now();
         }
         poke.write_all(&[1]).unwrap();
+        hog
+    }
+
+    /// From a fiber: spawns a task that sends the id of its thread to `also` (if given)
+    /// and back, then blocks this worker's thread until it did (10 s at most). Returns
+    /// this thread's id and the task's.
+    fn spawn_then_get_stuck(
+        also: Option<std::sync::mpsc::Sender<std::thread::ThreadId>>,
+    ) -> (
+        std::thread::ThreadId,
+        Result<std::thread::ThreadId, std::sync::mpsc::RecvTimeoutError>,
+    ) {
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        drop(crate::spawn(move || {
+            let me = std::thread::current().id();
+            let _ = ran_tx.send(me);
+            if let Some(also) = also {
+                let _ = also.send(me);
+            }
+        }));
+        let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
+        (std::thread::current().id(), ran_on)
+    }
+
+    #[test]
+    fn a_task_queued_just_before_its_worker_gets_stuck_is_taken_by_a_blind_sleeper() {
+        let runtime = crate::Runtime::builder().workers(2).build().unwrap();
+        // Only the hog's spawn can tell the other worker to look again.
+        let hog = when_every_worker_sleeps_blind(&runtime, || spawn_then_get_stuck(None));
         let (hog_thread, ran_on) = hog.join().unwrap();
         let ran_on = ran_on.expect("the task waited for the stuck worker");
         assert_ne!(ran_on, hog_thread);
@@ -1523,7 +1548,6 @@ mod tests {
 
     #[test]
     fn a_task_pinned_to_its_spawner_just_before_it_gets_stuck_is_taken_by_a_blind_sleeper() {
-        use std::io::{Read, Write};
         let runtime = crate::Runtime::builder()
             .workers(2)
             .pin_workers(true)
@@ -1540,32 +1564,18 @@ mod tests {
             eprintln!("skipped: the workers could not be pinned to two CPUs");
             return;
         }
-        let (mut poke, hog_side) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
-        let (parked_tx, parked_rx) = std::sync::mpsc::channel();
-        let hog = runtime.spawn(move || {
-            let mut hog_side = crate::io::Async::new(hog_side).unwrap();
-            parked_tx.send(()).unwrap();
-            hog_side.read_exact(&mut [0]).unwrap();
+        let hog = when_every_worker_sleeps_blind(&runtime, || {
             // As after `accept` on this worker's CPU: the task is pinned here.
-            let cpu = with_worker(|w| w.unwrap().shared.cpu.load(Ordering::SeqCst));
+            let (cpu, here) = with_worker(|w| {
+                let shared = &w.unwrap().shared;
+                (shared.cpu.load(Ordering::SeqCst), shared.index)
+            });
             spawn_near_cpu(cpu);
             let placement = with_worker(|w| w.unwrap().placement());
             spawn_near_cpu(cpu);
-            drop(crate::spawn(move || {
-                let _ = ran_tx.send(std::thread::current().id());
-            }));
-            let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
-            let here = with_worker(|w| w.unwrap().shared.index);
-            (std::thread::current().id(), ran_on, placement, here)
+            (spawn_then_get_stuck(None), placement, here)
         });
-        parked_rx.recv().unwrap();
-        let blind = &runtime.shared().blind_sleepers;
-        while blind.load(Ordering::SeqCst) < 2 {
-            std::thread::yield_now();
-        }
-        poke.write_all(&[1]).unwrap();
-        let (hog_thread, ran_on, placement, here) = hog.join().unwrap();
+        let ((hog_thread, ran_on), placement, here) = hog.join().unwrap();
         assert!(matches!(placement, Placement::Pinned(i) if i == here));
         let ran_on = ran_on.expect("the task waited for the stuck worker");
         assert_ne!(ran_on, hog_thread);
@@ -1573,49 +1583,26 @@ mod tests {
 
     #[test]
     fn a_blind_sleeper_woken_for_a_task_passes_the_alert_on_if_it_leaves_for_its_own_work() {
-        use std::io::{Read, Write};
-        // Spawns from a plain thread go round robin: `waiter` to worker 0, `hog` to 1;
+        // Spawns from a plain thread go round robin: `waiter` to worker 0, the hog to 1;
         // worker 2 stays idle. The hog's alert goes to the first blind worker: 0.
         let runtime = crate::Runtime::builder().workers(3).build().unwrap();
         let (wake_waiter, waiter_rx) = crate::sync::channel::<()>();
-        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
-        let (ran_tx2, ran_rx2) = std::sync::mpsc::channel();
         let (parked_tx, parked_rx) = std::sync::mpsc::channel();
-        let parked_waiter = parked_tx.clone();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
         let waiter = runtime.spawn(move || {
-            parked_waiter.send(()).unwrap();
+            parked_tx.send(()).unwrap();
             waiter_rx.recv().unwrap();
             // Woken by a message: blocks its thread until the task ran.
-            (
-                std::thread::current().id(),
-                ran_rx2.recv_timeout(Duration::from_secs(10)),
-            )
+            let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
+            (std::thread::current().id(), ran_on)
         });
-        let (mut poke, hog_side) = std::os::unix::net::UnixStream::pair().unwrap();
-        let hog = runtime.spawn(move || {
-            let mut hog_side = crate::io::Async::new(hog_side).unwrap();
-            parked_tx.send(()).unwrap();
-            hog_side.read_exact(&mut [0]).unwrap();
+        parked_rx.recv().unwrap();
+        let hog = when_every_worker_sleeps_blind(&runtime, move || {
             // Wakes the waiter's worker with work of its own, then queues a task here:
             // its alert most likely finds that worker still counted blind.
             wake_waiter.send(()).unwrap();
-            drop(crate::spawn(move || {
-                let me = std::thread::current().id();
-                let _ = ran_tx.send(me);
-                let _ = ran_tx2.send(me);
-            }));
-            (
-                std::thread::current().id(),
-                ran_rx.recv_timeout(Duration::from_secs(10)),
-            )
+            spawn_then_get_stuck(Some(ran_tx))
         });
-        parked_rx.recv().unwrap();
-        parked_rx.recv().unwrap();
-        let blind = &runtime.shared().blind_sleepers;
-        while blind.load(Ordering::SeqCst) < 3 {
-            std::thread::yield_now();
-        }
-        poke.write_all(&[1]).unwrap();
         let (hog_thread, ran_on) = hog.join().unwrap();
         let (waiter_thread, waiter_saw) = waiter.join().unwrap();
         let ran_on = ran_on.expect("the task waited for the stuck workers");
