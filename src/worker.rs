@@ -982,8 +982,7 @@ impl Worker {
             let _ = self.shared.reactor.react(timeout);
             let blind = timeout.is_none() && self.runtime.workers.len() > 1;
             if blind {
-                self.shared.blind.store(false, Ordering::SeqCst);
-                self.runtime.blind_sleepers.fetch_sub(1, Ordering::SeqCst);
+                self.set_blind(false);
             }
             // 3. A bounded sleep that ran out with nothing for this worker is a look at
             //    the siblings, not a wake: back to the loop only if one is stuck with
@@ -991,7 +990,7 @@ impl Worker {
             //    waking for, as `place` decides too (the spawner often starts one
             //    directly from `join`, and stealing it would make that join wait).
             let ran_out = timeout.is_some_and(|t| !t.is_zero() && slept_at.elapsed() >= t);
-            if !ran_out || !self.queue.borrow().is_empty() || self.has_work(false) {
+            if !ran_out || !self.queue.borrow().is_empty() {
                 break blind;
             }
             self.refresh_stuck();
@@ -1000,9 +999,9 @@ impl Worker {
             }
             balance = false;
         };
-        // Woken from a blind sleep, perhaps by an alert meant to have a sibling look at a
-        // task that may never start where it is, this worker now goes its own way (it has
-        // work of its own, which may get it stuck too): pass the alert on.
+        // Woken from a blind sleep (perhaps by an alert meant to make some worker look at
+        // a task that may never start where it is), this worker goes back to running
+        // fibers and may get stuck in one too: pass the alert on while tasks wait.
         if was_blind && self.work_left_elsewhere() {
             self.runtime.alert_blind_sleepers(self.shared.index);
         }
@@ -1045,14 +1044,24 @@ impl Worker {
         if let Some(timeout) = bounded() {
             return Some(timeout);
         }
-        self.shared.blind.store(true, Ordering::SeqCst);
-        self.runtime.blind_sleepers.fetch_add(1, Ordering::SeqCst);
+        self.set_blind(true);
         let timeout = bounded();
         if timeout.is_some() {
-            self.shared.blind.store(false, Ordering::SeqCst);
-            self.runtime.blind_sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.set_blind(false);
         }
         timeout
+    }
+
+    /// Counts this worker in or out of the blind sleepers (flag first in, last out, so
+    /// that an alert that sees the count finds the flag).
+    fn set_blind(&self, blind: bool) {
+        if blind {
+            self.shared.blind.store(true, Ordering::SeqCst);
+            self.runtime.blind_sleepers.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.runtime.blind_sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.shared.blind.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Whether a sibling is out of its reactor: running fibers, or about to.
