@@ -5,8 +5,11 @@
 //! reports the descriptor ready, elsewhere by blocking the thread in `poll(2)`. The same
 //! value implements `futures_io::AsyncRead` and `AsyncWrite` for async code.
 //!
-//! The descriptor is registered with the reactor of the runtime it is created in (the
-//! global runtime's outside fibers) and deregistered before it is closed.
+//! The descriptor is registered with the reactor of the worker where it is first waited
+//! on (the global runtime's outside fibers), under its number, and deregistered before it
+//! is closed. That is why the object cannot be swapped while it is wrapped:
+//! [`Async::get_mut`] is `unsafe`, and [`Async::into_inner`] deregisters before it hands
+//! the object back.
 
 use std::fmt;
 use std::future::Future;
@@ -73,7 +76,44 @@ impl<T: AsFd> Async<T> {
     }
 
     /// The I/O object, mutably.
-    pub fn get_mut(&mut self) -> &mut T {
+    ///
+    /// # Safety
+    ///
+    /// The caller must not replace the I/O object (`std::mem::replace`, `*io = other`,
+    /// `std::mem::swap`) nor close its descriptor. The object's descriptor is registered
+    /// with a reactor under its number, and that number is deregistered when the `Async`
+    /// drops: had it changed hands meanwhile, the deregistration would remove another
+    /// `Async`'s registration instead, whose waits would then hang, and the new object
+    /// would never be deregistered. async-io's `Async::get_mut` is `unsafe` for the same
+    /// reason. To swap the object, take it back with [`into_inner`](Async::into_inner)
+    /// and wrap the new one with [`Async::new`].
+    ///
+    /// # Examples
+    ///
+    /// Calls that keep the descriptor are fine:
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use green::io::Async;
+    ///
+    /// let (a, _b) = UnixStream::pair().unwrap();
+    /// let mut a = Async::new(a).unwrap();
+    /// // SAFETY: shutting the stream down neither replaces nor closes it.
+    /// unsafe { a.get_mut() }.shutdown(std::net::Shutdown::Write).unwrap();
+    /// ```
+    ///
+    /// Safe code cannot call it, so it cannot swap the descriptor out from under the
+    /// registration:
+    ///
+    /// ```compile_fail,E0133
+    /// use std::os::unix::net::UnixStream;
+    /// use green::io::Async;
+    ///
+    /// let (a, other) = UnixStream::pair().unwrap();
+    /// let mut a = Async::new(a).unwrap();
+    /// drop(std::mem::replace(a.get_mut(), other)); // error: call to unsafe function
+    /// ```
+    pub unsafe fn get_mut(&mut self) -> &mut T {
         self.io.as_mut().expect("io is present until drop")
     }
 
@@ -324,7 +364,8 @@ struct Registration {
     /// Serializes the first registration: two threads adding the same descriptor to one
     /// poller at once would make the second fail with `EEXIST`.
     first: Mutex<()>,
-    /// The descriptor, open while the `Async` lives.
+    /// The descriptor, open while the `Async` lives and the one its object holds: only
+    /// `unsafe` code (`Async::get_mut`) could swap the object for another.
     fd: RawFd,
 }
 
