@@ -3,17 +3,28 @@
 //! Each runtime has its own pool. It starts threads on demand, up to 500 (as smol's
 //! `blocking` does), and a thread that has been idle for 500 ms exits. Jobs wait in a FIFO
 //! queue when every thread is busy. Shutting the runtime down waits for the pool's threads.
+//!
+//! # Shutdown
+//!
+//! A pool thread counts itself in for as long as it runs, whatever its jobs do: a job's
+//! panic is caught and handed to the fiber that waits for it, and when that fiber gave up
+//! (cancelled), the result or the panic payload is dropped on the pool thread with its
+//! destructor's panics caught. A runtime dropped from one of its own `unblock` jobs waits
+//! for the pool's other threads, not for the thread that drops it, which exits once its
+//! job returns.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::ptr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::reactor::lock;
+use crate::reactor::{drop_caught, lock};
 
 /// Most threads the pool runs at once.
 const MAX_THREADS: usize = 500;
@@ -21,8 +32,15 @@ const MAX_THREADS: usize = 500;
 /// How long an idle pool thread waits for work before it exits.
 const IDLE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A job for the pool.
+/// A job for the pool. It must not panic: [`unblock`]'s wrapper catches the job's panics
+/// and those of the destructors it runs.
 type Job = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    /// The pool the calling thread works for, if it is a pool thread; null otherwise. A
+    /// pool shut down from one of its own threads does not wait for that thread.
+    static CURRENT_POOL: Cell<*const Pool> = const { Cell::new(ptr::null()) };
+}
 
 /// A runtime's pool of threads for blocking jobs.
 pub(crate) struct Pool {
@@ -41,7 +59,8 @@ pub(crate) struct Pool {
 struct PoolState {
     /// Jobs not yet taken by a thread.
     queue: VecDeque<Job>,
-    /// Threads alive.
+    /// Threads alive: counted in by `submit` before the thread starts, out by the
+    /// thread's [`Counted`] guard as it ends, however it ends.
     threads: usize,
     /// Threads waiting for a job.
     idle: usize,
@@ -93,6 +112,8 @@ impl Pool {
 
     /// A pool thread: takes jobs until idle for `IDLE_TIMEOUT` or the pool closes.
     fn work(&self) {
+        // First: from here on, the thread counts itself out when it ends, even by a panic.
+        let _counted = Counted::new(self);
         if !self.cpus.is_empty() {
             crate::executor::set_thread_affinity(&self.cpus);
         }
@@ -118,22 +139,28 @@ impl Pool {
                 break;
             }
         }
-        state.threads -= 1;
-        self.exited.notify_all();
+    }
+
+    /// Whether the calling thread is one of this pool's threads.
+    fn is_current(&self) -> bool {
+        CURRENT_POOL.with(|pool| ptr::eq(pool.get(), self))
     }
 
     /// Stops the pool: idle threads exit, busy ones once their jobs (and the queued ones)
     /// are done. Waits for every thread until `deadline` (`None`: as long as it takes);
-    /// returns whether they all exited.
-    pub(crate) fn shut_down(&self, deadline: Option<std::time::Instant>) -> bool {
+    /// returns whether they all exited. Called from one of the pool's own threads (a
+    /// runtime dropped in an `unblock` job), it waits for the others: the caller's thread
+    /// exits once its job returns, and waiting for it would wait for ever.
+    pub(crate) fn shut_down(&self, deadline: Option<Instant>) -> bool {
+        let own_thread = usize::from(self.is_current());
         let mut state = lock(&self.state);
         state.closed = true;
         self.available.notify_all();
-        while state.threads > 0 {
+        while state.threads > own_thread {
             state = match deadline {
                 None => self.exited.wait(state).unwrap_or_else(|e| e.into_inner()),
                 Some(deadline) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return false;
                     }
@@ -145,6 +172,30 @@ impl Pool {
             };
         }
         true
+    }
+}
+
+/// A pool thread's place in [`PoolState::threads`], and its mark in [`CURRENT_POOL`]: made
+/// as the thread starts, it counts the thread out and wakes `shut_down` when dropped, so
+/// that the count follows the thread even if the thread ends by a panic.
+struct Counted<'a> {
+    /// The pool the thread works for.
+    pool: &'a Pool,
+}
+
+impl<'a> Counted<'a> {
+    /// Marks the calling thread as one of `pool`'s; `submit` counted it in already.
+    fn new(pool: &'a Pool) -> Counted<'a> {
+        CURRENT_POOL.with(|current| current.set(pool));
+        Counted { pool }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        CURRENT_POOL.with(|current| current.set(ptr::null()));
+        lock(&self.pool.state).threads -= 1;
+        self.pool.exited.notify_all();
     }
 }
 
@@ -213,6 +264,10 @@ where
         if let Some(waker) = waker {
             waker.wake();
         }
+        // If the waiter gave up (its fiber was cancelled), the slot is ours alone and the
+        // result, or the panic payload, goes with it: its destructor may panic, and the
+        // pool thread must go on.
+        drop_caught(job_slot);
     }));
     match crate::await_blocking(Pending(slot)) {
         Ok(value) => value,

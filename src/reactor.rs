@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -61,6 +62,16 @@ impl std::fmt::Debug for Reactor {
 /// a waker panics, because wakers run after the locks are released.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Drops `value`, catching a panic from its destructor, and from the panic payload's own
+/// destructor in turn: for user values that green drops on a thread that must go on (a
+/// pool thread, a worker). The panic hook has reported each panic already.
+pub(crate) fn drop_caught<T>(value: T) {
+    let mut dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
+    while let Err(payload) = dropped {
+        dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    }
 }
 
 impl Reactor {

@@ -1,0 +1,164 @@
+//! The blocking pool behind `green::unblock` shuts down whatever its jobs do: a job whose
+//! result or panic payload panics when the pool drops it leaves the pool thread alive and
+//! counted, and a runtime dropped from one of its own jobs does not wait for the thread
+//! that drops it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+/// Panics when dropped.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("PanicOnDrop was dropped");
+    }
+}
+
+/// A job that panics with a [`PanicOnDrop`] payload.
+fn panic_with_a_payload_that_panics_when_dropped() {
+    std::panic::panic_any(PanicOnDrop)
+}
+
+/// Runs `f` on a thread of its own and returns its value, failing the test with `what`
+/// if it takes more than 10 s (a shutdown that waits for ever) or re-raising its panic.
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let _ = sender.send(f());
+    });
+    match receiver.recv_timeout(Duration::from_secs(10)) {
+        Ok(value) => value,
+        Err(RecvTimeoutError::Timeout) => panic!("{what} did not return within 10 s"),
+        Err(RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(payload) => std::panic::resume_unwind(payload),
+            Ok(()) => unreachable!("the thread sends before it ends"),
+        },
+    }
+}
+
+/// A one-worker runtime.
+fn runtime() -> green::Runtime {
+    green::Runtime::builder().workers(1).build().unwrap()
+}
+
+/// Starts `job` on the runtime's pool from a fiber, cancels that fiber while the job runs
+/// (so the pool, not the fiber, drops what the job leaves), then lets the job finish and
+/// drops the runtime.
+fn abandon_job_then_drop_runtime<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) {
+    let runtime = runtime();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let fiber = runtime.spawn(move || {
+        green::unblock(move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            job()
+        })
+    });
+    started_rx.recv().unwrap();
+    fiber.abort();
+    assert!(fiber.join().err().is_some_and(|e| e.is_cancelled()));
+    release_tx.send(()).unwrap();
+    drop(runtime);
+}
+
+#[test]
+fn a_job_result_that_panics_when_the_pool_drops_it_does_not_hang_the_runtime_drop() {
+    within("dropping the runtime", || {
+        abandon_job_then_drop_runtime(|| PanicOnDrop);
+    });
+}
+
+#[test]
+fn a_job_panic_payload_that_panics_when_the_pool_drops_it_does_not_hang_the_runtime_drop() {
+    within("dropping the runtime", || {
+        abandon_job_then_drop_runtime(panic_with_a_payload_that_panics_when_dropped);
+    });
+}
+
+#[test]
+fn the_pool_keeps_serving_jobs_after_one_left_a_value_that_panics_when_dropped() {
+    within("a job after the abandoned one", || {
+        let runtime = runtime();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let fiber = runtime.spawn(move || {
+            green::unblock(move || {
+                started_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                PanicOnDrop
+            })
+        });
+        started_rx.recv().unwrap();
+        fiber.abort();
+        assert!(fiber.join().err().is_some_and(|e| e.is_cancelled()));
+        release_tx.send(()).unwrap();
+        let answer = runtime.run(|| green::unblock(|| 6 * 7));
+        assert_eq!(answer, 42);
+    });
+}
+
+#[test]
+fn a_runtime_dropped_inside_its_own_unblock_job_shuts_down() {
+    within("dropping the runtime from its own job", || {
+        let runtime = runtime();
+        let (runtime_tx, runtime_rx) = mpsc::channel::<green::Runtime>();
+        let (dropped_tx, dropped_rx) = mpsc::channel();
+        let fiber = runtime.spawn(move || {
+            green::unblock(move || {
+                drop(runtime_rx.recv().unwrap());
+                dropped_tx.send(()).unwrap();
+            })
+        });
+        runtime_tx.send(runtime).unwrap();
+        dropped_rx.recv().unwrap();
+        // The shutdown cancelled the fiber that waited for the job.
+        assert!(fiber.join().err().is_some_and(|e| e.is_cancelled()));
+    });
+}
+
+#[test]
+fn a_runtime_dropped_inside_its_own_unblock_job_still_waits_for_its_other_jobs() {
+    within("dropping the runtime from its own job", || {
+        let runtime = runtime();
+        let other_done = Arc::new(AtomicBool::new(false));
+        let (runtime_tx, runtime_rx) = mpsc::channel::<green::Runtime>();
+        let (other_started_tx, other_started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (dropped_tx, dropped_rx) = mpsc::channel();
+        // Another job, on another pool thread, that ends only once released.
+        let done = other_done.clone();
+        let other = runtime.spawn(move || {
+            green::unblock(move || {
+                other_started_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                done.store(true, Ordering::SeqCst);
+            })
+        });
+        other_started_rx.recv().unwrap();
+        let dropper = runtime.spawn(move || {
+            green::unblock(move || {
+                drop(runtime_rx.recv().unwrap());
+                // Whether the other job had finished when the drop returned.
+                dropped_tx.send(other_done.load(Ordering::SeqCst)).unwrap();
+            })
+        });
+        runtime_tx.send(runtime).unwrap();
+        // The shutdown is under way once it has cancelled both waiting fibers.
+        assert!(other.join().unwrap_err().is_cancelled());
+        assert!(dropper.join().unwrap_err().is_cancelled());
+        assert_eq!(
+            dropped_rx.recv_timeout(Duration::from_millis(50)),
+            Err(RecvTimeoutError::Timeout),
+            "the drop returned while another pool thread was still busy"
+        );
+        release_tx.send(()).unwrap();
+        assert!(
+            dropped_rx.recv().unwrap(),
+            "the drop returned before the other job had finished"
+        );
+    });
+}
