@@ -9,6 +9,16 @@
 //! 4. a wake from any thread makes it runnable again (see [`crate::task`]), and the worker
 //!    resumes it: back to 1, since wakes may be spurious.
 //!
+//! The poll is user code, and may itself block in green (a channel's `recv` inside an
+//! `async` block): that parks the same fiber on the same state word, and its park may
+//! consume the outer future's wake. So a poll during which the fiber parked is followed
+//! by another poll, not by a park.
+//!
+//! A fiber of the user's ([`crate::fiber::Fiber`]) resumed by a task may call
+//! `await_blocking` on its own stack; it may not suspend itself from the poll (its
+//! `Suspender::suspend` panics then), since the task it runs in must stay the one that
+//! parks and is woken until the call returns.
+//!
 //! On a plain thread both functions poll the future with a waker that unparks the thread.
 
 use std::cell::RefCell;
@@ -41,14 +51,24 @@ pub fn await_blocking<F: Future>(fut: F) -> F::Output {
     let Some(current) = worker::current() else {
         return block_on_thread(fut);
     };
+    // On a stack of the user's (a `Fiber` this fiber resumed), that fiber may not suspend
+    // until we return: the task must stay the running one, since its waker serves every
+    // poll and its state every park.
+    let _pinned = current.pin_running();
     let mut fut = pin!(fut);
     let waker = current.waker();
     let mut cx = Context::from_waker(&waker);
     loop {
+        let parks = current.parks();
         if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
             return output;
         }
-        current.park();
+        // A blocking call of green's inside the poll (a channel, a lock, a sleep, a
+        // join) parks this same fiber, and its park may have consumed the wake meant for
+        // `fut`: poll again rather than wait for a wake that came already.
+        if current.parks() == parks {
+            current.park();
+        }
     }
 }
 

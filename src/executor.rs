@@ -27,6 +27,9 @@ pub(crate) struct RuntimeShared {
     pub(crate) blind_sleepers: AtomicUsize,
     /// Set to stop the workers.
     pub(crate) shutdown: AtomicBool,
+    /// When the workers give up on fibers that are still unwinding at shutdown (`None`:
+    /// never); written before `shutdown` is set.
+    deadline: Mutex<Option<Instant>>,
     /// Usable stack size of the runtime's fibers.
     pub(crate) stack_size: usize,
     /// The pool behind `unblock`.
@@ -34,6 +37,11 @@ pub(crate) struct RuntimeShared {
 }
 
 impl RuntimeShared {
+    /// The shutdown's deadline (see `RuntimeShared::deadline`), once `shutdown` is set.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        *crate::reactor::lock(&self.deadline)
+    }
+
     /// Wakes one sleeping worker that would steal from worker `victim` (see
     /// `Worker::steal`: one whose load is lower by two or more).
     pub(crate) fn wake_a_sleeper(&self, victim: usize) {
@@ -250,6 +258,7 @@ impl Builder {
             sleepers: AtomicUsize::new(0),
             blind_sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            deadline: Mutex::new(None),
             stack_size: self.stack_size,
             // Pool threads are started by workers and would inherit their pinning: they
             // get the whole mask back.
@@ -261,6 +270,7 @@ impl Builder {
             threads: Vec::new(),
             exited: Mutex::new(exited),
             monitor: None,
+            shut_down: false,
         };
         for worker_shared in &shared.workers {
             let (runtime_shared, worker_shared, exited_sender) =
@@ -381,12 +391,32 @@ pub(crate) fn set_thread_affinity(cpus: &[usize]) {
 /// 1. refuses new spawns: their [`JoinHandle`]s resolve to a cancelled [`JoinError`](crate::JoinError);
 /// 2. stops every worker at its next scheduling point (a fiber that never suspends delays
 ///    this: see [`Builder::stall_warning`]);
-/// 3. on each worker's own thread, unwinds every suspended fiber, so that the destructors
-///    on fiber stacks run, and drops the tasks that never started;
-/// 4. joins the worker threads and the runtime's blocking pool ([`crate::unblock`]);
-/// 5. every outstanding [`JoinHandle`] resolves to a cancelled [`JoinError`](crate::JoinError).
+/// 3. on each worker's own thread, cancels every fiber: it unwinds from the point where it
+///    is suspended, so that the destructors on its stack run, and the tasks that never
+///    started are dropped;
+/// 4. runs the workers on until those fibers have ended: a destructor may block as
+///    usual (`green::sleep`, a `green::sync` lock or channel, [`JoinHandle::join`], I/O),
+///    and is woken as usual; a fiber it spawns is cancelled before it starts;
+/// 5. with `shutdown_timeout`, at its deadline, abandons the fibers still there (blocked
+///    in a destructor, or having caught their cancellation and run on): each worker
+///    reports how many on stderr, leaves them suspended with their stacks leaked, and
+///    resolves their [`JoinHandle`]s to cancelled. Dropping waits for them instead;
+/// 6. joins the worker threads and the runtime's blocking pool ([`crate::unblock`]), up to
+///    the deadline for `shutdown_timeout`;
+/// 7. every outstanding [`JoinHandle`] resolves to a cancelled [`JoinError`](crate::JoinError).
 ///
 /// [`JoinHandle::abort`] cancels one fiber the same way, at its next suspension point.
+///
+/// A cancellation is never delivered into a fiber that is already unwinding from a
+/// panic of its own (a destructor that blocks during a panic): it waits until the panic is
+/// caught. A destructor that *panics* while its fiber unwinds for a cancellation aborts
+/// the process, as Rust does for any panic during unwinding; catch it in the destructor.
+///
+/// # Panics on a worker's own loop
+///
+/// Some user code runs on a worker's loop rather than in a fiber: wakers woken by the
+/// reactor or by a task's completion, and the destructors of tasks that never started.
+/// A panic there is caught, reported on stderr, and the worker goes on.
 ///
 /// # Examples
 ///
@@ -405,6 +435,8 @@ pub struct Runtime {
     exited: Mutex<mpsc::Receiver<thread::ThreadId>>,
     /// The stall monitor thread and its stop flag.
     monitor: Option<(thread::JoinHandle<()>, StopSignal)>,
+    /// Set once shut down (`shutdown_timeout`), so that dropping does not do it again.
+    shut_down: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -515,14 +547,28 @@ impl Runtime {
 
     /// Shuts the runtime down (see [Shutdown](Runtime#shutdown)), waiting at most `timeout`
     /// for the workers and the blocking pool; returns whether everything stopped in time.
-    /// Threads still busy then (a fiber that never suspends, a blocking job that never
-    /// returns) are left to finish on their own.
+    ///
+    /// Nothing waits past `timeout`: fibers still unwinding then (blocked in a destructor)
+    /// are abandoned, as the shutdown steps say, and threads still busy (a fiber that never
+    /// suspends, a blocking job that never returns) are left to finish on their own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let runtime = green::Runtime::new().unwrap();
+    /// runtime.spawn(|| green::sleep(Duration::from_secs(3600))); // cancelled at once
+    /// assert!(runtime.shutdown_timeout(Duration::from_secs(10)));
+    /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> bool {
         self.shut_down(Instant::now().checked_add(timeout))
     }
 
     /// Stops the workers and the pool; waits until `deadline` (`None`: for ever).
     fn shut_down(&mut self, deadline: Option<Instant>) -> bool {
+        self.shut_down = true;
+        *crate::reactor::lock(&self.shared.deadline) = deadline;
         self.shared.shutdown.store(true, Ordering::SeqCst);
         for worker in &self.shared.workers {
             worker.reactor.notify();
@@ -562,7 +608,9 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.shut_down(None);
+        if !self.shut_down {
+            self.shut_down(None);
+        }
     }
 }
 

@@ -45,6 +45,7 @@
 //! started it.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -254,6 +255,9 @@ pub struct Fiber<T> {
 pub struct Suspender {
     /// Top of the fiber's stack, where the switch header is.
     stack_top: *mut u8,
+    /// Lowest usable address of the fiber's stack: `suspend` checks that it runs between
+    /// the two.
+    stack_low: usize,
     /// Whether the fiber shares its thread's floating-point control state (the flag in
     /// its header; a constant where the fiber's closure is compiled into its entry).
     shared_float_control: bool,
@@ -263,6 +267,7 @@ impl fmt::Debug for Suspender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Suspender")
             .field("stack_top", &self.stack_top)
+            .field("stack_low", &(self.stack_low as *const u8))
             .field("shared_float_control", &self.shared_float_control)
             .finish()
     }
@@ -276,18 +281,131 @@ impl Suspender {
     ///
     /// Panics with a [`ForcedUnwind`] payload when the fiber is being dropped, to unwind
     /// its stack.
+    ///
+    /// Panics, without suspending, when called where the fiber must not suspend:
+    ///
+    /// * not on the fiber's own stack: from another fiber that runs nested inside this
+    ///   one (which reached this `Suspender` through a scoped thread-local, say);
+    /// * while [`await_blocking`](crate::await_blocking) (or `block_on`) runs on this
+    ///   fiber's stack inside a fiber of a green runtime, that is, from the poll of the
+    ///   future it waits for. The runtime parks the task that runs this fiber while the
+    ///   future is pending; suspending the fiber under it would let the task end, and the
+    ///   poll then go on in another task's name. Suspend before or after
+    ///   `await_blocking`, not inside it.
     // Always inlined: the switch back to the resumer is a `ret` that matches the resumer's
     // `call` only if no call of ours lies in between (see `context`).
     #[inline(always)]
     pub fn suspend(&self) {
-        // SAFETY: a `Suspender` exists only inside its fiber's closure, so this runs on
-        // that fiber, whose stack top this is.
+        let here = stack_address();
+        if here < self.stack_low || here >= self.stack_top as usize {
+            refuse_suspend("not on its own stack (from a fiber running nested inside it)");
+        }
+        if suspend_forbidden(here, self.stack_top as usize) {
+            refuse_suspend(
+                "from inside green::await_blocking (or block_on) running on its own stack: \
+                 suspend before or after the call, not in the poll of its future",
+            );
+        }
+        self.switch_out();
+    }
+
+    /// The switch of `suspend`, without its checks, for the runtime's own fibers (which
+    /// never hand out their `Suspender`).
+    #[inline(always)]
+    pub(crate) fn switch_out(&self) {
+        // SAFETY: a `Suspender` exists only inside its fiber's closure (or, from
+        // `for_running`, for the fiber running now), and `suspend` checked that it runs on
+        // that fiber's stack, whose stack top this is.
         let message =
             unsafe { context::suspend(MSG_YIELDED, self.stack_top, self.shared_float_control) };
         if message == MSG_UNWIND {
             unwind_dropped_fiber();
         }
     }
+}
+
+/// Panics for a `Suspender::suspend` that must not switch.
+#[cold]
+#[inline(never)]
+fn refuse_suspend(why: &str) -> ! {
+    panic!("green: Suspender::suspend called {why}")
+}
+
+/// An address in the caller's frame: on the stack it runs on.
+#[inline(always)]
+pub(crate) fn stack_address() -> usize {
+    let here = 0u8;
+    std::hint::black_box(&here) as *const u8 as usize
+}
+
+thread_local! {
+    /// Addresses of the `await_blocking` calls of a green runtime that run on this thread
+    /// on a stack other than their task's own (a fiber of this module's, resumed by the
+    /// task), in no particular order: none of those fibers may suspend while such a call
+    /// lies on its stack (see `Suspender::suspend`).
+    static NO_SUSPEND: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether a runtime blocking call lies on the stack between `here` and `stack_top`.
+#[inline(always)]
+fn suspend_forbidden(here: usize, stack_top: usize) -> bool {
+    NO_SUSPEND.with(|calls| {
+        let calls = calls.borrow();
+        !calls.is_empty() && calls.iter().any(|&call| (here..stack_top).contains(&call))
+    })
+}
+
+/// While alive, the fiber whose stack holds `address` may not suspend: see
+/// [`forbid_suspend`].
+#[derive(Debug)]
+pub(crate) struct ForbidSuspend {
+    /// The address, as recorded.
+    address: usize,
+    /// Recorded on this thread, removed on it.
+    _not_send: PhantomData<*mut ()>,
+}
+
+/// Forbids the fiber (of this module) whose stack holds `address` to suspend until the
+/// returned guard drops. For a runtime blocking call that runs on such a fiber's stack
+/// rather than its task's own: the task must stay the running one for as long as the
+/// call lasts.
+#[cold]
+pub(crate) fn forbid_suspend(address: usize) -> ForbidSuspend {
+    NO_SUSPEND.with(|calls| calls.borrow_mut().push(address));
+    ForbidSuspend {
+        address,
+        _not_send: PhantomData,
+    }
+}
+
+impl Drop for ForbidSuspend {
+    fn drop(&mut self) {
+        NO_SUSPEND.with(|calls| {
+            let mut calls = calls.borrow_mut();
+            if let Some(index) = calls.iter().rposition(|&call| call == self.address) {
+                calls.swap_remove(index);
+            }
+        });
+    }
+}
+
+/// Whether `address` lies on the stack whose top is `stack_top`, between its top and its
+/// guard page.
+///
+/// # Safety
+///
+/// `stack_top` must be the top of the stack of a live fiber (of this module).
+#[inline(always)]
+pub(crate) unsafe fn on_stack(stack_top: *mut u8, address: usize) -> bool {
+    // SAFETY: as the caller guarantees, the fiber's guard lies in its stack header.
+    let low = unsafe { (*guard_of(stack_top)).stack_low() };
+    (low..stack_top as usize).contains(&address)
+}
+
+/// Where a fiber's overflow guard lies below its stack top (see `Fiber::on_stack`).
+#[inline(always)]
+fn guard_of(stack_top: *mut u8) -> *mut Guard {
+    (stack_top as usize - HEADER_SIZE - GUARD_SIZE) as *mut Guard
 }
 
 impl Suspender {
@@ -300,6 +418,8 @@ impl Suspender {
     pub(crate) unsafe fn for_running(stack_top: *mut u8) -> Suspender {
         Suspender {
             stack_top,
+            // Unused: the runtime suspends its fibers with `switch_out`, unchecked.
+            stack_low: 0,
             // SAFETY: the running fiber's stack, prepared by `Fiber::on_stack`.
             shared_float_control: unsafe { context::shares_float_control(stack_top) },
         }
@@ -377,7 +497,7 @@ impl<T: 'static> Fiber<T> {
         }
         // Below the switch header: the guard, then the closure, aligned, then the initial
         // frame.
-        let guard = (top as usize - HEADER_SIZE - GUARD_SIZE) as *mut Guard;
+        let guard = guard_of(top);
         let closure = (guard as usize - mem::size_of::<F>()) & !(align - 1);
         let closure = closure as *mut u8;
         // SAFETY: the guard's and the closure's places lie inside the stack below the
@@ -591,6 +711,8 @@ where
     // The flag is a constant here, so the closure's suspensions compile to one switch.
     let suspender = Suspender {
         stack_top,
+        // SAFETY: `with_stack` placed the fiber's guard in its stack header.
+        stack_low: unsafe { (*guard_of(stack_top)).stack_low() },
         shared_float_control: SHARED_FLOAT_CONTROL,
     };
     let result: Result<T, Payload> = panic::catch_unwind(AssertUnwindSafe(|| f(&suspender)));

@@ -74,6 +74,7 @@ pub mod io;
 pub mod net;
 mod reactor;
 pub mod sync;
+mod sys;
 mod task;
 pub mod time;
 mod worker;

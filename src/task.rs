@@ -32,7 +32,9 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{self, AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    self, AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable};
 
 use crate::worker;
@@ -56,8 +58,19 @@ pub(crate) struct Header {
     /// the fiber before it first parks, so that a fiber that never parks costs no count
     /// of it. Wakes read it only after they found the fiber PARKED.
     pub(crate) worker: WorkerCell,
-    /// Set by `JoinHandle::abort`: the fiber is cancelled at its next suspension point.
-    pub(crate) cancelled: AtomicBool,
+    /// `NOT_CANCELLED`, `CANCEL_REQUESTED` (by `JoinHandle::abort` or shutdown: the fiber
+    /// unwinds at its next suspension point) or `CANCEL_DELIVERED` (it has started to
+    /// unwind; its later suspensions, in destructors, are plain ones). Only the fiber moves
+    /// it from requested to delivered; a request is made only from `NOT_CANCELLED`.
+    cancel: AtomicU8,
+    /// How many times the fiber has parked. Written only by the fiber (a load and a
+    /// store): `await_blocking` compares it around a poll to learn whether a blocking call
+    /// inside the poll parked, and so may have consumed the poll's own wake.
+    parks: AtomicU32,
+    /// Whether the fiber was unwinding (a panic in flight on its stack) when it last
+    /// suspended: its own panic state, which std keeps per thread only. Written only by
+    /// the fiber; see `worker::panicking`.
+    pub(crate) unwinding: AtomicBool,
     /// References to the task: `TaskRef`s, `JoinHandle`s, `Unstarted`s, wakers.
     refs: AtomicUsize,
     /// Drops and frees the `Task<T, F>` this header heads, once `refs` reaches zero.
@@ -69,6 +82,13 @@ pub(crate) struct Header {
 
 /// `Header::near_cpu` when there is no hint.
 pub(crate) const NO_CPU: usize = usize::MAX;
+
+/// `Header::cancel`: nobody asked the fiber to stop.
+const NOT_CANCELLED: u8 = 0;
+/// `Header::cancel`: the fiber is to unwind at its next suspension point.
+const CANCEL_REQUESTED: u8 = 1;
+/// `Header::cancel`: the fiber has started to unwind for a cancellation.
+const CANCEL_DELIVERED: u8 = 2;
 
 impl Header {
     /// Adds a reference to the task.
@@ -97,6 +117,44 @@ impl Header {
             // SAFETY: that was the last reference; `free` is the task's own.
             unsafe { (header.as_ref().free)(header) };
         }
+    }
+
+    /// Asks the fiber to unwind at its next suspension point; `false` if it was asked
+    /// before (the first request wins, and a delivered one is never made pending again).
+    pub(crate) fn request_cancel(&self) -> bool {
+        self.cancel
+            .compare_exchange(
+                NOT_CANCELLED,
+                CANCEL_REQUESTED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Whether a cancellation was requested and the fiber has not started to unwind for it.
+    #[inline(always)]
+    pub(crate) fn cancel_pending(&self) -> bool {
+        self.cancel.load(Ordering::Acquire) == CANCEL_REQUESTED
+    }
+
+    /// Records that the fiber starts to unwind for its cancellation. Only the fiber calls
+    /// this, after `cancel_pending`.
+    pub(crate) fn cancel_delivered(&self) {
+        self.cancel.store(CANCEL_DELIVERED, Ordering::Relaxed);
+    }
+
+    /// How many times the fiber has parked (see `Header::parks`).
+    #[inline(always)]
+    pub(crate) fn parks(&self) -> u32 {
+        self.parks.load(Ordering::Relaxed)
+    }
+
+    /// Counts a park. Only the fiber calls this.
+    #[inline(always)]
+    pub(crate) fn count_park(&self) {
+        let parks = self.parks.load(Ordering::Relaxed);
+        self.parks.store(parks.wrapping_add(1), Ordering::Relaxed);
     }
 
     /// Wakes the fiber: schedules it if it is parked, else leaves a notification.
@@ -260,7 +318,9 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
                 state: AtomicU8::new(IDLE),
                 id: AtomicU64::new(u64::MAX),
                 worker: WorkerCell(AtomicPtr::new(std::ptr::null_mut())),
-                cancelled: AtomicBool::new(false),
+                cancel: AtomicU8::new(NOT_CANCELLED),
+                parks: AtomicU32::new(0),
+                unwinding: AtomicBool::new(false),
                 refs: AtomicUsize::new(2),
                 free: free::<T, F>,
                 near_cpu: AtomicUsize::new(NO_CPU),
@@ -390,7 +450,11 @@ impl<T> JoinCell<T> {
             // with `DONE` now set the JoinHandle never writes the slot again: only shared
             // reads of it remain.
             match unsafe { &*self.waker.get() } {
-                Some(Wake::Waker(waker)) => waker.wake_by_ref(),
+                // A user's waker, on the task's worker: a panic in it must not undo the
+                // completion, nor unwind through the worker.
+                Some(Wake::Waker(waker)) => {
+                    crate::sys::catch_and_report("a JoinHandle's waker", || waker.wake_by_ref())
+                }
                 Some(Wake::Fiber(fiber)) => {
                     // SAFETY: the fiber registered and did not take the slot back (it
                     // cannot now: `DONE` is set), so it waits in `join` for `WOKEN`.
@@ -638,12 +702,40 @@ impl<T: Send + 'static> JoinHandle<T> {
 
     /// Cancels the fiber: if it has not finished, it is unwound at its next suspension point
     /// (or never started), and joining it gives a cancelled [`JoinError`].
+    ///
+    /// The fiber unwinds once: the destructors that run meanwhile may block (sleep, lock,
+    /// join) like any code, and their suspensions do not raise the cancellation again. A
+    /// fiber already unwinding from a panic of its own is cancelled only if it catches
+    /// that panic and suspends again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// green::run(|| {
+    ///     struct Cleanup;
+    ///     impl Drop for Cleanup {
+    ///         fn drop(&mut self) {
+    ///             green::sleep(Duration::from_millis(1)); // blocking in cleanup is fine
+    ///         }
+    ///     }
+    ///     let sleeper = green::spawn(|| {
+    ///         let _cleanup = Cleanup;
+    ///         green::sleep(Duration::from_secs(3600));
+    ///     });
+    ///     green::yield_now();
+    ///     sleeper.abort();
+    ///     assert!(sleeper.join().unwrap_err().is_cancelled());
+    /// });
+    /// ```
     pub fn abort(&self) {
         if self.is_finished() {
             return;
         }
-        self.header().cancelled.store(true, Ordering::Release);
-        self.header().wake();
+        if self.header().request_cancel() {
+            self.header().wake();
+        }
     }
 
     /// Takes the result, which must be there.
@@ -798,10 +890,7 @@ impl JoinError {
     /// The panic message, when the payload is a string.
     fn message(&self) -> Option<&str> {
         match &self.kind {
-            JoinErrorKind::Panic(payload) => payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str)),
+            JoinErrorKind::Panic(payload) => crate::sys::message_of(&**payload),
             _ => None,
         }
     }

@@ -53,7 +53,7 @@ use slab::Slab;
 
 use crate::context::stack;
 use crate::executor::RuntimeShared;
-use crate::fiber::{Fiber, ForcedUnwind, Resume, Suspender};
+use crate::fiber::{self, Fiber, ForbidSuspend, ForcedUnwind, Resume, Suspender};
 use crate::reactor::{Reactor, lock};
 use crate::task::{
     CompleteOnDrop, Header, IDLE, JoinError, NO_CPU, PARKED, Task, TaskRef, WAKER_VTABLE,
@@ -159,11 +159,18 @@ impl Unstarted {
 }
 
 impl Drop for Unstarted {
+    /// Cancels the task. Its closure's destructor is user code, dropped here on whichever
+    /// thread drops the task (a worker's loop at shutdown, a spawner that finds the runtime
+    /// closed): a panic in it is caught and reported, and the task still resolves.
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
+            let cancel = self.cancel;
             // SAFETY: `cancel` is the function for this task's type, and the reference is
             // ours.
-            unsafe { (self.cancel)(task) };
+            crate::sys::catch_and_report(
+                "the destructor of a task that never started",
+                || unsafe { cancel(task) },
+            );
         }
     }
 }
@@ -194,11 +201,17 @@ where
         Ok(id) => Some(id),
         Err((error, task)) => {
             if let Some(task) = task {
-                task.join
-                    .complete_after(Err(JoinError::not_started(error)), || {
-                        // SAFETY: no fiber was made, and the `Unstarted` is gone: ours alone.
-                        unsafe { task.drop_closure() };
-                    });
+                crate::sys::catch_and_report(
+                    "the destructor of a task that could not start",
+                    || {
+                        task.join
+                            .complete_after(Err(JoinError::not_started(error)), || {
+                                // SAFETY: no fiber was made, and the `Unstarted` is gone: ours
+                                // alone.
+                                unsafe { task.drop_closure() };
+                            })
+                    },
+                );
             }
             None
         }
@@ -392,6 +405,23 @@ struct Entry {
     generation: u32,
     /// Its task header, kept alive by the fiber's closure for as long as the fiber lives.
     header: *const Header,
+    /// Resolves the task as cancelled without the fiber, for a fiber abandoned at a
+    /// shutdown's deadline (see `Worker::abandon_fibers`).
+    abandon: unsafe fn(*const Header),
+}
+
+/// `Entry::abandon` for a `Task<T, G>`: completes its join cell as cancelled.
+///
+/// # Safety
+///
+/// `header` heads a live `Task<T, G>` whose fiber will never run again.
+unsafe fn abandon_task<T: Send + 'static, G: Send + 'static>(header: *const Header) {
+    // SAFETY: as the caller guarantees; the abandoned fiber's closure keeps its reference
+    // (leaked with it), so the task stays alive.
+    let task = unsafe { &*header.cast::<Task<T, G>>() };
+    crate::sys::catch_and_report("a JoinHandle's waker", || {
+        task.join.complete(Err(JoinError::cancelled()))
+    });
 }
 
 /// The fiber running on this thread, if any.
@@ -410,6 +440,47 @@ thread_local! {
     static CURRENT: Cell<Current> = const {
         Cell::new(Current { header: ptr::null(), stack_top: ptr::null_mut() })
     };
+}
+
+thread_local! {
+    /// How many fibers of this thread are suspended in the middle of unwinding (their
+    /// `Header::unwinding` set). std counts panics per thread, so while one is,
+    /// `std::thread::panicking()` is true in every fiber of the thread.
+    static SUSPENDED_UNWINDING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Records, as a fiber suspends with a panic in flight on its thread, whether it is its
+/// own: the thread's count is then the fiber's alone if no other fiber of the thread is
+/// suspended mid-unwind; else the fiber keeps what it knew of itself at its last
+/// suspension.
+#[cold]
+#[inline(never)]
+fn note_unwinding_at_suspend(header: &Header) {
+    let known = header.unwinding.load(Ordering::Relaxed);
+    let unwinding = std::thread::panicking() && (SUSPENDED_UNWINDING.with(Cell::get) == 0 || known);
+    header.unwinding.store(unwinding, Ordering::Relaxed);
+    if unwinding {
+        SUSPENDED_UNWINDING.with(|count| count.set(count.get() + 1));
+    }
+}
+
+/// Whether the calling fiber is unwinding (a panic in flight on its own stack), for the
+/// decisions green makes on it (poisoning a `green::sync::Mutex`, delivering a
+/// cancellation); outside fibers, `std::thread::panicking()`.
+///
+/// std counts panics per OS thread: while one fiber is suspended in the middle of
+/// unwinding (a destructor that sleeps), `std::thread::panicking()` is true in every other
+/// fiber of its worker. This tells them apart. It is exact unless a fiber starts to
+/// unwind, or stops (catching its panic), while another fiber of its thread is suspended
+/// mid-unwind; it then answers with what the fiber was at its last suspension.
+pub(crate) fn panicking() -> bool {
+    if !std::thread::panicking() {
+        return false;
+    }
+    if SUSPENDED_UNWINDING.with(Cell::get) == 0 {
+        return true;
+    }
+    current().is_some_and(|current| current.header().unwinding.load(Ordering::Relaxed))
 }
 
 /// The fiber running on this thread, if any.
@@ -437,12 +508,65 @@ impl Current {
 
     /// Switches to the fiber's resumer (the worker loop, or a fiber that runs it directly
     /// from `join`); unwinds if the fiber is dropped or cancelled meanwhile.
+    ///
+    /// Keeps the fiber's own panic state across the switch (see [`panicking`]).
     #[inline(always)]
     fn suspend(&self) {
-        // SAFETY: `stack_top` is the running fiber's, and we run on it.
-        unsafe { Suspender::for_running(self.stack_top) }.suspend();
-        if self.header().cancelled.load(Ordering::Acquire) {
-            unwind_cancelled();
+        let header = self.header();
+        if std::thread::panicking() || header.unwinding.load(Ordering::Relaxed) {
+            note_unwinding_at_suspend(header);
+        }
+        // SAFETY: `stack_top` is the running fiber's: `CURRENT` is set by `resume` for the
+        // fiber it resumes, and a blocking call that runs user code keeps it so
+        // (`Current::pin_running`). We run on that stack, or on a stack of the user's that
+        // this fiber resumed and that may not suspend meanwhile: either way the switch
+        // frame lands on the stack we run on and the parent link is the fiber's.
+        unsafe { Suspender::for_running(self.stack_top) }.switch_out();
+        if header.unwinding.load(Ordering::Relaxed) {
+            SUSPENDED_UNWINDING.with(|count| count.set(count.get() - 1));
+        }
+        self.check_cancel();
+    }
+
+    /// Unwinds the fiber if a cancellation waits for it, unless it is unwinding already
+    /// (a destructor that blocks, during a panic or a cancellation: its suspensions are
+    /// plain ones, and the cancellation waits for the panic to be caught).
+    #[inline(always)]
+    fn check_cancel(&self) {
+        if self.header().cancel_pending() {
+            self.deliver_cancel();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn deliver_cancel(&self) {
+        if panicking() {
+            return;
+        }
+        self.header().cancel_delivered();
+        unwind_cancelled();
+    }
+
+    /// How many times the fiber has parked so far.
+    #[inline(always)]
+    pub(crate) fn parks(&self) -> u32 {
+        self.header().parks()
+    }
+
+    /// For a blocking call that runs user code (a poll) between its parks: if the caller
+    /// runs on another stack than the fiber's own (a [`Fiber`] of the user's, resumed by
+    /// this fiber), forbids that stack's fiber to suspend while the guard lives (see
+    /// `Suspender::suspend`), so that this fiber stays the running one, and its task
+    /// alive, for as long as the call lasts.
+    #[inline(always)]
+    pub(crate) fn pin_running(&self) -> Option<ForbidSuspend> {
+        let here = fiber::stack_address();
+        // SAFETY: `stack_top` is the running fiber's (see `suspend`), which is alive.
+        if unsafe { fiber::on_stack(self.stack_top, here) } {
+            None
+        } else {
+            Some(fiber::forbid_suspend(here))
         }
     }
 
@@ -488,6 +612,7 @@ impl Current {
                     .clone()
             })
         });
+        header.count_park();
         if header
             .state
             .compare_exchange(IDLE, PARKED, Ordering::AcqRel, Ordering::Acquire)
@@ -496,9 +621,7 @@ impl Current {
             self.suspend();
         }
         reset(&header.state);
-        if header.cancelled.load(Ordering::Acquire) {
-            unwind_cancelled();
-        }
+        self.check_cancel();
     }
 
     /// Queues the fiber behind the others and switches to its resumer.
@@ -774,8 +897,14 @@ impl Worker {
     }
 
     /// Runs the scheduler until shutdown, then unwinds every fiber.
+    ///
+    /// User code that runs on the loop itself, outside fibers (wakers the reactor wakes,
+    /// destructors of tasks that never started), has its panics caught and reported, and
+    /// the loop goes on. A panic that escapes the loop anyway is a bug of green's: the
+    /// worker's fibers can then never be unwound, so it aborts the process with a
+    /// message, as std does for a panic during a panic.
     pub(crate) fn run(&self) {
-        WORKER.with(|w| w.set(self));
+        let mut on_this_thread = OnThisThread::enter(self);
         self.note_cpu();
         loop {
             // 1. Messages from other threads.
@@ -811,7 +940,7 @@ impl Worker {
             }
         }
         self.shut_down();
-        WORKER.with(|w| w.set(ptr::null()));
+        on_this_thread.finished = true;
     }
 
     /// Moves wakes into the local queue and spawns into the spawn queue.
@@ -1107,15 +1236,25 @@ impl Worker {
         match outcome {
             Resume::Yielded => self.fibers.borrow_mut()[slot].fiber = Some(fiber),
             // The fiber's closure recorded its result in its task.
-            Resume::Finished(()) | Resume::Panicked(_) => {
-                self.fibers.borrow_mut().remove(slot);
-                self.publish_load();
-                drop(fiber);
+            Resume::Finished(()) => self.remove_fiber(slot, fiber),
+            // Only a destructor that panicked after the task completed (its closure's, or a
+            // joiner's waker's) gets here: user code, whose payload is user code too.
+            Resume::Panicked(payload) => {
+                self.remove_fiber(slot, fiber);
+                crate::sys::drop_quietly(payload);
             }
         }
         if ticks.is_multiple_of(NOTE_CPU_EVERY.into()) {
             self.note_cpu();
         }
+    }
+
+    /// Removes a finished fiber, whose stack goes back to the pool.
+    #[inline(always)]
+    fn remove_fiber(&self, slot: usize, fiber: Fiber<()>) {
+        self.fibers.borrow_mut().remove(slot);
+        self.publish_load();
+        drop(fiber);
     }
 
     /// Whether `REACT_EVERY` resumes (nested ones included) have passed since the last
@@ -1234,11 +1373,19 @@ impl Worker {
         task.header.id.store(id, Ordering::Relaxed);
         // Valid while the fiber lives: its closure keeps the task alive.
         let header = task.header_ptr();
+        if self.runtime.shutdown.load(Ordering::Acquire) {
+            // Made while the worker shuts down (`spawn_local` in a destructor): cancelled
+            // before it starts, as every other fiber is.
+            task.header.request_cancel();
+        }
         let guard = CompleteOnDrop(task);
         let fiber = Fiber::with_stack(stack, move |_: &Suspender| {
             let guard = guard;
-            if guard.0.header.cancelled.load(Ordering::Acquire) {
-                return; // aborted first: the guard drops the closure, reports it cancelled
+            if guard.0.header.cancel_pending() {
+                // Aborted (or shut down) first: the guard drops the closure and reports
+                // the task cancelled.
+                guard.0.header.cancel_delivered();
+                return;
             }
             let result = match panic::catch_unwind(AssertUnwindSafe(|| body(&guard.0))) {
                 Ok(value) => Ok(value),
@@ -1256,6 +1403,7 @@ impl Worker {
             fiber: Some(fiber),
             generation,
             header,
+            abandon: abandon_task::<T, G>,
         });
         debug_assert_eq!(key, slot);
         drop(fibers);
@@ -1278,36 +1426,137 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops: refuses messages, cancels unstarted tasks, unwinds the fibers.
+    /// Stops (see `Runtime`'s `# Shutdown`):
+    ///
+    /// 1. cancels every fiber: each unwinds from its suspension point, on this thread, when
+    ///    it next runs (at once, if it is parked); tasks that never started are dropped;
+    /// 2. runs the loop on, without new tasks, until every fiber has ended: the
+    ///    destructors that run as the fibers unwind may block (sleep, lock, join, wait for
+    ///    I/O), and are woken as usual;
+    /// 3. at the shutdown's deadline, if any, abandons the fibers still there: reported on
+    ///    stderr, left suspended with their stacks leaked, their tasks resolved as
+    ///    cancelled;
+    /// 4. refuses messages and closes the reactor.
     fn shut_down(&self) {
+        let deadline = self.runtime.deadline();
+        for entry in self.fibers.borrow().iter().map(|(_, entry)| entry) {
+            // SAFETY: a fiber in the slab keeps its task alive.
+            let header = unsafe { &*entry.header };
+            if header.request_cancel() {
+                header.wake(); // queues it here if it is parked
+            }
+        }
+        loop {
+            self.drop_unstarted();
+            self.take_messages();
+            let next = self.queue.borrow_mut().pop_front();
+            match next {
+                // The task was dropped unstarted (cancelled) above, or stolen.
+                Some(mark @ (START | START_LOCAL | START_PINNED)) => {
+                    drop(self.take_marked(mark));
+                }
+                Some(id) => {
+                    self.resume(id);
+                    if self.poll_due() {
+                        self.polled_at
+                            .set(self.shared.ticks.load(Ordering::Relaxed));
+                        self.shared.reactor.react_now();
+                    }
+                }
+                None if self.fibers.borrow().is_empty() => break,
+                None if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
+                    self.abandon_fibers();
+                    break;
+                }
+                None => self.wait_until(deadline),
+            }
+        }
         self.shared.closed.store(true, Ordering::SeqCst);
         // Nothing will poll this reactor again: waits on its sources fail from now on and
         // its timers move to whichever reactor polls them next.
         self.shared.reactor.close();
-        loop {
-            // Spawns still queued are dropped: their handles resolve to cancelled.
-            while self.shared.injector.pop().is_some() {}
-            while self.shared.spawns.pop().is_some() {}
-            while self.shared.pinned.pop().is_some() {}
-            let local: Vec<Unstarted> = self.local_spawns.borrow_mut().drain(..).collect();
-            drop(local);
-            let entries: Vec<Entry> = self.fibers.borrow_mut().drain().collect();
-            if entries.is_empty() {
-                break;
-            }
-            for entry in entries {
-                let Some(fiber) = entry.fiber else { continue };
-                let current = Current {
-                    header: entry.header,
-                    stack_top: fiber.stack_top(),
-                };
-                let previous = CURRENT.with(|c| c.replace(current));
-                // Dropping a suspended fiber unwinds its stack (see `Fiber`).
-                drop(fiber);
-                CURRENT.with(|c| c.set(previous));
-            }
-        }
+        while self.shared.injector.pop().is_some() {}
+        self.drop_unstarted();
         self.queue.borrow_mut().clear();
+    }
+
+    /// Drops the tasks waiting to start here: their handles resolve to cancelled.
+    fn drop_unstarted(&self) {
+        while let Some(task) = self.shared.spawns.pop() {
+            drop(task);
+        }
+        while let Some(task) = self.shared.pinned.pop() {
+            drop(task);
+        }
+        let local: Vec<Unstarted> = self.local_spawns.borrow_mut().drain(..).collect();
+        drop(local);
+    }
+
+    /// Sleeps in the reactor until an event, a timer, a message or `deadline`.
+    fn wait_until(&self, deadline: Option<Instant>) {
+        self.shared.sleeping.store(true, Ordering::SeqCst);
+        if self.shared.injector.is_empty() {
+            let timeout =
+                deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            let _ = self.shared.reactor.react(timeout);
+        }
+        self.shared.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Gives up on the fibers left at a shutdown's deadline (blocked in destructors as
+    /// they unwind, or ignoring their cancellation): they stay suspended for good, their
+    /// stacks and tasks leaked, and their tasks resolve as cancelled.
+    fn abandon_fibers(&self) {
+        let left: Vec<Entry> = self.fibers.borrow_mut().drain().collect();
+        eprintln!(
+            "green: worker {}: the shutdown deadline passed with {} fiber(s) still running \
+             (blocked in destructors as they unwind, or ignoring their cancellation); they are \
+             left suspended, their stacks leaked, and their JoinHandles resolve as cancelled",
+            self.shared.index,
+            left.len()
+        );
+        for entry in left {
+            std::mem::forget(entry.fiber);
+            // SAFETY: the fiber is never resumed again, and its closure's reference, leaked
+            // with it, keeps the task alive.
+            unsafe { (entry.abandon)(entry.header) };
+        }
+        self.publish_load();
+    }
+}
+
+/// The worker's loop on its thread: `WORKER` points at the worker exactly while it lives.
+struct OnThisThread<'a> {
+    /// The worker.
+    worker: &'a Worker,
+    /// Set when the loop returns; clear if it unwinds.
+    finished: bool,
+}
+
+impl<'a> OnThisThread<'a> {
+    fn enter(worker: &'a Worker) -> OnThisThread<'a> {
+        WORKER.with(|w| w.set(worker));
+        OnThisThread {
+            worker,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for OnThisThread<'_> {
+    fn drop(&mut self) {
+        WORKER.with(|w| w.set(ptr::null()));
+        // Not `thread::panicking()`: a fiber abandoned mid-unwind at a shutdown's deadline
+        // leaves that set on this thread for good.
+        if !self.finished {
+            self.worker.shared.closed.store(true, Ordering::SeqCst);
+            eprintln!(
+                "green: worker {} panicked outside its fibers; its fibers cannot be unwound, \
+                 aborting",
+                self.worker.shared.index
+            );
+            std::process::abort();
+        }
     }
 }
 

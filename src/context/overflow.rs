@@ -72,6 +72,11 @@ impl Guard {
             previous: ptr::null_mut(),
         }
     }
+
+    /// The lowest usable address of the stack: one past the guard page.
+    pub(crate) fn stack_low(&self) -> usize {
+        self.high
+    }
 }
 
 thread_local! {

@@ -31,7 +31,8 @@ unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
 pub struct MutexGuard<'a, T: ?Sized> {
     /// The locked mutex.
     pub(super) mutex: &'a Mutex<T>,
-    /// Whether the thread was panicking when the guard was made (std's poison rule).
+    /// Whether the fiber (or thread) was panicking when the guard was made (std's poison
+    /// rule, with the panic state of the fiber: see `worker::panicking`).
     pub(super) panicking: bool,
 }
 
@@ -75,7 +76,7 @@ impl<T: ?Sized> Mutex<T> {
     pub(super) fn guard(&self) -> LockResult<MutexGuard<'_, T>> {
         let guard = MutexGuard {
             mutex: self,
-            panicking: std::thread::panicking(),
+            panicking: crate::worker::panicking(),
         };
         if self.poisoned.load(Ordering::Acquire) {
             Err(PoisonError::new(guard))
@@ -186,7 +187,7 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        if !self.panicking && std::thread::panicking() {
+        if !self.panicking && crate::worker::panicking() {
             self.mutex.poisoned.store(true, Ordering::Release);
         }
         self.mutex.unlock();

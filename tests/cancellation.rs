@@ -1,0 +1,232 @@
+//! Cancellation and shutdown: destructors that block while their fiber unwinds, the
+//! shutdown's deadline, and what is left after it.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use common::{one_worker, within};
+
+/// Blocks in its destructor on a `green::sync` channel until told to go on, saying first
+/// that it got there.
+struct BlocksWhenDropped {
+    entered: green::sync::Sender<()>,
+    proceed: green::sync::Receiver<()>,
+    done: Arc<AtomicUsize>,
+}
+
+impl Drop for BlocksWhenDropped {
+    fn drop(&mut self) {
+        let _ = self.entered.send(());
+        let _ = self.proceed.recv();
+        green::sleep(Duration::from_millis(1)); // and a timer, for good measure
+        self.done.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_destructor_of_an_aborted_fiber_can_sleep_lock_and_join() {
+    let finished = within(60, "an aborted fiber's blocking destructor", || {
+        one_worker().run(|| {
+            struct Cleanup(Arc<green::sync::Mutex<u32>>, Arc<AtomicUsize>);
+            impl Drop for Cleanup {
+                fn drop(&mut self) {
+                    green::sleep(Duration::from_millis(2));
+                    *self.0.lock().unwrap() += 1; // contended: the main fiber holds it
+                    let helper = green::spawn(|| 7);
+                    assert_eq!(helper.join().unwrap(), 7);
+                    self.1.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let lock = Arc::new(green::sync::Mutex::new(0));
+            let done = Arc::new(AtomicUsize::new(0));
+            let (parked_tx, parked_rx) = green::sync::channel();
+            let (lock2, done2) = (lock.clone(), done.clone());
+            let victim = green::spawn(move || {
+                let _cleanup = Cleanup(lock2, done2);
+                parked_tx.send(()).unwrap();
+                green::sleep(Duration::from_secs(3600));
+            });
+            parked_rx.recv().unwrap();
+            let guard = lock.lock().unwrap();
+            victim.abort();
+            green::sleep(Duration::from_millis(5)); // let the victim reach the lock
+            drop(guard);
+            let error = victim.join().unwrap_err();
+            assert!(error.is_cancelled());
+            (done.load(Ordering::SeqCst), *lock.lock().unwrap())
+        })
+    });
+    assert_eq!(finished, (1, 1));
+}
+
+#[test]
+fn a_destructor_that_blocks_at_shutdown_runs_to_its_end() {
+    let done = Arc::new(AtomicUsize::new(0));
+    let done2 = done.clone();
+    let handle = within(
+        60,
+        "a shutdown whose fibers block in destructors",
+        move || {
+            let runtime = green::Runtime::new().unwrap();
+            let (entered_tx, entered_rx) = green::sync::channel();
+            let (proceed_tx, proceed_rx) = green::sync::channel();
+            let (ready_tx, ready_rx) = mpsc::channel();
+            // The one that blocks, and the one that lets it go on from its own destructor.
+            let blocked = runtime.spawn(move || {
+                let _blocks = BlocksWhenDropped {
+                    entered: entered_tx,
+                    proceed: proceed_rx,
+                    done: done2,
+                };
+                ready_tx.send(()).unwrap();
+                green::sleep(Duration::from_secs(3600));
+            });
+            ready_rx.recv().unwrap();
+            let (started_tx, started_rx) = mpsc::channel();
+            let releaser = runtime.spawn(move || {
+                struct Release(green::sync::Sender<()>, green::sync::Receiver<()>);
+                impl Drop for Release {
+                    fn drop(&mut self) {
+                        // Only once the other destructor waits: a message across workers
+                        // (or to a fiber of this one) while both unwind.
+                        let _ = self.1.recv();
+                        let _ = self.0.send(());
+                    }
+                }
+                let _release = Release(proceed_tx, entered_rx);
+                started_tx.send(()).unwrap();
+                green::sleep(Duration::from_secs(3600));
+            });
+            started_rx.recv().unwrap();
+            drop(runtime);
+            (blocked, releaser)
+        },
+    );
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        1,
+        "the destructor ran to its end"
+    );
+    assert!(handle.0.join().unwrap_err().is_cancelled());
+    assert!(handle.1.join().unwrap_err().is_cancelled());
+}
+
+#[test]
+fn a_fiber_spawned_from_a_destructor_at_shutdown_is_cancelled_not_lost() {
+    let outcome = within(60, "spawn_local from a destructor at shutdown", || {
+        let runtime = one_worker();
+        let (outcome_tx, outcome_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        runtime.spawn(move || {
+            struct SpawnsWhenDropped(mpsc::Sender<(bool, bool)>);
+            impl Drop for SpawnsWhenDropped {
+                fn drop(&mut self) {
+                    let local = green::spawn_local(|| 1).join();
+                    let shared = green::spawn(|| 2).join();
+                    let _ = self.0.send((
+                        local.is_err_and(|e| e.is_cancelled()),
+                        shared.is_err_and(|e| e.is_cancelled()),
+                    ));
+                }
+            }
+            let _spawns = SpawnsWhenDropped(outcome_tx);
+            ready_tx.send(()).unwrap();
+            green::sleep(Duration::from_secs(3600));
+        });
+        ready_rx.recv().unwrap();
+        drop(runtime);
+        outcome_rx.recv().unwrap()
+    });
+    assert_eq!(outcome, (true, true));
+}
+
+#[test]
+fn shutdown_timeout_abandons_a_destructor_that_never_returns_and_resolves_its_handle() {
+    let (handle, in_time) = within(60, "shutdown_timeout with a stuck destructor", || {
+        let runtime = one_worker();
+        let (entered_tx, entered_rx) = green::sync::channel();
+        let (proceed_tx, proceed_rx) = green::sync::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let handle = runtime.spawn(move || {
+            let _blocks = BlocksWhenDropped {
+                entered: entered_tx,
+                proceed: proceed_rx,
+                done: Arc::new(AtomicUsize::new(0)),
+            };
+            ready_tx.send(()).unwrap();
+            green::sleep(Duration::from_secs(3600));
+        });
+        ready_rx.recv().unwrap();
+        // Kept alive past the shutdown: the destructor waits for ever.
+        let shutdown =
+            std::thread::spawn(move || runtime.shutdown_timeout(Duration::from_millis(200)));
+        entered_rx.recv().unwrap();
+        let in_time = shutdown.join().unwrap();
+        drop(proceed_tx);
+        (handle, in_time)
+    });
+    assert!(!in_time, "a fiber was abandoned: not everything stopped");
+    assert!(handle.join().unwrap_err().is_cancelled());
+}
+
+#[test]
+fn shutdown_timeout_does_not_wait_for_a_blocking_job_past_its_timeout() {
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel();
+    let in_time = within(
+        60,
+        "shutdown_timeout with a blocking job that runs on",
+        move || {
+            let runtime = green::Runtime::new().unwrap();
+            runtime.spawn(move || {
+                green::unblock(move || {
+                    started_tx.send(()).unwrap();
+                    let _ = release_rx.recv(); // an hour, as far as the runtime knows
+                })
+            });
+            started_rx.recv().unwrap();
+            runtime.shutdown_timeout(Duration::from_millis(100))
+        },
+    );
+    assert!(!in_time);
+    drop(release_tx); // the job returns and its thread exits
+}
+
+#[test]
+fn cancelled_fibers_end_when_the_runtime_drops_even_if_they_were_never_resumed() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let count = drops.clone();
+    within(
+        60,
+        "dropping a runtime with unstarted and parked fibers",
+        move || {
+            let runtime = green::Runtime::builder().workers(2).build().unwrap();
+            let (ready_tx, ready_rx) = mpsc::channel();
+            runtime.spawn(move || {
+                struct Counted(Arc<AtomicUsize>);
+                impl Drop for Counted {
+                    fn drop(&mut self) {
+                        self.0.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                for _ in 0..20 {
+                    // Some start, some wait to start when the runtime drops: either way the
+                    // closure, and what it holds, is dropped.
+                    let counted = Counted(count.clone());
+                    green::spawn(move || {
+                        let _counted = counted;
+                        green::sleep(Duration::from_secs(3600));
+                    });
+                }
+                ready_tx.send(()).unwrap();
+                green::sleep(Duration::from_secs(3600));
+            });
+            ready_rx.recv().unwrap();
+            drop(runtime);
+        },
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 20);
+}

@@ -1,0 +1,29 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Runs `f` on a thread of its own and returns its value, failing the test with `what`
+/// if it has not finished after `seconds` (a hang would otherwise stop the suite).
+pub fn within<T: Send + 'static>(
+    seconds: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(f());
+    });
+    match receiver.recv_timeout(Duration::from_secs(seconds)) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("hung for {seconds} s: {what}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("panicked: {what}"),
+    }
+}
+
+/// A one-worker runtime, so that the order in which fibers run is defined.
+pub fn one_worker() -> green::Runtime {
+    green::Runtime::builder().workers(1).build().unwrap()
+}
