@@ -215,13 +215,23 @@ impl<T> Future for Pending<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = lock(&self.0);
-        match slot.result.take() {
-            Some(result) => Poll::Ready(result),
-            None => {
-                slot.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
+        if let Some(result) = slot.result.take() {
+            return Poll::Ready(result);
         }
+        if slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        // A waker is cloned, and the one it replaces dropped, with no lock held.
+        drop(slot);
+        let waker = cx.waker().clone();
+        let mut slot = lock(&self.0);
+        if let Some(result) = slot.result.take() {
+            return Poll::Ready(result);
+        }
+        let displaced = slot.waker.replace(waker);
+        drop(slot);
+        drop(displaced);
+        Poll::Pending
     }
 }
 

@@ -15,6 +15,10 @@
 //!   waits no longer than the next. `polling` waits with `epoll_pwait2`/timerfd precision,
 //!   well below a millisecond.
 //! * **Waking.** Wakers are collected under the locks and called after they are released.
+//!   No user code runs under the reactor's locks: a waker is cloned before a lock is
+//!   taken, and one that is replaced or removed is dropped after it is released, so that
+//!   a waker whose `clone` or `drop` registers a timer or polls the same source, blocks,
+//!   or panics cannot deadlock the reactor nor leave a lock held.
 //!
 //! The worker thread is the only one that waits on the poller; any thread may register
 //! sources and timers, and [`Reactor::notify`] interrupts a wait.
@@ -141,17 +145,23 @@ impl Reactor {
     /// Deregisters a source; must happen before its descriptor closes.
     pub(crate) fn remove_source(&self, source: &Source) -> io::Result<()> {
         let mut sources = lock(&self.sources);
-        sources.try_remove(source.key);
+        let removed = sources.try_remove(source.key);
         // SAFETY: the descriptor is still open: the caller closes it only after this.
         let fd = unsafe { BorrowedFd::borrow_raw(source.fd) };
-        self.poller.delete(fd)
+        let deleted = self.poller.delete(fd);
+        drop(sources);
+        // The source's wakers, if this was the last reference, drop with no lock held.
+        drop(removed);
+        deleted
     }
 
     /// Registers a timer; returns its id. `remote` says the caller is not the reactor's
     /// worker thread, which may then be waiting with a later timeout and is notified.
     pub(crate) fn insert_timer(&self, deadline: Instant, waker: &Waker, remote: bool) -> u64 {
+        // Cloned before locking: a clone is user code.
+        let waker = waker.clone();
         let id = self.next_timer.fetch_add(1, Ordering::Relaxed);
-        lock(&self.timers).insert((deadline, id), waker.clone());
+        lock(&self.timers).insert((deadline, id), waker);
         if remote {
             self.notify();
         }
@@ -160,7 +170,9 @@ impl Reactor {
 
     /// Removes a timer (no effect if it has fired).
     pub(crate) fn remove_timer(&self, deadline: Instant, id: u64) {
-        lock(&self.timers).remove(&(deadline, id));
+        let removed = lock(&self.timers).remove(&(deadline, id));
+        // Dropped after unlocking (the guard above is gone): a drop is user code.
+        drop(removed);
     }
 
     /// Fires due timers into `wakers`; returns the time until the next one.
@@ -352,7 +364,9 @@ impl Source {
                 // An event since our previous `Pending`.
                 if dir.poll_tick.is_some_and(|t| t != dir.tick) {
                     dir.poll_tick = None;
-                    dir.poll_waker = None;
+                    let stale = dir.poll_waker.take();
+                    drop(state);
+                    drop(stale);
                     return Poll::Ready(Ok(()));
                 }
                 let tick = dir.tick;
@@ -363,30 +377,46 @@ impl Source {
                 tick
             }
         };
-        let mut state = lock(&self.state);
-        // Under the lock: `Reactor::close` sets the flag, then fires every source under
-        // its lock, so either it fires our waker or we see the flag.
-        if self.reactor.is_closed() {
-            return Poll::Ready(Err(closed_error()));
+        // Our clone of the waker, made with the lock released when the slot needs one.
+        let mut clone = None;
+        loop {
+            let mut state = lock(&self.state);
+            // Under the lock: `Reactor::close` sets the flag, then fires every source
+            // under its lock, so either it fires our waker or we see the flag.
+            if self.reactor.is_closed() {
+                return Poll::Ready(Err(closed_error()));
+            }
+            let dir = &mut state[direction];
+            if dir.tick != tick {
+                dir.poll_tick = None;
+                let stale = dir.poll_waker.take();
+                drop(state);
+                drop(stale);
+                return Poll::Ready(Ok(()));
+            }
+            // A second task polling the same direction takes the slot over; the first is
+            // woken to poll again, so they take turns instead of one waiting for ever.
+            let displaced = if dir
+                .poll_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                None
+            } else {
+                let Some(fresh) = clone.take() else {
+                    drop(state);
+                    clone = Some(cx.waker().clone());
+                    continue;
+                };
+                dir.poll_waker.replace(fresh)
+            };
+            dir.poll_tick = Some(tick);
+            drop(state);
+            if let Some(waker) = displaced {
+                waker.wake();
+            }
+            return Poll::Pending;
         }
-        let dir = &mut state[direction];
-        if dir.tick != tick {
-            dir.poll_tick = None;
-            dir.poll_waker = None;
-            return Poll::Ready(Ok(()));
-        }
-        dir.poll_tick = Some(tick);
-        // A second task polling the same direction takes the slot over; the first is woken
-        // to poll again, so they take turns instead of one waiting for ever.
-        let displaced = match &mut dir.poll_waker {
-            Some(waker) if waker.will_wake(cx.waker()) => None,
-            slot => slot.replace(cx.waker().clone()),
-        };
-        drop(state);
-        if let Some(waker) = displaced {
-            waker.wake();
-        }
-        Poll::Pending
     }
 
     /// Registers a future-style waiter; returns its slot, or `None` if `direction` is
@@ -409,6 +439,8 @@ impl Source {
                 tick
             }
         };
+        // Cloned before locking (a clone is user code); unused, it drops after unlocking.
+        let waker = waker.clone();
         let mut state = lock(&self.state);
         // Under the lock, as in `poll_ready`.
         if self.reactor.is_closed() {
@@ -417,31 +449,41 @@ impl Source {
         if state[direction].tick != tick {
             return Ok(None);
         }
-        Ok(Some(state[direction].waiters.insert(Some(waker.clone()))))
+        Ok(Some(state[direction].waiters.insert(Some(waker))))
     }
 
     /// Checks a waiter: `true` (and the slot is freed) if it fired, else its waker is
     /// refreshed.
     pub(crate) fn check_waiter(&self, direction: usize, slot: usize, waker: &Waker) -> bool {
-        let mut state = lock(&self.state);
-        let waiters = &mut state[direction].waiters;
-        match waiters.get_mut(slot) {
-            Some(Some(current)) => {
-                if !current.will_wake(waker) {
-                    *current = waker.clone();
-                }
-                false
-            }
-            _ => {
+        // Our clone of the waker, made with the lock released when the slot needs one.
+        let mut clone = None;
+        loop {
+            let mut state = lock(&self.state);
+            let waiters = &mut state[direction].waiters;
+            let Some(Some(current)) = waiters.get_mut(slot) else {
                 waiters.try_remove(slot);
-                true
+                return true;
+            };
+            if current.will_wake(waker) {
+                return false;
             }
+            let Some(fresh) = clone.take() else {
+                drop(state);
+                clone = Some(waker.clone());
+                continue;
+            };
+            let displaced = std::mem::replace(current, fresh);
+            drop(state);
+            drop(displaced);
+            return false;
         }
     }
 
     /// Removes a waiter that gives up waiting.
     pub(crate) fn remove_waiter(&self, direction: usize, slot: usize) {
-        lock(&self.state)[direction].waiters.try_remove(slot);
+        let removed = lock(&self.state)[direction].waiters.try_remove(slot);
+        // Dropped after unlocking (the guard above is gone): a drop is user code.
+        drop(removed);
     }
 }
 

@@ -6,14 +6,16 @@ use std::future::poll_fn;
 use std::task::Poll;
 
 use super::spin::{SpinGuard, SpinLock};
-use super::wait_queue::Waiters;
+use super::wait_queue::{Registration, Removed, Waiters, wake_all};
 use crate::worker::{self, Current, Wakeup};
 
 /// A channel's shared state.
 ///
 /// One lock guards the values and both sides' waiters, so that an operation checks the
 /// queue, registers or wakes a waiter, in one critical section: no notification can fall
-/// between a check and a registration, and one with nobody waiting costs nothing.
+/// between a check and a registration, and one with nobody waiting costs nothing. No user
+/// code runs under it (see [`Waiters`]): wakers are cloned before it is taken, and woken
+/// or dropped after it is released.
 pub(super) struct Channel<T> {
     /// Values, waiters, and who is still connected.
     pub(super) state: SpinLock<ChannelState<T>>,
@@ -80,11 +82,29 @@ impl<T> Channel<T> {
         mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Wakeup>)>,
     ) -> R {
         let mut waiter = ChannelWaiter::new(self, side);
-        poll_fn(|cx| match waiter.attempt(&mut attempt) {
-            Ok(value) => Poll::Ready(value),
-            Err(mut state) => {
-                state.waiters(side).register(&mut waiter.key, cx.waker());
-                Poll::Pending
+        poll_fn(|cx| {
+            // Our clone of the waker, made with the lock released when the registration
+            // needs one; then the attempt runs again, as the lock was let go.
+            let mut clone = None;
+            loop {
+                let mut state = match waiter.attempt(&mut attempt) {
+                    Ok(value) => return Poll::Ready(value),
+                    Err(state) => state,
+                };
+                match state
+                    .waiters(side)
+                    .register(&mut waiter.key, cx.waker(), &mut clone)
+                {
+                    Registration::Done(displaced) => {
+                        drop(state);
+                        drop(displaced);
+                        return Poll::Pending;
+                    }
+                    Registration::NeedsWaker => {
+                        drop(state);
+                        clone = Some(cx.waker().clone());
+                    }
+                }
             }
         })
         .await
@@ -111,12 +131,13 @@ impl<T> Channel<T> {
             };
             // SAFETY: we run on `fiber`, and the registration is removed under this lock
             // before this call returns (just above) or unwinds (`ChannelWaiter::drop`).
-            unsafe {
+            let displaced = unsafe {
                 state
                     .waiters(side)
                     .register_fiber(&mut waiter.key, fiber.blocked())
             };
             drop(state);
+            drop(displaced);
             // Our re-check runs under the lock that the notifier holds while waking us.
             fiber.park_locked();
         }
@@ -145,8 +166,8 @@ impl<'a, T> ChannelWaiter<'a, T> {
 
     /// Runs `attempt` under the channel's lock. When it gives a result: forgets the
     /// registration (a notification received meanwhile is consumed), unlocks, does the
-    /// wake it asked for and returns the result. Otherwise hands back the lock, for the
-    /// caller to register.
+    /// wake it asked for, drops the registration's waker and returns the result.
+    /// Otherwise hands back the lock, for the caller to register.
     fn attempt<R>(
         &mut self,
         attempt: &mut impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Wakeup>)>,
@@ -155,11 +176,13 @@ impl<'a, T> ChannelWaiter<'a, T> {
         let Some((value, wakeup)) = attempt(&mut state) else {
             return Err(state);
         };
-        state.waiters(self.side).remove(&mut self.key);
+        let removed = state.waiters(self.side).remove(&mut self.key);
         drop(state);
+        // The wake first: it is owed to another waiter, whatever our waker's drop does.
         if let Some(wakeup) = wakeup {
             wakeup.wake();
         }
+        drop(removed);
         Ok(value)
     }
 }
@@ -169,19 +192,21 @@ impl<T> Drop for ChannelWaiter<'_, T> {
         if self.key.is_none() {
             return;
         }
-        let waker = {
+        let (removed, wakeup) = {
             let mut state = self.channel.state.lock();
             let waiters = state.waiters(self.side);
-            if waiters.remove(&mut self.key) {
-                // Notified but giving up: pass the notification on.
-                waiters.notify_one()
-            } else {
-                None
-            }
+            let removed = waiters.remove(&mut self.key);
+            // Notified but giving up: pass the notification on.
+            let wakeup = match removed {
+                Removed::Notified => waiters.notify_one(),
+                _ => None,
+            };
+            (removed, wakeup)
         };
-        if let Some(waker) = waker {
-            waker.wake();
+        if let Some(wakeup) = wakeup {
+            wakeup.wake();
         }
+        drop(removed);
     }
 }
 
@@ -429,7 +454,7 @@ impl<T> Drop for Sender<T> {
                 Vec::new()
             }
         };
-        wakers.into_iter().for_each(Wakeup::wake);
+        wake_all(wakers);
     }
 }
 
@@ -444,7 +469,7 @@ impl<T> Drop for Receiver<T> {
                 Vec::new()
             }
         };
-        wakers.into_iter().for_each(Wakeup::wake);
+        wake_all(wakers);
     }
 }
 

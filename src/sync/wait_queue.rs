@@ -1,14 +1,21 @@
 //! The wait queue under every type of this module: waiters in arrival order, woken one
 //! or all at a time, with a notification passed on when a woken waiter gives up.
+//!
+//! No user code runs under the queue's lock: a user's waker may block, re-enter the very
+//! type that holds it, or panic in `clone`, `drop` or `wake`. So a waker is cloned before
+//! the lock is taken ([`Registration::NeedsWaker`]), the ones displaced or removed are
+//! handed back to drop after unlocking, and wakes are done after unlocking, every one of
+//! them even when one panics ([`wake_all`]).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::task::{Poll, Waker};
 
 use slab::Slab;
 
-use crate::reactor::lock;
+use crate::reactor::{drop_caught, lock};
 use crate::worker::{BlockedFiber, Wake, Wakeup};
 
 /// Waiters for an event, woken one or all at a time, kept under a lock of their user's
@@ -17,9 +24,11 @@ use crate::worker::{BlockedFiber, Wake, Wakeup};
 /// A waiter that was notified but gives up (its future is dropped) passes the notification
 /// on, so that dropping a future never loses a wake.
 ///
-/// Every method runs with that lock held (`&mut self`). Fibers registered with
-/// [`register_fiber`](Waiters::register_fiber) are woken by `notify_one` and `notify_all`
-/// themselves, under the lock; wakers are handed back, to wake after unlocking.
+/// Every method runs with that lock held (`&mut self`), and none runs user code. Fibers
+/// registered with [`register_fiber`](Waiters::register_fiber) are woken by `notify_one`
+/// and `notify_all` themselves, under the lock; wakers are handed back, to wake after
+/// unlocking, and so are the registrations that `register` displaces and `remove` removes,
+/// to drop after unlocking.
 pub(super) struct Waiters {
     /// Each waiter's registration, or `None` once notified.
     pub(super) slots: Slab<Option<Wake>>,
@@ -29,7 +38,41 @@ pub(super) struct Waiters {
     pub(super) waiting: usize,
 }
 
+/// What [`Waiters::register`] did.
+#[must_use = "a displaced waker is dropped after unlocking; a missing one is cloned then"]
+pub(super) enum Registration {
+    /// The waiter is registered with the caller's waker. What it held before, if that
+    /// was replaced, is the caller's to drop once the lock is released.
+    Done(Option<Wake>),
+    /// The waiter needs a clone of the caller's waker, and a clone is user code, not to
+    /// run under the lock: unlock, clone, lock again, and call again with the clone.
+    NeedsWaker,
+}
+
+/// What [`Waiters::remove`] found.
+#[must_use = "a removed waker is dropped after unlocking"]
+pub(super) enum Removed {
+    /// The waiter was not registered.
+    Absent,
+    /// The waiter had been notified, and now owns that notification: it consumes it or
+    /// passes it on.
+    Notified,
+    /// The waiter was still waiting.
+    Waiting {
+        /// Its registration, held only to be dropped once the lock is released.
+        _registration: Wake,
+    },
+}
+
+impl Removed {
+    /// Whether the waiter had been notified.
+    pub(super) fn was_notified(&self) -> bool {
+        matches!(self, Removed::Notified)
+    }
+}
+
 impl Waiters {
+    /// No waiters.
     pub(super) const fn new() -> Waiters {
         Waiters {
             slots: Slab::new(),
@@ -40,16 +83,26 @@ impl Waiters {
 
     /// Registers a waiter, or refreshes its waker. One that was notified is queued again
     /// (as a new arrival): its caller found its condition still false.
-    pub(super) fn register(&mut self, key: &mut Option<usize>, waker: &Waker) {
+    ///
+    /// Needs no clone of `waker` if the registration holds one that wakes the same task;
+    /// otherwise it takes `clone` (the caller's clone of `waker`, made with the lock
+    /// released), or asks for one: [`Registration::NeedsWaker`].
+    pub(super) fn register(
+        &mut self,
+        key: &mut Option<usize>,
+        waker: &Waker,
+        clone: &mut Option<Waker>,
+    ) -> Registration {
         if let Some(k) = *key
-            && let Some(Some(Wake::Waker(current))) = self.slots.get_mut(k)
+            && let Some(Some(Wake::Waker(current))) = self.slots.get(k)
+            && current.will_wake(waker)
         {
-            if !current.will_wake(waker) {
-                current.clone_from(waker);
-            }
-            return;
+            return Registration::Done(None);
         }
-        self.put(key, || Wake::Waker(waker.clone()));
+        match clone.take() {
+            Some(clone) => Registration::Done(self.put(key, Wake::Waker(clone))),
+            None => Registration::NeedsWaker,
+        }
     }
 
     /// Registers a fiber that is about to park in a blocking call, without a waker.
@@ -60,54 +113,66 @@ impl Waiters {
     /// registration ([`remove`](Waiters::remove), under the lock that guards these
     /// waiters) before it returns or unwinds, whatever happens: the notifier relies on it
     /// to know that the fiber is alive (see [`BlockedFiber`]).
-    pub(super) unsafe fn register_fiber(&mut self, key: &mut Option<usize>, fiber: BlockedFiber) {
+    ///
+    /// Returns what the registration held before, if that was replaced, to drop after
+    /// unlocking.
+    #[must_use = "a displaced registration is dropped after unlocking"]
+    pub(super) unsafe fn register_fiber(
+        &mut self,
+        key: &mut Option<usize>,
+        fiber: BlockedFiber,
+    ) -> Option<Wake> {
         if let Some(k) = *key
             && let Some(Some(Wake::Fiber(current))) = self.slots.get(k)
             && *current == fiber
         {
-            return;
+            return None;
         }
-        self.put(key, || Wake::Fiber(fiber));
+        self.put(key, Wake::Fiber(fiber))
     }
 
     /// Stores a registration under `key`: in place if the waiter is registered, queued as
-    /// a new arrival if it was notified, under a new key if it has none.
-    fn put(&mut self, key: &mut Option<usize>, wake: impl FnOnce() -> Wake) {
+    /// a new arrival if it was notified, under a new key if it has none. Returns the
+    /// registration it replaced, to drop after unlocking.
+    fn put(&mut self, key: &mut Option<usize>, wake: Wake) -> Option<Wake> {
         if let Some(k) = *key {
             match self.slots.get_mut(k) {
-                Some(Some(current)) => {
-                    *current = wake();
-                    return;
-                }
+                Some(Some(current)) => return Some(std::mem::replace(current, wake)),
                 Some(slot @ None) => {
-                    *slot = Some(wake());
+                    *slot = Some(wake);
                     self.order.push_back(k);
                     self.waiting += 1;
-                    return;
+                    return None;
                 }
                 None => {}
             }
         }
-        let k = self.slots.insert(Some(wake()));
+        let k = self.slots.insert(Some(wake));
         self.order.push_back(k);
         self.waiting += 1;
         *key = Some(k);
+        None
     }
 
-    /// Removes a waiter; returns whether it had been notified.
-    pub(super) fn remove(&mut self, key: &mut Option<usize>) -> bool {
-        let Some(k) = key.take() else { return false };
+    /// Removes a waiter: says whether it had been notified, and hands back a registration
+    /// still in place, to drop after unlocking.
+    pub(super) fn remove(&mut self, key: &mut Option<usize>) -> Removed {
+        let Some(k) = key.take() else {
+            return Removed::Absent;
+        };
         match self.slots.try_remove(k) {
-            Some(Some(_)) => {
+            Some(Some(wake)) => {
                 self.waiting -= 1;
                 if self.waiting == 0 {
                     // Only removed keys remain: drop them before they pile up.
                     self.order.clear();
                 }
-                false
+                Removed::Waiting {
+                    _registration: wake,
+                }
             }
-            Some(None) => true,
-            None => false,
+            Some(None) => Removed::Notified,
+            None => Removed::Absent,
         }
     }
 
@@ -199,31 +264,45 @@ impl WaitQueue {
     /// Registers (or refreshes) a waiter. Returns `true` if it was notified since it
     /// registered, consuming the notification (and no longer registered).
     pub(super) fn poll_notified(&self, key: &mut Option<usize>, waker: &Waker) -> bool {
-        let mut waiters = lock(&self.inner);
-        if let Some(k) = *key {
-            match waiters.slots.get(k) {
-                Some(None) => {
-                    waiters.slots.remove(k);
-                    *key = None;
-                    return true;
+        // Our clone of `waker`, made with the lock released when the registration needs one.
+        let mut clone = None;
+        loop {
+            let mut waiters = lock(&self.inner);
+            if let Some(k) = *key {
+                match waiters.slots.get(k) {
+                    Some(None) => {
+                        waiters.slots.remove(k);
+                        *key = None;
+                        return true;
+                    }
+                    Some(Some(_)) => {}
+                    None => {
+                        *key = None;
+                        return true;
+                    }
                 }
-                Some(Some(_)) => {
-                    waiters.register(key, waker);
+            }
+            let new = key.is_none();
+            match waiters.register(key, waker, &mut clone) {
+                Registration::NeedsWaker => {
+                    drop(waiters);
+                    clone = Some(waker.clone());
+                }
+                Registration::Done(displaced) => {
+                    if new {
+                        self.publish(&waiters);
+                    }
+                    drop(waiters);
+                    if new {
+                        // Pairs with the fence in `has_waiters`: the caller's re-check of
+                        // its condition comes after this registration is visible.
+                        fence(Ordering::SeqCst);
+                    }
+                    drop(displaced);
                     return false;
-                }
-                None => {
-                    *key = None;
-                    return true;
                 }
             }
         }
-        waiters.register(key, waker);
-        self.publish(&waiters);
-        drop(waiters);
-        // Pairs with the fence in `has_waiters`: the caller's re-check of its condition
-        // comes after this registration is visible.
-        fence(Ordering::SeqCst);
-        false
     }
 
     /// Removes a waiter. One that gives up (`pass_on`) passes on a notification it had
@@ -232,20 +311,21 @@ impl WaitQueue {
         if key.is_none() {
             return;
         }
-        let waker = {
+        let (removed, wakeup) = {
             let mut waiters = lock(&self.inner);
-            let notified = waiters.remove(key);
-            let waker = if notified && pass_on {
+            let removed = waiters.remove(key);
+            let wakeup = if pass_on && removed.was_notified() {
                 waiters.notify_one()
             } else {
                 None
             };
             self.publish(&waiters);
-            waker
+            (removed, wakeup)
         };
-        if let Some(waker) = waker {
-            waker.wake();
+        if let Some(wakeup) = wakeup {
+            wakeup.wake();
         }
+        drop(removed);
     }
 
     /// Wakes the oldest waiter.
@@ -275,7 +355,31 @@ impl WaitQueue {
             self.publish(&waiters);
             wakers
         };
-        wakers.into_iter().for_each(Wakeup::wake);
+        wake_all(wakers);
+    }
+}
+
+/// Does every wake of `wakeups`, with no lock held, even when a user waker's `wake`
+/// panics: the others still get theirs. Then re-raises the first panic for the notifier
+/// to see, unless the thread is unwinding already (a notifier's destructor run by a
+/// panic), where a second panic would abort the process: then the panic hook's report of
+/// it is all that remains.
+pub(super) fn wake_all(wakeups: Vec<Wakeup>) {
+    let mut first_panic = None;
+    for wakeup in wakeups {
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| wakeup.wake())) {
+            match first_panic {
+                None => first_panic = Some(payload),
+                Some(_) => drop_caught(payload),
+            }
+        }
+    }
+    if let Some(payload) = first_panic {
+        if std::thread::panicking() {
+            drop_caught(payload);
+        } else {
+            panic::resume_unwind(payload);
+        }
     }
 }
 
