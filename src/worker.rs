@@ -165,12 +165,11 @@ impl Drop for Unstarted {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             let cancel = self.cancel;
-            // SAFETY: `cancel` is the function for this task's type, and the reference is
-            // ours.
-            crate::sys::catch_and_report(
-                "the destructor of a task that never started",
-                || unsafe { cancel(task) },
-            );
+            crate::sys::catch_and_report("the destructor of a task that never started", || {
+                // SAFETY: `cancel` is the function for this task's type, and the reference
+                // is ours.
+                unsafe { cancel(task) }
+            });
         }
     }
 }
@@ -310,7 +309,8 @@ impl WorkerShared {
     /// whether it did.
     pub(crate) fn schedule_on_this_thread(&self, id: u64) -> bool {
         let worker = WORKER.with(Cell::get);
-        // SAFETY: a non-null WORKER points at the worker running on this thread.
+        // SAFETY: a non-null WORKER points at the worker running on this thread (see
+        // `with_worker`).
         match unsafe { worker.as_ref() } {
             Some(worker) if ptr::eq(&*worker.shared, self) => {
                 worker.queue.borrow_mut().push_back(id);
@@ -494,15 +494,22 @@ pub(crate) fn current() -> Option<Current> {
 #[inline]
 pub(crate) fn with_worker<R>(f: impl FnOnce(Option<&Worker>) -> R) -> R {
     let worker = WORKER.with(Cell::get);
-    // SAFETY: a non-null WORKER points at the worker whose loop runs on this thread; it
-    // outlives every call made from that loop.
+    // SAFETY: a non-null WORKER points at the worker whose loop runs on this thread: it is
+    // set and cleared by the loop's `OnThisThread` guard, which lives in `Worker::run`'s
+    // frame, so the worker outlives every call made from the loop (fibers included:
+    // shutdown ends them all, or abandons them unresumable, before `run` returns).
     f(unsafe { worker.as_ref() })
 }
 
 impl Current {
     /// The task header.
     fn header(&self) -> &Header {
-        // SAFETY: the header is kept alive by the running fiber's closure.
+        // SAFETY: a `Current` names the fiber that runs on this thread: `resume` sets
+        // `CURRENT` for the fiber it resumes and restores its resumer's after, and a copy
+        // kept across user code stays the running fiber's, because a fiber of the user's
+        // cannot suspend under a blocking call of ours (`pin_running`) nor from another
+        // stack (`Suspender::suspend`). The running fiber's closure owns a reference to
+        // its task until the fiber ends, so the header is alive.
         unsafe { &*self.header }
     }
 
@@ -644,10 +651,13 @@ impl Current {
     }
 
     /// A waker for the fiber that borrows the task's reference count: valid while the
-    /// fiber runs, so it must not be dropped (it is `ManuallyDrop`); clones own a count.
+    /// fiber has not ended, so it must not be dropped (it is `ManuallyDrop`) and must not
+    /// outlive the blocking call that made it (`await_blocking`, whose poll cannot outlast
+    /// the task: see `pin_running`); clones own a count.
     pub(crate) fn waker(&self) -> std::mem::ManuallyDrop<Waker> {
         let raw = RawWaker::new(self.header.cast(), &WAKER_VTABLE);
-        // SAFETY: the header heads a task, and the vtable is the tasks' waker vtable.
+        // SAFETY: the header heads a live task (see `header`), and the vtable is the
+        // tasks' waker vtable, whose data pointer is a header.
         std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
     }
 }
@@ -1506,6 +1516,11 @@ impl Worker {
     /// Gives up on the fibers left at a shutdown's deadline (blocked in destructors as
     /// they unwind, or ignoring their cancellation): they stay suspended for good, their
     /// stacks and tasks leaked, and their tasks resolve as cancelled.
+    ///
+    /// Leaked, not freed: such a fiber may still be registered somewhere without a
+    /// reference count (a wait list of `green::sync`, a join cell; see [`BlockedFiber`]),
+    /// and a later notifier must find its task header alive. Its wake then goes to this
+    /// closed worker and is dropped.
     fn abandon_fibers(&self) {
         let left: Vec<Entry> = self.fibers.borrow_mut().drain().collect();
         eprintln!(
