@@ -14,7 +14,9 @@
 //! * **Timers.** A map ordered by deadline; [`Reactor::react`] fires the due ones and
 //!   waits no longer than the next. `polling` waits with `epoll_pwait2`/timerfd precision,
 //!   well below a millisecond.
-//! * **Waking.** Wakers are collected under the locks and called after they are released.
+//! * **Waking.** Wakers are collected under the locks and called after they are released,
+//!   each inside `catch_unwind` ([`wake_all`]): a user's waker that panics in `wake` is
+//!   reported on stderr and the worker goes on, rather than unwinding out of its loop.
 //!   No user code runs under the reactor's locks: a waker is cloned before a lock is
 //!   taken, and one that is replaced or removed is dropped after it is released, so that
 //!   a waker whose `clone` or `drop` registers a timer or polls the same source, blocks,
@@ -68,6 +70,27 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Wakes each of `wakers` with no lock held; a `wake` that panics (a user's waker) is
+/// caught and reported on stderr, and the others are still woken. The reactor wakes on
+/// the worker loop, where a panic must not unwind: the worker goes on.
+pub(crate) fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
+    wakers.into_iter().for_each(wake);
+}
+
+/// Wakes `waker` as [`wake_all`] does: a panic in its `wake` is caught and reported.
+pub(crate) fn wake(waker: Waker) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .map(|message| format!(" ({message})"))
+            .unwrap_or_default();
+        eprintln!("green: a waker panicked in wake(){message}; the worker caught it and goes on");
+        drop_caught(payload);
+    }
+}
+
 /// Drops `value`, catching a panic from its destructor, and from the panic payload's own
 /// destructor in turn: for user values that green drops on a thread that must go on (a
 /// pool thread, a worker). The panic hook has reported each panic already.
@@ -108,7 +131,7 @@ impl Reactor {
             state[READ].fire(&mut wakers);
             state[WRITE].fire(&mut wakers);
         }
-        wakers.into_iter().for_each(Waker::wake);
+        wake_all(wakers);
     }
 
     /// Interrupts a `react` waiting in another thread.
@@ -218,7 +241,7 @@ impl Reactor {
         }
         let mut wakers = Vec::new();
         self.fire_timers(&mut wakers);
-        wakers.into_iter().for_each(Waker::wake);
+        wake_all(wakers);
     }
 
     /// Waits for I/O events or the next timer, at most `timeout` (`None`: no limit), and
@@ -255,10 +278,8 @@ impl Reactor {
         // 3. Timers that came due while we waited.
         self.fire_timers(&mut wakers);
 
-        // 4. Wake, with no lock held.
-        for waker in wakers {
-            waker.wake();
-        }
+        // 4. Wake, with no lock held, a panicking waker caught.
+        wake_all(wakers);
         result.map(drop)
     }
 }
@@ -413,7 +434,7 @@ impl Source {
             dir.poll_tick = Some(tick);
             drop(state);
             if let Some(waker) = displaced {
-                waker.wake();
+                wake(waker);
             }
             return Poll::Pending;
         }
