@@ -24,7 +24,8 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::reactor::{drop_caught, lock};
+use crate::reactor::lock;
+use crate::sys::catch_and_report;
 
 /// Most threads the pool runs at once.
 const MAX_THREADS: usize = 500;
@@ -277,7 +278,10 @@ where
         // If the waiter gave up (its fiber was cancelled), the slot is ours alone and the
         // result, or the panic payload, goes with it: its destructor may panic, and the
         // pool thread must go on.
-        drop_caught(job_slot);
+        catch_and_report(
+            "the destructor of an unblock job's unclaimed result",
+            || drop(job_slot),
+        );
     }));
     match crate::await_blocking(Pending(slot)) {
         Ok(value) => value,

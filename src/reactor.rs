@@ -28,7 +28,6 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -36,6 +35,8 @@ use std::time::{Duration, Instant};
 
 use polling::{Event, Events, PollMode, Poller};
 use slab::Slab;
+
+use crate::sys::catch_and_report;
 
 /// Index of the read direction in [`Source::state`].
 pub(crate) const READ: usize = 0;
@@ -71,34 +72,16 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Wakes each of `wakers` with no lock held; a `wake` that panics (a user's waker) is
-/// caught and reported on stderr, and the others are still woken. The reactor wakes on
-/// the worker loop, where a panic must not unwind: the worker goes on.
+/// caught and reported on stderr ([`catch_and_report`]), and the others are still woken.
+/// The reactor wakes on the worker loop, where a panic must not unwind: the worker goes
+/// on.
 pub(crate) fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
     wakers.into_iter().for_each(wake);
 }
 
 /// Wakes `waker` as [`wake_all`] does: a panic in its `wake` is caught and reported.
 pub(crate) fn wake(waker: Waker) {
-    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| waker.wake())) {
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .map(|message| format!(" ({message})"))
-            .unwrap_or_default();
-        eprintln!("green: a waker panicked in wake(){message}; the worker caught it and goes on");
-        drop_caught(payload);
-    }
-}
-
-/// Drops `value`, catching a panic from its destructor, and from the panic payload's own
-/// destructor in turn: for user values that green drops on a thread that must go on (a
-/// pool thread, a worker). The panic hook has reported each panic already.
-pub(crate) fn drop_caught<T>(value: T) {
-    let mut dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
-    while let Err(payload) = dropped {
-        dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
-    }
+    catch_and_report("a waker's wake()", || waker.wake());
 }
 
 impl Reactor {

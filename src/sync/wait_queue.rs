@@ -15,7 +15,8 @@ use std::task::{Poll, Waker};
 
 use slab::Slab;
 
-use crate::reactor::{drop_caught, lock};
+use crate::reactor::lock;
+use crate::sys::drop_quietly;
 use crate::worker::{BlockedFiber, Wake, Wakeup};
 
 /// Waiters for an event, woken one or all at a time, kept under a lock of their user's
@@ -370,13 +371,13 @@ pub(super) fn wake_all(wakeups: Vec<Wakeup>) {
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| wakeup.wake())) {
             match first_panic {
                 None => first_panic = Some(payload),
-                Some(_) => drop_caught(payload),
+                Some(_) => drop_quietly(payload),
             }
         }
     }
     if let Some(payload) = first_panic {
         if std::thread::panicking() {
-            drop_caught(payload);
+            drop_quietly(payload);
         } else {
             panic::resume_unwind(payload);
         }
