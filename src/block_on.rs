@@ -1,4 +1,5 @@
-//! Blocking on futures: [`await_blocking`] inside a fiber, [`block_on`] on a plain thread.
+//! Blocking calls: [`await_blocking`] inside a fiber, [`block_on`] on a plain thread, and
+//! [`JoinHandle::join`].
 //!
 //! Inside a fiber, `await_blocking(fut)`:
 //!
@@ -29,7 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use crate::worker;
+use crate::task::join::{DONE, Registered};
+use crate::task::{JoinError, JoinHandle, Waiter};
+use crate::worker::{self, Current};
 
 /// Waits for `fut` and returns its output.
 ///
@@ -144,4 +147,64 @@ fn block_on_thread<F: Future>(fut: F) -> F::Output {
     parker.notified.store(false, Ordering::Release);
     CACHED.with(|cached| *cached.borrow_mut() = Some((parker, waker)));
     output
+}
+
+impl<T: Send + 'static> JoinHandle<T> {
+    /// Waits for the fiber to finish and returns its value.
+    ///
+    /// Inside a fiber this parks only the calling fiber; on a plain thread it blocks the
+    /// thread. A fiber that joins while the task waiting to start is the only work queued
+    /// on its worker (as right after `spawn`) switches into it directly, as the worker
+    /// would have next: the task still runs on its own stack, and the joiner gets control
+    /// back when it ends or blocks.
+    ///
+    /// # Errors
+    ///
+    /// A [`JoinError`] if the fiber panicked or was cancelled (aborted, or its runtime shut
+    /// down before it finished).
+    pub fn join(mut self) -> Result<T, JoinError> {
+        match worker::current() {
+            Some(fiber) => join_in_fiber(&mut self, fiber),
+            None => block_on_thread(self),
+        }
+    }
+}
+
+/// `JoinHandle::join` on a fiber: registers the fiber itself, which costs no reference
+/// count (see `JoinCell`), and parks it until the result is there.
+fn join_in_fiber<T: Send + 'static>(
+    handle: &mut JoinHandle<T>,
+    fiber: Current,
+) -> Result<T, JoinError> {
+    let cell = handle.join_cell();
+    let mut state = cell.load_state();
+    if state & DONE != 0 {
+        return handle.take();
+    }
+    // A task that the worker would run next anyway runs now, nested in this fiber: if
+    // it finishes without blocking, there is nothing to wait for. (Not if an earlier
+    // poll left a waker in the cell, which the task's completion would wake.)
+    let task = std::ptr::from_ref(handle.header()).cast::<()>();
+    if state == 0
+        && worker::with_worker(|worker| {
+            worker.is_some_and(|worker| worker.run_next_now(task, cell.direct()))
+        })
+    {
+        state = cell.load_state();
+        if state & DONE != 0 {
+            return handle.take();
+        }
+    }
+    // SAFETY: we are the cell's JoinHandle.
+    if !unsafe { cell.register(state, || Waiter::Fiber(fiber.blocked())) } {
+        return handle.take(); // the result came meanwhile
+    }
+    // From here on we must not leave before taking the registration back or seeing
+    // `WOKEN`: `Registered::drop` waits for that, on every way out.
+    let registered = Registered(cell);
+    while !cell.is_done() {
+        fiber.park(); // may unwind (cancelled, or the fiber dropped)
+    }
+    drop(registered);
+    handle.take()
 }

@@ -43,7 +43,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{RawWaker, Waker};
 use std::time::{Duration, Instant};
@@ -55,9 +55,10 @@ use crate::context::stack;
 use crate::executor::RuntimeShared;
 use crate::fiber::{self, Fiber, ForbidSuspend, ForcedUnwind, Resume, Suspender};
 use crate::reactor::{Reactor, lock};
-use crate::task::{
-    CompleteOnDrop, Header, IDLE, JoinError, NO_CPU, PARKED, Task, TaskRef, WAKER_VTABLE,
-};
+use crate::task::waker::WAKER_VTABLE;
+use crate::task::{CompleteOnDrop, Header, JoinError, NO_CPU, Schedule, State, Task, TaskRef};
+// The wait lists of `green::sync` name these so far.
+pub(crate) use crate::task::{BlockedFiber, PendingWake as Wakeup, Waiter as Wake};
 
 /// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
 /// A poll that finds nothing costs one system call (see `Reactor::react_now`).
@@ -297,29 +298,6 @@ impl WorkerShared {
         })
     }
 
-    /// Queues a fiber to run: on the local queue when called on the worker's own thread,
-    /// else through the injector.
-    pub(crate) fn schedule(&self, id: u64) {
-        if !self.schedule_on_this_thread(id) {
-            self.send(Message::Wake(id));
-        }
-    }
-
-    /// Queues a fiber on the local queue if called on the worker's own thread; returns
-    /// whether it did.
-    pub(crate) fn schedule_on_this_thread(&self, id: u64) -> bool {
-        let worker = WORKER.with(Cell::get);
-        // SAFETY: a non-null WORKER points at the worker running on this thread (see
-        // `with_worker`).
-        match unsafe { worker.as_ref() } {
-            Some(worker) if ptr::eq(&*worker.shared, self) => {
-                worker.queue.borrow_mut().push_back(id);
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Sends a message from another thread and wakes the worker if it sleeps.
     ///
     /// Runs no user code: wakes of fibers blocked in `green::sync` come here while the
@@ -367,6 +345,27 @@ impl WorkerShared {
         if self.sleeping.load(Ordering::SeqCst) {
             self.reactor.notify();
         }
+    }
+}
+
+impl Schedule for WorkerShared {
+    /// Queues a fiber on the local queue if called on the worker's own thread.
+    fn schedule_here(&self, id: u64) -> bool {
+        let worker = WORKER.with(Cell::get);
+        // SAFETY: a non-null WORKER points at the worker running on this thread (see
+        // `with_worker`).
+        match unsafe { worker.as_ref() } {
+            Some(worker) if ptr::eq(&*worker.shared, self) => {
+                worker.queue.borrow_mut().push_back(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends the wake through the injector, and wakes the worker if it sleeps.
+    fn schedule_remote(&self, id: u64) {
+        self.send(Message::Wake(id));
     }
 }
 
@@ -456,9 +455,9 @@ thread_local! {
 #[cold]
 #[inline(never)]
 fn note_unwinding_at_suspend(header: &Header) {
-    let known = header.unwinding.load(Ordering::Relaxed);
+    let known = header.state.unwinding();
     let unwinding = std::thread::panicking() && (SUSPENDED_UNWINDING.with(Cell::get) == 0 || known);
-    header.unwinding.store(unwinding, Ordering::Relaxed);
+    header.state.set_unwinding(unwinding);
     if unwinding {
         SUSPENDED_UNWINDING.with(|count| count.set(count.get() + 1));
     }
@@ -480,7 +479,7 @@ pub(crate) fn panicking() -> bool {
     if SUSPENDED_UNWINDING.with(Cell::get) == 0 {
         return true;
     }
-    current().is_some_and(|current| current.header().unwinding.load(Ordering::Relaxed))
+    current().is_some_and(|current| current.header().state.unwinding())
 }
 
 /// The fiber running on this thread, if any.
@@ -520,7 +519,7 @@ impl Current {
     #[inline(always)]
     fn suspend(&self) {
         let header = self.header();
-        if std::thread::panicking() || header.unwinding.load(Ordering::Relaxed) {
+        if std::thread::panicking() || header.state.unwinding() {
             note_unwinding_at_suspend(header);
         }
         // SAFETY: `stack_top` is the running fiber's: `CURRENT` is set by `resume` for the
@@ -529,7 +528,7 @@ impl Current {
         // this fiber resumed and that may not suspend meanwhile: either way the switch
         // frame lands on the stack we run on and the parent link is the fiber's.
         unsafe { Suspender::for_running(self.stack_top) }.switch_out();
-        if header.unwinding.load(Ordering::Relaxed) {
+        if header.state.unwinding() {
             SUSPENDED_UNWINDING.with(|count| count.set(count.get() - 1));
         }
         self.check_cancel();
@@ -540,7 +539,7 @@ impl Current {
     /// plain ones, and the cancellation waits for the panic to be caught).
     #[inline(always)]
     fn check_cancel(&self) {
-        if self.header().cancel_pending() {
+        if self.header().state.cancel_pending() {
             self.deliver_cancel();
         }
     }
@@ -551,14 +550,14 @@ impl Current {
         if panicking() {
             return;
         }
-        self.header().cancel_delivered();
+        self.header().state.cancel_delivered();
         unwind_cancelled();
     }
 
     /// How many times the fiber has parked so far.
     #[inline(always)]
     pub(crate) fn parks(&self) -> u32 {
-        self.header().parks()
+        self.header().state.parks()
     }
 
     /// For a blocking call that runs user code (a poll) between its parks: if the caller
@@ -577,41 +576,27 @@ impl Current {
         }
     }
 
-    /// Parks the fiber until its waker is woken (returns at once if it already was).
-    ///
-    /// The notification is consumed with a swap, not a store: the caller then checks its
-    /// condition with a plain load (a join cell, a future's flag), and a store followed
-    /// by a load of another location may be reordered (on x86 too: the store waits in the
-    /// store buffer). The load could then miss a completion whose wake found the old
-    /// NOTIFIED, and the next park would sleep for ever. The swap reads the waker's
-    /// NOTIFIED (Acquire), so the completion is seen, or comes before the waker's swap,
-    /// which then finds IDLE or PARKED (see `Current::park_locked` for the cheaper case).
+    /// Parks the fiber until its waker is woken (returns at once if it already was), then
+    /// forgets the notification before the caller checks its condition again
+    /// (`State::reset_after_park`), and unwinds if the fiber was cancelled.
     #[inline(always)]
     pub(crate) fn park(&self) {
-        self.park_then_reset(|state| {
-            state.swap(IDLE, Ordering::AcqRel);
-        });
+        self.park_then_reset(State::reset_after_park);
     }
 
-    /// `park`, for a caller that re-checks its condition under a lock which its notifier
-    /// holds while it wakes the fiber (the channels of `green::sync`). The lock orders the
-    /// reset before the notifier's swap, so the reset can be a plain store: a swap costs
-    /// a lock-prefixed instruction.
+    /// `park`, for a caller that checks its condition again under a lock which its
+    /// notifier holds while it wakes the fiber (`State::reset_after_park_locked`).
     #[inline(always)]
     pub(crate) fn park_locked(&self) {
-        // The caller takes the lock next: a notifier that takes it after us sees this
-        // store before its swap; one that held it before us made its change visible to
-        // our check under the lock.
-        self.park_then_reset(|state| state.store(IDLE, Ordering::Release));
+        self.park_then_reset(State::reset_after_park_locked);
     }
 
-    /// Parks unless notified, then forgets the notification with `reset` before the
-    /// caller checks its condition again, and unwinds if the fiber was cancelled.
+    /// Parks unless notified, then resets with `reset`.
     #[inline(always)]
-    fn park_then_reset(&self, reset: impl FnOnce(&AtomicU8)) {
+    fn park_then_reset(&self, reset: impl FnOnce(&State)) {
         let header = self.header();
-        // The wake that finds us PARKED needs our worker.
-        header.worker.set_once(|| {
+        // The wake that finds us PARKED needs our scheduler.
+        header.scheduler.set_once(|| {
             with_worker(|worker| {
                 worker
                     .expect("a fiber runs on its worker's thread")
@@ -619,12 +604,7 @@ impl Current {
                     .clone()
             })
         });
-        header.count_park();
-        if header
-            .state
-            .compare_exchange(IDLE, PARKED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if header.state.transition_to_parked() {
             self.suspend();
         }
         reset(&header.state);
@@ -647,7 +627,7 @@ impl Current {
 
     /// The fiber as a [`BlockedFiber`], to register with a wait list before parking.
     pub(crate) fn blocked(&self) -> BlockedFiber {
-        BlockedFiber(self.header)
+        BlockedFiber::new(self.header)
     }
 
     /// A waker for the fiber that borrows the task's reference count: valid while the
@@ -660,109 +640,6 @@ impl Current {
         // tasks' waker vtable, whose data pointer is a header.
         std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
     }
-}
-
-/// A fiber blocked in one of this crate's own blocking calls, named without a reference
-/// count: registering it with a wait list costs no atomic increment, and waking it no
-/// decrement, where a cloned [`Waker`] costs one of each.
-///
-/// The handle is valid only while the fiber's registration lasts. The fiber's task lives
-/// at least as long as any frame of the fiber (its closure owns the task), and the
-/// blocking call does not return or unwind until whoever took its registration is done
-/// with it:
-///
-/// * in a wait list of `green::sync`, the call removes its registration under the list's
-///   lock, so a notifier that finds it there, holding the lock, wakes the fiber before
-///   releasing the lock;
-/// * in a task's join cell, the joiner takes its registration back, or, if the task
-///   completed meanwhile, waits until the completer has woken it and said so
-///   (`JoinCell::complete`).
-///
-/// (An `await_blocking` future cannot do this: safe code may forget a future that
-/// registered, so its registration holds a `Waker`.)
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BlockedFiber(*const Header);
-
-// SAFETY: the pointer is only dereferenced by `wake`, whose contract (the fiber's
-// registration is still in place, under its lock) keeps the header alive on any thread;
-// `Header::wake` itself is thread-safe.
-unsafe impl Send for BlockedFiber {}
-
-impl BlockedFiber {
-    /// Wakes the fiber, as its waker would, except that a wake for a worker on another
-    /// thread comes back as a [`RemoteWake`], to send after the caller has released its
-    /// lock (the send may make a system call; see `Header::wake_deferred`).
-    ///
-    /// # Safety
-    ///
-    /// The caller took the fiber's registration and the fiber cannot have left its
-    /// blocking call yet (see the type docs): for a wait list, the caller still holds the
-    /// lock under which it found the registration.
-    #[must_use = "a RemoteWake must be sent, or the fiber may never run"]
-    pub(crate) unsafe fn wake(self) -> Option<RemoteWake> {
-        // SAFETY: by the contract, the fiber is inside its blocking call, so its task,
-        // and the header at the front of it, are alive.
-        unsafe { &*self.0 }.wake_deferred()
-    }
-}
-
-/// The rest of a fiber's wake: a message to its worker on another thread. It holds the
-/// worker, not the fiber, so it may be sent after the fiber's notifier released the lock
-/// that kept the fiber alive (a wake for a fiber that has gone meanwhile does nothing).
-#[must_use = "a RemoteWake must be sent, or the fiber may never run"]
-pub(crate) struct RemoteWake {
-    /// The fiber's worker.
-    worker: Arc<WorkerShared>,
-    /// The fiber's (slot, generation) id.
-    id: u64,
-}
-
-impl RemoteWake {
-    pub(crate) fn new(worker: Arc<WorkerShared>, id: u64) -> RemoteWake {
-        RemoteWake { worker, id }
-    }
-
-    /// Queues the fiber on its worker, and wakes the worker if it sleeps.
-    pub(crate) fn send(self) {
-        drop(self); // see `Drop`
-    }
-}
-
-impl Drop for RemoteWake {
-    /// Sends the wake: also when a `RemoteWake` is dropped unsent, as when a panicking
-    /// waker unwinds through a list of wakes, since its fiber, already NOTIFIED, would
-    /// otherwise never be scheduled.
-    fn drop(&mut self) {
-        self.worker.send(Message::Wake(self.id));
-    }
-}
-
-/// A wake to do once the notifier has released its lock.
-#[must_use = "a Wakeup must be woken, or its waiter may never run"]
-pub(crate) enum Wakeup {
-    /// A future's waker.
-    Waker(Waker),
-    /// A fiber of a worker on another thread.
-    Remote(RemoteWake),
-}
-
-impl Wakeup {
-    /// Does the wake.
-    pub(crate) fn wake(self) {
-        match self {
-            Wakeup::Waker(waker) => waker.wake(),
-            Wakeup::Remote(remote) => remote.send(),
-        }
-    }
-}
-
-/// Whom a registration with a wait list wakes.
-pub(crate) enum Wake {
-    /// A future's waker, owned by the registration: any executor, any thread.
-    Waker(Waker),
-    /// A fiber in one of this crate's blocking calls, which takes its registration back
-    /// before it returns; woken before that, as [`BlockedFiber`] says.
-    Fiber(BlockedFiber),
 }
 
 /// Asks that the next fiber the calling fiber spawns run near `cpu` (see
@@ -1386,15 +1263,15 @@ impl Worker {
         if self.runtime.shutdown.load(Ordering::Acquire) {
             // Made while the worker shuts down (`spawn_local` in a destructor): cancelled
             // before it starts, as every other fiber is.
-            task.header.request_cancel();
+            task.header.state.request_cancel();
         }
         let guard = CompleteOnDrop(task);
         let fiber = Fiber::with_stack(stack, move |_: &Suspender| {
             let guard = guard;
-            if guard.0.header.cancel_pending() {
+            if guard.0.header.state.cancel_pending() {
                 // Aborted (or shut down) first: the guard drops the closure and reports
                 // the task cancelled.
-                guard.0.header.cancel_delivered();
+                guard.0.header.state.cancel_delivered();
                 return;
             }
             let result = match panic::catch_unwind(AssertUnwindSafe(|| body(&guard.0))) {
@@ -1452,7 +1329,7 @@ impl Worker {
         for entry in self.fibers.borrow().iter().map(|(_, entry)| entry) {
             // SAFETY: a fiber in the slab keeps its task alive.
             let header = unsafe { &*entry.header };
-            if header.request_cancel() {
+            if header.state.request_cancel() {
                 header.wake(); // queues it here if it is parked
             }
         }
@@ -1684,6 +1561,7 @@ pub(crate) fn monitor_stalls(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::RemoteWake;
 
     #[test]
     fn the_stall_monitor_reports_a_fiber_once_per_stall() {

@@ -1,0 +1,308 @@
+//! Tasks: the state a spawned fiber shares with its wakers and its [`JoinHandle`].
+//!
+//! One allocation per spawn, a [`Task`], holds both:
+//!
+//! * the [`Header`] every waker sees: the state words ([`state`]), the fiber's slab slot
+//!   and generation on its worker, and the scheduler it lives on (through the small
+//!   [`Schedule`] trait: this layer does not know the worker);
+//! * the join cell ([`join`]): the result, once there is one, and whoever waits for it.
+//!
+//! The task counts its references itself, in its header (as `Arc` does, without the weak
+//! count, which nothing here needs): a spawn makes the task with two, one for the
+//! `JoinHandle` and one for whoever runs it, so neither costs an increment; the last
+//! release frees it. Wakers ([`waker`]) hold one each.
+//!
+//! ```text
+//!   task/state.rs   the park and cancel words and every transition on them
+//!   task/waker.rs   the one waker vtable
+//!   task/waiter.rs  whom a wait list wakes: a Waker, or a fiber named without a count
+//!   task/join.rs    the join cell and JoinHandle (its blocking join is in worker/join.rs)
+//!   task/error.rs   JoinError
+//! ```
+
+use std::cell::UnsafeCell;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{self, AtomicU64, AtomicUsize, Ordering};
+
+mod error;
+pub(crate) mod join;
+pub(crate) mod state;
+pub(crate) mod waiter;
+pub(crate) mod waker;
+
+pub use error::JoinError;
+pub use join::JoinHandle;
+pub(crate) use join::{CompleteOnDrop, JoinCell};
+pub(crate) use state::State;
+pub(crate) use waiter::{BlockedFiber, PendingWake, RemoteWake, Waiter};
+
+/// What a task needs of the scheduler its fiber lives on: to be queued again when woken.
+/// The worker implements it; a task holds it as `Arc<dyn Schedule>`, so this layer never
+/// imports the worker.
+pub(crate) trait Schedule: Send + Sync {
+    /// Queues the fiber `id` on the run queue of this thread, if the scheduler's loop runs
+    /// on this thread; returns whether it did.
+    fn schedule_here(&self, id: u64) -> bool;
+
+    /// Queues the fiber `id` from another thread: a message, and a notification if the
+    /// scheduler sleeps. Runs no user code (it is called with locks held).
+    fn schedule_remote(&self, id: u64);
+
+    /// Queues the fiber `id`, here or from afar.
+    fn schedule(&self, id: u64) {
+        if !self.schedule_here(id) {
+            self.schedule_remote(id);
+        }
+    }
+}
+
+/// The type-erased part of a task, at offset 0 of every `Task<T>`.
+pub(crate) struct Header {
+    /// The park and cancel words; see [`state`].
+    pub(crate) state: State,
+    /// The fiber's slab slot (low 32 bits) and generation (high 32 bits) on its worker,
+    /// set by the worker when it creates the fiber, before the fiber can make a waker.
+    pub(crate) id: AtomicU64,
+    /// The scheduler the fiber lives on (a started fiber never leaves it), for wakes.
+    pub(crate) scheduler: SchedulerCell,
+    /// References to the task: `TaskRef`s, `JoinHandle`s, `Unstarted`s, wakers.
+    refs: AtomicUsize,
+    /// Drops and frees the `Task<T, F>` this header heads, once `refs` reaches zero.
+    free: unsafe fn(NonNull<Header>),
+    /// A CPU the fiber's next spawn should run near (see `worker::placement`), or
+    /// `NO_CPU`. Set and taken by the fiber itself.
+    pub(crate) near_cpu: AtomicUsize,
+}
+
+/// `Header::near_cpu` when there is no hint.
+pub(crate) const NO_CPU: usize = usize::MAX;
+
+impl Header {
+    /// Adds a reference to the task.
+    #[inline]
+    fn acquire(&self) {
+        // Relaxed, as `Arc::clone`: the new reference is made from an existing one, which
+        // keeps the task alive meanwhile.
+        if self.refs.fetch_add(1, Ordering::Relaxed) > isize::MAX as usize {
+            std::process::abort(); // as `Arc`: billions of leaked references
+        }
+    }
+
+    /// Releases a reference to the task at `header`, freeing it if it was the last.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns one reference, which this consumes.
+    #[inline]
+    pub(crate) unsafe fn release(header: NonNull<Header>) {
+        // SAFETY: the caller's reference keeps the header alive until the decrement.
+        let refs = unsafe { &header.as_ref().refs };
+        // Release, then Acquire before freeing, as `Arc::drop`: every use of the task
+        // through another reference happens before it is freed.
+        if refs.fetch_sub(1, Ordering::Release) == 1 {
+            atomic::fence(Ordering::Acquire);
+            // SAFETY: that was the last reference; `free` is the task's own.
+            unsafe { (header.as_ref().free)(header) };
+        }
+    }
+
+    /// Wakes the fiber: schedules it if it is parked, else leaves a notification.
+    pub(crate) fn wake(&self) {
+        if self.state.transition_to_notified()
+            && let Some(scheduler) = self.scheduler.get()
+        {
+            scheduler.schedule(self.id.load(Ordering::Relaxed));
+        }
+    }
+
+    /// `wake`, with the part that may make a system call left to the caller: the state
+    /// change, and the queueing of a fiber of this thread's worker, happen now; a wake for
+    /// a worker on another thread comes back as a [`RemoteWake`] (holding that worker),
+    /// to send once the caller has released its lock.
+    pub(crate) fn wake_deferred(&self) -> Option<RemoteWake> {
+        if !self.state.transition_to_notified() {
+            return None;
+        }
+        let scheduler = self.scheduler.get()?;
+        let id = self.id.load(Ordering::Relaxed);
+        if scheduler.schedule_here(id) {
+            return None;
+        }
+        Some(RemoteWake::new(scheduler.clone(), id))
+    }
+}
+
+/// The scheduler a task's fiber lives on: set once, by the fiber itself before its first
+/// park, so that a fiber that never parks costs no reference count of it.
+pub(crate) struct SchedulerCell(UnsafeCell<Option<Arc<dyn Schedule>>>);
+
+impl SchedulerCell {
+    /// An empty cell.
+    const fn new() -> SchedulerCell {
+        SchedulerCell(UnsafeCell::new(None))
+    }
+
+    /// The scheduler, once set. Only the fiber itself, or a waker that found it PARKED
+    /// (whose swap acquired the park that followed `set_once`), may call this.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&Arc<dyn Schedule>> {
+        // SAFETY: the cell is written once, by the fiber, before its first park
+        // (`set_once`); every other reader found the fiber PARKED (the wakes of `Header`),
+        // which that write happens before. Reads only after that: no write is concurrent.
+        unsafe { (*self.0.get()).as_ref() }
+    }
+
+    /// Sets the scheduler to `scheduler()` if it is not set yet. Called only by the task's
+    /// fiber, on its worker's thread, before it parks.
+    #[inline]
+    pub(crate) fn set_once(&self, scheduler: impl FnOnce() -> Arc<dyn Schedule>) {
+        // SAFETY: only the fiber writes the cell, and a waker reads it only once it has
+        // found the fiber PARKED, which this (first) write precedes: no read or write is
+        // concurrent with it. Later calls only read, as the fiber's own reads are.
+        unsafe {
+            let cell = &mut *self.0.get();
+            if cell.is_none() {
+                *cell = Some(scheduler());
+            }
+        }
+    }
+}
+
+/// A task: the header, the join cell, and the closure until its fiber first runs.
+#[repr(C)]
+pub(crate) struct Task<T, F> {
+    /// Must stay first: references point at it and `free` casts back to `Task<T, F>`.
+    pub(crate) header: Header,
+    /// The result and its waiter.
+    pub(crate) join: JoinCell<T>,
+    /// The closure of a task that waits to start; its fiber, when it first runs, moves it
+    /// onto its own stack. `None` for tasks whose fiber was created at once.
+    closure: UnsafeCell<Option<F>>,
+}
+
+// SAFETY: `result` is written by one thread before `DONE` is set (Release) and read by the
+// JoinHandle only after it saw `DONE` (Acquire); `waker` is written only by the JoinHandle
+// while `JOIN_WAKER` is clear, and read by the completer only after it saw `JOIN_WAKER` set
+// (see `JoinCell`); `closure` is taken on one thread at a time, by the task's fiber or by
+// the code dropping its `Unstarted` (see `take_closure`), and the last reference's release
+// (Release/Acquire) orders those before `free`; everything else is atomics. T and F cross
+// threads (closure to the worker, result to the joiner), hence T: Send and F: Send.
+unsafe impl<T: Send, F: Send> Sync for Task<T, F> {}
+// SAFETY: as above.
+unsafe impl<T: Send, F: Send> Send for Task<T, F> {}
+
+impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
+    /// A new task, with the closure it will run if its fiber is created later, and its
+    /// two first references: one for its `JoinHandle`, one for whoever runs it.
+    pub(crate) fn spawned(closure: Option<F>) -> (JoinHandle<T>, TaskRef<T, F>) {
+        // Written in place, field by field: `Box::new(Task { .. })` builds the task on the
+        // stack first, and debug builds copy the closure several times more on the way.
+        let mut task = Box::<Task<T, F>>::new_uninit();
+        let place = task.as_mut_ptr();
+        // SAFETY: `place` points at the box's memory, valid for writes and aligned for a
+        // `Task`; each field is written once, through a raw pointer (no reference to the
+        // uninitialised whole), and all three are written before `assume_init`.
+        let task = unsafe {
+            (&raw mut (*place).closure).write(UnsafeCell::new(closure));
+            (&raw mut (*place).header).write(Header {
+                state: State::new(),
+                id: AtomicU64::new(u64::MAX),
+                scheduler: SchedulerCell::new(),
+                refs: AtomicUsize::new(2),
+                free: free::<T, F>,
+                near_cpu: AtomicUsize::new(NO_CPU),
+            });
+            (&raw mut (*place).join).write(JoinCell::new());
+            task.assume_init()
+        };
+        let task = NonNull::from(Box::leak(task));
+        // SAFETY: `task` points at the task just leaked, with one reference for the handle.
+        let handle = unsafe { JoinHandle::new(task.cast(), NonNull::from(&task.as_ref().join)) };
+        (handle, TaskRef(task))
+    }
+
+    /// Takes the closure out.
+    ///
+    /// # Safety
+    ///
+    /// Only the task's fiber (its body on the first run, then its guard) or, instead,
+    /// whoever drops the task's `Unstarted` unstarted: one thread, never two at once.
+    pub(crate) unsafe fn take_closure(&self) -> Option<F> {
+        // SAFETY: as the caller guarantees, nobody else touches the closure.
+        unsafe { (*self.closure.get()).take() }
+    }
+
+    /// Drops the closure, if it is still there (the task never ran it).
+    ///
+    /// Out of line: this may run on a joining fiber's stack (`Worker::run_next_now`), and a
+    /// frame holding the closure, even on a path not taken, would take its size there.
+    ///
+    /// # Safety
+    ///
+    /// As [`Task::take_closure`].
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn drop_closure(&self) {
+        // SAFETY: as the caller guarantees.
+        drop(unsafe { self.take_closure() });
+    }
+}
+
+/// Drops and frees a `Task<T, F>`: its header's `free`.
+///
+/// # Safety
+///
+/// `header` heads a `Task<T, F>` made by `Task::spawned` whose last reference was released.
+unsafe fn free<T, F>(header: NonNull<Header>) {
+    // SAFETY: the task came from `Box::leak` in `Task::spawned`, and nobody refers to it now.
+    drop(unsafe { Box::from_raw(header.cast::<Task<T, F>>().as_ptr()) });
+}
+
+/// One counted reference to a `Task<T, F>` of known type, as an `Arc` would be.
+pub(crate) struct TaskRef<T, F>(NonNull<Task<T, F>>);
+
+// SAFETY: as for `Arc<Task<T, F>>`: a reference shares the task (Sync, below) and may release
+// it, dropping T and F, on any thread.
+unsafe impl<T: Send, F: Send> Send for TaskRef<T, F> {}
+// SAFETY: as above.
+unsafe impl<T: Send, F: Send> Sync for TaskRef<T, F> {}
+
+impl<T, F> TaskRef<T, F> {
+    /// The reference as a header pointer, which owns it from now on.
+    pub(crate) fn into_header(self) -> NonNull<Header> {
+        std::mem::ManuallyDrop::new(self).0.cast()
+    }
+
+    /// The task's header, with the provenance of the whole task (for wakers, whose last
+    /// release frees the task through it). Borrowed: valid while a reference lives.
+    pub(crate) fn header_ptr(&self) -> *const Header {
+        self.0.as_ptr().cast_const().cast()
+    }
+
+    /// Takes back a reference given away by `into_header`.
+    ///
+    /// # Safety
+    ///
+    /// `header` came from `TaskRef::<T, F>::into_header`, and its reference is handed over.
+    pub(crate) unsafe fn from_header(header: NonNull<Header>) -> TaskRef<T, F> {
+        TaskRef(header.cast())
+    }
+}
+
+impl<T, F> Deref for TaskRef<T, F> {
+    type Target = Task<T, F>;
+
+    fn deref(&self) -> &Task<T, F> {
+        // SAFETY: our reference keeps the task alive.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<T, F> Drop for TaskRef<T, F> {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference.
+        unsafe { Header::release(self.0.cast()) };
+    }
+}
