@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::io;
 use std::panic;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,80 +12,13 @@ use std::time::{Duration, Instant};
 use crate::blocking::Pool;
 use crate::context::stack::{self, DEFAULT_STACK_SIZE};
 use crate::reactor::Reactor;
+use crate::sys::lock;
 use crate::task::{JoinHandle, Task, TaskRef};
-use crate::worker::{self, Placement, StallReport, Unstarted, Worker, WorkerShared};
+use crate::worker::{self, Placement, RuntimeShared, Unstarted, Worker, WorkerShared};
 
-/// What every worker of a runtime shares.
-pub(crate) struct RuntimeShared {
-    /// The workers.
-    pub(crate) workers: Vec<Arc<WorkerShared>>,
-    /// Round-robin cursor for spawns from outside the runtime.
-    next_worker: AtomicUsize,
-    /// Workers waiting in their reactor.
-    pub(crate) sleepers: AtomicUsize,
-    /// Workers waiting in their reactor with no timeout (see `Worker::wait`).
-    pub(crate) blind_sleepers: AtomicUsize,
-    /// Set to stop the workers.
-    pub(crate) shutdown: AtomicBool,
-    /// When the workers give up on fibers that are still unwinding at shutdown (`None`:
-    /// never); written before `shutdown` is set.
-    deadline: Mutex<Option<Instant>>,
-    /// Usable stack size of the runtime's fibers.
-    pub(crate) stack_size: usize,
-    /// The pool behind `unblock`.
-    pub(crate) pool: Arc<Pool>,
-}
+mod stall;
 
-impl RuntimeShared {
-    /// The shutdown's deadline (see `RuntimeShared::deadline`), once `shutdown` is set.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        *crate::reactor::lock(&self.deadline)
-    }
-
-    /// Wakes one sleeping worker that would steal from worker `victim` (see
-    /// `Worker::steal`: one whose load is lower by two or more).
-    pub(crate) fn wake_a_sleeper(&self, victim: usize) {
-        let load = self.workers[victim].load.load(Ordering::Relaxed);
-        if let Some(worker) = self.workers.iter().find(|w| {
-            w.index != victim
-                && w.sleeping.load(Ordering::SeqCst)
-                && load >= w.load.load(Ordering::Relaxed) + 2
-        }) {
-            worker.notify_if_sleeping();
-        }
-    }
-
-    /// Wakes a worker that sleeps with no timeout, if any, once a task has been queued to
-    /// start on worker `placed`: that worker may get stuck in one fiber before it starts
-    /// the task, and only a sibling that looks again can then take it (see `Worker::wait`).
-    #[inline]
-    pub(crate) fn alert_blind_sleepers(&self, placed: usize) {
-        // The queue's push was a SeqCst read-modify-write (crossbeam's `SegQueue`), and a
-        // sleeper counts itself here before it reads the queues with SeqCst loads: either
-        // it sees the task, or this load sees it.
-        if self.blind_sleepers.load(Ordering::SeqCst) > 0 {
-            self.wake_a_blind_sleeper(placed);
-        }
-    }
-
-    #[cold]
-    fn wake_a_blind_sleeper(&self, placed: usize) {
-        if let Some(worker) = self
-            .workers
-            .iter()
-            .find(|w| w.index != placed && w.blind.load(Ordering::SeqCst))
-        {
-            worker.notify_if_sleeping();
-        }
-    }
-
-    /// Queues a task from outside the runtime on the next worker in turn.
-    fn place_remote(&self, task: Unstarted) {
-        let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        self.workers[index].send_spawn(task);
-        self.alert_blind_sleepers(index);
-    }
-}
+pub use stall::StallReport;
 
 /// The hook that receives stall reports.
 type StallHook = Arc<dyn Fn(&StallReport) + Send + Sync>;
@@ -252,18 +185,13 @@ impl Builder {
         } else {
             Vec::new()
         };
-        let shared = Arc::new(RuntimeShared {
+        // Pool threads are started by workers and would inherit their pinning: they get
+        // the whole mask back.
+        let shared = Arc::new(RuntimeShared::new(
             workers,
-            next_worker: AtomicUsize::new(0),
-            sleepers: AtomicUsize::new(0),
-            blind_sleepers: AtomicUsize::new(0),
-            shutdown: AtomicBool::new(false),
-            deadline: Mutex::new(None),
-            stack_size: self.stack_size,
-            // Pool threads are started by workers and would inherit their pinning: they
-            // get the whole mask back.
-            pool: Pool::new(cpus.clone()),
-        });
+            self.stack_size,
+            Pool::new(cpus.clone()),
+        ));
         let (exited_sender, exited) = mpsc::channel();
         let mut runtime = Runtime {
             shared: shared.clone(),
@@ -296,7 +224,7 @@ impl Builder {
             let thread = thread::Builder::new()
                 .name(format!("{}-monitor", self.name))
                 .spawn(move || {
-                    worker::monitor_stalls(
+                    stall::monitor_stalls(
                         monitor_shared,
                         threshold,
                         hook,
@@ -487,8 +415,7 @@ impl Runtime {
         }
     }
 
-    /// What the workers share, for the crate's own tests.
-    #[cfg(test)]
+    /// What the workers share, for the crate's own tests (`test_support`).
     pub(crate) fn shared(&self) -> &Arc<RuntimeShared> {
         &self.shared
     }
@@ -568,13 +495,9 @@ impl Runtime {
     /// Stops the workers and the pool; waits until `deadline` (`None`: for ever).
     fn shut_down(&mut self, deadline: Option<Instant>) -> bool {
         self.shut_down = true;
-        *crate::reactor::lock(&self.shared.deadline) = deadline;
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        for worker in &self.shared.workers {
-            worker.reactor.notify();
-        }
+        self.shared.shut_down(deadline);
         if let Some((thread, stop)) = self.monitor.take() {
-            *crate::reactor::lock(&stop.0) = true;
+            *lock(&stop.0) = true;
             stop.1.notify_all();
             let _ = thread.join();
         }
@@ -585,7 +508,7 @@ impl Runtime {
             .filter(|t| t.thread().id() != me)
             .collect();
         let mut in_time = true;
-        let exited_threads = crate::reactor::lock(&self.exited);
+        let exited_threads = lock(&self.exited);
         while !waiting.is_empty() {
             let exited = match deadline {
                 None => exited_threads.recv().ok(),
@@ -673,8 +596,7 @@ where
                     worker.place_pinned(Unstarted::new(task))
                 }
                 Placement::Pinned(index) => {
-                    shared.workers[index].send_pinned(Unstarted::new(task));
-                    shared.alert_blind_sleepers(index);
+                    shared.workers[index].send_pinned(shared, Unstarted::new(task));
                 }
             }
             Ok::<(), io::Error>(())

@@ -76,18 +76,20 @@ mod reactor;
 pub mod sync;
 mod sys;
 mod task;
+#[doc(hidden)]
+pub mod test_support;
 pub mod time;
 mod worker;
 
 pub use block_on::{await_blocking, block_on};
 pub use blocking::unblock;
 pub use context::stack;
+pub use executor::StallReport;
 pub use executor::{
     Builder, Handle, Runtime, in_fiber, run, spawn, spawn_local, try_spawn, yield_now,
 };
 pub use task::{JoinError, JoinHandle};
 pub use time::{sleep, sleep_until};
-pub use worker::StallReport;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -2,6 +2,14 @@
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `mutex`, ignoring poison: green's own locks guard plain data, never left half
+/// changed by a panic, because user code (wakers, destructors) runs only after they are
+/// released.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Runs user code that green calls on a thread where a panic must not unwind further (a
 /// worker's loop, a completion that must finish): a waker's `wake`, a destructor. A panic

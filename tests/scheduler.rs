@@ -1,5 +1,5 @@
-//! Behaviour of multi-worker runtimes: placement, stealing, fibers staying on their
-//! thread, I/O across workers, shutdown and the stall warning.
+//! The scheduler: placement, stealing, idle workers and stuck siblings, fibers staying on
+//! their thread, the join shortcut, I/O across workers, shutdown and the stall warning.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -9,9 +9,23 @@ use std::thread;
 use std::time::Duration;
 
 use green::io::Async;
+use green::test_support;
 
 /// Loop counts are scaled down under QEMU (riscv64, aarch64).
 const NATIVE: bool = cfg!(target_arch = "x86_64");
+
+/// Runs `f` on a fresh one-worker runtime (so that the order in which fibers run is
+/// defined), failing the test if it does not finish within a minute.
+fn one_worker_with_watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = green::Runtime::builder().workers(1).build().unwrap();
+        let _ = sender.send(runtime.run(f));
+    });
+    receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the runtime hung: a wake was lost")
+}
 
 fn two_workers() -> green::Runtime {
     green::Runtime::builder().workers(2).build().unwrap()
@@ -628,4 +642,233 @@ fn a_task_joined_before_it_starts_is_resumed_by_its_joiner_unless_stolen() {
     // A steal needs the sibling awake and looking within the microseconds between spawn
     // and join: rare, never every round.
     assert!(direct > 0, "every one of {rounds} tasks was stolen");
+}
+
+// Idle workers and stuck siblings: a task queued just before its worker gets stuck in a
+// fiber is taken by a sibling, whatever state that sibling sleeps in.
+
+#[test]
+fn a_worker_watching_an_awake_sibling_takes_the_task_it_queued_before_getting_stuck() {
+    let runtime = green::Runtime::builder().workers(2).build().unwrap();
+    let go = Arc::new(AtomicBool::new(false));
+    let (index_tx, index_rx) = std::sync::mpsc::channel();
+    let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+    let go_hog = go.clone();
+    let hog = runtime.spawn(move || {
+        index_tx
+            .send(test_support::worker_index().unwrap())
+            .unwrap();
+        // Awake, so that the sibling sleeps with a timeout rather than blind.
+        while !go_hog.load(Ordering::SeqCst) {
+            green::yield_now();
+        }
+        drop(green::spawn(move || {
+            let _ = ran_tx.send(std::thread::current().id());
+        }));
+        let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
+        (std::thread::current().id(), ran_on)
+    });
+    let sibling = 1 - index_rx.recv().unwrap();
+    // Asleep, and not blind: on a timeout.
+    while !test_support::is_sleeping(&runtime, sibling) || test_support::is_blind(&runtime, sibling)
+    {
+        std::thread::yield_now();
+    }
+    go.store(true, Ordering::SeqCst);
+    let (hog_thread, ran_on) = hog.join().unwrap();
+    let ran_on = ran_on.expect("the task waited for the stuck worker");
+    assert_ne!(ran_on, hog_thread);
+}
+
+/// Spawns a fiber that parks in a read until every worker of `runtime` sleeps blind,
+/// is then woken by its own reactor (no sibling is told), and runs `then`.
+fn when_every_worker_sleeps_blind<T: Send + 'static>(
+    runtime: &green::Runtime,
+    then: impl FnOnce() -> T + Send + 'static,
+) -> green::JoinHandle<T> {
+    use std::io::{Read, Write};
+    let (mut poke, hog_side) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (parked_tx, parked_rx) = std::sync::mpsc::channel();
+    let hog = runtime.spawn(move || {
+        let mut hog_side = green::io::Async::new(hog_side).unwrap();
+        parked_tx.send(()).unwrap();
+        hog_side.read_exact(&mut [0]).unwrap();
+        then()
+    });
+    // Counted once the hog has started (it then parks in its read): not a count from
+    // before the spawn woke a worker.
+    parked_rx.recv().unwrap();
+    while test_support::blind_sleepers(runtime) < runtime.workers() {
+        std::thread::yield_now();
+    }
+    poke.write_all(&[1]).unwrap();
+    hog
+}
+
+/// From a fiber: spawns a task that sends the id of its thread to `also` (if given)
+/// and back, then blocks this worker's thread until it did (10 s at most). Returns
+/// this thread's id and the task's.
+fn spawn_then_get_stuck(
+    also: Option<std::sync::mpsc::Sender<std::thread::ThreadId>>,
+) -> (
+    std::thread::ThreadId,
+    Result<std::thread::ThreadId, std::sync::mpsc::RecvTimeoutError>,
+) {
+    let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+    drop(green::spawn(move || {
+        let me = std::thread::current().id();
+        let _ = ran_tx.send(me);
+        if let Some(also) = also {
+            let _ = also.send(me);
+        }
+    }));
+    let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
+    (std::thread::current().id(), ran_on)
+}
+
+#[test]
+fn a_task_queued_just_before_its_worker_gets_stuck_is_taken_by_a_blind_sleeper() {
+    let runtime = green::Runtime::builder().workers(2).build().unwrap();
+    // Only the hog's spawn can tell the other worker to look again.
+    let hog = when_every_worker_sleeps_blind(&runtime, || spawn_then_get_stuck(None));
+    let (hog_thread, ran_on) = hog.join().unwrap();
+    let ran_on = ran_on.expect("the task waited for the stuck worker");
+    assert_ne!(ran_on, hog_thread);
+}
+
+#[test]
+fn a_task_pinned_to_its_spawner_just_before_it_gets_stuck_is_taken_by_a_blind_sleeper() {
+    let runtime = green::Runtime::builder()
+        .workers(2)
+        .pin_workers(true)
+        .build()
+        .unwrap();
+    let cpus = || {
+        (0..2)
+            .map(|i| test_support::worker_cpu(&runtime, i))
+            .collect::<Vec<_>>()
+    };
+    while cpus().contains(&None) {
+        std::thread::yield_now();
+    }
+    if cpus()[0] == cpus()[1] {
+        eprintln!("skipped: the workers could not be pinned to two CPUs");
+        return;
+    }
+    let hog = when_every_worker_sleeps_blind(&runtime, || {
+        // As after `accept` on this worker's CPU: the task is pinned here.
+        let cpu = test_support::current_worker_cpu().unwrap();
+        let here = test_support::worker_index().unwrap();
+        test_support::spawn_near_cpu(cpu);
+        let placement = test_support::next_placement();
+        test_support::spawn_near_cpu(cpu);
+        (spawn_then_get_stuck(None), placement, here)
+    });
+    let ((hog_thread, ran_on), placement, here) = hog.join().unwrap();
+    assert_eq!(placement, Some(here), "the task is pinned to its spawner");
+    let ran_on = ran_on.expect("the task waited for the stuck worker");
+    assert_ne!(ran_on, hog_thread);
+}
+
+#[test]
+fn a_blind_sleeper_woken_for_a_task_passes_the_alert_on_if_it_leaves_for_its_own_work() {
+    // Spawns from a plain thread go round robin: `waiter` to worker 0, the hog to 1;
+    // worker 2 stays idle. The hog's alert goes to the first blind worker: 0.
+    let runtime = green::Runtime::builder().workers(3).build().unwrap();
+    let (wake_waiter, waiter_rx) = green::sync::channel::<()>();
+    let (parked_tx, parked_rx) = std::sync::mpsc::channel();
+    let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+    let waiter = runtime.spawn(move || {
+        parked_tx.send(()).unwrap();
+        waiter_rx.recv().unwrap();
+        // Woken by a message: blocks its thread until the task ran.
+        let ran_on = ran_rx.recv_timeout(Duration::from_secs(10));
+        (std::thread::current().id(), ran_on)
+    });
+    parked_rx.recv().unwrap();
+    let hog = when_every_worker_sleeps_blind(&runtime, move || {
+        // Wakes the waiter's worker with work of its own, then queues a task here:
+        // its alert most likely finds that worker still counted blind.
+        wake_waiter.send(()).unwrap();
+        spawn_then_get_stuck(Some(ran_tx))
+    });
+    let (hog_thread, ran_on) = hog.join().unwrap();
+    let (waiter_thread, waiter_saw) = waiter.join().unwrap();
+    let ran_on = ran_on.expect("the task waited for the stuck workers");
+    assert_eq!(waiter_saw, Ok(ran_on));
+    assert_ne!(ran_on, hog_thread);
+    assert_ne!(ran_on, waiter_thread);
+}
+
+// The join shortcut: a task due next runs nested in its joiner, on its own stack.
+
+/// The address of a local of the calling frame, to tell which stack it runs on.
+#[inline(never)]
+fn stack_address() -> usize {
+    let local = 0u8;
+    std::hint::black_box(&local as *const u8 as usize)
+}
+
+#[test]
+fn join_runs_a_task_due_next_on_its_own_stack_resumed_by_the_joiner() {
+    let (trace, joiner, task) = one_worker_with_watchdog(|| {
+        let handle = green::spawn(|| {
+            let trace = std::backtrace::Backtrace::force_capture().to_string();
+            (trace, stack_address())
+        });
+        // The task is the only one waiting to run: `join` switches to it directly.
+        let (trace, task) = marker_frame_joining(handle);
+        (trace, stack_address(), task)
+    });
+    // Its own fiber, not a call on the joiner's stack: the stacks are separate mappings
+    // of 256 KiB each, so the two frames lie far apart.
+    assert!(
+        joiner.abs_diff(task) > 64 * 1024,
+        "the task ran on the joiner's stack: {joiner:#x} and {task:#x}"
+    );
+    // Its resumer was the joiner, not the worker loop: the backtrace walks into it.
+    assert!(
+        trace.contains("marker_frame_joining"),
+        "the joiner does not resume the task:\n{trace}"
+    );
+}
+
+#[test]
+fn a_task_run_by_join_that_blocks_hands_control_back_and_completes_later() {
+    let value = one_worker_with_watchdog(|| {
+        let handle = green::spawn(|| {
+            let (sender, receiver) = green::sync::channel::<u32>();
+            // `sender` runs only once the worker loop runs again: `recv` parks this
+            // task, the joiner must then park in turn and give the loop control.
+            green::spawn(move || sender.send(41).unwrap());
+            receiver.recv().unwrap() + 1
+        });
+        marker_frame_joining(handle)
+    });
+    assert_eq!(value, 42);
+}
+
+#[test]
+fn joins_nested_hundreds_deep_run_each_task_on_a_stack_of_its_own() {
+    /// The stack addresses of `n` nested tasks, most run directly by their joiner (the
+    /// loop starts one when its periodic reactor poll is due).
+    fn depth(n: u32) -> Vec<usize> {
+        let mut addresses = match n {
+            0 => Vec::new(),
+            _ => green::spawn(move || depth(n - 1)).join().unwrap(),
+        };
+        addresses.push(stack_address());
+        addresses
+    }
+    let levels = if NATIVE { 300 } else { 60 };
+    let addresses = one_worker_with_watchdog(move || depth(levels));
+    assert_eq!(addresses.len(), levels as usize + 1);
+    for pair in addresses.windows(2) {
+        assert!(
+            pair[0].abs_diff(pair[1]) > 64 * 1024,
+            "a task ran on its joiner's stack: {:#x} and {:#x}",
+            pair[0],
+            pair[1]
+        );
+    }
 }

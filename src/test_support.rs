@@ -1,0 +1,61 @@
+//! A window on the scheduler's state for green's own integration tests
+//! (`tests/scheduler.rs`), which must put workers into given states (asleep, asleep with
+//! no timeout) before they act. Not part of the API: hidden from the docs, and it may
+//! change with any release.
+
+use std::sync::atomic::Ordering;
+
+use crate::Runtime;
+use crate::task::NO_CPU;
+use crate::worker::{self, Placement};
+
+/// The index of the worker whose fiber calls this, if any.
+pub fn worker_index() -> Option<usize> {
+    worker::with_worker(|worker| worker.map(|worker| worker.shared.index))
+}
+
+/// Whether worker `index` of `runtime` waits in its reactor.
+pub fn is_sleeping(runtime: &Runtime, index: usize) -> bool {
+    runtime.shared().workers[index]
+        .sleeping
+        .load(Ordering::SeqCst)
+}
+
+/// Whether worker `index` of `runtime` waits in its reactor with no timeout.
+pub fn is_blind(runtime: &Runtime, index: usize) -> bool {
+    runtime.shared().workers[index].blind.load(Ordering::SeqCst)
+}
+
+/// How many workers of `runtime` wait in their reactor with no timeout.
+pub fn blind_sleepers(runtime: &Runtime) -> usize {
+    runtime.shared().blind_sleepers.load(Ordering::SeqCst)
+}
+
+/// The CPU worker `index` of `runtime` last ran on, once it has looked.
+pub fn worker_cpu(runtime: &Runtime, index: usize) -> Option<usize> {
+    let cpu = runtime.shared().workers[index].cpu.load(Ordering::SeqCst);
+    (cpu != NO_CPU).then_some(cpu)
+}
+
+/// The CPU the calling fiber's worker last ran on.
+pub fn current_worker_cpu() -> Option<usize> {
+    worker::with_worker(|worker| {
+        let cpu = worker?.shared.cpu.load(Ordering::SeqCst);
+        (cpu != NO_CPU).then_some(cpu)
+    })
+}
+
+/// Asks that the calling fiber's next spawn run near `cpu` (as `TcpListener::accept`
+/// does for the connection's CPU).
+pub fn spawn_near_cpu(cpu: usize) {
+    worker::spawn_near_cpu(cpu);
+}
+
+/// Where the calling fiber's next spawn would go: `Some(index)` for a worker it would be
+/// pinned to, `None` for its own worker's stealable queue. Takes the fiber's CPU hint.
+pub fn next_placement() -> Option<usize> {
+    worker::with_worker(|worker| match worker?.placement() {
+        Placement::Here => None,
+        Placement::Pinned(index) => Some(index),
+    })
+}

@@ -1,0 +1,252 @@
+//! The fiber running on this thread: the fiber side of a task's state machine (park,
+//! yield, cancellation) and its own panic state.
+
+use std::cell::Cell;
+use std::panic;
+use std::ptr;
+use std::sync::atomic::Ordering;
+use std::task::{RawWaker, Waker};
+
+use super::with_worker;
+use crate::fiber::{self, ForbidSuspend, Suspender};
+use crate::task::waker::WAKER_VTABLE;
+use crate::task::{BlockedFiber, Header, NO_CPU, State};
+
+/// Panic payload that unwinds a fiber cancelled by `JoinHandle::abort`.
+pub(crate) struct Cancelled;
+
+/// Unwinds a fiber cancelled by `JoinHandle::abort`.
+#[cold]
+#[inline(never)]
+fn unwind_cancelled() -> ! {
+    panic::resume_unwind(Box::new(Cancelled))
+}
+
+/// The fiber running on this thread, if any.
+#[derive(Clone, Copy)]
+pub(crate) struct Current {
+    /// Its task header.
+    pub(super) header: *const Header,
+    /// Its stack top, to suspend it.
+    pub(super) stack_top: *mut u8,
+}
+
+thread_local! {
+    /// The fiber running on this thread; a null header outside fibers.
+    pub(super) static CURRENT: Cell<Current> = const {
+        Cell::new(Current { header: ptr::null(), stack_top: ptr::null_mut() })
+    };
+}
+
+thread_local! {
+    /// How many fibers of this thread are suspended in the middle of unwinding (their
+    /// `Header::unwinding` set). std counts panics per thread, so while one is,
+    /// `std::thread::panicking()` is true in every fiber of the thread.
+    static SUSPENDED_UNWINDING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Records, as a fiber suspends with a panic in flight on its thread, whether it is its
+/// own: the thread's count is then the fiber's alone if no other fiber of the thread is
+/// suspended mid-unwind; else the fiber keeps what it knew of itself at its last
+/// suspension.
+#[cold]
+#[inline(never)]
+fn note_unwinding_at_suspend(header: &Header) {
+    let known = header.state.unwinding();
+    let unwinding = std::thread::panicking() && (SUSPENDED_UNWINDING.with(Cell::get) == 0 || known);
+    header.state.set_unwinding(unwinding);
+    if unwinding {
+        SUSPENDED_UNWINDING.with(|count| count.set(count.get() + 1));
+    }
+}
+
+/// Whether the calling fiber is unwinding (a panic in flight on its own stack), for the
+/// decisions green makes on it (poisoning a `green::sync::Mutex`, delivering a
+/// cancellation); outside fibers, `std::thread::panicking()`.
+///
+/// std counts panics per OS thread: while one fiber is suspended in the middle of
+/// unwinding (a destructor that sleeps), `std::thread::panicking()` is true in every other
+/// fiber of its worker. This tells them apart. It is exact unless a fiber starts to
+/// unwind, or stops (catching its panic), while another fiber of its thread is suspended
+/// mid-unwind; it then answers with what the fiber was at its last suspension.
+pub(crate) fn panicking() -> bool {
+    if !std::thread::panicking() {
+        return false;
+    }
+    if SUSPENDED_UNWINDING.with(Cell::get) == 0 {
+        return true;
+    }
+    current().is_some_and(|current| current.header().state.unwinding())
+}
+
+/// The fiber running on this thread, if any.
+#[inline]
+pub(crate) fn current() -> Option<Current> {
+    let current = CURRENT.with(Cell::get);
+    (!current.header.is_null()).then_some(current)
+}
+
+impl Current {
+    /// The task header.
+    fn header(&self) -> &Header {
+        // SAFETY: a `Current` names the fiber that runs on this thread: `resume` sets
+        // `CURRENT` for the fiber it resumes and restores its resumer's after, and a copy
+        // kept across user code stays the running fiber's, because a fiber of the user's
+        // cannot suspend under a blocking call of ours (`pin_running`) nor from another
+        // stack (`Suspender::suspend`). The running fiber's closure owns a reference to
+        // its task until the fiber ends, so the header is alive.
+        unsafe { &*self.header }
+    }
+
+    /// Switches to the fiber's resumer (the worker loop, or a fiber that runs it directly
+    /// from `join`); unwinds if the fiber is dropped or cancelled meanwhile.
+    ///
+    /// Keeps the fiber's own panic state across the switch (see [`panicking`]).
+    #[inline(always)]
+    fn suspend(&self) {
+        let header = self.header();
+        if std::thread::panicking() || header.state.unwinding() {
+            note_unwinding_at_suspend(header);
+        }
+        // SAFETY: `stack_top` is the running fiber's: `CURRENT` is set by `resume` for the
+        // fiber it resumes, and a blocking call that runs user code keeps it so
+        // (`Current::pin_running`). We run on that stack, or on a stack of the user's that
+        // this fiber resumed and that may not suspend meanwhile: either way the switch
+        // frame lands on the stack we run on and the parent link is the fiber's.
+        unsafe { Suspender::for_running(self.stack_top) }.switch_out();
+        if header.state.unwinding() {
+            SUSPENDED_UNWINDING.with(|count| count.set(count.get() - 1));
+        }
+        self.check_cancel();
+    }
+
+    /// Unwinds the fiber if a cancellation waits for it, unless it is unwinding already
+    /// (a destructor that blocks, during a panic or a cancellation: its suspensions are
+    /// plain ones, and the cancellation waits for the panic to be caught).
+    #[inline(always)]
+    fn check_cancel(&self) {
+        if self.header().state.cancel_pending() {
+            self.deliver_cancel();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn deliver_cancel(&self) {
+        if panicking() {
+            return;
+        }
+        self.header().state.cancel_delivered();
+        unwind_cancelled();
+    }
+
+    /// How many times the fiber has parked so far.
+    #[inline(always)]
+    pub(crate) fn parks(&self) -> u32 {
+        self.header().state.parks()
+    }
+
+    /// For a blocking call that runs user code (a poll) between its parks: if the caller
+    /// runs on another stack than the fiber's own (a [`Fiber`] of the user's, resumed by
+    /// this fiber), forbids that stack's fiber to suspend while the guard lives (see
+    /// `Suspender::suspend`), so that this fiber stays the running one, and its task
+    /// alive, for as long as the call lasts.
+    #[inline(always)]
+    pub(crate) fn pin_running(&self) -> Option<ForbidSuspend> {
+        let here = fiber::stack_address();
+        // SAFETY: `stack_top` is the running fiber's (see `suspend`), which is alive.
+        if unsafe { fiber::on_stack(self.stack_top, here) } {
+            None
+        } else {
+            Some(fiber::forbid_suspend(here))
+        }
+    }
+
+    /// Parks the fiber until its waker is woken (returns at once if it already was), then
+    /// forgets the notification before the caller checks its condition again
+    /// (`State::reset_after_park`), and unwinds if the fiber was cancelled.
+    #[inline(always)]
+    pub(crate) fn park(&self) {
+        self.park_then_reset(State::reset_after_park);
+    }
+
+    /// `park`, for a caller that checks its condition again under a lock which its
+    /// notifier holds while it wakes the fiber (`State::reset_after_park_locked`).
+    #[inline(always)]
+    pub(crate) fn park_locked(&self) {
+        self.park_then_reset(State::reset_after_park_locked);
+    }
+
+    /// Parks unless notified, then resets with `reset`.
+    #[inline(always)]
+    fn park_then_reset(&self, reset: impl FnOnce(&State)) {
+        let header = self.header();
+        // The wake that finds us PARKED needs our scheduler.
+        header.scheduler.set_once(|| {
+            with_worker(|worker| {
+                worker
+                    .expect("a fiber runs on its worker's thread")
+                    .shared
+                    .clone()
+            })
+        });
+        if header.state.transition_to_parked() {
+            self.suspend();
+        }
+        reset(&header.state);
+        self.check_cancel();
+    }
+
+    /// Queues the fiber behind the others and switches to its resumer.
+    #[inline(always)]
+    pub(crate) fn yield_now(&self) {
+        let id = self.header().id.load(Ordering::Relaxed);
+        with_worker(|worker| {
+            worker
+                .expect("a fiber runs on its worker's thread")
+                .queue
+                .borrow_mut()
+                .push_fiber(id)
+        });
+        self.suspend();
+    }
+
+    /// The fiber as a [`BlockedFiber`], to register with a wait list before parking.
+    pub(crate) fn blocked(&self) -> BlockedFiber {
+        BlockedFiber::new(self.header)
+    }
+
+    /// A waker for the fiber that borrows the task's reference count: valid while the
+    /// fiber has not ended, so it must not be dropped (it is `ManuallyDrop`) and must not
+    /// outlive the blocking call that made it (`await_blocking`, whose poll cannot outlast
+    /// the task: see `pin_running`); clones own a count.
+    pub(crate) fn waker(&self) -> std::mem::ManuallyDrop<Waker> {
+        let raw = RawWaker::new(self.header.cast(), &WAKER_VTABLE);
+        // SAFETY: the header heads a live task (see `header`), and the vtable is the
+        // tasks' waker vtable, whose data pointer is a header.
+        std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
+    }
+}
+
+/// Asks that the next fiber the calling fiber spawns run near `cpu` (see
+/// `Worker::placement`). No effect outside fibers.
+pub(crate) fn spawn_near_cpu(cpu: usize) {
+    if let Some(current) = current() {
+        current.header().near_cpu.store(cpu, Ordering::Relaxed);
+    }
+}
+
+/// Takes the calling fiber's CPU hint for its next spawn (`NO_CPU` if none).
+pub(super) fn take_near_cpu() -> usize {
+    let Some(current) = current() else {
+        return NO_CPU;
+    };
+    // Only the fiber itself writes its hint: a load, and a store only when one was set
+    // (a swap would cost a lock-prefixed instruction on every spawn).
+    let near_cpu = &current.header().near_cpu;
+    let cpu = near_cpu.load(Ordering::Relaxed);
+    if cpu != NO_CPU {
+        near_cpu.store(NO_CPU, Ordering::Relaxed);
+    }
+    cpu
+}

@@ -1,0 +1,227 @@
+//! An idle worker: stealing tasks that have not started, telling a stuck sibling, a
+//! short spin, then sleeping in the reactor (blind, with no timeout, only once every
+//! sibling sleeps too).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{NOT_RUNNING, Unstarted, Worker, WorkerShared};
+
+/// Pauses of an idle worker's spin between two looks at the clock and the reactor.
+const SPIN_CHECK_EVERY: u32 = 16;
+
+/// How long an idle worker looks for work before it sleeps, when it has sibling workers.
+const SPIN: Duration = Duration::from_micros(10);
+
+/// How long a worker may run one fiber without a resume before idle siblings count it as
+/// stuck and take the tasks waiting to start on it, pinned ones included.
+const STUCK_AFTER: Duration = Duration::from_millis(1);
+
+/// How long an idle worker sleeps, at most, while a sibling is awake and has no task
+/// waiting to start: that sibling may queue one and get stuck before it starts it (see
+/// `Worker::wait`).
+const WATCH_EVERY: Duration = Duration::from_millis(4);
+
+impl Worker {
+    /// Takes an unstarted task from another worker: from its stealable queue if that
+    /// makes the two workers' loads closer (the task's fiber will live here for good, so
+    /// an idle moment must not pull long-lived fibers onto a worker that already has more
+    /// of them), or from either queue if that worker is stuck in one fiber.
+    pub(super) fn steal(&self) -> Option<Unstarted> {
+        let workers = &self.runtime.workers;
+        let n = workers.len();
+        (1..n)
+            .map(|offset| &workers[(self.shared.index + offset) % n])
+            .find_map(|victim| {
+                let stuck = self.stuck[victim.index].get();
+                let task = if stuck || self.balances_with(victim) {
+                    victim.spawns.pop()
+                } else {
+                    None
+                };
+                task.or_else(|| stuck.then(|| victim.pinned.pop()).flatten())
+            })
+    }
+
+    /// Whether taking a task from `victim` would bring the two loads closer.
+    #[inline]
+    pub(super) fn balances_with(&self, victim: &WorkerShared) -> bool {
+        victim.load.load(Ordering::Relaxed) >= self.shared.load.load(Ordering::Relaxed) + 2
+    }
+
+    /// Whether `steal` would find something in `victim`'s queues; if not `balance`, only
+    /// what it would take because `victim` is stuck.
+    #[inline]
+    pub(super) fn may_steal_from(&self, victim: &WorkerShared, balance: bool) -> bool {
+        let stuck = self.stuck[victim.index].get();
+        (!victim.spawns.is_empty() && (stuck || (balance && self.balances_with(victim))))
+            || (stuck && !victim.pinned.is_empty())
+    }
+
+    /// Whether anything waits for this worker: a message, shutdown, or a task to steal
+    /// (if not `balance`, only from a stuck sibling).
+    pub(super) fn has_work(&self, balance: bool) -> bool {
+        !self.shared.injector.is_empty()
+            || self.runtime.shutdown.load(Ordering::SeqCst)
+            || self
+                .runtime
+                .workers
+                .iter()
+                .any(|w| w.index != self.shared.index && self.may_steal_from(w, balance))
+    }
+
+    /// Whether a sibling has tasks waiting to start that `steal` leaves alone for now:
+    /// this worker then sleeps no longer than `STUCK_AFTER`, to look again.
+    pub(super) fn work_left_elsewhere(&self) -> bool {
+        self.runtime
+            .workers
+            .iter()
+            .any(|w| w.index != self.shared.index && !(w.spawns.is_empty() && w.pinned.is_empty()))
+    }
+
+    /// Looks at the siblings' resume counters: one that has run the same fiber, without
+    /// a resume, for `STUCK_AFTER` is stuck (a fiber computing or blocking its thread),
+    /// and the tasks waiting to start on it may be stolen.
+    pub(super) fn refresh_stuck(&self) {
+        let now = Instant::now();
+        let mut seen = self.seen.borrow_mut();
+        for worker in self.runtime.workers.iter() {
+            if worker.index == self.shared.index {
+                continue;
+            }
+            let ticks = worker.ticks.load(Ordering::Relaxed);
+            let (last, since) = &mut seen[worker.index];
+            if ticks != *last {
+                (*last, *since) = (ticks, now);
+                self.stuck[worker.index].set(false);
+            } else {
+                let running = worker.running.load(Ordering::Relaxed) != NOT_RUNNING;
+                self.stuck[worker.index].set(running && now - *since >= STUCK_AFTER);
+            }
+        }
+    }
+
+    /// Waits in the reactor for I/O, a timer or a message.
+    pub(super) fn wait(&self) {
+        // 1. With other workers, look for work for a few microseconds before sleeping: a
+        //    wake or a spawn from another worker often comes within that time (the other
+        //    side of a conversation answers), and sleeping in the reactor then being
+        //    notified costs several system calls on each side. I/O events that come
+        //    meanwhile end the spin: the reactor below returns them at once.
+        //    The cheap checks run every pause (about 60 ns); the clock and the reactor
+        //    (a system call) every `SPIN_CHECK_EVERY` pauses.
+        if self.runtime.workers.len() > 1 {
+            self.refresh_stuck();
+            let start = Instant::now();
+            for round in 1u32.. {
+                if self.has_work(true) {
+                    return;
+                }
+                if round.is_multiple_of(SPIN_CHECK_EVERY)
+                    && (start.elapsed() >= SPIN || self.shared.reactor.has_events())
+                {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        // 2. Sleep in the reactor until an event, a timer or a notification.
+        self.runtime.sleepers.fetch_add(1, Ordering::SeqCst);
+        self.shared.sleeping.store(true, Ordering::SeqCst);
+        let mut balance = true;
+        let was_blind = loop {
+            let timeout = self.sleep_timeout(balance);
+            let slept_at = Instant::now();
+            let _ = self.shared.reactor.react(timeout);
+            let blind = timeout.is_none() && self.runtime.workers.len() > 1;
+            if blind {
+                self.set_blind(false);
+            }
+            // 3. A bounded sleep that ran out with nothing for this worker is a look at
+            //    the siblings, not a wake: back to the loop only if one is stuck with
+            //    tasks waiting to start. Tasks a sibling will start soon are not worth
+            //    waking for, as `place` decides too (the spawner often starts one
+            //    directly from `join`, and stealing it would make that join wait).
+            let ran_out = timeout.is_some_and(|t| !t.is_zero() && slept_at.elapsed() >= t);
+            if !ran_out || !self.queue.borrow().is_empty() {
+                break blind;
+            }
+            self.refresh_stuck();
+            if self.has_work(false) {
+                break blind;
+            }
+            balance = false;
+        };
+        // Woken from a blind sleep (perhaps by an alert meant to make some worker look at
+        // a task that may never start where it is), this worker goes back to running
+        // fibers and may get stuck in one too: pass the alert on while tasks wait.
+        if was_blind && self.work_left_elsewhere() {
+            self.runtime.alert_blind_sleepers(self.shared.index);
+        }
+        self.note_cpu();
+        if self.runtime.workers.len() > 1 {
+            self.refresh_stuck();
+        }
+        self.shared.sleeping.store(false, Ordering::SeqCst);
+        self.runtime.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How long `wait` sleeps, once `sleeping` is set:
+    ///
+    /// 1. not at all if work came meanwhile (it must not wait for the next event; if
+    ///    not `balance`, tasks that only a balancing steal would take do not count);
+    /// 2. `STUCK_AFTER` if a sibling has tasks waiting to start, to look again once it
+    ///    may have got stuck;
+    /// 3. `WATCH_EVERY` if a sibling is awake: it may queue a task and get stuck in a
+    ///    fiber before starting it, and nothing would tell this worker;
+    /// 4. with no timeout otherwise, as a "blind" sleeper: counted first, then the above
+    ///    are checked once more, so that a task queued meanwhile is either seen here or
+    ///    sees the count and wakes this worker (`RuntimeShared::alert_blind_sleepers`).
+    ///    A sibling that wakes later and queues a task before it gets stuck wakes it
+    ///    the same way.
+    pub(super) fn sleep_timeout(&self, balance: bool) -> Option<Duration> {
+        if self.runtime.workers.len() == 1 {
+            return self.has_work(balance).then_some(Duration::ZERO);
+        }
+        let bounded = || {
+            if self.has_work(balance) {
+                Some(Duration::ZERO)
+            } else if self.work_left_elsewhere() {
+                Some(STUCK_AFTER)
+            } else if self.a_sibling_is_awake() {
+                Some(WATCH_EVERY)
+            } else {
+                None
+            }
+        };
+        if let Some(timeout) = bounded() {
+            return Some(timeout);
+        }
+        self.set_blind(true);
+        let timeout = bounded();
+        if timeout.is_some() {
+            self.set_blind(false);
+        }
+        timeout
+    }
+
+    /// Counts this worker in or out of the blind sleepers (flag first in, last out, so
+    /// that an alert that sees the count finds the flag).
+    pub(super) fn set_blind(&self, blind: bool) {
+        if blind {
+            self.shared.blind.store(true, Ordering::SeqCst);
+            self.runtime.blind_sleepers.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.runtime.blind_sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.shared.blind.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a sibling is out of its reactor: running fibers, or about to.
+    pub(super) fn a_sibling_is_awake(&self) -> bool {
+        self.runtime
+            .workers
+            .iter()
+            .any(|w| w.index != self.shared.index && !w.sleeping.load(Ordering::SeqCst))
+    }
+}

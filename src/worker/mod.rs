@@ -1,0 +1,505 @@
+//! A worker: one OS thread, its fibers, its run queue and its reactor.
+//!
+//! ```text
+//!   spawn in a fiber ──► own spawn queue (stealable) + a "start" mark in the local queue,
+//!                        or, if a sibling's load is lower (or the task should run near
+//!                        a CPU), that sibling's pinned queue + a Start message
+//!   spawn from outside ──► some worker's spawn queue (round robin) + a Start message
+//!   wake on this thread ──► local queue          wake from elsewhere ──► injector
+//!                                                (+ Poller::notify if the worker sleeps)
+//!   loop:
+//!     1. turn the injector's messages into entries of the local queue
+//!     2. pop the local queue (FIFO, so fibers take turns):
+//!          a fiber id  -> resume it
+//!          a "start"   -> create the fiber of the next task in its spawn queue, resume it
+//!        every 64 resumes, poll the reactor without blocking so that I/O cannot starve
+//!     3. nothing to run: steal a task that has not started from a sibling's spawn queue
+//!        (if that sibling has two fibers more) or from either of its queues (if it has
+//!        been stuck in one fiber for 1 ms); failing that, wait in the reactor for an
+//!        event, a timer or a message, and while a sibling is awake, at most a few
+//!        milliseconds: it may queue a task and get stuck before starting it
+//! ```
+//!
+//! One shortcut: a fiber that joins a task which the loop would start next anyway (the
+//! run queue holds only that task's start mark, no message waits) creates the task's
+//! fiber and resumes it itself, nested: the task runs on its own stack as usual, and
+//! control comes back to the joiner when it finishes, parks or yields, in the order the
+//! loop would have produced, with two switches, two passes of the loop, a park and a
+//! wake less (see `Worker::run_next_now`).
+//!
+//! Tasks wait to start in shared queues, not in the injector, so that a sibling can take
+//! them even from a worker that is stuck and reads no messages. A runtime with one worker
+//! has nobody to steal for: its own spawns go to a plain `VecDeque`.
+//!
+//! Only tasks that have not started move between workers. A started fiber stays on its
+//! worker for good: its stack may hold addresses of the thread's thread-local variables
+//! (LLVM caches them across calls), so resuming it on another thread would be undefined
+//! behaviour.
+//!
+//! Fibers live in a slab; a queue entry is (slot, generation), so a wake for a finished
+//! fiber whose slot was reused finds another generation and does nothing.
+//!
+//! ```text
+//!   worker/mod.rs        the loop, resume, the join shortcut, starting fibers
+//!   worker/current.rs    the fiber running on this thread: park, yield, panic state
+//!   worker/queue.rs      the run queue and its typed entries
+//!   worker/shared.rs     what other threads touch: injector, task queues, alerts
+//!   worker/unstarted.rs  tasks waiting to start, and how they start or are cancelled
+//!   worker/placement.rs  where a new task goes
+//!   worker/idle.rs       stealing, stuck siblings, spinning and sleeping
+//!   worker/shutdown.rs   cancelling every fiber and draining them
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use slab::Slab;
+
+use crate::context::stack;
+use crate::fiber::{Fiber, ForcedUnwind, Resume, Suspender};
+use crate::task::{CompleteOnDrop, Header, JoinError, NO_CPU, Task, TaskRef};
+
+mod current;
+mod idle;
+mod placement;
+mod queue;
+mod shared;
+mod shutdown;
+mod unstarted;
+
+use queue::{RunQueue, Runnable, StartQueue};
+
+use current::{CURRENT, Cancelled};
+pub(crate) use current::{Current, current, panicking, spawn_near_cpu};
+pub(crate) use placement::Placement;
+use shared::Message;
+pub(crate) use shared::{RuntimeShared, WorkerShared};
+use shutdown::abandon_task;
+pub(crate) use unstarted::Unstarted;
+// The wait lists of `green::sync` name these so far.
+pub(crate) use crate::task::{BlockedFiber, PendingWake as Wakeup, Waiter as Wake};
+
+/// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
+/// A poll that finds nothing costs one system call (see `Reactor::react_now`).
+const REACT_EVERY: u32 = 64;
+
+/// Resumes between two looks at which CPU the worker's thread runs on (each costs a few
+/// nanoseconds).
+const NOTE_CPU_EVERY: u32 = 16;
+
+/// `WorkerShared::running` when no fiber runs.
+pub(crate) const NOT_RUNNING: u64 = u64::MAX;
+
+/// The worker's own state, used only on its thread.
+pub(crate) struct Worker {
+    /// The runtime: the other workers, configuration.
+    pub(crate) runtime: Arc<RuntimeShared>,
+    /// What other threads see of this worker.
+    pub(crate) shared: Arc<WorkerShared>,
+    /// The fibers; a fiber is taken out of its entry while it runs.
+    fibers: RefCell<Slab<Entry>>,
+    /// What runs next: fibers by (slot, generation) id, and starts of waiting tasks.
+    queue: RefCell<RunQueue>,
+    /// Generation given to the next fiber.
+    next_generation: Cell<u32>,
+    /// Every spawn of a runtime with one worker: nobody can steal them, so a plain queue.
+    local_spawns: RefCell<VecDeque<Unstarted>>,
+    /// Per worker: the `ticks` last seen and since when, to tell a stuck sibling.
+    seen: RefCell<Vec<(u64, Instant)>>,
+    /// Per worker: whether it looked stuck at this worker's last look (`refresh_stuck`).
+    stuck: Vec<Cell<bool>>,
+    /// State of `next_random`; never zero.
+    random: Cell<u32>,
+    /// `ticks` at the last non-blocking poll of the reactor (see `REACT_EVERY`).
+    polled_at: Cell<u64>,
+}
+
+/// A fiber in the slab.
+struct Entry {
+    /// The fiber; `None` while it runs.
+    fiber: Option<Fiber<()>>,
+    /// Its generation; queue entries with another generation are stale.
+    generation: u32,
+    /// Its task header, kept alive by the fiber's closure for as long as the fiber lives.
+    header: *const Header,
+    /// Resolves the task as cancelled without the fiber, for a fiber abandoned at a
+    /// shutdown's deadline (see `Worker::abandon_fibers`).
+    abandon: unsafe fn(*const Header),
+}
+
+thread_local! {
+    /// The worker whose loop runs on this thread, null elsewhere.
+    static WORKER: Cell<*const Worker> = const { Cell::new(ptr::null()) };
+}
+
+/// Calls `f` with the worker running on this thread, if any.
+#[inline]
+pub(crate) fn with_worker<R>(f: impl FnOnce(Option<&Worker>) -> R) -> R {
+    let worker = WORKER.with(Cell::get);
+    // SAFETY: a non-null WORKER points at the worker whose loop runs on this thread: it is
+    // set and cleared by the loop's `OnThisThread` guard, which lives in `Worker::run`'s
+    // frame, so the worker outlives every call made from the loop (fibers included:
+    // shutdown ends them all, or abandons them unresumable, before `run` returns).
+    f(unsafe { worker.as_ref() })
+}
+
+impl Worker {
+    pub(crate) fn new(runtime: Arc<RuntimeShared>, shared: Arc<WorkerShared>) -> Worker {
+        // Any odd seed will do; the index makes the workers' sequences differ.
+        let seed = 0x9E37_79B9 ^ (shared.index as u32).wrapping_mul(0x85EB_CA6B) | 1;
+        let n = runtime.workers.len();
+        Worker {
+            runtime,
+            shared,
+            fibers: RefCell::new(Slab::new()),
+            queue: RefCell::new(RunQueue::default()),
+            next_generation: Cell::new(0),
+            local_spawns: RefCell::new(VecDeque::new()),
+            seen: RefCell::new(vec![(u64::MAX, Instant::now()); n]),
+            stuck: (0..n).map(|_| Cell::new(false)).collect(),
+            polled_at: Cell::new(0),
+            random: Cell::new(seed),
+        }
+    }
+
+    /// Publishes this worker's load (fibers + tasks waiting to start) for placement.
+    #[inline]
+    fn publish_load(&self) {
+        let load = self.fibers.borrow().len() + self.queue.borrow().starts();
+        self.shared.load.store(load, Ordering::Relaxed);
+    }
+
+    /// Records which CPU this worker's thread runs on (a read of the thread's `rseq`
+    /// area in glibc, no system call).
+    fn note_cpu(&self) {
+        // SAFETY: `sched_getcpu` has no preconditions.
+        let cpu = unsafe { libc::sched_getcpu() };
+        let cpu = usize::try_from(cpu).unwrap_or(NO_CPU);
+        self.shared.cpu.store(cpu, Ordering::Relaxed);
+    }
+
+    /// Runs the scheduler until shutdown, then unwinds every fiber.
+    ///
+    /// User code that runs on the loop itself, outside fibers (wakers the reactor wakes,
+    /// destructors of tasks that never started), has its panics caught and reported, and
+    /// the loop goes on. A panic that escapes the loop anyway is a bug of green's: the
+    /// worker's fibers can then never be unwound, so it aborts the process with a
+    /// message, as std does for a panic during a panic.
+    pub(crate) fn run(&self) {
+        let mut on_this_thread = OnThisThread::enter(self);
+        self.note_cpu();
+        loop {
+            // 1. Messages from other threads.
+            self.take_messages();
+            if self.runtime.shutdown.load(Ordering::Acquire) {
+                break;
+            }
+            // 2. The next fiber, in FIFO order.
+            let next = self.queue.borrow_mut().pop();
+            let id = match next {
+                Some(Runnable::Start(queue)) => self.start_marked(self.take_marked(queue)),
+                Some(Runnable::Fiber(id)) => Some(id),
+                // 3. Nothing here: take work from another worker, or wait for some.
+                None => match self.steal() {
+                    Some(task) => task.start(self),
+                    None => {
+                        self.wait();
+                        continue;
+                    }
+                },
+            };
+            if let Some(id) = id {
+                self.resume(id);
+                // Here, not in `resume`: the poll runs wakers, user code, which must not
+                // run on a fiber's stack in its name (`run_next_now` resumes nested).
+                if self.poll_due() {
+                    self.polled_at
+                        .set(self.shared.ticks.load(Ordering::Relaxed));
+                    self.shared.reactor.react_now();
+                }
+            }
+        }
+        self.shut_down();
+        on_this_thread.finished = true;
+    }
+
+    /// Moves wakes into the local queue and spawns into the spawn queue.
+    fn take_messages(&self) {
+        // `pop` on an empty queue runs a SeqCst fence; `is_empty` is two loads. A message
+        // that arrives just after this check is taken on the next pass, and `wait` checks
+        // `has_work` again before sleeping.
+        if self.shared.injector.is_empty() {
+            return;
+        }
+        while let Some(message) = self.shared.injector.pop() {
+            match message {
+                Message::Wake(id) => self.queue.borrow_mut().push_fiber(id),
+                Message::Start => self.mark_start(StartQueue::Spawns),
+                Message::StartPinned => self.mark_start(StartQueue::Pinned),
+            }
+        }
+    }
+
+    /// Resumes the fiber `id` if it still exists, and removes it if it finished. Called by
+    /// the loop, or nested by a fiber (`run_next_now`): runs no user code but the fiber.
+    // Inlined into the loop, as it was before `run_next_now` also called it: out of line,
+    // its call and the saving of the registers its switch clobbers cost ping-pong about 9%.
+    #[inline(always)]
+    fn resume(&self, id: u64) {
+        let (slot, generation) = ((id & 0xFFFF_FFFF) as usize, (id >> 32) as u32);
+        let (mut fiber, header) = {
+            let mut fibers = self.fibers.borrow_mut();
+            match fibers.get_mut(slot) {
+                Some(entry) if entry.generation == generation => match entry.fiber.take() {
+                    Some(fiber) => (fiber, entry.header),
+                    None => return,
+                },
+                _ => return, // a stale wake
+            }
+        };
+        // Only this thread writes `ticks` and `running`: loads and stores, no atomic
+        // read-modify-write. `running` goes back to the resumer's id (`NOT_RUNNING`, or the
+        // fiber that runs this one nested, see `run_next_now`).
+        let ticks = self.shared.ticks.load(Ordering::Relaxed).wrapping_add(1);
+        self.shared.ticks.store(ticks, Ordering::Relaxed);
+        let resumer = self.shared.running.load(Ordering::Relaxed);
+        self.shared.running.store(id, Ordering::Relaxed);
+        let current = Current {
+            header,
+            stack_top: fiber.stack_top(),
+        };
+        let previous = CURRENT.with(|c| c.replace(current));
+        let outcome = fiber.resume();
+        CURRENT.with(|c| c.set(previous));
+        self.shared.running.store(resumer, Ordering::Relaxed);
+        match outcome {
+            Resume::Yielded => self.fibers.borrow_mut()[slot].fiber = Some(fiber),
+            // The fiber's closure recorded its result in its task.
+            Resume::Finished(()) => self.remove_fiber(slot, fiber),
+            // Only a destructor that panicked after the task completed (its closure's, or a
+            // joiner's waker's) gets here: user code, whose payload is user code too.
+            Resume::Panicked(payload) => {
+                self.remove_fiber(slot, fiber);
+                crate::sys::drop_quietly(payload);
+            }
+        }
+        if ticks.is_multiple_of(NOTE_CPU_EVERY.into()) {
+            self.note_cpu();
+        }
+    }
+
+    /// Removes a finished fiber, whose stack goes back to the pool.
+    #[inline(always)]
+    fn remove_fiber(&self, slot: usize, fiber: Fiber<()>) {
+        self.fibers.borrow_mut().remove(slot);
+        self.publish_load();
+        drop(fiber);
+    }
+
+    /// Whether `REACT_EVERY` resumes (nested ones included) have passed since the last
+    /// non-blocking poll of the reactor.
+    fn poll_due(&self) -> bool {
+        let ticks = self.shared.ticks.load(Ordering::Relaxed);
+        ticks.wrapping_sub(self.polled_at.get()) >= REACT_EVERY.into()
+    }
+
+    /// Takes the task that a start entry, just taken from the run queue, stands for: the
+    /// next of the queue it names (`None` if a sibling stole it).
+    fn take_marked(&self, queue: StartQueue) -> Option<Unstarted> {
+        match queue {
+            StartQueue::Spawns => self.shared.spawns.pop(),
+            StartQueue::Pinned => self.shared.pinned.pop(),
+            StartQueue::Local => self.local_spawns.borrow_mut().pop_front(),
+        }
+    }
+
+    /// Creates the fiber of a task taken for a start mark; returns its id.
+    fn start_marked(&self, task: Option<Unstarted>) -> Option<u64> {
+        let id = task.and_then(|task| task.start(self));
+        if id.is_none() {
+            self.publish_load(); // stolen, or failed to start: one less waits here
+        }
+        id
+    }
+
+    /// Runs the next entry of the run queue now, nested in the calling fiber (its resumer
+    /// is that fiber, not the worker loop), if it is the start of a task and the only
+    /// entry, and no message, shutdown or periodic reactor poll waits: the loop would
+    /// start that task next anyway, in the same order. The calling fiber gets back control
+    /// when the new one finishes, parks or yields, as the loop would have.
+    ///
+    /// For `JoinHandle::join` of `task`, which would otherwise park its fiber, switch to
+    /// the loop, start the task there, and be woken and switched back to: two switches and
+    /// two passes of the loop less, and no park and wake. Returns whether the task it ran
+    /// was `task` (a sibling may have stolen `task`, and the next task of the spawn queue
+    /// is then another).
+    ///
+    /// While it runs `task` itself, `direct` is set (see `JoinCell::complete`).
+    pub(crate) fn run_next_now(&self, task: *const (), direct: &AtomicBool) -> bool {
+        let queue = {
+            let mut run_queue = self.queue.borrow_mut();
+            match run_queue.only_start() {
+                Some(queue)
+                    if self.shared.injector.is_empty()
+                        && !self.poll_due()
+                        && !self.runtime.shutdown.load(Ordering::Acquire) =>
+                {
+                    run_queue.clear();
+                    queue
+                }
+                _ => return false,
+            }
+        };
+        let next = self.take_marked(queue);
+        let ours = next.as_ref().is_some_and(|next| next.is(task));
+        if let Some(id) = self.start_marked(next) {
+            if ours {
+                // Set while `task` runs nested in us, on this thread (see `JoinCell`).
+                direct.store(true, Ordering::Relaxed);
+                self.resume(id);
+                direct.store(false, Ordering::Relaxed);
+            } else {
+                self.resume(id);
+            }
+        }
+        ours
+    }
+
+    /// Creates the fiber for a task on this worker; returns its id. The fiber runs `f`
+    /// and stores its result, a panic or a cancellation in the task, whose reference it
+    /// takes over (no count changes hands). On failure the task comes back with the
+    /// error, for the caller to report; `None` if it was already resolved (cancelled).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn start_fiber<T, B, G>(
+        &self,
+        task: TaskRef<T, G>,
+        closure_size: usize,
+        body: B,
+    ) -> Result<u64, (std::io::Error, Option<TaskRef<T, G>>)>
+    where
+        B: FnOnce(&Task<T, G>) -> T + 'static,
+        T: Send + 'static,
+        G: Send + 'static,
+    {
+        // The fiber's closure holds the task and `body`, and the user's closure (in `body`,
+        // or in the task, of `closure_size` bytes) must fit the stack too: check before the
+        // task moves into it (with room for the closure's padding).
+        let (size, align) = (
+            std::mem::size_of::<(CompleteOnDrop<T, G>, B)>().max(closure_size),
+            std::mem::align_of::<(CompleteOnDrop<T, G>, B)>(),
+        );
+        if !crate::fiber::closure_fits(size + align, align, self.runtime.stack_size) {
+            let error = std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "a fiber closure of {size} bytes does not fit a stack of {} bytes",
+                    self.runtime.stack_size
+                ),
+            );
+            return Err((error, Some(task)));
+        }
+        let stack = match stack::take(self.runtime.stack_size) {
+            Ok(stack) => stack,
+            Err(error) => return Err((error, Some(task))),
+        };
+        // What needs the task before the fiber's closure owns it.
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation.wrapping_add(1));
+        let slot = self.fibers.borrow().vacant_key();
+        let id = slot as u64 | (generation as u64) << 32;
+        task.header.id.store(id, Ordering::Relaxed);
+        // Valid while the fiber lives: its closure keeps the task alive.
+        let header = task.header_ptr();
+        if self.runtime.shutdown.load(Ordering::Acquire) {
+            // Made while the worker shuts down (`spawn_local` in a destructor): cancelled
+            // before it starts, as every other fiber is.
+            task.header.state.request_cancel();
+        }
+        let guard = CompleteOnDrop(task);
+        let fiber = Fiber::with_stack(stack, move |_: &Suspender| {
+            let guard = guard;
+            if guard.0.header.state.cancel_pending() {
+                // Aborted (or shut down) first: the guard drops the closure and reports
+                // the task cancelled.
+                guard.0.header.state.cancel_delivered();
+                return;
+            }
+            let result = match panic::catch_unwind(AssertUnwindSafe(|| body(&guard.0))) {
+                Ok(value) => Ok(value),
+                Err(payload) if payload.is::<ForcedUnwind>() || payload.is::<Cancelled>() => {
+                    Err(JoinError::cancelled())
+                }
+                Err(payload) => Err(JoinError::panic(payload)),
+            };
+            guard.0.join.complete(result);
+        })
+        // Checked above; should it fail anyway, the dropped closure cancelled the task.
+        .map_err(|error| (error, None))?;
+        let mut fibers = self.fibers.borrow_mut();
+        let key = fibers.insert(Entry {
+            fiber: Some(fiber),
+            generation,
+            header,
+            abandon: abandon_task::<T, G>,
+        });
+        debug_assert_eq!(key, slot);
+        drop(fibers);
+        self.publish_load();
+        Ok(id)
+    }
+
+    /// Creates a fiber for a task and queues it behind the runnable ones.
+    pub(crate) fn start_queued<T, F, G>(&self, task: TaskRef<T, G>, f: F) -> std::io::Result<()>
+    where
+        F: FnOnce() -> T + 'static,
+        T: Send + 'static,
+        G: Send + 'static,
+    {
+        let size = std::mem::size_of::<F>();
+        let id = self
+            .start_fiber(task, size, move |_| f())
+            .map_err(|(error, _)| error)?;
+        self.queue.borrow_mut().push_fiber(id);
+        Ok(())
+    }
+}
+
+/// The worker's loop on its thread: `WORKER` points at the worker exactly while it lives.
+struct OnThisThread<'a> {
+    /// The worker.
+    worker: &'a Worker,
+    /// Set when the loop returns; clear if it unwinds.
+    finished: bool,
+}
+
+impl<'a> OnThisThread<'a> {
+    fn enter(worker: &'a Worker) -> OnThisThread<'a> {
+        WORKER.with(|w| w.set(worker));
+        OnThisThread {
+            worker,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for OnThisThread<'_> {
+    fn drop(&mut self) {
+        WORKER.with(|w| w.set(ptr::null()));
+        // Not `thread::panicking()`: a fiber abandoned mid-unwind at a shutdown's deadline
+        // leaves that set on this thread for good.
+        if !self.finished {
+            self.worker.shared.closed.store(true, Ordering::SeqCst);
+            eprintln!(
+                "green: worker {} panicked outside its fibers; its fibers cannot be unwound, \
+                 aborting",
+                self.worker.shared.index
+            );
+            std::process::abort();
+        }
+    }
+}

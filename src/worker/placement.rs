@@ -1,0 +1,143 @@
+//! Where a task spawned by a fiber goes: the spawner's worker, a less loaded sibling, or
+//! the worker on the CPU that handles a new connection's packets.
+
+use std::sync::atomic::Ordering;
+
+use super::current::take_near_cpu;
+use super::queue::StartQueue;
+use super::{Unstarted, Worker, WorkerShared};
+use crate::task::NO_CPU;
+
+/// How many more fibers than a sibling a worker may have before a fiber it spawns goes
+/// to that sibling (see `Worker::placement`).
+const BALANCE_SLACK: usize = 1;
+
+/// Where a fiber spawned by a fiber goes; see `Worker::placement`.
+pub(crate) enum Placement {
+    /// On the spawner's worker, where an idle worker may steal it before it starts.
+    Here,
+    /// On the worker with this index, for good.
+    Pinned(usize),
+}
+
+impl Worker {
+    /// Where a task spawned by a fiber of this worker should go, given the spawning
+    /// fiber's CPU hint (taken from the running fiber, if it left one).
+    ///
+    /// 1. With a hint (the fiber just accepted a connection, whose packets the kernel
+    ///    handled on that CPU), the one worker last seen on that CPU, unless its load is
+    ///    more than a quarter (plus [`BALANCE_SLACK`]) above the lowest load seen (this
+    ///    worker's and the candidate sibling's): the connection's fiber then runs where
+    ///    its socket buffers are in cache.
+    /// 2. Else this worker, unless the candidate sibling's load is lower by more than
+    ///    [`BALANCE_SLACK`]. The candidate is the less loaded of two siblings picked at
+    ///    random, or of all siblings with three workers or fewer, so that a spawn costs
+    ///    the same however many workers there are. Spawning here is cheapest (no
+    ///    cross-thread traffic, and the child often runs right after its parent parks on
+    ///    `join`), and idle workers steal what has not started. But a busy worker never
+    ///    steals, so long-lived fibers spawned by one fiber would otherwise all stay with
+    ///    it.
+    #[inline]
+    pub(crate) fn placement(&self) -> Placement {
+        let workers = &self.runtime.workers;
+        let n = workers.len();
+        if n < 2 {
+            return Placement::Here;
+        }
+        let near_cpu = take_near_cpu();
+        let load = |w: &WorkerShared| w.load.load(Ordering::Relaxed);
+        // The least loaded of two siblings picked at random (all of them when there are
+        // two or three workers): a spawn reads a few cache lines, not one per worker,
+        // and the choice of two keeps the loads close ("power of two choices").
+        let candidate = if n <= 3 {
+            workers
+                .iter()
+                .filter(|w| w.index != self.shared.index)
+                .min_by_key(|w| load(w))
+        } else {
+            let offset = |r: u32| 1 + r as usize % (n - 1);
+            let r = self.next_random();
+            let a = &workers[(self.shared.index + offset(r)) % n];
+            let b = &workers[(self.shared.index + offset(r >> 16)) % n];
+            Some(if load(b) < load(a) { b } else { a })
+        };
+        let Some(candidate) = candidate else {
+            return Placement::Here;
+        };
+        let own = load(&self.shared);
+        let least = own.min(load(candidate));
+        if near_cpu != NO_CPU
+            && let Some(near) = self.worker_on_cpu(near_cpu)
+            && load(near) <= least + least / 4 + BALANCE_SLACK
+        {
+            return Placement::Pinned(near.index);
+        }
+        if own > load(candidate) + BALANCE_SLACK {
+            Placement::Pinned(candidate.index)
+        } else {
+            Placement::Here
+        }
+    }
+
+    /// The one worker last seen on `cpu`, if exactly one was (unpinned workers may both
+    /// have run there lately: no answer then).
+    pub(super) fn worker_on_cpu(&self, cpu: usize) -> Option<&WorkerShared> {
+        let mut on_cpu = self
+            .runtime
+            .workers
+            .iter()
+            .filter(|w| w.cpu.load(Ordering::Relaxed) == cpu);
+        match (on_cpu.next(), on_cpu.next()) {
+            (Some(worker), None) => Some(worker),
+            _ => None,
+        }
+    }
+
+    /// A pseudo-random number (xorshift), for placement.
+    pub(super) fn next_random(&self) -> u32 {
+        let mut x = self.random.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.random.set(x);
+        x
+    }
+
+    /// Puts a task on this worker's spawn queue, with its mark in the local queue. Wakes
+    /// a sleeping worker to steal it when this worker already has a backlog.
+    pub(crate) fn place(&self, task: Unstarted) {
+        if self.runtime.workers.len() == 1 {
+            return self.place_local(task); // nobody to steal it
+        }
+        self.shared
+            .push_task(&self.runtime, StartQueue::Spawns, task);
+        self.mark_start(StartQueue::Spawns);
+        if self.shared.spawns.len() > 1 && self.runtime.sleepers.load(Ordering::SeqCst) > 0 {
+            self.runtime.wake_a_sleeper(self.shared.index);
+        }
+    }
+
+    /// Puts a task that was chosen to start on this worker on its pinned queue (stolen
+    /// only if this worker gets stuck), with its mark in the local queue.
+    pub(crate) fn place_pinned(&self, task: Unstarted) {
+        if self.runtime.workers.len() == 1 {
+            return self.place_local(task);
+        }
+        self.shared
+            .push_task(&self.runtime, StartQueue::Pinned, task);
+        self.mark_start(StartQueue::Pinned);
+    }
+
+    /// Queues the start of the next task of `queue`.
+    pub(super) fn mark_start(&self, queue: StartQueue) {
+        self.queue.borrow_mut().push_start(queue);
+        self.publish_load();
+    }
+
+    /// Puts a task on this worker's own spawn queue, which no other worker can reach,
+    /// with its mark in the local queue. Only for a runtime with one worker.
+    pub(super) fn place_local(&self, task: Unstarted) {
+        self.local_spawns.borrow_mut().push_back(task);
+        self.mark_start(StartQueue::Local);
+    }
+}
