@@ -24,8 +24,8 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::reactor::lock;
 use crate::sys::catch_and_report;
+use crate::sys::lock;
 
 /// Most threads the pool runs at once.
 const MAX_THREADS: usize = 500;
@@ -116,7 +116,7 @@ impl Pool {
         // First: from here on, the thread counts itself out when it ends, even by a panic.
         let _counted = Counted::new(self);
         if !self.cpus.is_empty() {
-            crate::executor::set_thread_affinity(&self.cpus);
+            crate::sys::set_thread_affinity(&self.cpus);
         }
         let mut state = lock(&self.state);
         loop {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::blocking::Pool;
 use crate::context::stack::{self, DEFAULT_STACK_SIZE};
 use crate::reactor::Reactor;
-use crate::sys::lock;
+use crate::sys::{self, lock};
 use crate::task::{JoinHandle, Task, TaskRef};
 use crate::worker::{self, Placement, RuntimeShared, Unstarted, Worker, WorkerShared};
 
@@ -181,7 +181,7 @@ impl Builder {
             .map(|i| WorkerShared::new(i).map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
         let cpus = if self.pin_workers {
-            allowed_cpus()
+            sys::allowed_cpus()
         } else {
             Vec::new()
         };
@@ -208,7 +208,7 @@ impl Builder {
             // On error, `runtime` drops here and stops the workers already started.
             let thread = thread::Builder::new().name(name).spawn(move || {
                 if let Some(cpu) = cpu {
-                    set_thread_affinity(&[cpu]); // best effort
+                    sys::set_thread_affinity(&[cpu]); // best effort
                 }
                 Worker::new(runtime_shared, worker_shared).run();
                 let _ = exited_sender.send(thread::current().id());
@@ -236,36 +236,6 @@ impl Builder {
         }
         Ok(runtime)
     }
-}
-
-/// The CPUs the calling thread may run on; empty if that cannot be read.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
-    let result =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if result != 0 {
-        return Vec::new();
-    }
-    let bits = 8 * std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: `CPU_ISSET` reads the set for an index below its size in bits.
-    (0..bits)
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect()
-}
-
-/// Lets the calling thread run on `cpus` (from `allowed_cpus`); best effort.
-pub(crate) fn set_thread_affinity(cpus: &[usize]) {
-    // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &cpu in cpus {
-        // SAFETY: the CPUs came from `allowed_cpus`, so each is below the set's size in
-        // bits.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-    }
-    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
 }
 
 /// A green runtime: `n` workers (one OS thread each), each with its own run queue and

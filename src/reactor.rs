@@ -29,14 +29,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use polling::{Event, Events, PollMode, Poller};
 use slab::Slab;
 
-use crate::sys::catch_and_report;
+use crate::sys::{catch_and_report, lock};
 
 /// Index of the read direction in [`Source::state`].
 pub(crate) const READ: usize = 0;
@@ -63,12 +63,6 @@ impl std::fmt::Debug for Reactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor").finish_non_exhaustive()
     }
-}
-
-/// Locks a mutex, ignoring poisoning: the data under our locks stays consistent even when
-/// a waker panics, because wakers run after the locks are released.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Wakes each of `wakers` with no lock held; a `wake` that panics (a user's waker) is

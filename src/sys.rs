@@ -1,4 +1,5 @@
-//! Small helpers the whole crate shares.
+//! Small helpers the whole crate shares: a lock that ignores poison, catching the panics
+//! of user code, and the thin system calls for CPUs.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
@@ -41,4 +42,42 @@ pub(crate) fn message_of(payload: &(dyn Any + Send)) -> Option<&str> {
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
+/// The CPUs the calling thread may run on; empty if that cannot be read.
+pub(crate) fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
+    let result =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if result != 0 {
+        return Vec::new();
+    }
+    let bits = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `CPU_ISSET` reads the set for an index below its size in bits.
+    (0..bits)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Lets the calling thread run on `cpus` (from `allowed_cpus`); best effort.
+pub(crate) fn set_thread_affinity(cpus: &[usize]) {
+    // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: the CPUs came from `allowed_cpus`, so each is below the set's size in
+        // bits.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
+/// The CPU the calling thread runs on, if known (a read of the thread's `rseq` area in
+/// glibc, no system call).
+pub(crate) fn current_cpu() -> Option<usize> {
+    // SAFETY: `sched_getcpu` has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::reactor::lock;
+use crate::sys::lock;
 
 use super::wait_queue::{WaitQueue, wait_until};
 

@@ -7,7 +7,8 @@ use std::task::Poll;
 
 use super::spin::{SpinGuard, SpinLock};
 use super::wait_queue::{Registration, Removed, Waiters, wake_all};
-use crate::worker::{self, Current, Wakeup};
+use crate::task::PendingWake;
+use crate::worker::{self, Current};
 
 /// A channel's shared state.
 ///
@@ -63,7 +64,7 @@ impl<T> Channel<T> {
         &self,
         state: &mut ChannelState<T>,
         value: &mut Option<T>,
-    ) -> Option<(bool, Option<Wakeup>)> {
+    ) -> Option<(bool, Option<PendingWake>)> {
         if state.receiver_count == 0 {
             return Some((false, None));
         }
@@ -79,7 +80,7 @@ impl<T> Channel<T> {
     async fn wait<R>(
         &self,
         side: Side,
-        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Wakeup>)>,
+        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<PendingWake>)>,
     ) -> R {
         let mut waiter = ChannelWaiter::new(self, side);
         poll_fn(|cx| {
@@ -114,12 +115,12 @@ impl<T> Channel<T> {
 impl<T> Channel<T> {
     /// `wait` for a blocking call on a fiber: registers the fiber itself, not a waker, and
     /// parks it. Saves a reference-count increment and decrement per wait (see
-    /// [`BlockedFiber`](crate::worker::BlockedFiber)).
+    /// [`BlockedFiber`](crate::task::BlockedFiber)).
     fn wait_in_fiber<R>(
         &self,
         fiber: Current,
         side: Side,
-        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Wakeup>)>,
+        mut attempt: impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<PendingWake>)>,
     ) -> R {
         // Removes the registration under the lock if we unwind (cancelled, or the fiber
         // dropped while parked).
@@ -170,7 +171,7 @@ impl<'a, T> ChannelWaiter<'a, T> {
     /// Otherwise hands back the lock, for the caller to register.
     fn attempt<R>(
         &mut self,
-        attempt: &mut impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<Wakeup>)>,
+        attempt: &mut impl FnMut(&mut ChannelState<T>) -> Option<(R, Option<PendingWake>)>,
     ) -> Result<R, SpinGuard<'a, ChannelState<T>>> {
         let mut state = self.channel.state.lock();
         let Some((value, wakeup)) = attempt(&mut state) else {
@@ -387,7 +388,9 @@ impl<T> Receiver<T> {
     /// A receive attempt under the lock, for `Channel::wait`: the value (or the
     /// disconnection) and a sender's waker to wake, or `None` if the channel is empty.
     #[allow(clippy::type_complexity)]
-    fn attempt_recv(state: &mut ChannelState<T>) -> Option<(Result<T, RecvError>, Option<Wakeup>)> {
+    fn attempt_recv(
+        state: &mut ChannelState<T>,
+    ) -> Option<(Result<T, RecvError>, Option<PendingWake>)> {
         match Self::take(state) {
             Ok((value, waker)) => Some((Ok(value), waker)),
             Err(TryRecvError::Disconnected) => Some((Err(RecvError), None)),
@@ -397,7 +400,9 @@ impl<T> Receiver<T> {
 
     /// Takes a value under the channel's lock, with the waker of a sender to wake for the
     /// room it made.
-    pub(super) fn take(state: &mut ChannelState<T>) -> Result<(T, Option<Wakeup>), TryRecvError> {
+    pub(super) fn take(
+        state: &mut ChannelState<T>,
+    ) -> Result<(T, Option<PendingWake>), TryRecvError> {
         match state.queue.pop_front() {
             Some(value) => Ok((value, state.senders.notify_one())),
             None if state.sender_count == 0 => Err(TryRecvError::Disconnected),

@@ -15,9 +15,9 @@ use std::task::{Poll, Waker};
 
 use slab::Slab;
 
-use crate::reactor::lock;
 use crate::sys::drop_quietly;
-use crate::worker::{BlockedFiber, Wake, Wakeup};
+use crate::sys::lock;
+use crate::task::{BlockedFiber, PendingWake, Waiter};
 
 /// Waiters for an event, woken one or all at a time, kept under a lock of their user's
 /// choosing: a [`WaitQueue`]'s own, or a channel's state lock.
@@ -32,7 +32,7 @@ use crate::worker::{BlockedFiber, Wake, Wakeup};
 /// to drop after unlocking.
 pub(super) struct Waiters {
     /// Each waiter's registration, or `None` once notified.
-    pub(super) slots: Slab<Option<Wake>>,
+    pub(super) slots: Slab<Option<Waiter>>,
     /// Keys of the waiters not yet notified, oldest first (may hold removed keys).
     pub(super) order: VecDeque<usize>,
     /// How many slots hold a registration (waiters registered and not yet notified).
@@ -44,7 +44,7 @@ pub(super) struct Waiters {
 pub(super) enum Registration {
     /// The waiter is registered with the caller's waker. What it held before, if that
     /// was replaced, is the caller's to drop once the lock is released.
-    Done(Option<Wake>),
+    Done(Option<Waiter>),
     /// The waiter needs a clone of the caller's waker, and a clone is user code, not to
     /// run under the lock: unlock, clone, lock again, and call again with the clone.
     NeedsWaker,
@@ -61,7 +61,7 @@ pub(super) enum Removed {
     /// The waiter was still waiting.
     Waiting {
         /// Its registration, held only to be dropped once the lock is released.
-        _registration: Wake,
+        _registration: Waiter,
     },
 }
 
@@ -95,13 +95,13 @@ impl Waiters {
         clone: &mut Option<Waker>,
     ) -> Registration {
         if let Some(k) = *key
-            && let Some(Some(Wake::Waker(current))) = self.slots.get(k)
+            && let Some(Some(Waiter::Waker(current))) = self.slots.get(k)
             && current.will_wake(waker)
         {
             return Registration::Done(None);
         }
         match clone.take() {
-            Some(clone) => Registration::Done(self.put(key, Wake::Waker(clone))),
+            Some(clone) => Registration::Done(self.put(key, Waiter::Waker(clone))),
             None => Registration::NeedsWaker,
         }
     }
@@ -122,20 +122,20 @@ impl Waiters {
         &mut self,
         key: &mut Option<usize>,
         fiber: BlockedFiber,
-    ) -> Option<Wake> {
+    ) -> Option<Waiter> {
         if let Some(k) = *key
-            && let Some(Some(Wake::Fiber(current))) = self.slots.get(k)
+            && let Some(Some(Waiter::Fiber(current))) = self.slots.get(k)
             && *current == fiber
         {
             return None;
         }
-        self.put(key, Wake::Fiber(fiber))
+        self.put(key, Waiter::Fiber(fiber))
     }
 
     /// Stores a registration under `key`: in place if the waiter is registered, queued as
     /// a new arrival if it was notified, under a new key if it has none. Returns the
     /// registration it replaced, to drop after unlocking.
-    fn put(&mut self, key: &mut Option<usize>, wake: Wake) -> Option<Wake> {
+    fn put(&mut self, key: &mut Option<usize>, wake: Waiter) -> Option<Waiter> {
         if let Some(k) = *key {
             match self.slots.get_mut(k) {
                 Some(Some(current)) => return Some(std::mem::replace(current, wake)),
@@ -179,7 +179,7 @@ impl Waiters {
 
     /// Marks the oldest waiter notified and returns its wake, to do after unlocking. A
     /// fiber's state changes here, under the lock (see `register_fiber`).
-    pub(super) fn notify_one(&mut self) -> Option<Wakeup> {
+    pub(super) fn notify_one(&mut self) -> Option<PendingWake> {
         if self.waiting == 0 {
             return None;
         }
@@ -199,12 +199,12 @@ impl Waiters {
     }
 
     /// Marks every waiter notified and returns their wakes, to do after unlocking.
-    pub(super) fn notify_all(&mut self) -> Vec<Wakeup> {
+    pub(super) fn notify_all(&mut self) -> Vec<PendingWake> {
         if self.waiting == 0 {
             return Vec::new();
         }
         let Waiters { slots, order, .. } = self;
-        let wakeups: Vec<Wakeup> = order
+        let wakeups: Vec<PendingWake> = order
             .drain(..)
             .filter_map(|k| slots.get_mut(k).and_then(Option::take))
             .filter_map(Self::wakeup)
@@ -216,13 +216,13 @@ impl Waiters {
     /// The wake of a registration just taken. A fiber's state changes now, under the
     /// lock, and so does its queueing if it lives on this thread's worker: only a message
     /// to another thread is left for after unlocking.
-    fn wakeup(wake: Wake) -> Option<Wakeup> {
+    fn wakeup(wake: Waiter) -> Option<PendingWake> {
         match wake {
-            Wake::Waker(waker) => Some(Wakeup::Waker(waker)),
+            Waiter::Waker(waker) => Some(PendingWake::Waker(waker)),
             // SAFETY: we hold the lock (`&mut self` in our callers) under which this
             // registration was found and taken, so the fiber, which removes its key under
             // this lock before leaving its call (`register_fiber`), has not left.
-            Wake::Fiber(fiber) => unsafe { fiber.wake() }.map(Wakeup::Remote),
+            Waiter::Fiber(fiber) => unsafe { fiber.wake() }.map(PendingWake::Remote),
         }
     }
 }
@@ -365,7 +365,7 @@ impl WaitQueue {
 /// to see, unless the thread is unwinding already (a notifier's destructor run by a
 /// panic), where a second panic would abort the process: then the panic hook's report of
 /// it is all that remains.
-pub(super) fn wake_all(wakeups: Vec<Wakeup>) {
+pub(super) fn wake_all(wakeups: Vec<PendingWake>) {
     let mut first_panic = None;
     for wakeup in wakeups {
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| wakeup.wake())) {

@@ -81,8 +81,6 @@ use shared::Message;
 pub(crate) use shared::{RuntimeShared, WorkerShared};
 use shutdown::abandon_task;
 pub(crate) use unstarted::Unstarted;
-// The wait lists of `green::sync` name these so far.
-pub(crate) use crate::task::{BlockedFiber, PendingWake as Wakeup, Waiter as Wake};
 
 /// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
 /// A poll that finds nothing costs one system call (see `Reactor::react_now`).
@@ -177,9 +175,7 @@ impl Worker {
     /// Records which CPU this worker's thread runs on (a read of the thread's `rseq`
     /// area in glibc, no system call).
     fn note_cpu(&self) {
-        // SAFETY: `sched_getcpu` has no preconditions.
-        let cpu = unsafe { libc::sched_getcpu() };
-        let cpu = usize::try_from(cpu).unwrap_or(NO_CPU);
+        let cpu = crate::sys::current_cpu().unwrap_or(NO_CPU);
         self.shared.cpu.store(cpu, Ordering::Relaxed);
     }
 
