@@ -5,238 +5,23 @@ use std::future::Future;
 use std::io;
 use std::panic;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::blocking::Pool;
-use crate::context::stack::{self, DEFAULT_STACK_SIZE};
+use crate::blocking::pool::Pool;
+use crate::context::stack;
 use crate::reactor::Reactor;
-use crate::sys::{self, lock};
+use crate::sys::lock;
 use crate::task::{JoinHandle, Task, TaskRef};
-use crate::worker::{self, Placement, RuntimeShared, Unstarted, Worker, WorkerShared};
+use crate::worker::{self, Placement, RuntimeShared, Unstarted};
 
+mod builder;
 mod stall;
 
+pub use builder::Builder;
+use builder::StopSignal;
 pub use stall::StallReport;
-
-/// The hook that receives stall reports.
-type StallHook = Arc<dyn Fn(&StallReport) + Send + Sync>;
-
-/// The stall monitor's stop flag, with the condition variable that interrupts its sleep.
-type StopSignal = Arc<(Mutex<bool>, Condvar)>;
-
-/// Configures a [`Runtime`].
-///
-/// # Examples
-///
-/// ```
-/// let runtime = green::Runtime::builder().workers(2).stack_size(64 * 1024).build().unwrap();
-/// assert_eq!(runtime.run(|| 1 + 1), 2);
-/// ```
-#[derive(Clone)]
-pub struct Builder {
-    /// Stack size of every fiber.
-    stack_size: usize,
-    /// Number of workers; `None`: the available parallelism.
-    workers: Option<usize>,
-    /// Name of the worker threads.
-    name: String,
-    /// Report fibers that run longer than this without suspending.
-    stall_warning: Option<Duration>,
-    /// Where stall reports go; stderr when `None`.
-    stall_hook: Option<StallHook>,
-    /// Pin each worker thread to one CPU.
-    pin_workers: bool,
-}
-
-impl std::fmt::Debug for Builder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
-            .field("stack_size", &self.stack_size)
-            .field("workers", &self.workers)
-            .field("name", &self.name)
-            .field("stall_warning", &self.stall_warning)
-            .field("pin_workers", &self.pin_workers)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            stack_size: DEFAULT_STACK_SIZE,
-            workers: None,
-            name: "green-worker".into(),
-            stall_warning: None,
-            stall_hook: None,
-            pin_workers: false,
-        }
-    }
-}
-
-impl Builder {
-    /// The usable stack size of every fiber, in bytes (rounded up to pages). The default
-    /// is [`DEFAULT_STACK_SIZE`](crate::stack::DEFAULT_STACK_SIZE), 256 KiB.
-    pub fn stack_size(mut self, bytes: usize) -> Builder {
-        self.stack_size = bytes;
-        self
-    }
-
-    /// The number of workers (OS threads running fibers). The default is
-    /// `std::thread::available_parallelism()`.
-    pub fn workers(mut self, workers: usize) -> Builder {
-        self.workers = Some(workers);
-        self
-    }
-
-    /// The name of the worker threads.
-    pub fn name(mut self, name: impl Into<String>) -> Builder {
-        self.name = name.into();
-        self
-    }
-
-    /// Pins worker `i` to the `i`-th CPU the process may run on (round robin when there
-    /// are more workers than CPUs). Off by default.
-    ///
-    /// A started fiber never leaves its worker, so a pinned worker is a CPU: a connection
-    /// accepted with [`TcpListener::accept`](crate::net::TcpListener::accept) is then
-    /// served on the CPU that handles its packets (see [Placement](Runtime#placement)),
-    /// with its socket buffers in that CPU's cache. This is the thread-per-core layout of
-    /// a dedicated server. Leave it off when the runtime shares the machine: a pinned
-    /// worker cannot move to an idle CPU when another process (or another runtime, which
-    /// pins to the same CPUs) keeps its own CPU busy.
-    ///
-    /// Pinning is best effort: where `sched_setaffinity` is refused, workers run unpinned.
-    /// The CPUs are those the thread calling `build` may run on. The threads of the
-    /// blocking pool ([`unblock`](crate::unblock)) run on all of them; a thread started
-    /// with `std::thread::spawn` from a fiber inherits its worker's CPU.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let runtime = green::Runtime::builder().workers(2).pin_workers(true).build().unwrap();
-    /// assert_eq!(runtime.run(|| 1 + 1), 2);
-    /// ```
-    pub fn pin_workers(mut self, pin: bool) -> Builder {
-        self.pin_workers = pin;
-        self
-    }
-
-    /// Reports, once per occurrence, a fiber that runs longer than `threshold` without
-    /// suspending: such a fiber blocks every other fiber of its worker, the most common bug
-    /// of cooperative runtimes. Reports go to stderr, or to [`Builder::on_stall`]'s hook.
-    ///
-    /// A monitor thread samples each worker a few times per `threshold` (at most every
-    /// 100 ms); the workers themselves only bump a counter per resume.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::sync::{Arc, Mutex};
-    /// use std::time::Duration;
-    ///
-    /// let reports = Arc::new(Mutex::new(Vec::new()));
-    /// let sink = reports.clone();
-    /// let runtime = green::Runtime::builder()
-    ///     .stall_warning(Duration::from_millis(20))
-    ///     .on_stall(move |report| sink.lock().unwrap().push(report.worker))
-    ///     .build()
-    ///     .unwrap();
-    /// // Hogs its worker: std's sleep blocks the thread, green::sleep would park the fiber.
-    /// runtime.run(|| std::thread::sleep(Duration::from_millis(200)));
-    /// assert_eq!(reports.lock().unwrap().len(), 1);
-    /// ```
-    pub fn stall_warning(mut self, threshold: Duration) -> Builder {
-        self.stall_warning = Some(threshold);
-        self
-    }
-
-    /// Where stall reports go (see [`Builder::stall_warning`]), instead of stderr.
-    pub fn on_stall(mut self, hook: impl Fn(&StallReport) + Send + Sync + 'static) -> Builder {
-        self.stall_hook = Some(Arc::new(hook));
-        self
-    }
-
-    /// Starts the runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`io::ErrorKind::InvalidInput`] for a stack size out of range (below 16 KiB or above
-    /// 16 GiB) or zero workers; otherwise what creating a poller or a thread returns.
-    pub fn build(self) -> io::Result<Runtime> {
-        // Check the size now rather than at the first spawn.
-        stack::StackPool::new(self.stack_size)?;
-        let count = match self.workers {
-            Some(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a runtime needs at least one worker",
-                ));
-            }
-            Some(n) => n,
-            None => thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        let workers = (0..count)
-            .map(|i| WorkerShared::new(i).map(Arc::new))
-            .collect::<io::Result<Vec<_>>>()?;
-        let cpus = if self.pin_workers {
-            sys::allowed_cpus()
-        } else {
-            Vec::new()
-        };
-        // Pool threads are started by workers and would inherit their pinning: they get
-        // the whole mask back.
-        let shared = Arc::new(RuntimeShared::new(
-            workers,
-            self.stack_size,
-            Pool::new(cpus.clone()),
-        ));
-        let (exited_sender, exited) = mpsc::channel();
-        let mut runtime = Runtime {
-            shared: shared.clone(),
-            threads: Vec::new(),
-            exited: Mutex::new(exited),
-            monitor: None,
-            shut_down: false,
-        };
-        for worker_shared in &shared.workers {
-            let (runtime_shared, worker_shared, exited_sender) =
-                (shared.clone(), worker_shared.clone(), exited_sender.clone());
-            let name = format!("{}-{}", self.name, worker_shared.index);
-            let cpu = (!cpus.is_empty()).then(|| cpus[worker_shared.index % cpus.len()]);
-            // On error, `runtime` drops here and stops the workers already started.
-            let thread = thread::Builder::new().name(name).spawn(move || {
-                if let Some(cpu) = cpu {
-                    sys::set_thread_affinity(&[cpu]); // best effort
-                }
-                Worker::new(runtime_shared, worker_shared).run();
-                let _ = exited_sender.send(thread::current().id());
-            })?;
-            runtime.threads.push(thread);
-        }
-        if let Some(threshold) = self.stall_warning {
-            let hook = self
-                .stall_hook
-                .unwrap_or_else(|| Arc::new(|report: &StallReport| eprintln!("{report}")));
-            let stop = Arc::new((Mutex::new(false), Condvar::new()));
-            let (monitor_shared, monitor_stop) = (shared.clone(), stop.clone());
-            let thread = thread::Builder::new()
-                .name(format!("{}-monitor", self.name))
-                .spawn(move || {
-                    stall::monitor_stalls(
-                        monitor_shared,
-                        threshold,
-                        hook,
-                        &monitor_stop.0,
-                        &monitor_stop.1,
-                    )
-                })?;
-            runtime.monitor = Some((thread, stop));
-        }
-        Ok(runtime)
-    }
-}
 
 /// A green runtime: `n` workers (one OS thread each), each with its own run queue and
 /// reactor, that run fibers.
@@ -443,7 +228,8 @@ impl Runtime {
     }
 
     /// Shuts the runtime down (see [Shutdown](Runtime#shutdown)), waiting at most `timeout`
-    /// for the workers and the blocking pool; returns whether everything stopped in time.
+    /// for the workers and the blocking pool; returns whether everything stopped in time
+    /// (`false` if a fiber had to be abandoned).
     ///
     /// Nothing waits past `timeout`: fibers still unwinding then (blocked in a destructor)
     /// are abandoned, as the shutdown steps say, and threads still busy (a fiber that never
@@ -495,7 +281,8 @@ impl Runtime {
             }
         }
         drop(exited_threads);
-        in_time && self.shared.pool.shut_down(deadline)
+        let pool_in_time = self.shared.pool.shut_down(deadline);
+        in_time && pool_in_time && self.shared.abandoned.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -600,8 +387,11 @@ pub(crate) fn current_reactor() -> (Arc<Reactor>, bool) {
     })
 }
 
-/// The blocking pool of the calling fiber's runtime.
+/// The blocking pool of the calling fiber's runtime; `None` outside fibers.
 pub(crate) fn current_pool() -> Option<Arc<Pool>> {
+    if !worker::in_fiber() {
+        return None;
+    }
     worker::with_worker(|worker| worker.map(|w| w.runtime.pool.clone()))
 }
 
@@ -625,7 +415,7 @@ fn global() -> &'static Runtime {
 /// assert!(green::run(green::in_fiber));
 /// ```
 pub fn in_fiber() -> bool {
-    worker::current().is_some()
+    worker::in_fiber()
 }
 
 /// Spawns a fiber running `f`: on the calling fiber's runtime, or, outside any runtime, on

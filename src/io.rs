@@ -202,7 +202,7 @@ impl<T: AsFd> Async<T> {
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let in_fiber = crate::in_fiber();
+        let in_fiber = crate::worker::in_fiber();
         loop {
             // The tick before the operation: an edge after it failed is not lost.
             let tick = in_fiber.then(|| self.source.tick(direction));
@@ -229,7 +229,7 @@ impl<T: AsFd> Async<T> {
         tick: Option<u64>,
         deadline: Option<Instant>,
     ) -> io::Result<()> {
-        if !crate::in_fiber() {
+        if !crate::worker::in_fiber() {
             return poll_fd(self.get_ref().as_fd(), direction, deadline);
         }
         let ready = self.ready(direction, tick);

@@ -41,21 +41,35 @@
 //!
 //! # Implementation
 //!
-//! The modules, from the machine up:
+//! The modules, in the order data flows through them. A spawn goes down: `spawn` →
+//! `task` → `worker` → `fiber` → `context`. A wait comes back up: `await_blocking` →
+//! `task` (its waker) → `reactor` (or any other waker) → `task` (the wake) → `worker`
+//! (the resume). No module imports one above it.
 //!
-//! * `context`: the stack switch (per architecture, inline assembly that splits a call and
-//!   its matching return across the two stacks, so the CPU predicts every switch, and a
-//!   naked entry trampoline with hand-written unwind information so backtraces walk from a
-//!   fiber into its resumer), `mmap`'d stacks with a guard page and a per-thread pool
-//!   ([`stack`]), and the SIGSEGV handler that reports a fiber overflowing its stack.
-//! * [`fiber`]: `Fiber<T>`: resume and suspend, panics caught at the fiber's entry, forced
-//!   unwinding of a fiber dropped while suspended. Usable on its own as a coroutine.
-//! * `executor` ([`Runtime`], [`spawn`]): a worker thread per runtime that runs fibers
-//!   round robin from a slab; wakes from other threads arrive through a lock-free injector.
-//! * `reactor`: a `polling::Poller` per worker, with I/O sources and timers.
-//! * `block_on` ([`await_blocking`], [`block_on`]): polls a future on the fiber's stack and
-//!   parks the fiber while it is pending.
-//! * [`io`], [`net`], [`time`], [`unblock`]: what users call, built on the three above.
+//! ```text
+//!   context/      the machine: guarded mmap'd stacks and their per-thread pool (stack.rs),
+//!                 the switch per architecture (x86_64.rs, riscv64.rs, aarch64.rs: inline
+//!                 assembly, a naked entry trampoline with hand-written unwind info), and
+//!                 the SIGSEGV handler that names a fiber overflowing its stack
+//!   fiber         Fiber<T>: a closure on a stack; resume, suspend, panics caught at its
+//!                 entry, forced unwinding when dropped; fiber/builder.rs its options
+//!   task/         what a spawned fiber shares with its wakers and its JoinHandle: the
+//!                 header and reference count (mod.rs), the park and cancel words with
+//!                 every transition (state.rs), the waker vtable (waker.rs), wait-list
+//!                 registrations (waiter.rs), the join cell and JoinHandle (join.rs),
+//!                 JoinError (error.rs); it reaches its scheduler through `Schedule`
+//!   reactor       a polling::Poller per worker: I/O sources, per-direction waiters, timers
+//!   blocking/     the thread pool (pool.rs) and `unblock` on it (mod.rs)
+//!   worker/       one OS thread: the loop and resume (mod.rs), the running fiber's park
+//!                 and yield (current.rs), the typed run queue (queue.rs), what other
+//!                 threads touch (shared.rs), tasks waiting to start (unstarted.rs),
+//!                 placement, idling and stealing, shutdown
+//!   executor      Runtime, Handle, spawn, run, yield_now; executor/builder.rs Builder,
+//!                 executor/stall.rs the stall monitor
+//!   block_on      the blocking calls: await_blocking, block_on, JoinHandle::join
+//!   io, net/, time, sync/   what users call, built on the layers above
+//!   sys           a lock that ignores poison, catching user panics, CPU system calls
+//! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(

@@ -39,7 +39,7 @@ pub fn sleep(duration: Duration) {
 /// Puts the calling fiber to sleep until `deadline`; other fibers run meanwhile. Outside a
 /// fiber it sleeps the thread.
 pub fn sleep_until(deadline: Instant) {
-    if worker::current().is_some() {
+    if worker::in_fiber() {
         crate::await_blocking(Timer::at(deadline));
         return;
     }
@@ -55,7 +55,7 @@ pub fn sleep_until(deadline: Instant) {
 
 /// Sleeps for a duration too long to represent as an `Instant`.
 fn sleep_forever() {
-    if worker::current().is_some() {
+    if worker::in_fiber() {
         crate::await_blocking(Timer::never());
         return;
     }

@@ -79,6 +79,13 @@ pub(crate) fn panicking() -> bool {
     current().is_some_and(|current| current.header().state.unwinding())
 }
 
+/// Whether the caller runs in a fiber of a green runtime: the one way the crate asks
+/// (on a worker's thread, outside fibers, the answer is no).
+#[inline]
+pub(crate) fn in_fiber() -> bool {
+    current().is_some()
+}
+
 /// The fiber running on this thread, if any.
 #[inline]
 pub(crate) fn current() -> Option<Current> {

@@ -3,7 +3,7 @@
 //! ```text
 //!   spawn in a fiber ──► own spawn queue (stealable) + a "start" mark in the local queue,
 //!                        or, if a sibling's load is lower (or the task should run near
-//!                        a CPU), that sibling's pinned queue + a Start message
+//!                        a CPU), that sibling's pinned queue + a StartPinned message
 //!   spawn from outside ──► some worker's spawn queue (round robin) + a Start message
 //!   wake on this thread ──► local queue          wake from elsewhere ──► injector
 //!                                                (+ Poller::notify if the worker sleeps)
@@ -75,7 +75,7 @@ mod unstarted;
 use queue::{RunQueue, Runnable, StartQueue};
 
 use current::{CURRENT, Cancelled};
-pub(crate) use current::{Current, current, panicking, spawn_near_cpu};
+pub(crate) use current::{Current, current, in_fiber, panicking, spawn_near_cpu};
 pub(crate) use placement::Placement;
 use shared::Message;
 pub(crate) use shared::{RuntimeShared, WorkerShared};
@@ -243,8 +243,8 @@ impl Worker {
 
     /// Resumes the fiber `id` if it still exists, and removes it if it finished. Called by
     /// the loop, or nested by a fiber (`run_next_now`): runs no user code but the fiber.
-    // Inlined into the loop, as it was before `run_next_now` also called it: out of line,
-    // its call and the saving of the registers its switch clobbers cost ping-pong about 9%.
+    // Inlined: out of line, its call and the saving of the registers its switch clobbers
+    // cost ping-pong about 9%.
     #[inline(always)]
     fn resume(&self, id: u64) {
         let (slot, generation) = ((id & 0xFFFF_FFFF) as usize, (id >> 32) as u32);

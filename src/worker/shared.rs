@@ -13,7 +13,7 @@ use crossbeam_queue::SegQueue;
 
 use super::queue::StartQueue;
 use super::{NOT_RUNNING, Unstarted, WORKER};
-use crate::blocking::Pool;
+use crate::blocking::pool::Pool;
 use crate::reactor::Reactor;
 use crate::sys::lock;
 use crate::task::{NO_CPU, Schedule};
@@ -53,8 +53,10 @@ pub(crate) struct WorkerShared {
     pub(crate) ticks: AtomicU64,
     /// Id of the fiber running now, `NOT_RUNNING` between fibers, for the stall monitor.
     pub(crate) running: AtomicU64,
-    /// The worker's fibers plus the tasks queued to start on it, for placement. Written
-    /// only by the worker's thread, so updates are a load and a store.
+    /// The worker's fibers plus the tasks queued to start on it, for placement. The
+    /// worker's thread publishes it with a store (`Worker::publish_load`); a sibling that
+    /// pins a task here adds one at once (`send_pinned`), so that the next spawns see it
+    /// before the next store corrects the count.
     pub(crate) load: AtomicUsize,
     /// The CPU the worker's thread ran on when it last looked (`NO_CPU` before), for
     /// placing connections near the CPU that receives their packets.
@@ -177,6 +179,8 @@ pub(crate) struct RuntimeShared {
     /// When the workers give up on fibers that are still unwinding at shutdown (`None`:
     /// never); written before `shutdown` is set.
     deadline: Mutex<Option<Instant>>,
+    /// Fibers the workers abandoned at the shutdown's deadline.
+    pub(crate) abandoned: AtomicUsize,
     /// Usable stack size of the runtime's fibers.
     pub(crate) stack_size: usize,
     /// The pool behind `unblock`.
@@ -198,6 +202,7 @@ impl RuntimeShared {
             blind_sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             deadline: Mutex::new(None),
+            abandoned: AtomicUsize::new(0),
             stack_size,
             pool,
         }

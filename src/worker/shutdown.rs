@@ -101,6 +101,9 @@ impl Worker {
             self.shared.index,
             left.len()
         );
+        self.runtime
+            .abandoned
+            .fetch_add(left.len(), Ordering::SeqCst);
         for entry in left {
             std::mem::forget(entry.fiber);
             // SAFETY: the fiber is never resumed again, and its closure's reference, leaked

@@ -1,4 +1,5 @@
-//! [`unblock`]: run blocking code on a pool of OS threads while the fiber waits.
+//! The thread pool behind [`unblock`](crate::unblock): OS threads for blocking jobs,
+//! started on demand. It knows nothing of fibers.
 //!
 //! Each runtime has its own pool. It starts threads on demand, up to 500 (as smol's
 //! `blocking` does), and a thread that has been idle for 500 ms exits. Jobs wait in a FIFO
@@ -6,25 +7,17 @@
 //!
 //! # Shutdown
 //!
-//! A pool thread counts itself in for as long as it runs, whatever its jobs do: a job's
-//! panic is caught and handed to the fiber that waits for it, and when that fiber gave up
-//! (cancelled), the result or the panic payload is dropped on the pool thread with its
-//! destructor's panics caught. A runtime dropped from one of its own `unblock` jobs waits
-//! for the pool's other threads, not for the thread that drops it, which exits once its
-//! job returns.
+//! A pool thread counts itself in for as long as it runs, whatever its jobs do (`Counted`).
+//! A runtime dropped from one of its own `unblock` jobs waits for the pool's other threads,
+//! not for the thread that drops it, which exits once its job returns.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::future::Future;
-use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
 use std::ptr;
 use std::sync::{Arc, Condvar, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::sys::catch_and_report;
 use crate::sys::lock;
 
 /// Most threads the pool runs at once.
@@ -33,9 +26,9 @@ const MAX_THREADS: usize = 500;
 /// How long an idle pool thread waits for work before it exits.
 const IDLE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A job for the pool. It must not panic: [`unblock`]'s wrapper catches the job's panics
+/// A job for the pool. It must not panic: [`unblock`](crate::unblock)'s wrapper catches the job's panics
 /// and those of the destructors it runs.
-type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 thread_local! {
     /// The pool the calling thread works for, if it is a pool thread; null otherwise. A
@@ -86,7 +79,7 @@ impl Pool {
     }
 
     /// Queues a job, starting a thread if none is idle and the limit allows.
-    fn submit(self: &Arc<Self>, job: Job) {
+    pub(crate) fn submit(self: &Arc<Self>, job: Job) {
         let mut state = lock(&self.state);
         state.queue.push_back(job);
         if state.idle > 0 {
@@ -197,94 +190,5 @@ impl Drop for Counted<'_> {
         CURRENT_POOL.with(|current| current.set(ptr::null()));
         lock(&self.pool.state).threads -= 1;
         self.pool.exited.notify_all();
-    }
-}
-
-/// Where a job's result goes, and who waits for it.
-struct Slot<T> {
-    /// The result, once the job ran (`Err` with the panic payload if it panicked).
-    result: Option<thread::Result<T>>,
-    /// The waiter's waker.
-    waker: Option<Waker>,
-}
-
-/// Waits for the result of a job on the pool.
-struct Pending<T>(Arc<Mutex<Slot<T>>>);
-
-impl<T> Future for Pending<T> {
-    type Output = thread::Result<T>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut slot = lock(&self.0);
-        if let Some(result) = slot.result.take() {
-            return Poll::Ready(result);
-        }
-        if slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            return Poll::Pending;
-        }
-        // A waker is cloned, and the one it replaces dropped, with no lock held.
-        drop(slot);
-        let waker = cx.waker().clone();
-        let mut slot = lock(&self.0);
-        if let Some(result) = slot.result.take() {
-            return Poll::Ready(result);
-        }
-        let displaced = slot.waker.replace(waker);
-        drop(slot);
-        drop(displaced);
-        Poll::Pending
-    }
-}
-
-/// Runs the blocking function `f` on a pool of OS threads and parks the calling fiber until
-/// it returns; other fibers run meanwhile. Use it for code that blocks the thread: file
-/// I/O, name resolution, CPU-heavy work, C libraries.
-///
-/// Outside a fiber, `f` simply runs on the calling thread, which may block anyway.
-///
-/// # Panics
-///
-/// A panic in `f` is re-raised in the caller.
-///
-/// # Examples
-///
-/// ```
-/// let length = green::run(|| green::unblock(|| std::fs::read_to_string("Cargo.toml").unwrap().len()));
-/// assert!(length > 0);
-/// ```
-pub fn unblock<F, T>(f: F) -> T
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    let Some(pool) = crate::executor::current_pool().filter(|_| crate::in_fiber()) else {
-        return f();
-    };
-    let slot = Arc::new(Mutex::new(Slot {
-        result: None,
-        waker: None,
-    }));
-    let job_slot = slot.clone();
-    pool.submit(Box::new(move || {
-        let result = panic::catch_unwind(AssertUnwindSafe(f));
-        let waker = {
-            let mut slot = lock(&job_slot);
-            slot.result = Some(result);
-            slot.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        // If the waiter gave up (its fiber was cancelled), the slot is ours alone and the
-        // result, or the panic payload, goes with it: its destructor may panic, and the
-        // pool thread must go on.
-        catch_and_report(
-            "the destructor of an unblock job's unclaimed result",
-            || drop(job_slot),
-        );
-    }));
-    match crate::await_blocking(Pending(slot)) {
-        Ok(value) => value,
-        Err(payload) => panic::resume_unwind(payload),
     }
 }
