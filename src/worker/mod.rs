@@ -1,17 +1,17 @@
 //! A worker: one OS thread, its fibers, its run queue and its reactor.
 //!
 //! ```text
-//!   spawn in a fiber ──► own spawn queue (stealable) + a "start" mark in the local queue,
+//!   spawn in a fiber ──► own spawn queue (stealable) + a Start entry in the run queue,
 //!                        or, if a sibling's load is lower (or the task should run near
 //!                        a CPU), that sibling's pinned queue + a StartPinned message
 //!   spawn from outside ──► some worker's spawn queue (round robin) + a Start message
 //!   wake on this thread ──► local queue          wake from elsewhere ──► injector
 //!                                                (+ Poller::notify if the worker sleeps)
 //!   loop:
-//!     1. turn the injector's messages into entries of the local queue
-//!     2. pop the local queue (FIFO, so fibers take turns):
-//!          a fiber id  -> resume it
-//!          a "start"   -> create the fiber of the next task in its spawn queue, resume it
+//!     1. turn the injector's messages into entries of the run queue
+//!     2. pop the run queue (FIFO, so fibers take turns):
+//!          Fiber(id)   -> resume it
+//!          Start(q)    -> create the fiber of the next task in queue q, resume it
 //!        every 64 resumes, poll the reactor without blocking so that I/O cannot starve
 //!     3. nothing to run: steal a task that has not started from a sibling's spawn queue
 //!        (if that sibling has two fibers more) or from either of its queues (if it has
@@ -21,7 +21,7 @@
 //! ```
 //!
 //! One shortcut: a fiber that joins a task which the loop would start next anyway (the
-//! run queue holds only that task's start mark, no message waits) creates the task's
+//! run queue holds only that task's Start entry, no message waits) creates the task's
 //! fiber and resumes it itself, nested: the task runs on its own stack as usual, and
 //! control comes back to the joiner when it finishes, parks or yields, in the order the
 //! loop would have produced, with two switches, two passes of the loop, a park and a
@@ -314,7 +314,7 @@ impl Worker {
         }
     }
 
-    /// Creates the fiber of a task taken for a start mark; returns its id.
+    /// Creates the fiber of a task taken for a Start entry; returns its id.
     fn start_marked(&self, task: Option<Unstarted>) -> Option<u64> {
         let id = task.and_then(|task| task.start(self));
         if id.is_none() {

@@ -103,7 +103,7 @@ impl Worker {
         x
     }
 
-    /// Puts a task on this worker's spawn queue, with its mark in the local queue. Wakes
+    /// Puts a task on this worker's spawn queue, with its Start entry in the run queue. Wakes
     /// a sleeping worker to steal it when this worker already has a backlog.
     pub(crate) fn place(&self, task: Unstarted) {
         if self.runtime.workers.len() == 1 {
@@ -118,7 +118,7 @@ impl Worker {
     }
 
     /// Puts a task that was chosen to start on this worker on its pinned queue (stolen
-    /// only if this worker gets stuck), with its mark in the local queue.
+    /// only if this worker gets stuck), with its Start entry in the run queue.
     pub(crate) fn place_pinned(&self, task: Unstarted) {
         if self.runtime.workers.len() == 1 {
             return self.place_local(task);
@@ -135,7 +135,7 @@ impl Worker {
     }
 
     /// Puts a task on this worker's own spawn queue, which no other worker can reach,
-    /// with its mark in the local queue. Only for a runtime with one worker.
+    /// with its Start entry in the run queue. Only for a runtime with one worker.
     pub(super) fn place_local(&self, task: Unstarted) {
         self.local_spawns.borrow_mut().push_back(task);
         self.mark_start(StartQueue::Local);
