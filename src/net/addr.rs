@@ -1,5 +1,6 @@
 //! Addresses: resolution off the worker thread, and trying each address a name resolves
-//! to. The system calls that take an address are in `sys::socket`.
+//! to. The socket system calls, and the C form of the address they take, are in
+//! `sys::socket`.
 
 use std::any::Any;
 use std::io;

@@ -1,5 +1,7 @@
-//! What the stream sockets share: [`Stream`], a registered descriptor with its timeouts,
-//! and [`Timeout`].
+//! What the stream sockets share: [`Stream`], a registered descriptor with its timeouts;
+//! [`Timeout`]; and the code `TcpStream` and `UnixStream` would otherwise both write out,
+//! in two macros: [`stream_methods!`] (their timeout, `take_error` and `try_clone`
+//! methods) and [`stream_impls!`] (their trait impls).
 
 use std::io;
 use std::os::fd::AsFd;
@@ -48,6 +50,25 @@ impl Timeout {
     }
 }
 
+/// A std stream socket that can be duplicated, as [`Stream::try_clone`] needs: std has the
+/// method on each type but in no trait.
+pub(crate) trait TryClone: Sized {
+    /// A second handle to the same socket: a duplicated descriptor (`dup(2)`).
+    fn try_clone(&self) -> io::Result<Self>;
+}
+
+impl TryClone for std::net::TcpStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        std::net::TcpStream::try_clone(self)
+    }
+}
+
+impl TryClone for std::os::unix::net::UnixStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        std::os::unix::net::UnixStream::try_clone(self)
+    }
+}
+
 /// A stream socket: a registered nonblocking descriptor and its timeouts.
 pub(crate) struct Stream<T: AsFd> {
     /// Timeout of the blocking-style reads.
@@ -59,6 +80,11 @@ pub(crate) struct Stream<T: AsFd> {
 }
 
 impl<T: AsFd> Stream<T> {
+    /// Puts `io` in nonblocking mode and registers it, with no timeouts.
+    ///
+    /// # Errors
+    ///
+    /// As [`Async::new`].
     pub(crate) fn new(io: T) -> io::Result<Stream<T>> {
         Ok(Stream {
             read_timeout: Timeout::default(),
@@ -67,14 +93,21 @@ impl<T: AsFd> Stream<T> {
         })
     }
 
+    /// The std socket, in nonblocking mode.
     pub(crate) fn get_ref(&self) -> &T {
         self.io.get_ref()
     }
 
+    /// Deregisters the socket and returns it, still in nonblocking mode.
+    ///
+    /// # Errors
+    ///
+    /// As [`Async::into_inner`].
     pub(crate) fn into_inner(self) -> io::Result<T> {
         self.io.into_inner()
     }
 
+    /// The read timeout.
     pub(crate) fn read_timeout(&self) -> &Timeout {
         &self.read_timeout
     }
@@ -82,6 +115,22 @@ impl<T: AsFd> Stream<T> {
     /// The write timeout.
     pub(crate) fn write_timeout(&self) -> &Timeout {
         &self.write_timeout
+    }
+
+    /// A second handle to the same socket (a duplicated descriptor, registered on its own),
+    /// starting with this one's timeouts.
+    ///
+    /// # Errors
+    ///
+    /// What `dup(2)` or registering the copy returns.
+    pub(crate) fn try_clone(&self) -> io::Result<Stream<T>>
+    where
+        T: TryClone,
+    {
+        let clone = Stream::new(self.get_ref().try_clone()?)?;
+        clone.read_timeout.set(self.read_timeout.get())?;
+        clone.write_timeout.set(self.write_timeout.get())?;
+        Ok(clone)
     }
 
     /// Runs `op` until it does not fail with `WouldBlock`, waiting for readability in
@@ -125,8 +174,119 @@ impl<T: AsFd> Stream<T> {
     }
 }
 
+/// The methods a stream type holding a [`Stream`] in `inner` has beside std's twin's:
+/// `set_read_timeout`, `set_write_timeout`, `read_timeout`, `write_timeout`, `take_error`
+/// and `try_clone`, written once for `TcpStream` and `UnixStream`.
+///
+/// Called inside the type's `impl` block, with the type's name and the docs of the two
+/// methods whose docs differ from type to type (the others are written here):
+///
+/// ```text
+/// impl TcpStream {
+///     stream_methods! {
+///         TcpStream;
+///         /// Sets how long one blocking-style read ...
+///         fn set_read_timeout;
+///         /// A second handle to the same connection ...
+///         fn try_clone;
+///     }
+/// }
+/// ```
+macro_rules! stream_methods {
+    (
+        $stream:ident;
+        $(#[$set_read_timeout_doc:meta])*
+        fn set_read_timeout;
+        $(#[$try_clone_doc:meta])*
+        fn try_clone;
+    ) => {
+        $(#[$set_read_timeout_doc])*
+        pub fn set_read_timeout(
+            &self,
+            timeout: Option<::std::time::Duration>,
+        ) -> ::std::io::Result<()> {
+            self.inner.read_timeout().set(timeout)
+        }
+
+        /// Sets how long one blocking-style write may wait; as
+        /// [`set_read_timeout`](Self::set_read_timeout).
+        ///
+        /// # Errors
+        ///
+        /// [`io::ErrorKind::InvalidInput`](std::io::ErrorKind::InvalidInput) for a zero
+        /// duration, as std.
+        pub fn set_write_timeout(
+            &self,
+            timeout: Option<::std::time::Duration>,
+        ) -> ::std::io::Result<()> {
+            self.inner.write_timeout().set(timeout)
+        }
+
+        /// The read timeout, if any.
+        ///
+        /// # Errors
+        ///
+        /// None: the `Result` mirrors std.
+        pub fn read_timeout(&self) -> ::std::io::Result<Option<::std::time::Duration>> {
+            Ok(self.inner.read_timeout().get())
+        }
+
+        /// The write timeout, if any.
+        ///
+        /// # Errors
+        ///
+        /// None: the `Result` mirrors std.
+        pub fn write_timeout(&self) -> ::std::io::Result<Option<::std::time::Duration>> {
+            Ok(self.inner.write_timeout().get())
+        }
+
+        /// Takes the pending error (`SO_ERROR`) of the socket, if any.
+        ///
+        /// # Errors
+        ///
+        /// What `getsockopt(2)` returns.
+        pub fn take_error(&self) -> ::std::io::Result<Option<::std::io::Error>> {
+            self.inner.get_ref().take_error()
+        }
+
+        $(#[$try_clone_doc])*
+        pub fn try_clone(&self) -> ::std::io::Result<$stream> {
+            Ok($stream {
+                inner: self.inner.try_clone()?,
+            })
+        }
+    };
+}
+
+/// The trait impls of a stream type holding a [`Stream`] in `inner`, whose std twin is
+/// `$std`: `Read`, `Write`, `AsyncRead` and `AsyncWrite` (each for the type and for a
+/// shared reference to it), `AsFd`, `AsRawFd`, `Debug` (the std stream's), and the
+/// conversions from and to `$std`.
 macro_rules! stream_impls {
-    ($stream:ty) => {
+    ($stream:ident, $std:ty) => {
+        impl TryFrom<$std> for $stream {
+            type Error = ::std::io::Error;
+
+            /// Puts the stream in nonblocking mode and registers it with the reactor.
+            fn try_from(stream: $std) -> ::std::io::Result<$stream> {
+                Ok($stream {
+                    inner: crate::net::stream::Stream::new(stream)?,
+                })
+            }
+        }
+
+        impl TryFrom<$stream> for $std {
+            type Error = ::std::io::Error;
+
+            /// Deregisters the stream and puts it back in blocking mode. The timeouts are
+            /// not carried over.
+            fn try_from(stream: $stream) -> ::std::io::Result<$std> {
+                let stream = stream.inner.into_inner()?;
+                stream.set_nonblocking(false)?;
+                Ok(stream)
+            }
+        }
+
         impl ::std::io::Read for &$stream {
             fn read(&mut self, buf: &mut [u8]) -> ::std::io::Result<usize> {
                 self.inner
@@ -331,4 +491,4 @@ macro_rules! stream_impls {
     };
 }
 
-pub(crate) use stream_impls;
+pub(crate) use {stream_impls, stream_methods};

@@ -6,9 +6,10 @@ use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use super::addr::{self, RawAddr};
-use super::stream::{Stream, stream_impls};
+use super::addr;
+use super::stream::{Stream, stream_impls, stream_methods};
 use crate::io::Async;
+use crate::sys::socket::{RawAddr, incoming_cpu, raise_backlog, start_connect, stream_socket};
 
 /// A TCP socket server, listening for connections.
 ///
@@ -69,7 +70,7 @@ impl TcpListener {
     {
         let addrs = addr::resolve(addr)?;
         let listener = std::net::TcpListener::bind(&addrs[..])?;
-        addr::raise_backlog(listener.as_fd())?;
+        raise_backlog(listener.as_fd())?;
         TcpListener::try_from(listener)
     }
 
@@ -86,7 +87,7 @@ impl TcpListener {
     /// the new socket with the reactor returns.
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.io.read_with(|listener| listener.accept())?;
-        if let Some(cpu) = addr::incoming_cpu(stream.as_fd()) {
+        if let Some(cpu) = incoming_cpu(stream.as_fd()) {
             crate::worker::spawn_near_cpu(cpu);
         }
         Ok((TcpStream::try_from(stream)?, peer))
@@ -215,7 +216,7 @@ pub struct TcpStream {
     inner: Stream<std::net::TcpStream>,
 }
 
-stream_impls!(TcpStream);
+stream_impls!(TcpStream, std::net::TcpStream);
 
 impl TcpStream {
     /// Connects to `addr`, trying each address it resolves to in turn until one accepts.
@@ -257,8 +258,8 @@ impl TcpStream {
     /// Connects to one address, waiting at most until `deadline`.
     fn connect_addr(addr: &SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
         let addr = RawAddr::inet(addr);
-        let socket = addr::stream_socket(addr.family())?;
-        let in_progress = addr::start_connect(socket.as_fd(), &addr)?;
+        let socket = stream_socket(addr.family())?;
+        let in_progress = start_connect(socket.as_fd(), &addr)?;
         let stream = TcpStream::try_from(std::net::TcpStream::from(socket))?;
         if in_progress {
             stream.finish_connect(deadline)?;
@@ -340,108 +341,45 @@ impl TcpStream {
         self.inner.get_ref().nodelay()
     }
 
-    /// Sets how long one blocking-style read (or [`peek`](TcpStream::peek)) may wait;
-    /// `None` waits without limit. A read that times out fails with
-    /// [`io::ErrorKind::TimedOut`], never before the timeout elapsed.
-    ///
-    /// # Errors
-    ///
-    /// [`io::ErrorKind::InvalidInput`] for a zero duration, as std.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::io::Read;
-    /// use std::time::Duration;
-    /// use green::net::{TcpListener, TcpStream};
-    ///
-    /// let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    /// let mut stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    /// stream.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-    /// let error = stream.read(&mut [0; 1]).unwrap_err(); // nobody writes
-    /// assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
-    /// ```
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.inner.read_timeout().set(timeout)
-    }
+    stream_methods! {
+        TcpStream;
 
-    /// Sets how long one blocking-style write may wait; as
-    /// [`set_read_timeout`](TcpStream::set_read_timeout).
-    ///
-    /// # Errors
-    ///
-    /// [`io::ErrorKind::InvalidInput`] for a zero duration, as std.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.inner.write_timeout().set(timeout)
-    }
+        /// Sets how long one blocking-style read (or [`peek`](TcpStream::peek)) may wait;
+        /// `None` waits without limit. A read that times out fails with
+        /// [`io::ErrorKind::TimedOut`], never before the timeout elapsed.
+        ///
+        /// # Errors
+        ///
+        /// [`io::ErrorKind::InvalidInput`] for a zero duration, as std.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::io::Read;
+        /// use std::time::Duration;
+        /// use green::net::{TcpListener, TcpStream};
+        ///
+        /// let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        /// let mut stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        /// stream.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+        /// let error = stream.read(&mut [0; 1]).unwrap_err(); // nobody writes
+        /// assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        /// ```
+        fn set_read_timeout;
 
-    /// The read timeout, if any.
-    ///
-    /// # Errors
-    ///
-    /// None: the `Result` mirrors std.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.inner.read_timeout().get())
-    }
-
-    /// The write timeout, if any.
-    ///
-    /// # Errors
-    ///
-    /// None: the `Result` mirrors std.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.inner.write_timeout().get())
-    }
-
-    /// Takes the pending error (`SO_ERROR`) of the socket, if any.
-    ///
-    /// # Errors
-    ///
-    /// What `getsockopt(2)` returns.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.inner.get_ref().take_error()
-    }
-
-    /// A second handle to the same connection (a duplicated descriptor, registered on
-    /// its own). It starts with this stream's timeouts; later changes to either apply to
-    /// that one only.
-    ///
-    /// # Errors
-    ///
-    /// What `dup(2)` or registering the copy returns.
-    pub fn try_clone(&self) -> io::Result<TcpStream> {
-        let clone = TcpStream::try_from(self.inner.get_ref().try_clone()?)?;
-        clone.set_read_timeout(self.inner.read_timeout().get())?;
-        clone.set_write_timeout(self.inner.write_timeout().get())?;
-        Ok(clone)
+        /// A second handle to the same connection (a duplicated descriptor, registered
+        /// on its own). It starts with this stream's timeouts; later changes to either
+        /// apply to that one only.
+        ///
+        /// # Errors
+        ///
+        /// What `dup(2)` or registering the copy returns.
+        fn try_clone;
     }
 
     /// The std stream, for options this type does not wrap (`set_ttl`, `set_linger`,
     /// ...). It is in nonblocking mode: read and write through this type, not through it.
     pub fn get_ref(&self) -> &std::net::TcpStream {
         self.inner.get_ref()
-    }
-}
-
-impl TryFrom<std::net::TcpStream> for TcpStream {
-    type Error = io::Error;
-
-    /// Puts the stream in nonblocking mode and registers it with the reactor.
-    fn try_from(stream: std::net::TcpStream) -> io::Result<TcpStream> {
-        Ok(TcpStream {
-            inner: Stream::new(stream)?,
-        })
-    }
-}
-
-impl TryFrom<TcpStream> for std::net::TcpStream {
-    type Error = io::Error;
-
-    /// Deregisters the stream and puts it back in blocking mode. The timeouts are not
-    /// carried over.
-    fn try_from(stream: TcpStream) -> io::Result<std::net::TcpStream> {
-        let stream = stream.inner.into_inner()?;
-        stream.set_nonblocking(false)?;
-        Ok(stream)
     }
 }

@@ -9,11 +9,10 @@ use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
-use super::addr::{self, RawAddr};
-use super::stream::{Stream, stream_impls};
+use super::stream::{Stream, stream_impls, stream_methods};
 use crate::io::Async;
+use crate::sys::socket::{RawAddr, raise_backlog, start_connect, stream_socket};
 
 /// A Unix-domain socket server, listening for connections.
 ///
@@ -55,7 +54,7 @@ impl UnixListener {
     /// file exists.
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
         let listener = std::os::unix::net::UnixListener::bind(path)?;
-        addr::raise_backlog(listener.as_fd())?;
+        raise_backlog(listener.as_fd())?;
         UnixListener::try_from(listener)
     }
 
@@ -162,7 +161,7 @@ pub struct UnixStream {
     inner: Stream<std::os::unix::net::UnixStream>,
 }
 
-stream_impls!(UnixStream);
+stream_impls!(UnixStream, std::os::unix::net::UnixStream);
 
 impl UnixStream {
     /// Connects to the socket at `path`.
@@ -179,8 +178,8 @@ impl UnixStream {
     pub fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
         let path = path.as_ref();
         let addr = RawAddr::unix(path)?;
-        let socket = addr::stream_socket(addr.family())?;
-        match addr::start_connect(socket.as_fd(), &addr) {
+        let socket = stream_socket(addr.family())?;
+        match start_connect(socket.as_fd(), &addr) {
             Ok(in_progress) => {
                 let stream = UnixStream::try_from(std::os::unix::net::UnixStream::from(socket))?;
                 if in_progress {
@@ -239,87 +238,24 @@ impl UnixStream {
         self.inner.get_ref().local_addr()
     }
 
-    /// Sets how long one blocking-style read may wait; `None` waits without limit. A read
-    /// that times out fails with [`io::ErrorKind::TimedOut`], never before the timeout
-    /// elapsed.
-    ///
-    /// # Errors
-    ///
-    /// [`io::ErrorKind::InvalidInput`] for a zero duration, as std.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.inner.read_timeout().set(timeout)
-    }
+    stream_methods! {
+        UnixStream;
 
-    /// Sets how long one blocking-style write may wait; as
-    /// [`set_read_timeout`](UnixStream::set_read_timeout).
-    ///
-    /// # Errors
-    ///
-    /// [`io::ErrorKind::InvalidInput`] for a zero duration, as std.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.inner.write_timeout().set(timeout)
-    }
+        /// Sets how long one blocking-style read may wait; `None` waits without limit. A
+        /// read that times out fails with [`io::ErrorKind::TimedOut`], never before the
+        /// timeout elapsed.
+        ///
+        /// # Errors
+        ///
+        /// [`io::ErrorKind::InvalidInput`] for a zero duration, as std.
+        fn set_read_timeout;
 
-    /// The read timeout, if any.
-    ///
-    /// # Errors
-    ///
-    /// None: the `Result` mirrors std.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.inner.read_timeout().get())
-    }
-
-    /// The write timeout, if any.
-    ///
-    /// # Errors
-    ///
-    /// None: the `Result` mirrors std.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.inner.write_timeout().get())
-    }
-
-    /// Takes the pending error (`SO_ERROR`) of the socket, if any.
-    ///
-    /// # Errors
-    ///
-    /// What `getsockopt(2)` returns.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.inner.get_ref().take_error()
-    }
-
-    /// A second handle to the same connection (a duplicated descriptor, registered on
-    /// its own), starting with this stream's timeouts.
-    ///
-    /// # Errors
-    ///
-    /// What `dup(2)` or registering the copy returns.
-    pub fn try_clone(&self) -> io::Result<UnixStream> {
-        let clone = UnixStream::try_from(self.inner.get_ref().try_clone()?)?;
-        clone.set_read_timeout(self.inner.read_timeout().get())?;
-        clone.set_write_timeout(self.inner.write_timeout().get())?;
-        Ok(clone)
-    }
-}
-
-impl TryFrom<std::os::unix::net::UnixStream> for UnixStream {
-    type Error = io::Error;
-
-    /// Puts the stream in nonblocking mode and registers it with the reactor.
-    fn try_from(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
-        Ok(UnixStream {
-            inner: Stream::new(stream)?,
-        })
-    }
-}
-
-impl TryFrom<UnixStream> for std::os::unix::net::UnixStream {
-    type Error = io::Error;
-
-    /// Deregisters the stream and puts it back in blocking mode. The timeouts are not
-    /// carried over.
-    fn try_from(stream: UnixStream) -> io::Result<std::os::unix::net::UnixStream> {
-        let stream = stream.inner.into_inner()?;
-        stream.set_nonblocking(false)?;
-        Ok(stream)
+        /// A second handle to the same connection (a duplicated descriptor, registered
+        /// on its own), starting with this stream's timeouts.
+        ///
+        /// # Errors
+        ///
+        /// What `dup(2)` or registering the copy returns.
+        fn try_clone;
     }
 }
