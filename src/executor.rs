@@ -511,7 +511,9 @@ where
 ///     assert!(other.is_finished());
 /// });
 /// ```
-#[inline]
+// Always inlined: the switch inside must be part of the caller's code, so that the CPU
+// predicts its return (see `context`).
+#[inline(always)]
 pub fn yield_now() {
     match worker::current() {
         Some(current) => current.yield_now(),

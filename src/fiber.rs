@@ -45,7 +45,7 @@
 //! started it.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -145,8 +145,10 @@ pub struct Suspender {
     /// Top of the fiber's stack, where the switch header is.
     stack_top: *mut u8,
     /// Lowest usable address of the fiber's stack: `suspend` checks that it runs between
-    /// the two.
+    /// this and `stack_top`.
     stack_low: usize,
+    /// `stack_top - stack_low`, so that the check is one subtraction and one comparison.
+    stack_span: usize,
     /// Whether the fiber shares its thread's floating-point control state (the flag in
     /// its header; a constant where the fiber's closure is compiled into its entry).
     shared_float_control: bool,
@@ -157,6 +159,7 @@ impl fmt::Debug for Suspender {
         f.debug_struct("Suspender")
             .field("stack_top", &self.stack_top)
             .field("stack_low", &(self.stack_low as *const u8))
+            .field("stack_span", &self.stack_span)
             .field("shared_float_control", &self.shared_float_control)
             .finish()
     }
@@ -185,17 +188,28 @@ impl Suspender {
     // `call` only if no call of ours lies in between (see `context`).
     #[inline(always)]
     pub fn suspend(&self) {
-        let here = stack_address();
-        if here < self.stack_low || here >= self.stack_top as usize {
-            refuse_suspend("not on its own stack (from a fiber running nested inside it)");
+        // Both refusals are rare, and handled out of line.
+        let here = context::stack_pointer();
+        if here.wrapping_sub(self.stack_low) >= self.stack_span {
+            refuse_suspend_off_stack();
         }
-        if suspend_forbidden(here, self.stack_top as usize) {
-            refuse_suspend(
-                "from inside green::await_blocking (or block_on) running on its own stack: \
-                 suspend before or after the call, not in the poll of its future",
-            );
+        if NO_SUSPEND_COUNT.with(Cell::get) != 0 {
+            self.check_suspend(here);
         }
         self.switch_out();
+    }
+
+    /// Panics if a runtime blocking call lies on the fiber's stack above `here`.
+    #[cold]
+    #[inline(never)]
+    fn check_suspend(&self, here: usize) {
+        if suspend_forbidden(here, self.stack_top as usize) {
+            panic!(
+                "green: Suspender::suspend called from inside green::await_blocking (or \
+                 block_on) running on its own stack: suspend before or after the call, not \
+                 in the poll of its future"
+            );
+        }
     }
 
     /// The switch of `suspend`, without its checks, for the runtime's own fibers (which
@@ -213,18 +227,14 @@ impl Suspender {
     }
 }
 
-/// Panics for a `Suspender::suspend` that must not switch.
+/// Panics for a `Suspender::suspend` called on another stack than its fiber's.
 #[cold]
 #[inline(never)]
-fn refuse_suspend(why: &str) -> ! {
-    panic!("green: Suspender::suspend called {why}")
-}
-
-/// An address in the caller's frame: on the stack it runs on.
-#[inline(always)]
-pub(crate) fn stack_address() -> usize {
-    let here = 0u8;
-    std::hint::black_box(&here) as *const u8 as usize
+fn refuse_suspend_off_stack() -> ! {
+    panic!(
+        "green: Suspender::suspend called not on its own stack (from a fiber running nested \
+         inside it)"
+    );
 }
 
 thread_local! {
@@ -233,6 +243,10 @@ thread_local! {
     /// task), in no particular order: none of those fibers may suspend while such a call
     /// lies on its stack (see `Suspender::suspend`).
     static NO_SUSPEND: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+
+    /// How many addresses `NO_SUSPEND` holds: a thread-local without a destructor, so
+    /// that `suspend`'s check is one load.
+    static NO_SUSPEND_COUNT: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Whether a runtime blocking call lies on the stack between `here` and `stack_top`.
@@ -261,6 +275,7 @@ pub(crate) struct ForbidSuspend {
 #[cold]
 pub(crate) fn forbid_suspend(address: usize) -> ForbidSuspend {
     NO_SUSPEND.with(|calls| calls.borrow_mut().push(address));
+    NO_SUSPEND_COUNT.with(|count| count.set(count.get() + 1));
     ForbidSuspend {
         address,
         _not_send: PhantomData,
@@ -273,6 +288,7 @@ impl Drop for ForbidSuspend {
             let mut calls = calls.borrow_mut();
             if let Some(index) = calls.iter().rposition(|&call| call == self.address) {
                 calls.swap_remove(index);
+                NO_SUSPEND_COUNT.with(|count| count.set(count.get() - 1));
             }
         });
     }
@@ -309,6 +325,7 @@ impl Suspender {
             stack_top,
             // Unused: the runtime suspends its fibers with `switch_out`, unchecked.
             stack_low: 0,
+            stack_span: usize::MAX,
             // SAFETY: the running fiber's stack, prepared by `Fiber::on_stack`.
             shared_float_control: unsafe { context::shares_float_control(stack_top) },
         }
@@ -597,11 +614,13 @@ where
     debug_assert_eq!(message, MSG_RESUME);
     // SAFETY: the closure was written at `data` by `with_stack` and is read exactly once.
     let f = unsafe { data.cast::<F>().read() };
+    // SAFETY: `with_stack` placed the fiber's guard in its stack header.
+    let stack_low = unsafe { (*guard_of(stack_top)).stack_low() };
     // The flag is a constant here, so the closure's suspensions compile to one switch.
     let suspender = Suspender {
         stack_top,
-        // SAFETY: `with_stack` placed the fiber's guard in its stack header.
-        stack_low: unsafe { (*guard_of(stack_top)).stack_low() },
+        stack_low,
+        stack_span: stack_top as usize - stack_low,
         shared_float_control: SHARED_FLOAT_CONTROL,
     };
     let result: Result<T, Payload> = panic::catch_unwind(AssertUnwindSafe(|| f(&suspender)));

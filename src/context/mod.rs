@@ -193,6 +193,22 @@ pub(crate) unsafe fn suspend(arg: usize, stack_top: *mut u8, shared_float_contro
     }
 }
 
+/// The stack pointer of the caller: where on which stack it runs.
+#[inline(always)]
+pub(crate) fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: copies the stack pointer into a register; touches no memory, no flags.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags));
+        #[cfg(target_arch = "riscv64")]
+        core::arch::asm!("mv {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags));
+    }
+    sp
+}
+
 /// Whether the fiber whose stack top is `stack_top` shares its thread's floating-point
 /// control state: the flag [`init`] wrote in its header.
 ///

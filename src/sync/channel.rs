@@ -189,10 +189,20 @@ impl<'a, T> ChannelWaiter<'a, T> {
 }
 
 impl<T> Drop for ChannelWaiter<'_, T> {
+    // The check inline (most waiters end unregistered), the rest out of line.
+    #[inline]
     fn drop(&mut self) {
-        if self.key.is_none() {
-            return;
+        if self.key.is_some() {
+            self.deregister();
         }
+    }
+}
+
+impl<T> ChannelWaiter<'_, T> {
+    /// Removes the registration of a waiter that gives up, passing on a notification it
+    /// had not consumed.
+    #[inline(never)]
+    fn deregister(&mut self) {
         let (removed, wakeup) = {
             let mut state = self.channel.state.lock();
             let waiters = state.waiters(self.side);

@@ -160,7 +160,7 @@ impl Current {
     /// alive, for as long as the call lasts.
     #[inline(always)]
     pub(crate) fn pin_running(&self) -> Option<ForbidSuspend> {
-        let here = fiber::stack_address();
+        let here = crate::context::stack_pointer();
         // SAFETY: `stack_top` is the running fiber's (see `suspend`), which is alive.
         if unsafe { fiber::on_stack(self.stack_top, here) } {
             None

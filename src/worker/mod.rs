@@ -166,7 +166,7 @@ impl Worker {
     }
 
     /// Publishes this worker's load (fibers + tasks waiting to start) for placement.
-    #[inline]
+    #[inline(always)]
     fn publish_load(&self) {
         let load = self.fibers.borrow().len() + self.queue.borrow().starts();
         self.shared.load.store(load, Ordering::Relaxed);
@@ -224,14 +224,20 @@ impl Worker {
         on_this_thread.finished = true;
     }
 
-    /// Moves wakes into the local queue and spawns into the spawn queue.
+    /// Moves wakes and start messages from the injector into the run queue.
+    // The check inlined into the loop, the rest out of line: most passes find nothing.
+    #[inline(always)]
     fn take_messages(&self) {
         // `pop` on an empty queue runs a SeqCst fence; `is_empty` is two loads. A message
         // that arrives just after this check is taken on the next pass, and `wait` checks
         // `has_work` again before sleeping.
-        if self.shared.injector.is_empty() {
-            return;
+        if !self.shared.injector.is_empty() {
+            self.drain_messages();
         }
+    }
+
+    #[inline(never)]
+    fn drain_messages(&self) {
         while let Some(message) = self.shared.injector.pop() {
             match message {
                 Message::Wake(id) => self.queue.borrow_mut().push_fiber(id),
@@ -371,6 +377,7 @@ impl Worker {
     /// takes over (no count changes hands). On failure the task comes back with the
     /// error, for the caller to report; `None` if it was already resolved (cancelled).
     #[allow(clippy::type_complexity)]
+    #[inline]
     pub(crate) fn start_fiber<T, B, G>(
         &self,
         task: TaskRef<T, G>,

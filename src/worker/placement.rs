@@ -105,6 +105,7 @@ impl Worker {
 
     /// Puts a task on this worker's spawn queue, with its Start entry in the run queue. Wakes
     /// a sleeping worker to steal it when this worker already has a backlog.
+    #[inline]
     pub(crate) fn place(&self, task: Unstarted) {
         if self.runtime.workers.len() == 1 {
             return self.place_local(task); // nobody to steal it
@@ -129,6 +130,7 @@ impl Worker {
     }
 
     /// Queues the start of the next task of `queue`.
+    #[inline(always)]
     pub(super) fn mark_start(&self, queue: StartQueue) {
         self.queue.borrow_mut().push_start(queue);
         self.publish_load();
@@ -136,6 +138,7 @@ impl Worker {
 
     /// Puts a task on this worker's own spawn queue, which no other worker can reach,
     /// with its Start entry in the run queue. Only for a runtime with one worker.
+    #[inline]
     pub(super) fn place_local(&self, task: Unstarted) {
         self.local_spawns.borrow_mut().push_back(task);
         self.mark_start(StartQueue::Local);

@@ -145,6 +145,7 @@ impl WorkerShared {
 
 impl Schedule for WorkerShared {
     /// Queues a fiber on the local queue if called on the worker's own thread.
+    #[inline]
     fn schedule_here(&self, id: u64) -> bool {
         let worker = WORKER.with(Cell::get);
         // SAFETY: a non-null WORKER points at the worker running on this thread (see
@@ -161,6 +162,15 @@ impl Schedule for WorkerShared {
     /// Sends the wake through the injector, and wakes the worker if it sleeps.
     fn schedule_remote(&self, id: u64) {
         self.send(Message::Wake(id));
+    }
+
+    /// Both in one call: a wake reaches this through the task's `dyn Schedule`, and the
+    /// local case then costs no second call.
+    #[inline]
+    fn schedule(&self, id: u64) {
+        if !self.schedule_here(id) {
+            self.schedule_remote(id);
+        }
     }
 }
 
