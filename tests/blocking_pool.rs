@@ -3,6 +3,9 @@
 //! counted, and a runtime dropped from one of its own jobs does not wait for the thread
 //! that drops it.
 
+mod common;
+
+use common::within;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -20,23 +23,6 @@ impl Drop for PanicOnDrop {
 /// A job that panics with a [`PanicOnDrop`] payload.
 fn panic_with_a_payload_that_panics_when_dropped() {
     std::panic::panic_any(PanicOnDrop)
-}
-
-/// Runs `f` on a thread of its own and returns its value, failing the test with `what`
-/// if it takes more than 10 s (a shutdown that waits for ever) or re-raising its panic.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (sender, receiver) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let _ = sender.send(f());
-    });
-    match receiver.recv_timeout(Duration::from_secs(10)) {
-        Ok(value) => value,
-        Err(RecvTimeoutError::Timeout) => panic!("{what} did not return within 10 s"),
-        Err(RecvTimeoutError::Disconnected) => match thread.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => unreachable!("the thread sends before it ends"),
-        },
-    }
 }
 
 /// A one-worker runtime.
@@ -67,21 +53,21 @@ fn abandon_job_then_drop_runtime<T: Send + 'static>(job: impl FnOnce() -> T + Se
 
 #[test]
 fn a_job_result_that_panics_when_the_pool_drops_it_does_not_hang_the_runtime_drop() {
-    within("dropping the runtime", || {
+    within(10, "dropping the runtime", || {
         abandon_job_then_drop_runtime(|| PanicOnDrop);
     });
 }
 
 #[test]
 fn a_job_panic_payload_that_panics_when_the_pool_drops_it_does_not_hang_the_runtime_drop() {
-    within("dropping the runtime", || {
+    within(10, "dropping the runtime", || {
         abandon_job_then_drop_runtime(panic_with_a_payload_that_panics_when_dropped);
     });
 }
 
 #[test]
 fn the_pool_keeps_serving_jobs_after_one_left_a_value_that_panics_when_dropped() {
-    within("a job after the abandoned one", || {
+    within(10, "a job after the abandoned one", || {
         let runtime = runtime();
         let (started_tx, started_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
@@ -103,7 +89,7 @@ fn the_pool_keeps_serving_jobs_after_one_left_a_value_that_panics_when_dropped()
 
 #[test]
 fn a_runtime_dropped_inside_its_own_unblock_job_shuts_down() {
-    within("dropping the runtime from its own job", || {
+    within(10, "dropping the runtime from its own job", || {
         let runtime = runtime();
         let (runtime_tx, runtime_rx) = mpsc::channel::<green::Runtime>();
         let (dropped_tx, dropped_rx) = mpsc::channel();
@@ -122,7 +108,7 @@ fn a_runtime_dropped_inside_its_own_unblock_job_shuts_down() {
 
 #[test]
 fn a_runtime_dropped_inside_its_own_unblock_job_still_waits_for_its_other_jobs() {
-    within("dropping the runtime from its own job", || {
+    within(10, "dropping the runtime from its own job", || {
         let runtime = runtime();
         let other_done = Arc::new(AtomicBool::new(false));
         let (runtime_tx, runtime_rx) = mpsc::channel::<green::Runtime>();

@@ -3,12 +3,15 @@
 //! worker reports it and goes on, so its other fibers keep running and the runtime still
 //! shuts down.
 
+mod common;
+
+use common::within;
 use std::future::{Future, poll_fn};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -29,25 +32,6 @@ impl Wake for PanicOnWake {
     }
 }
 
-/// Runs `f` on a thread of its own and returns its value, failing the test with `what`
-/// if it takes more than 10 s (a worker that died with the panic) or re-raising its panic.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (sender, receiver) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let _ = sender.send(f());
-    });
-    match receiver.recv_timeout(Duration::from_secs(10)) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what} hung: the worker stopped at the waker's panic")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => unreachable!("the thread sends before it ends"),
-        },
-    }
-}
-
 /// A one-worker runtime: the fibers that must go on run on the worker that met the panic.
 fn one_worker() -> green::Runtime {
     green::Runtime::builder().workers(1).build().unwrap()
@@ -62,7 +46,7 @@ fn worker_goes_on(runtime: green::Runtime) {
 
 #[test]
 fn a_timer_waker_that_panics_in_wake_leaves_the_worker_running() {
-    within("the runtime after a panicking timer waker", || {
+    within(10, "the runtime after a panicking timer waker", || {
         let runtime = one_worker();
         let panicking = Arc::new(PanicOnWake::default());
         let waker = Waker::from(panicking.clone());
@@ -89,7 +73,7 @@ fn a_timer_waker_that_panics_in_wake_leaves_the_worker_running() {
 
 #[test]
 fn an_io_waker_that_panics_in_wake_leaves_the_worker_running() {
-    within("the runtime after a panicking I/O waker", || {
+    within(10, "the runtime after a panicking I/O waker", || {
         let runtime = one_worker();
         let panicking = Arc::new(PanicOnWake::default());
         let waker = Waker::from(panicking.clone());
@@ -120,7 +104,7 @@ fn an_io_waker_that_panics_in_wake_leaves_the_worker_running() {
 
 #[test]
 fn a_waker_that_panics_when_the_reactor_closes_leaves_the_shutdown_to_finish() {
-    within("dropping the runtime", || {
+    within(10, "dropping the runtime", || {
         let runtime = one_worker();
         let panicking = Arc::new(PanicOnWake::default());
         let waker = Waker::from(panicking.clone());
@@ -144,6 +128,7 @@ fn a_waker_that_panics_when_the_reactor_closes_leaves_the_shutdown_to_finish() {
 #[test]
 fn a_displaced_waker_that_panics_in_wake_does_not_fail_the_poll_that_displaced_it() {
     within(
+        10,
         "polling readiness after a panicking displaced waker",
         || {
             let runtime = one_worker();

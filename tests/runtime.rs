@@ -1,6 +1,8 @@
 //! Behaviour of the runtime: spawning and joining, waking, parking, timers, `unblock`,
 //! panics, cancellation and bad input.
 
+mod common;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,14 +19,9 @@ const NATIVE: bool = cfg!(target_arch = "x86_64");
 /// defined), failing the test if it does not finish within a minute (a lost wake would
 /// otherwise hang the test forever).
 fn run_with_watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = green::Runtime::builder().workers(1).build().unwrap();
-        let _ = sender.send(runtime.run(f));
-    });
-    receiver
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the runtime hung: a wake was lost")
+    common::within(60, "a one-worker runtime (a wake was lost?)", move || {
+        common::one_worker().run(f)
+    })
 }
 
 /// Counts its drops in the shared counter.

@@ -1,6 +1,8 @@
 //! The scheduler: placement, stealing, idle workers and stuck siblings, fibers staying on
 //! their thread, the join shortcut, I/O across workers, shutdown and the stall warning.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,16 +17,12 @@ use green::test_support;
 const NATIVE: bool = cfg!(target_arch = "x86_64");
 
 /// Runs `f` on a fresh one-worker runtime (so that the order in which fibers run is
-/// defined), failing the test if it does not finish within a minute.
+/// defined), failing the test if it does not finish within a minute (a lost wake would
+/// otherwise hang the test forever).
 fn one_worker_with_watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = green::Runtime::builder().workers(1).build().unwrap();
-        let _ = sender.send(runtime.run(f));
-    });
-    receiver
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the runtime hung: a wake was lost")
+    common::within(60, "a one-worker runtime (a wake was lost?)", move || {
+        common::one_worker().run(f)
+    })
 }
 
 fn two_workers() -> green::Runtime {

@@ -3,6 +3,9 @@
 //! deadlock, and one that panics there reaches the caller of `poll` (or of the notifying
 //! call) and leaves the type working for its other users.
 
+mod common;
+
+use common::within;
 use std::future::Future;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -109,28 +112,9 @@ fn poll_with<F: Future + ?Sized>(future: Pin<&mut F>, waker: &Waker) -> Poll<F::
     future.poll(&mut Context::from_waker(waker))
 }
 
-/// Runs `f` on a thread of its own, failing the test with `what` if it does not return
-/// within 10 s (a waker that re-entered a lock its caller held) or re-raising its panic.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (sender, receiver) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let _ = sender.send(f());
-    });
-    match receiver.recv_timeout(Duration::from_secs(10)) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what} deadlocked: a user waker ran under a lock it re-entered")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
-            Err(payload) => panic::resume_unwind(payload),
-            Ok(()) => unreachable!("the thread sends before it ends"),
-        },
-    }
-}
-
 #[test]
 fn a_waker_cloned_by_a_channel_may_use_that_channel() {
-    within("registering a receiver", || {
+    within(10, "registering a receiver", || {
         let (sender, receiver) = sync::channel::<u32>();
         let other = receiver.clone();
         let hooks = Arc::new(Hooks {
@@ -150,7 +134,7 @@ fn a_waker_cloned_by_a_channel_may_use_that_channel() {
 
 #[test]
 fn a_waker_dropped_by_a_channel_may_use_that_channel() {
-    within("replacing and removing a receiver's waker", || {
+    within(10, "replacing and removing a receiver's waker", || {
         let (sender, receiver) = sync::channel::<u32>();
         let other = receiver.clone();
         let dropped = Arc::new(AtomicUsize::new(0));
@@ -179,7 +163,7 @@ fn a_waker_dropped_by_a_channel_may_use_that_channel() {
 
 #[test]
 fn a_waker_that_panics_when_cloned_by_a_channel_leaves_it_working() {
-    within("the channel after a panicking clone", || {
+    within(10, "the channel after a panicking clone", || {
         let (sender, receiver) = sync::channel::<u32>();
         let armed = Arc::new(AtomicBool::new(true));
         let hooks = Arc::new(Hooks {
@@ -211,7 +195,7 @@ fn a_waker_that_panics_when_cloned_by_a_channel_leaves_it_working() {
 
 #[test]
 fn a_waker_that_panics_when_dropped_by_a_channel_leaves_it_working() {
-    within("the channel after a panicking drop", || {
+    within(10, "the channel after a panicking drop", || {
         let (sender, receiver) = sync::channel::<u32>();
         let armed = Arc::new(AtomicBool::new(true));
         let hooks = Arc::new(Hooks {
@@ -248,7 +232,7 @@ fn a_waker_that_panics_when_dropped_by_a_channel_leaves_it_working() {
 
 #[test]
 fn a_waker_that_panics_when_woken_by_a_channel_does_not_cost_other_receivers_their_wake() {
-    within("disconnecting the channel", || {
+    within(10, "disconnecting the channel", || {
         let (sender, receiver) = sync::channel::<u32>();
         let armed = Arc::new(AtomicBool::new(true));
         let panicking = Arc::new(Hooks {
@@ -273,7 +257,7 @@ fn a_waker_that_panics_when_woken_by_a_channel_does_not_cost_other_receivers_the
 
 #[test]
 fn a_waker_cloned_by_a_condvar_may_notify_that_condvar() {
-    within("refreshing a condvar waiter's waker", || {
+    within(10, "refreshing a condvar waiter's waker", || {
         let pair = Arc::new((Mutex::new(()), Condvar::new()));
         let notifier = pair.clone();
         let hooks = Arc::new(Hooks {
@@ -302,7 +286,7 @@ fn a_waker_cloned_by_a_condvar_may_notify_that_condvar() {
 
 #[test]
 fn a_waker_that_panics_when_woken_by_a_condvar_does_not_cost_other_waiters_their_wake() {
-    within("notifying every waiter", || {
+    within(10, "notifying every waiter", || {
         let mutex = Mutex::new(());
         let condvar = Condvar::new();
         let armed = Arc::new(AtomicBool::new(true));
@@ -327,7 +311,7 @@ fn a_waker_that_panics_when_woken_by_a_condvar_does_not_cost_other_waiters_their
 
 #[test]
 fn a_waker_cloned_and_dropped_by_a_timer_may_register_timers() {
-    within("registering, removing and firing a timer", || {
+    within(10, "registering, removing and firing a timer", || {
         let poll_a_timer = || {
             let mut timer = pin!(Timer::after(Duration::from_secs(3600)));
             assert!(poll_with(timer.as_mut(), Waker::noop()).is_pending());
@@ -356,7 +340,7 @@ fn a_waker_cloned_and_dropped_by_a_timer_may_register_timers() {
 
 #[test]
 fn a_waker_that_panics_when_cloned_by_a_timer_leaves_the_reactor_working() {
-    within("a timer after a panicking clone", || {
+    within(10, "a timer after a panicking clone", || {
         let armed = Arc::new(AtomicBool::new(true));
         let hooks = Arc::new(Hooks {
             on_clone: panics_while(&armed, "clone refused"),
@@ -377,7 +361,7 @@ fn a_waker_that_panics_when_cloned_by_a_timer_leaves_the_reactor_working() {
 
 #[test]
 fn a_waker_cloned_and_dropped_by_an_io_source_may_poll_that_source() {
-    within("registering a readiness waiter", || {
+    within(10, "registering a readiness waiter", || {
         let (reader, mut writer) = UnixStream::pair().unwrap();
         let reader = Arc::new(Async::new(reader).unwrap());
         let poll_the_source = {
