@@ -39,6 +39,20 @@ pub struct Params {
     pub tcp_warmup: Duration,
     /// How long the clients record round trips.
     pub tcp_duration: Duration,
+    /// S1 `turns`: fresh runtimes, each running the two counting tasks once.
+    pub turns_runs: usize,
+    /// S2 `ping_pong_default`: round trips.
+    pub default_round_trips: u64,
+    /// S3 `spawn_then_join`: tasks spawned before the first join.
+    pub spawn_then_join_tasks: usize,
+    /// S3: fresh runtimes, each spawning and joining `spawn_then_join_tasks`; the median counts.
+    pub spawn_then_join_runs: usize,
+    /// S4 `tcp_echo_default`: round trips per client thread, per repetition.
+    pub echo_round_trips: usize,
+    /// S4: repetitions, each with new connections (and the same server).
+    pub echo_repetitions: usize,
+    /// S5 `http_wrk`: wrk's `-d`.
+    pub wrk_duration: Duration,
 }
 
 impl Params {
@@ -58,6 +72,13 @@ impl Params {
             connections: 64,
             tcp_warmup: Duration::from_millis(if quick { 200 } else { 500 }),
             tcp_duration: Duration::from_secs(if quick { 1 } else { 5 }),
+            turns_runs: if quick { 5 } else { 20 },
+            default_round_trips: if quick { 50_000 } else { 1_000_000 },
+            spawn_then_join_tasks: 30_000,
+            spawn_then_join_runs: if quick { 3 } else { 5 },
+            echo_round_trips: if quick { 200 } else { 2_000 },
+            echo_repetitions: if quick { 2 } else { 5 },
+            wrk_duration: Duration::from_secs(if quick { 1 } else { 5 }),
         }
     }
 }
@@ -102,6 +123,15 @@ impl Seen {
     #[inline(never)]
     pub fn note(&mut self) {
         self.0.insert(thread_name());
+    }
+
+    /// As `note`, with the thread's id beside its name, for runtimes that give all their
+    /// workers one name (tokio's `Runtime::new()`).
+    #[inline(never)]
+    pub fn note_with_id(&mut self) {
+        let id = format!("{:?}", std::thread::current().id());
+        let number = id.trim_start_matches("ThreadId(").trim_end_matches(')');
+        self.0.insert(format!("{} #{number}", thread_name()));
     }
 
     pub fn describe(&self) -> String {
