@@ -10,14 +10,13 @@ use green::net::{TcpListener, TcpStream};
 
 fn main() -> std::io::Result<()> {
     green::run(|| -> std::io::Result<()> {
-        // 1. The classic green-threads demo: two fibers counting, yielding in turn.
-        //    `spawn_local` keeps both on this fiber's worker, one thread, so they take
-        //    turns; `green::spawn` may place one on another worker (it balances the
-        //    workers' loads), where the two would run in parallel.
+        // 1. The classic green-threads demo: two fibers counting, yielding in turn. Both
+        //    start on this fiber's worker, which is not busy: the main fiber parks in
+        //    `join` right away, and the two take turns on one thread.
         let counters: Vec<_> = ["ping", "pong"]
             .into_iter()
             .map(|name| {
-                green::spawn_local(move || {
+                green::spawn(move || {
                     for count in 1..=3 {
                         println!("{name} {count}");
                         green::yield_now();

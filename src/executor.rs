@@ -29,27 +29,32 @@ pub use stall::StallReport;
 /// # Placement
 ///
 /// ```text
-///   spawn from a fiber       ─► the spawner's own worker (no cross-thread traffic; the
-///                               child often runs right after the parent parks on join),
-///                               unless a sibling has fewer fibers by more than one: then
-///                               that sibling, for good (it is not stolen back); with more
-///                               than three workers, the less loaded of two siblings
-///                               picked at random is the one compared
+///   spawn from a fiber       ─► the spawner's own worker: no cross-thread traffic, and
+///                               the child runs within a few turns (its parent parks on
+///                               join, or talks to it over a channel: the two then talk
+///                               on one thread). Unless the spawner's worker is busy
+///                               (fibers of its own wait to run) and a sibling has fewer
+///                               fibers by more than one: then that sibling, for good;
+///                               with more than three workers, the less loaded of two
+///                               siblings picked at random is the one compared
 ///   ... right after accept   ─► the worker on the CPU that handled the connection's
 ///                               packets, if its load is within a quarter of the least
-///                               loaded worker's (see TcpListener::accept)
+///                               loaded worker's (see TcpListener::accept); else, as a
+///                               long-lived fiber that talks to its socket, to a sibling
+///                               with fewer fibers by more than one, busy or not
 ///   spawn from a plain thread ─► the workers in turn (round robin)
 ///   spawn_local (!Send)       ─► the spawner's worker, for good
-///   an idle worker            ─► steals tasks that have not started from a worker that
-///                               has at least two fibers more than itself, or from any
-///                               worker stuck in one fiber for a millisecond (placed
-///                               tasks included)
+///   an idle worker            ─► steals tasks that have not started from a worker whose
+///                               spawn queue lags (it ran 16 fibers, or one fiber for
+///                               50 µs, while they waited), or from any worker stuck in
+///                               one fiber for a millisecond (placed tasks included)
 /// ```
 ///
 /// A worker's load is its number of fibers, running, parked or waiting to start. A busy
 /// worker never steals, so comparing loads at spawn time is what spreads long-lived
-/// fibers (one per connection, say) that a single fiber spawns; stealing only from a more
-/// loaded worker keeps an idle moment from undoing that. With
+/// fibers (one per connection, say) that a single fiber spawns; stealing only what waits
+/// too long keeps an idle moment from moving fibers that would have run soon where they
+/// are, next to the fiber they talk to. With
 /// [`Builder::pin_workers`] each worker is one CPU, and a connection's fiber runs where
 /// its packets are handled.
 ///

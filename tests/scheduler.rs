@@ -92,10 +92,33 @@ fn an_idle_worker_steals_fibers_that_have_not_started() {
 
 #[test]
 fn a_worker_with_parked_fibers_takes_the_tasks_of_a_stuck_worker() {
-    // The idle worker has more fibers than the stuck one, so balancing alone would leave
-    // the stuck worker's tasks where they are: it must see that the worker is stuck.
+    // The idle worker has more fibers than the stuck one, and the stuck one's queue does
+    // not lag (it runs nothing): it must see that the worker is stuck.
     let runtime = two_workers();
-    let (here, hog_worker, names) = runtime.run(|| {
+    let (done_tx, done_rx) = mpsc::channel::<String>();
+    let (hog_ready_tx, hog_ready_rx) = mpsc::channel();
+    // Each task also tells the main fiber, which keeps its worker's parked fibers until
+    // both ran.
+    let (ran_tx, ran_rx) = green::sync::channel::<()>();
+    let (stealable, stealable_ran) = (done_tx.clone(), ran_tx.clone());
+    // Spawned from this thread, the hog goes to worker 0 and the main fiber below to
+    // worker 1 (the workers in turn).
+    let hog = runtime.spawn(move || {
+        // On the hog's own worker, stealable only by a worker that sees it stuck.
+        drop(green::spawn(move || {
+            stealable.send(thread_name()).unwrap();
+            stealable_ran.send(()).unwrap();
+        }));
+        hog_ready_tx.send(()).unwrap();
+        // Blocks the thread, without suspending, until both tasks ran elsewhere;
+        // bounded, so that a failure fails the test instead of hanging it.
+        let names: Vec<String> = (0..2)
+            .map(|_| done_rx.recv_timeout(Duration::from_secs(10)))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        (thread_name(), names)
+    });
+    let here = runtime.run(move || {
         // Three fibers parked on this worker for the whole test: with this one, 4.
         let (release_tx, release_rx) = green::sync::channel::<()>();
         let parked: Vec<_> = (0..3)
@@ -106,30 +129,23 @@ fn a_worker_with_parked_fibers_takes_the_tasks_of_a_stuck_worker() {
                 })
             })
             .collect();
-        let (done_tx, done_rx) = mpsc::channel::<String>();
-        let stealable = done_tx.clone();
-        // Placed on the other worker, which has fewer fibers.
-        let hog = green::spawn(move || {
-            // On the hog's own worker, stealable (by load) only while it has two fibers
-            // more than the thief: it has not.
-            drop(green::spawn(move || stealable.send(thread_name()).unwrap()));
-            // Blocks the thread, without suspending, until both tasks ran elsewhere;
-            // bounded, so that a failure fails the test instead of hanging it.
-            let names: Vec<String> = (0..2)
-                .map(|_| done_rx.recv_timeout(Duration::from_secs(10)))
-                .collect::<Result<_, _>>()
-                .unwrap_or_default();
-            (thread_name(), names)
-        });
-        // Placed on the hog's worker too (this one has more fibers), where it waits
-        // behind the hog: pinned, so only a worker that sees the hog stuck may take it.
+        hog_ready_rx.recv().unwrap();
+        // Placed on the hog's worker (awake, with fewer fibers), where it waits behind
+        // the hog: pinned, so only a worker that sees the hog stuck may take it.
         let pinned = done_tx;
-        drop(green::spawn(move || pinned.send(thread_name()).unwrap()));
-        let outcome = hog.join().unwrap();
+        drop(green::spawn(move || {
+            pinned.send(thread_name()).unwrap();
+            ran_tx.send(()).unwrap();
+        }));
+        // Idle now: this worker looks at the hog's, and takes both tasks.
+        for _ in 0..2 {
+            ran_rx.recv().unwrap();
+        }
         drop(release_tx);
         parked.into_iter().for_each(|p| p.join().unwrap());
-        (thread_name(), outcome.0, outcome.1)
+        thread_name()
     });
+    let (hog_worker, names) = hog.join().unwrap();
     assert_ne!(here, hog_worker, "the hog did not go to the other worker");
     assert_eq!(
         names.len(),
@@ -869,4 +885,71 @@ fn joins_nested_hundreds_deep_run_each_task_on_a_stack_of_its_own() {
             pair[1]
         );
     }
+}
+
+// Placement on a runtime with several workers, as it comes: what a new user writes.
+
+#[test]
+fn two_fibers_spawned_then_joined_take_turns() {
+    // The README's first program, with plain `spawn`: both start on the main fiber's
+    // worker, which is not busy (the main fiber parks in `join`), and take turns there.
+    let order = common::within(60, "two counting fibers", || {
+        green::Runtime::new().unwrap().run(|| {
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let counters: Vec<_> = [1, 2]
+                .into_iter()
+                .map(|task| {
+                    let order = order.clone();
+                    green::spawn(move || {
+                        for _ in 0..3 {
+                            order.lock().unwrap().push(task);
+                            green::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            for counter in counters {
+                counter.join().unwrap();
+            }
+            Arc::try_unwrap(order).unwrap().into_inner().unwrap()
+        })
+    });
+    assert_eq!(order, [1, 2, 1, 2, 1, 2]);
+}
+
+#[test]
+fn a_spawned_pair_that_talks_stays_on_its_spawners_worker() {
+    let (main, b, a) = common::within(60, "a ping-pong pair", || {
+        green::Runtime::builder()
+            .workers(2)
+            .build()
+            .unwrap()
+            .run(|| {
+                let (to_b, from_a) = green::sync::channel::<u64>();
+                let (to_a, from_b) = green::sync::channel::<u64>();
+                let rounds = if NATIVE { 1000 } else { 100 };
+                let b = green::spawn(move || {
+                    while let Ok(v) = from_a.recv() {
+                        to_a.send(v + 1).unwrap();
+                    }
+                    thread_name()
+                });
+                let a = green::spawn(move || {
+                    let mut v = 0;
+                    for _ in 0..rounds {
+                        to_b.send(v).unwrap();
+                        v = from_b.recv().unwrap();
+                    }
+                    assert_eq!(v, rounds);
+                    thread_name()
+                });
+                let a = a.join().unwrap();
+                (thread_name(), b.join().unwrap(), a)
+            })
+    });
+    assert_eq!(
+        (&b, &a),
+        (&main, &main),
+        "the pair was split across workers"
+    );
 }

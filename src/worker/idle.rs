@@ -22,11 +22,26 @@ const STUCK_AFTER: Duration = Duration::from_millis(1);
 /// `Worker::wait`).
 const WATCH_EVERY: Duration = Duration::from_millis(4);
 
+/// How many fibers a sibling may run while tasks wait in its spawn queue before an idle
+/// worker takes them: a spawner that blocks soon (a join, a channel) runs its children
+/// within a few turns, and moving them would only turn a conversation between two
+/// fibers into one across threads; tasks that wait longer than this wait behind a busy
+/// worker, and an idle one serves them sooner.
+const LAG_TURNS: u64 = 16;
+
+/// How long a sibling may run one fiber (a loop that accepts connections and spawns a
+/// fiber for each, say) while tasks wait in its spawn queue before an idle worker takes
+/// them.
+const LAG_TIME: Duration = Duration::from_micros(50);
+
+/// How long an idle worker sleeps, at most, while a sibling has tasks waiting to start:
+/// it looks again whether they lag (or the sibling got stuck).
+const LOOK_AGAIN: Duration = Duration::from_micros(200);
+
 impl Worker {
-    /// Takes an unstarted task from another worker: from its stealable queue if that
-    /// makes the two workers' loads closer (the task's fiber will live here for good, so
-    /// an idle moment must not pull long-lived fibers onto a worker that already has more
-    /// of them), or from either queue if that worker is stuck in one fiber.
+    /// Takes an unstarted task from another worker: from its stealable queue if that queue
+    /// lags (see `LAG_TURNS`), or from either queue if that worker is stuck in one fiber.
+    /// The task's fiber will live here for good.
     pub(super) fn steal(&self) -> Option<Unstarted> {
         let workers = &self.runtime.workers;
         let n = workers.len();
@@ -34,7 +49,7 @@ impl Worker {
             .map(|offset| &workers[(self.shared.index + offset) % n])
             .find_map(|victim| {
                 let stuck = self.stuck[victim.index].get();
-                let task = if stuck || self.balances_with(victim) {
+                let task = if stuck || self.lagging[victim.index].get() {
                     victim.spawns.pop()
                 } else {
                     None
@@ -43,35 +58,27 @@ impl Worker {
             })
     }
 
-    /// Whether taking a task from `victim` would bring the two loads closer.
+    /// Whether `steal` would find something in `victim`'s queues, as of the last look.
     #[inline]
-    pub(super) fn balances_with(&self, victim: &WorkerShared) -> bool {
-        victim.load.load(Ordering::Relaxed) >= self.shared.load.load(Ordering::Relaxed) + 2
-    }
-
-    /// Whether `steal` would find something in `victim`'s queues; if not `balance`, only
-    /// what it would take because `victim` is stuck.
-    #[inline]
-    pub(super) fn may_steal_from(&self, victim: &WorkerShared, balance: bool) -> bool {
+    pub(super) fn may_steal_from(&self, victim: &WorkerShared) -> bool {
         let stuck = self.stuck[victim.index].get();
-        (!victim.spawns.is_empty() && (stuck || (balance && self.balances_with(victim))))
+        (!victim.spawns.is_empty() && (stuck || self.lagging[victim.index].get()))
             || (stuck && !victim.pinned.is_empty())
     }
 
-    /// Whether anything waits for this worker: a message, shutdown, or a task to steal
-    /// (if not `balance`, only from a stuck sibling).
-    pub(super) fn has_work(&self, balance: bool) -> bool {
+    /// Whether anything waits for this worker: a message, shutdown, or a task to steal.
+    pub(super) fn has_work(&self) -> bool {
         !self.shared.injector.is_empty()
             || self.runtime.shutdown.load(Ordering::SeqCst)
             || self
                 .runtime
                 .workers
                 .iter()
-                .any(|w| w.index != self.shared.index && self.may_steal_from(w, balance))
+                .any(|w| w.index != self.shared.index && self.may_steal_from(w))
     }
 
     /// Whether a sibling has tasks waiting to start that `steal` leaves alone for now:
-    /// this worker then sleeps no longer than `STUCK_AFTER`, to look again.
+    /// this worker then sleeps no longer than `LOOK_AGAIN`, to look again.
     pub(super) fn work_left_elsewhere(&self) -> bool {
         self.runtime
             .workers
@@ -79,12 +86,17 @@ impl Worker {
             .any(|w| w.index != self.shared.index && !(w.spawns.is_empty() && w.pinned.is_empty()))
     }
 
-    /// Looks at the siblings' resume counters: one that has run the same fiber, without
-    /// a resume, for `STUCK_AFTER` is stuck (a fiber computing or blocking its thread),
-    /// and the tasks waiting to start on it may be stolen.
-    pub(super) fn refresh_stuck(&self) {
+    /// Looks at the siblings' resume counters and spawn queues:
+    ///
+    /// * one that has run the same fiber, without a resume, for `STUCK_AFTER` is stuck (a
+    ///   fiber computing or blocking its thread), and the tasks waiting to start on it may
+    ///   be stolen, pinned ones included;
+    /// * one whose spawn queue has held tasks while it ran `LAG_TURNS` fibers or more,
+    ///   or one fiber for `LAG_TIME`, lags, and the tasks of that queue may be stolen.
+    pub(super) fn refresh_siblings(&self) {
         let now = Instant::now();
         let mut seen = self.seen.borrow_mut();
+        let mut queued_since = self.queued_since.borrow_mut();
         for worker in self.runtime.workers.iter() {
             if worker.index == self.shared.index {
                 continue;
@@ -97,6 +109,16 @@ impl Worker {
             } else {
                 let running = worker.running.load(Ordering::Relaxed) != NOT_RUNNING;
                 self.stuck[worker.index].set(running && now - *since >= STUCK_AFTER);
+            }
+            let queued = &mut queued_since[worker.index];
+            if worker.spawns.is_empty() {
+                *queued = None;
+                self.lagging[worker.index].set(false);
+            } else {
+                let (first_ticks, first_time) = *queued.get_or_insert((ticks, now));
+                let turns = ticks.wrapping_sub(first_ticks);
+                self.lagging[worker.index]
+                    .set(turns >= LAG_TURNS || (turns == 0 && now - first_time >= LAG_TIME));
             }
         }
     }
@@ -111,16 +133,17 @@ impl Worker {
         //    The cheap checks run every pause (about 60 ns); the clock and the reactor
         //    (a system call) every `SPIN_CHECK_EVERY` pauses.
         if self.runtime.workers.len() > 1 {
-            self.refresh_stuck();
+            self.refresh_siblings();
             let start = Instant::now();
             for round in 1u32.. {
-                if self.has_work(true) {
+                if self.has_work() {
                     return;
                 }
-                if round.is_multiple_of(SPIN_CHECK_EVERY)
-                    && (start.elapsed() >= SPIN || self.shared.reactor.has_events())
-                {
-                    break;
+                if round.is_multiple_of(SPIN_CHECK_EVERY) {
+                    if start.elapsed() >= SPIN || self.shared.reactor.has_events() {
+                        break;
+                    }
+                    self.refresh_siblings();
                 }
                 std::hint::spin_loop();
             }
@@ -128,9 +151,8 @@ impl Worker {
         // 2. Sleep in the reactor until an event, a timer or a notification.
         self.runtime.sleepers.fetch_add(1, Ordering::SeqCst);
         self.shared.sleeping.store(true, Ordering::SeqCst);
-        let mut balance = true;
         let was_blind = loop {
-            let timeout = self.sleep_timeout(balance);
+            let timeout = self.sleep_timeout();
             let slept_at = Instant::now();
             let _ = self.shared.reactor.react(timeout);
             let blind = timeout.is_none() && self.runtime.workers.len() > 1;
@@ -138,19 +160,18 @@ impl Worker {
                 self.set_blind(false);
             }
             // 3. A bounded sleep that ran out with nothing for this worker is a look at
-            //    the siblings, not a wake: back to the loop only if one is stuck with
-            //    tasks waiting to start. Tasks a sibling will start soon are not worth
-            //    waking for, as `place` decides too (the spawner often starts one
-            //    directly from `join`, and stealing it would make that join wait).
+            //    the siblings, not a wake: back to the loop only if one is stuck, or its
+            //    spawn queue lags. Tasks a sibling will start soon are not worth taking
+            //    (the spawner often starts one directly from `join`, and stealing it
+            //    would make that join wait, and two fibers that talk talk across threads).
             let ran_out = timeout.is_some_and(|t| !t.is_zero() && slept_at.elapsed() >= t);
             if !ran_out || !self.queue.borrow().is_empty() {
                 break blind;
             }
-            self.refresh_stuck();
-            if self.has_work(false) {
+            self.refresh_siblings();
+            if self.has_work() {
                 break blind;
             }
-            balance = false;
         };
         // Woken from a blind sleep (perhaps by an alert meant to make some worker look at
         // a task that may never start where it is), this worker goes back to running
@@ -160,7 +181,7 @@ impl Worker {
         }
         self.note_cpu();
         if self.runtime.workers.len() > 1 {
-            self.refresh_stuck();
+            self.refresh_siblings();
         }
         self.shared.sleeping.store(false, Ordering::SeqCst);
         self.runtime.sleepers.fetch_sub(1, Ordering::SeqCst);
@@ -168,10 +189,9 @@ impl Worker {
 
     /// How long `wait` sleeps, once `sleeping` is set:
     ///
-    /// 1. not at all if work came meanwhile (it must not wait for the next event; if
-    ///    not `balance`, tasks that only a balancing steal would take do not count);
-    /// 2. `STUCK_AFTER` if a sibling has tasks waiting to start, to look again once it
-    ///    may have got stuck;
+    /// 1. not at all if work came meanwhile (it must not wait for the next event);
+    /// 2. `LOOK_AGAIN` if a sibling has tasks waiting to start, to look again whether they
+    ///    lag or the sibling got stuck;
     /// 3. `WATCH_EVERY` if a sibling is awake: it may queue a task and get stuck in a
     ///    fiber before starting it, and nothing would tell this worker;
     /// 4. with no timeout otherwise, as a "blind" sleeper: counted first, then the above
@@ -179,15 +199,15 @@ impl Worker {
     ///    sees the count and wakes this worker (`RuntimeShared::alert_blind_sleepers`).
     ///    A sibling that wakes later and queues a task before it gets stuck wakes it
     ///    the same way.
-    pub(super) fn sleep_timeout(&self, balance: bool) -> Option<Duration> {
+    pub(super) fn sleep_timeout(&self) -> Option<Duration> {
         if self.runtime.workers.len() == 1 {
-            return self.has_work(balance).then_some(Duration::ZERO);
+            return self.has_work().then_some(Duration::ZERO);
         }
         let bounded = || {
-            if self.has_work(balance) {
+            if self.has_work() {
                 Some(Duration::ZERO)
             } else if self.work_left_elsewhere() {
-                Some(STUCK_AFTER)
+                Some(LOOK_AGAIN)
             } else if self.a_sibling_is_awake() {
                 Some(WATCH_EVERY)
             } else {

@@ -30,13 +30,18 @@ impl Worker {
     ///    worker's and the candidate sibling's): the connection's fiber then runs where
     ///    its socket buffers are in cache.
     /// 2. Else this worker, unless the candidate sibling's load is lower by more than
-    ///    [`BALANCE_SLACK`]. The candidate is the less loaded of two siblings picked at
+    ///    [`BALANCE_SLACK`] and either this worker is busy (fibers of its own wait in its
+    ///    run queue, not only tasks to start) or the task serves a connection just
+    ///    accepted (the fiber left a CPU hint: long-lived, it talks to its socket, not to
+    ///    its spawner). The candidate is the less loaded of two siblings picked at
     ///    random, or of all siblings with three workers or fewer, so that a spawn costs
     ///    the same however many workers there are. Spawning here is cheapest (no
-    ///    cross-thread traffic, and the child often runs right after its parent parks on
-    ///    `join`), and idle workers steal what has not started. But a busy worker never
-    ///    steals, so long-lived fibers spawned by one fiber would otherwise all stay with
-    ///    it.
+    ///    cross-thread traffic), and on a worker that is not busy the child runs within a
+    ///    few turns: its parent parks on `join`, or talks to it over a channel, and the
+    ///    two then talk on one thread. An idle sibling takes the tasks that wait here too
+    ///    long (see `Worker::steal`). But a busy worker never steals, so long-lived
+    ///    fibers spawned by one fiber while the workers are busy spread only by this
+    ///    choice.
     #[inline]
     pub(crate) fn placement(&self) -> Placement {
         let workers = &self.runtime.workers;
@@ -72,7 +77,11 @@ impl Worker {
         {
             return Placement::Pinned(near.index);
         }
-        if own > load(candidate) + BALANCE_SLACK {
+        // A fiber spawned right after `accept` serves a connection: long-lived, and talks
+        // to its socket, not to its spawner. Others often talk to their spawner first.
+        let connection = near_cpu != NO_CPU;
+        if own > load(candidate) + BALANCE_SLACK && (connection || self.queue.borrow().has_fibers())
+        {
             Placement::Pinned(candidate.index)
         } else {
             Placement::Here
@@ -113,9 +122,6 @@ impl Worker {
         self.shared
             .push_task(&self.runtime, StartQueue::Spawns, task);
         self.mark_start(StartQueue::Spawns);
-        if self.shared.spawns.len() > 1 && self.runtime.sleepers.load(Ordering::SeqCst) > 0 {
-            self.runtime.wake_a_sleeper(self.shared.index);
-        }
     }
 
     /// Puts a task that was chosen to start on this worker on its pinned queue (stolen

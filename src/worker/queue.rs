@@ -67,6 +67,13 @@ impl RunQueue {
         }
     }
 
+    /// Whether a fiber (not a start) waits in the queue: this worker has runnable work
+    /// of its own besides the tasks it was given to start.
+    #[inline]
+    pub(super) fn has_fibers(&self) -> bool {
+        self.entries.len() > self.starts
+    }
+
     /// How many start entries are queued.
     #[inline]
     pub(super) fn starts(&self) -> usize {

@@ -232,19 +232,6 @@ impl RuntimeShared {
         *lock(&self.deadline)
     }
 
-    /// Wakes one sleeping worker that would steal from worker `victim` (see
-    /// `Worker::steal`: one whose load is lower by two or more).
-    pub(crate) fn wake_a_sleeper(&self, victim: usize) {
-        let load = self.workers[victim].load.load(Ordering::Relaxed);
-        if let Some(worker) = self.workers.iter().find(|w| {
-            w.index != victim
-                && w.sleeping.load(Ordering::SeqCst)
-                && load >= w.load.load(Ordering::Relaxed) + 2
-        }) {
-            worker.notify_if_sleeping();
-        }
-    }
-
     /// Wakes a worker that sleeps with no timeout, if any, once a task has been queued to
     /// start on worker `placed`: that worker may get stuck in one fiber before it starts
     /// the task, and only a sibling that looks again can then take it (see `Worker::wait`).
