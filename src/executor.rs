@@ -45,9 +45,9 @@ pub use stall::StallReport;
 ///   spawn from a plain thread ─► the workers in turn (round robin)
 ///   spawn_local (!Send)       ─► the spawner's worker, for good
 ///   an idle worker            ─► steals tasks that have not started from a worker whose
-///                               spawn queue lags (it ran 16 fibers, or one fiber for
-///                               50 µs, while they waited), or from any worker stuck in
-///                               one fiber for a millisecond (placed tasks included)
+///                               spawn queue lags (it ran 16 fibers while they waited),
+///                               or from any worker stuck in one fiber for a
+///                               millisecond (placed tasks included)
 /// ```
 ///
 /// A worker's load is its number of fibers, running, parked or waiting to start. A busy

@@ -889,12 +889,28 @@ fn joins_nested_hundreds_deep_run_each_task_on_a_stack_of_its_own() {
 
 // Placement on a runtime with several workers, as it comes: what a new user writes.
 
+/// Runs `f` as the main fiber of a two-worker runtime whose other worker runs a fiber
+/// that yields until `f` returns: that worker is never idle, and never steals.
+fn with_the_other_worker_busy<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let runtime = two_workers();
+    let stop = Arc::new(AtomicBool::new(false));
+    // From a plain thread, the workers in turn: the busy fiber to one, `f` to the other.
+    let busy = keep_workers_busy(&runtime, 1, &stop);
+    let value = runtime.run(f);
+    stop.store(true, Ordering::Relaxed);
+    busy.into_iter().for_each(|h| drop(h.join().unwrap()));
+    value
+}
+
 #[test]
 fn two_fibers_spawned_then_joined_take_turns() {
     // The README's first program, with plain `spawn`: both start on the main fiber's
     // worker, which is not busy (the main fiber parks in `join`), and take turns there.
+    // The other worker is kept busy, so that it never steals: were this worker's thread
+    // off the CPU for a millisecond (a loaded machine), the other would take the tasks of
+    // a worker that looks stuck, rightly, and blur what placement decided.
     let order = common::within(60, "two counting fibers", || {
-        green::Runtime::new().unwrap().run(|| {
+        with_the_other_worker_busy(|| {
             let order = Arc::new(Mutex::new(Vec::new()));
             let counters: Vec<_> = [1, 2]
                 .into_iter()
@@ -920,32 +936,28 @@ fn two_fibers_spawned_then_joined_take_turns() {
 #[test]
 fn a_spawned_pair_that_talks_stays_on_its_spawners_worker() {
     let (main, b, a) = common::within(60, "a ping-pong pair", || {
-        green::Runtime::builder()
-            .workers(2)
-            .build()
-            .unwrap()
-            .run(|| {
-                let (to_b, from_a) = green::sync::channel::<u64>();
-                let (to_a, from_b) = green::sync::channel::<u64>();
-                let rounds = if NATIVE { 1000 } else { 100 };
-                let b = green::spawn(move || {
-                    while let Ok(v) = from_a.recv() {
-                        to_a.send(v + 1).unwrap();
-                    }
-                    thread_name()
-                });
-                let a = green::spawn(move || {
-                    let mut v = 0;
-                    for _ in 0..rounds {
-                        to_b.send(v).unwrap();
-                        v = from_b.recv().unwrap();
-                    }
-                    assert_eq!(v, rounds);
-                    thread_name()
-                });
-                let a = a.join().unwrap();
-                (thread_name(), b.join().unwrap(), a)
-            })
+        with_the_other_worker_busy(|| {
+            let (to_b, from_a) = green::sync::channel::<u64>();
+            let (to_a, from_b) = green::sync::channel::<u64>();
+            let rounds = if NATIVE { 1000 } else { 100 };
+            let b = green::spawn(move || {
+                while let Ok(v) = from_a.recv() {
+                    to_a.send(v + 1).unwrap();
+                }
+                thread_name()
+            });
+            let a = green::spawn(move || {
+                let mut v = 0;
+                for _ in 0..rounds {
+                    to_b.send(v).unwrap();
+                    v = from_b.recv().unwrap();
+                }
+                assert_eq!(v, rounds);
+                thread_name()
+            });
+            let a = a.join().unwrap();
+            (thread_name(), b.join().unwrap(), a)
+        })
     });
     assert_eq!(
         (&b, &a),

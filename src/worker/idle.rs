@@ -29,11 +29,6 @@ const WATCH_EVERY: Duration = Duration::from_millis(4);
 /// worker, and an idle one serves them sooner.
 const LAG_TURNS: u64 = 16;
 
-/// How long a sibling may run one fiber (a loop that accepts connections and spawns a
-/// fiber for each, say) while tasks wait in its spawn queue before an idle worker takes
-/// them.
-const LAG_TIME: Duration = Duration::from_micros(50);
-
 /// How long an idle worker sleeps, at most, while a sibling has tasks waiting to start:
 /// it looks again whether they lag (or the sibling got stuck).
 const LOOK_AGAIN: Duration = Duration::from_micros(200);
@@ -91,8 +86,8 @@ impl Worker {
     /// * one that has run the same fiber, without a resume, for `STUCK_AFTER` is stuck (a
     ///   fiber computing or blocking its thread), and the tasks waiting to start on it may
     ///   be stolen, pinned ones included;
-    /// * one whose spawn queue has held tasks while it ran `LAG_TURNS` fibers or more,
-    ///   or one fiber for `LAG_TIME`, lags, and the tasks of that queue may be stolen.
+    /// * one whose spawn queue has held tasks while it ran `LAG_TURNS` fibers or more
+    ///   lags, and the tasks of that queue may be stolen.
     pub(super) fn refresh_siblings(&self) {
         let now = Instant::now();
         let mut seen = self.seen.borrow_mut();
@@ -115,10 +110,10 @@ impl Worker {
                 *queued = None;
                 self.lagging[worker.index].set(false);
             } else {
-                let (first_ticks, first_time) = *queued.get_or_insert((ticks, now));
-                let turns = ticks.wrapping_sub(first_ticks);
-                self.lagging[worker.index]
-                    .set(turns >= LAG_TURNS || (turns == 0 && now - first_time >= LAG_TIME));
+                // Counted in turns, not time: a worker whose thread the OS preempts for a
+                // while lags by nothing (and is stolen from once it looks stuck).
+                let first_seen = *queued.get_or_insert(ticks);
+                self.lagging[worker.index].set(ticks.wrapping_sub(first_seen) >= LAG_TURNS);
             }
         }
     }

@@ -14,8 +14,7 @@
 //!          Start(q)    -> create the fiber of the next task in queue q, resume it
 //!        every 64 resumes, poll the reactor without blocking so that I/O cannot starve
 //!     3. nothing to run: steal a task that has not started from a sibling's spawn queue
-//!        (if that queue lags: the sibling ran 16 fibers, or one for 50 µs, while tasks
-//!        waited there) or from either of its queues (if it has been stuck in one fiber
+//!        (if that queue lags: the sibling ran 16 fibers while tasks waited there) or from either of its queues (if it has been stuck in one fiber
 //!        for 1 ms); failing that, wait in the reactor for an
 //!        event, a timer or a message, and while a sibling is awake, at most a few
 //!        milliseconds: it may queue a task and get stuck before starting it
@@ -113,12 +112,12 @@ pub(crate) struct Worker {
     /// Per worker: whether it looked stuck at this worker's last look
     /// (`refresh_siblings`).
     stuck: Vec<Cell<bool>>,
-    /// Per worker: its `ticks`, and the time, when this worker first saw its spawn queue
-    /// not empty, since when it has stayed so; `None` when it was last seen empty.
-    queued_since: RefCell<Vec<Option<(u64, Instant)>>>,
+    /// Per worker: its `ticks` when this worker first saw its spawn queue not empty, since
+    /// when it has stayed so; `None` when it was last seen empty.
+    queued_since: RefCell<Vec<Option<u64>>>,
     /// Per worker: whether its spawn queue lags (`refresh_siblings`): since the queue was
     /// first seen holding tasks, which still wait there, it has run `LAG_TURNS` fibers
-    /// or more, or one fiber for `LAG_TIME`.
+    /// or more.
     lagging: Vec<Cell<bool>>,
     /// State of `next_random`; never zero.
     random: Cell<u32>,
