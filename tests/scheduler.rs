@@ -965,3 +965,37 @@ fn a_spawned_pair_that_talks_stays_on_its_spawners_worker() {
         "the pair was split across workers"
     );
 }
+
+#[test]
+fn a_fiber_yielding_in_a_loop_delays_a_ready_socket_by_at_most_the_poll_budget() {
+    // The bound the worker docs state: while fibers keep a worker busy it polls its
+    // reactor every 64 resumes, and a fiber woken then runs after one turn of each fiber
+    // queued before it: here, the one yielding fiber.
+    const POLL_BUDGET: usize = 64;
+    let turns = common::within(60, "a ready socket behind a yielding fiber", || {
+        common::one_worker().run(|| {
+            let (mut ours, theirs) = UnixStream::pair().unwrap();
+            let mut theirs = Async::new(theirs).unwrap();
+            let got = Arc::new(AtomicBool::new(false));
+            let got_it = got.clone();
+            let reader = green::spawn(move || {
+                theirs.read_exact(&mut [0]).unwrap();
+                got_it.store(true, Ordering::SeqCst);
+            });
+            // One worker: the reader runs now, and parks in its read.
+            green::yield_now();
+            ours.write_all(&[1]).unwrap();
+            let mut turns = 0;
+            while !got.load(Ordering::SeqCst) && turns < 100 * POLL_BUDGET {
+                green::yield_now();
+                turns += 1;
+            }
+            reader.join().unwrap();
+            turns
+        })
+    });
+    assert!(
+        turns <= POLL_BUDGET + 1,
+        "the ready socket waited {turns} turns of a yielding fiber"
+    );
+}

@@ -20,6 +20,15 @@
 //!        milliseconds: it may queue a task and get stuck before starting it
 //! ```
 //!
+//! # Fairness
+//!
+//! The run queue is FIFO: a fiber made runnable (woken, or yielding) runs after one turn
+//! of each fiber queued before it. While fibers keep the worker busy, the reactor is
+//! polled without blocking every `REACT_EVERY` (64) resumes, so a fiber whose socket or
+//! timer became ready is queued within 64 resumes, then waits its turn: at most 64
+//! resumes plus one turn of each runnable fiber. A fiber that never suspends holds its
+//! worker for as long as it runs (see `Builder::stall_warning`).
+//!
 //! One shortcut: a fiber that joins a task which the loop would start next anyway (the
 //! run queue holds only that task's Start entry, no message waits) creates the task's
 //! fiber and resumes it itself, nested: the task runs on its own stack as usual, and
