@@ -216,9 +216,9 @@ impl Suspender {
     /// never hand out their `Suspender`).
     #[inline(always)]
     pub(crate) fn switch_out(&self) {
-        // SAFETY: a `Suspender` exists only inside its fiber's closure (or, from
-        // `for_running`, for the fiber running now), and `suspend` checked that it runs on
-        // that fiber's stack, whose stack top this is.
+        // A `Suspender` exists only inside its fiber's closure (or, from `for_running`, for
+        // the fiber running now), and `suspend` checked that it runs on that fiber's stack.
+        // SAFETY: so this runs on the fiber whose stack top this is.
         let message =
             unsafe { context::suspend(MSG_YIELDED, self.stack_top, self.shared_float_control) };
         if message == MSG_UNWIND {

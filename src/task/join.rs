@@ -72,10 +72,11 @@ impl<T> JoinCell<T> {
         if self.is_done() {
             return;
         }
-        // SAFETY: a task is completed on one thread only, by one of: its fiber, its worker
-        // when the fiber could not start or was abandoned at a shutdown's deadline (it never
-        // runs again), or the thread that drops it unstarted; the first time before `DONE`
-        // is set. The JoinHandle reads only after `DONE`.
+        // A task is completed on one thread only, by one of: its fiber, its worker when the
+        // fiber could not start or was abandoned at a shutdown's deadline (it never runs
+        // again), or the thread that drops it unstarted.
+        // SAFETY: so this write, the first before `DONE` is set, races with nothing; the
+        // JoinHandle reads only after `DONE`.
         unsafe { *self.result.get() = Some(result) };
         if self.direct.load(Ordering::Relaxed) {
             // Our joiner runs us nested, on this thread, and holds the JoinHandle without

@@ -96,12 +96,13 @@ pub(crate) fn current() -> Option<Current> {
 impl Current {
     /// The task header.
     fn header(&self) -> &Header {
-        // SAFETY: a `Current` names the fiber that runs on this thread: `resume` sets
-        // `CURRENT` for the fiber it resumes and restores its resumer's after, and a copy
-        // kept across user code stays the running fiber's, because a fiber of the user's
-        // cannot suspend under a blocking call of ours (`pin_running`) nor from another
-        // stack (`Suspender::suspend`). The running fiber's closure owns a reference to
-        // its task until the fiber ends, so the header is alive.
+        // A `Current` names the fiber that runs on this thread: `resume` sets `CURRENT` for
+        // the fiber it resumes and restores its resumer's after, and a copy kept across
+        // user code stays the running fiber's, because a fiber of the user's cannot suspend
+        // under a blocking call of ours (`pin_running`) nor from another stack
+        // (`Suspender::suspend`).
+        // SAFETY: the running fiber's closure owns a reference to its task until the
+        // fiber ends, so the header is alive.
         unsafe { &*self.header }
     }
 
@@ -115,11 +116,10 @@ impl Current {
         if std::thread::panicking() || header.state.unwinding() {
             note_unwinding_at_suspend(header);
         }
-        // SAFETY: `stack_top` is the running fiber's: `CURRENT` is set by `resume` for the
-        // fiber it resumes, and a blocking call that runs user code keeps it so
-        // (`Current::pin_running`). We run on that stack, or on a stack of the user's that
-        // this fiber resumed and that may not suspend meanwhile: either way the switch
-        // frame lands on the stack we run on and the parent link is the fiber's.
+        // `stack_top` is the running fiber's (see `header`). We run on that stack, or on a
+        // stack of the user's that this fiber resumed and that may not suspend meanwhile.
+        // SAFETY: either way the switch frame lands on the stack we run on, and the parent
+        // link is the running fiber's.
         unsafe { Suspender::for_running(self.stack_top) }.switch_out();
         if header.state.unwinding() {
             SUSPENDED_UNWINDING.with(|count| count.set(count.get() - 1));

@@ -156,10 +156,11 @@ thread_local! {
 #[inline]
 pub(crate) fn with_worker<R>(f: impl FnOnce(Option<&Worker>) -> R) -> R {
     let worker = WORKER.with(Cell::get);
-    // SAFETY: a non-null WORKER points at the worker whose loop runs on this thread: it is
-    // set and cleared by the loop's `OnThisThread` guard, which lives in `Worker::run`'s
-    // frame, so the worker outlives every call made from the loop (fibers included:
-    // shutdown ends them all, or abandons them unresumable, before `run` returns).
+    // A non-null WORKER is set and cleared by the loop's `OnThisThread` guard, which lives
+    // in `Worker::run`'s frame; shutdown ends every fiber, or abandons it unresumable,
+    // before `run` returns.
+    // SAFETY: so it points at the worker of this thread, alive for every call made from
+    // its loop, fibers included.
     f(unsafe { worker.as_ref() })
 }
 
