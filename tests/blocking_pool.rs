@@ -30,11 +30,12 @@ fn runtime() -> green::Runtime {
     green::Runtime::builder().workers(1).build().unwrap()
 }
 
-/// Starts `job` on the runtime's pool from a fiber, cancels that fiber while the job runs
-/// (so the pool, not the fiber, drops what the job leaves), then lets the job finish and
-/// drops the runtime.
-fn abandon_job_then_drop_runtime<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) {
-    let runtime = runtime();
+/// Starts `job` on `runtime`'s pool from a fiber, cancels that fiber while the job runs
+/// (so the pool, not the fiber, drops what the job leaves), then lets the job finish.
+fn abandon_job<T: Send + 'static>(
+    runtime: &green::Runtime,
+    job: impl FnOnce() -> T + Send + 'static,
+) {
     let (started_tx, started_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let fiber = runtime.spawn(move || {
@@ -48,6 +49,12 @@ fn abandon_job_then_drop_runtime<T: Send + 'static>(job: impl FnOnce() -> T + Se
     fiber.abort();
     assert!(fiber.join().err().is_some_and(|e| e.is_cancelled()));
     release_tx.send(()).unwrap();
+}
+
+/// `abandon_job` on a runtime of its own, then drops the runtime.
+fn abandon_job_then_drop_runtime<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) {
+    let runtime = runtime();
+    abandon_job(&runtime, job);
     drop(runtime);
 }
 
@@ -69,19 +76,7 @@ fn a_job_panic_payload_that_panics_when_the_pool_drops_it_does_not_hang_the_runt
 fn the_pool_keeps_serving_jobs_after_one_left_a_value_that_panics_when_dropped() {
     within(10, "a job after the abandoned one", || {
         let runtime = runtime();
-        let (started_tx, started_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let fiber = runtime.spawn(move || {
-            green::unblock(move || {
-                started_tx.send(()).unwrap();
-                let _ = release_rx.recv();
-                PanicOnDrop
-            })
-        });
-        started_rx.recv().unwrap();
-        fiber.abort();
-        assert!(fiber.join().err().is_some_and(|e| e.is_cancelled()));
-        release_tx.send(()).unwrap();
+        abandon_job(&runtime, || PanicOnDrop);
         let answer = runtime.run(|| green::unblock(|| 6 * 7));
         assert_eq!(answer, 42);
     });
