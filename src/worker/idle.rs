@@ -33,6 +33,59 @@ const LAG_TURNS: u64 = 16;
 /// it looks again whether they lag (or the sibling got stuck).
 const LOOK_AGAIN: Duration = Duration::from_micros(200);
 
+/// What a worker saw of a sibling at its last look (`Worker::refresh_siblings`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SiblingView {
+    /// The sibling's `ticks` last seen.
+    ticks: u64,
+    /// Since when `ticks` has not changed.
+    since: Instant,
+    /// The sibling's `ticks` when its spawn queue was first seen not empty, since when it
+    /// has stayed so; `None` when it was last seen empty.
+    queued_since: Option<u64>,
+    /// It has run the same fiber, without a resume, for `STUCK_AFTER`: a fiber computing
+    /// or blocking its thread. The tasks waiting to start on it may be stolen, pinned ones
+    /// included.
+    stuck: bool,
+    /// Its spawn queue has held tasks while it ran `LAG_TURNS` fibers or more: the tasks
+    /// of that queue may be stolen.
+    lagging: bool,
+}
+
+impl SiblingView {
+    /// A sibling not looked at yet.
+    pub(super) fn new(now: Instant) -> SiblingView {
+        SiblingView {
+            ticks: u64::MAX,
+            since: now,
+            queued_since: None,
+            stuck: false,
+            lagging: false,
+        }
+    }
+
+    /// Looks at `worker` at `now`.
+    fn look(&mut self, worker: &WorkerShared, now: Instant) {
+        let ticks = worker.ticks.load(Ordering::Relaxed);
+        if ticks != self.ticks {
+            (self.ticks, self.since) = (ticks, now);
+            self.stuck = false;
+        } else {
+            let running = worker.running.load(Ordering::Relaxed) != NOT_RUNNING;
+            self.stuck = running && now - self.since >= STUCK_AFTER;
+        }
+        if worker.spawns.is_empty() {
+            self.queued_since = None;
+            self.lagging = false;
+        } else {
+            // Counted in turns, not time: a worker whose thread the OS preempts for a while
+            // lags by nothing (and is stolen from once it looks stuck).
+            let first_seen = *self.queued_since.get_or_insert(ticks);
+            self.lagging = ticks.wrapping_sub(first_seen) >= LAG_TURNS;
+        }
+    }
+}
+
 impl Worker {
     /// Takes an unstarted task from another worker: from its stealable queue if that queue
     /// lags (see `LAG_TURNS`), or from either queue if that worker is stuck in one fiber.
@@ -43,22 +96,22 @@ impl Worker {
         (1..n)
             .map(|offset| &workers[(self.shared.index + offset) % n])
             .find_map(|victim| {
-                let stuck = self.stuck[victim.index].get();
-                let task = if stuck || self.lagging[victim.index].get() {
+                let view = self.siblings.borrow()[victim.index];
+                let task = if view.stuck || view.lagging {
                     victim.spawns.pop()
                 } else {
                     None
                 };
-                task.or_else(|| stuck.then(|| victim.pinned.pop()).flatten())
+                task.or_else(|| view.stuck.then(|| victim.pinned.pop()).flatten())
             })
     }
 
     /// Whether `steal` would find something in `victim`'s queues, as of the last look.
     #[inline]
     pub(super) fn may_steal_from(&self, victim: &WorkerShared) -> bool {
-        let stuck = self.stuck[victim.index].get();
-        (!victim.spawns.is_empty() && (stuck || self.lagging[victim.index].get()))
-            || (stuck && !victim.pinned.is_empty())
+        let view = self.siblings.borrow()[victim.index];
+        (!victim.spawns.is_empty() && (view.stuck || view.lagging))
+            || (view.stuck && !victim.pinned.is_empty())
     }
 
     /// Whether anything waits for this worker: a message, shutdown, or a task to steal.
@@ -81,39 +134,13 @@ impl Worker {
             .any(|w| w.index != self.shared.index && !(w.spawns.is_empty() && w.pinned.is_empty()))
     }
 
-    /// Looks at the siblings' resume counters and spawn queues:
-    ///
-    /// * one that has run the same fiber, without a resume, for `STUCK_AFTER` is stuck (a
-    ///   fiber computing or blocking its thread), and the tasks waiting to start on it may
-    ///   be stolen, pinned ones included;
-    /// * one whose spawn queue has held tasks while it ran `LAG_TURNS` fibers or more
-    ///   lags, and the tasks of that queue may be stolen.
+    /// Looks at every sibling's resume counter and spawn queue (see `SiblingView`).
     pub(super) fn refresh_siblings(&self) {
         let now = Instant::now();
-        let mut seen = self.seen.borrow_mut();
-        let mut queued_since = self.queued_since.borrow_mut();
+        let mut siblings = self.siblings.borrow_mut();
         for worker in self.runtime.workers.iter() {
-            if worker.index == self.shared.index {
-                continue;
-            }
-            let ticks = worker.ticks.load(Ordering::Relaxed);
-            let (last, since) = &mut seen[worker.index];
-            if ticks != *last {
-                (*last, *since) = (ticks, now);
-                self.stuck[worker.index].set(false);
-            } else {
-                let running = worker.running.load(Ordering::Relaxed) != NOT_RUNNING;
-                self.stuck[worker.index].set(running && now - *since >= STUCK_AFTER);
-            }
-            let queued = &mut queued_since[worker.index];
-            if worker.spawns.is_empty() {
-                *queued = None;
-                self.lagging[worker.index].set(false);
-            } else {
-                // Counted in turns, not time: a worker whose thread the OS preempts for a
-                // while lags by nothing (and is stolen from once it looks stuck).
-                let first_seen = *queued.get_or_insert(ticks);
-                self.lagging[worker.index].set(ticks.wrapping_sub(first_seen) >= LAG_TURNS);
+            if worker.index != self.shared.index {
+                siblings[worker.index].look(worker, now);
             }
         }
     }

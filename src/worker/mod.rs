@@ -81,6 +81,7 @@ mod shared;
 mod shutdown;
 mod unstarted;
 
+use idle::SiblingView;
 use queue::{RunQueue, Runnable, StartQueue};
 
 use current::{CURRENT, Cancelled};
@@ -116,18 +117,8 @@ pub(crate) struct Worker {
     next_generation: Cell<u32>,
     /// Every spawn of a runtime with one worker: nobody can steal them, so a plain queue.
     local_spawns: RefCell<VecDeque<Unstarted>>,
-    /// Per worker: the `ticks` last seen and since when, to tell a stuck sibling.
-    seen: RefCell<Vec<(u64, Instant)>>,
-    /// Per worker: whether it looked stuck at this worker's last look
-    /// (`refresh_siblings`).
-    stuck: Vec<Cell<bool>>,
-    /// Per worker: its `ticks` when this worker first saw its spawn queue not empty, since
-    /// when it has stayed so; `None` when it was last seen empty.
-    queued_since: RefCell<Vec<Option<u64>>>,
-    /// Per worker: whether its spawn queue lags (`refresh_siblings`): since the queue was
-    /// first seen holding tasks, which still wait there, it has run `LAG_TURNS` fibers
-    /// or more.
-    lagging: Vec<Cell<bool>>,
+    /// Per worker: what this worker saw of it at its last look (`refresh_siblings`).
+    siblings: RefCell<Vec<SiblingView>>,
     /// State of `next_random`; never zero.
     random: Cell<u32>,
     /// `ticks` at the last non-blocking poll of the reactor (see `REACT_EVERY`).
@@ -176,10 +167,7 @@ impl Worker {
             queue: RefCell::new(RunQueue::default()),
             next_generation: Cell::new(0),
             local_spawns: RefCell::new(VecDeque::new()),
-            seen: RefCell::new(vec![(u64::MAX, Instant::now()); n]),
-            stuck: (0..n).map(|_| Cell::new(false)).collect(),
-            queued_since: RefCell::new(vec![None; n]),
-            lagging: (0..n).map(|_| Cell::new(false)).collect(),
+            siblings: RefCell::new(vec![SiblingView::new(Instant::now()); n]),
             polled_at: Cell::new(0),
             random: Cell::new(seed),
         }
