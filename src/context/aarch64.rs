@@ -73,6 +73,10 @@
 //!   S+0   trampoline                "where to go on"
 //! ```
 //!
+//! The trampoline reads the entry function and the data pointer before it moves sp to the
+//! frame top, never after: AAPCS64 has no red zone, so the kernel may build a signal frame
+//! on any word below sp.
+//!
 //! # Unwinding through the trampoline
 //!
 //! The trampoline keeps the stack top in x20 and branches to `entry(x0, stack top, data)`
@@ -240,11 +244,17 @@ unsafe extern "C" fn trampoline() -> ! {
         ".cfi_offset x30, -32",
         ".cfi_offset x19, -16",
         ".cfi_offset x29, -8",
-        // 2. Move to the frame top and branch to `entry(x0, x1, data)` with x30 pointing
-        //    back here for the unwinder. x29 = 0 ends frame-pointer chains.
+        // 2. Load the entry function and the data pointer from the initial frame while sp
+        //    is still on the resumer's stack, and only then move sp to the frame top: once
+        //    sp is there, both words lie below it, and AAPCS64 has no red zone, so a signal
+        //    delivered in between would build its frame over them. (QEMU user mode
+        //    delivers signals only between translated blocks, so tests under it cannot
+        //    catch the wrong order: keep this one.)
+        "ldp x9, x10, [x2, #8]",
         "add sp, x2, #32",
-        "ldr x9, [x2, #8]",
-        "ldr x2, [x2, #16]",
+        // 3. Branch to `entry(x0, x1, data)` with x30 pointing back here for the unwinder.
+        //    x29 = 0 ends frame-pointer chains.
+        "mov x2, x10",
         "mov x29, xzr",
         "adr x30, 2f",
         "br x9",

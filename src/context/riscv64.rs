@@ -74,6 +74,10 @@
 //!   S+0   trampoline                "where to go on"
 //! ```
 //!
+//! The trampoline reads the entry function and the data pointer before it moves sp to the
+//! frame top, never after: the psABI has no red zone, so the kernel may build a signal frame
+//! on any word below sp.
+//!
 //! # Unwinding through the trampoline
 //!
 //! The trampoline keeps the stack top in s2 and jumps to `entry(a0, stack top, data)` with
@@ -267,11 +271,18 @@ unsafe extern "C" fn trampoline() -> ! {
         ".cfi_offset ra, -32",
         ".cfi_offset s1, -16",
         ".cfi_offset s0, -8",
-        // 2. Move to the frame top and jump to `entry(a0, a1, data)` with ra pointing back
-        //    here for the unwinder. s0 = 0 ends frame-pointer chains.
-        "addi sp, a2, 32",
+        // 2. Load the entry function and the data pointer from the initial frame while sp
+        //    is still on the resumer's stack, and only then move sp to the frame top: once
+        //    sp is there, both words lie below it, and the psABI has no red zone, so a signal
+        //    delivered in between would build its frame over them. (QEMU user mode
+        //    delivers signals only between translated blocks, so tests under it cannot
+        //    catch the wrong order: keep this one.)
         "ld t1, 8(a2)",
-        "ld a2, 16(a2)",
+        "ld t2, 16(a2)",
+        "addi sp, a2, 32",
+        // 3. Jump to `entry(a0, a1, data)` with ra pointing back here for the unwinder.
+        //    s0 = 0 ends frame-pointer chains.
+        "mv a2, t2",
         "li s0, 0",
         "lla ra, 2f",
         "jr t1",
