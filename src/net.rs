@@ -93,6 +93,7 @@ macro_rules! registered_socket_impls {
     };
 }
 
+mod accept;
 mod addr;
 mod stream;
 mod tcp;

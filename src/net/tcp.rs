@@ -6,6 +6,7 @@ use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use super::accept::accept_backing_off;
 use super::addr;
 use super::stream::{Stream, stream_impls, stream_methods};
 use crate::io::Async;
@@ -81,19 +82,32 @@ impl TcpListener {
     /// worker is much busier than the others (see [Placement](crate::Runtime#placement)).
     /// Serving the connection from that fiber keeps its socket buffers in that CPU's cache.
     ///
+    /// # Out of descriptors
+    ///
+    /// When the process or the system is out of descriptors (`EMFILE`, `ENFILE`) or the
+    /// kernel short of socket memory (`ENOBUFS`, `ENOMEM`), `accept` does not return the
+    /// error. The connection waits in the listener's backlog, and `accept` parks the fiber
+    /// on a timer and tries again: 1 ms after the first failure, then after a pause that
+    /// doubles each time, up to 100 ms. So a server loop such as
+    /// `for stream in listener.incoming()` neither ends nor spins while the process is at
+    /// its limit, and serves the waiting clients about 100 ms at most after descriptors
+    /// are closed. Nothing reports the wait: to see it, watch the process's descriptors
+    /// (`/proc/self/fd`) against its `RLIMIT_NOFILE`.
+    ///
     /// # Errors
     ///
-    /// What `accept(2)` returns, e.g. `EMFILE` when out of descriptors, or registering
-    /// the new socket with the reactor returns.
+    /// What `accept(2)` returns other than the errors above, e.g. `ECONNABORTED`, or what
+    /// registering the new socket with the reactor returns.
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, peer) = self.io.read_with(|listener| listener.accept())?;
+        let (stream, peer) = accept_backing_off(&self.io, |listener| listener.accept())?;
         if let Some(cpu) = incoming_cpu(stream.as_fd()) {
             crate::worker::spawn_near_cpu(cpu);
         }
         Ok((TcpStream::try_from(stream)?, peer))
     }
 
-    /// An iterator over incoming connections; it never returns `None`.
+    /// An iterator over incoming connections; it never returns `None`, and waits rather
+    /// than fail when out of descriptors (see [`accept`](TcpListener::accept)).
     pub fn incoming(&self) -> Incoming<'_> {
         Incoming { listener: self }
     }

@@ -10,6 +10,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
+use super::accept::accept_backing_off;
 use super::stream::{Stream, stream_impls, stream_methods};
 use crate::io::Async;
 use crate::sys::socket::{RawAddr, raise_backlog, start_connect, stream_socket};
@@ -60,15 +61,21 @@ impl UnixListener {
 
     /// Accepts a connection: parks the calling fiber until one arrives.
     ///
+    /// When out of descriptors or socket memory, it waits and tries again, as
+    /// [`TcpListener::accept`](crate::net::TcpListener::accept) does (see "Out of
+    /// descriptors" there).
+    ///
     /// # Errors
     ///
-    /// What `accept(2)` returns, or registering the new socket with the reactor returns.
+    /// What `accept(2)` returns other than `EMFILE`, `ENFILE`, `ENOBUFS` and `ENOMEM`, or
+    /// what registering the new socket with the reactor returns.
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (stream, peer) = self.io.read_with(|listener| listener.accept())?;
+        let (stream, peer) = accept_backing_off(&self.io, |listener| listener.accept())?;
         Ok((UnixStream::try_from(stream)?, peer))
     }
 
-    /// An iterator over incoming connections; it never returns `None`.
+    /// An iterator over incoming connections; it never returns `None`, and waits rather
+    /// than fail when out of descriptors (see [`accept`](UnixListener::accept)).
     pub fn incoming(&self) -> Incoming<'_> {
         Incoming { listener: self }
     }
