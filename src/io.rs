@@ -203,6 +203,9 @@ impl<T: AsFd> Async<T> {
     ) -> io::Result<R> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let in_fiber = crate::worker::in_fiber();
+        if in_fiber {
+            crate::worker::spend_io_budget();
+        }
         loop {
             // The tick before the operation: an edge after it failed is not lost.
             let tick = in_fiber.then(|| self.source.tick(direction));

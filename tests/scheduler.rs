@@ -999,3 +999,134 @@ fn a_fiber_yielding_in_a_loop_delays_a_ready_socket_by_at_most_the_poll_budget()
         "the ready socket waited {turns} turns of a yielding fiber"
     );
 }
+
+/// Spins (without suspending) for `duration`: a fiber's turn of real work.
+fn work_for(duration: Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < duration {
+        std::hint::spin_loop();
+    }
+}
+
+/// Runs `f` in a fiber of `runtime` on worker `index`, resubmitting it until a spawn from
+/// outside lands there (another worker may take it before it starts).
+fn on_worker<T: Send + 'static>(
+    runtime: &green::Runtime,
+    index: usize,
+    f: impl FnOnce() -> T + Send + Clone + 'static,
+) -> green::JoinHandle<Option<T>> {
+    loop {
+        let f = f.clone();
+        let (placed_tx, placed_rx) = mpsc::channel();
+        let handle = runtime.spawn(move || {
+            let here = test_support::worker_index() == Some(index);
+            placed_tx.send(here).unwrap();
+            here.then(f)
+        });
+        if placed_rx.recv().unwrap() {
+            return handle;
+        }
+        handle.join().unwrap();
+    }
+}
+
+#[test]
+fn an_idle_worker_takes_a_task_that_waited_behind_lag_turns_of_its_busy_sibling() {
+    // Worker 0 has TURNERS runnable fibers that each work 200 µs a turn, and a task
+    // placed behind them on its own (stealable) queue: the task's turn comes after
+    // TURNERS turns, more than `LAG_TURNS` (16). Worker 1 is idle. Worker 0 is never stuck
+    // (a resume every 200 µs), so only the lag rule lets worker 1 take the task.
+    const TURNERS: usize = 60;
+    const PARKED: usize = TURNERS + 4;
+    common::within(120, "the lag test", || {
+        let runtime = two_workers();
+        let (release, released) = green::sync::channel::<()>();
+        let released = Arc::new(Mutex::new(Some(released)));
+        let (parked_tx, parked_rx) = mpsc::channel();
+        // Worker 1: enough parked fibers that placement keeps the task on worker 0.
+        let parked = on_worker(&runtime, 1, move || {
+            let released = released.lock().unwrap().take().unwrap();
+            let released = Arc::new(released);
+            let fibers: Vec<_> = (0..PARKED)
+                .map(|_| {
+                    let released = released.clone();
+                    green::spawn_local(move || while released.recv().is_ok() {})
+                })
+                .collect();
+            green::yield_now(); // every one of them parks
+            parked_tx.send(()).unwrap();
+            fibers.into_iter().for_each(|f| f.join().unwrap());
+        });
+        parked_rx.recv().unwrap();
+        let ran_on = on_worker(&runtime, 0, move || {
+            let started = Arc::new(AtomicBool::new(false));
+            let (go_tx, go_rx) = green::sync::channel::<()>();
+            let go_rx = Arc::new(go_rx);
+            let turners: Vec<_> = (0..TURNERS)
+                .map(|_| {
+                    let (go_rx, started) = (go_rx.clone(), started.clone());
+                    green::spawn_local(move || {
+                        go_rx.recv().unwrap();
+                        // Bounded: should the task never start elsewhere, it starts here
+                        // after one turn of each, and the assertion below fails.
+                        for _ in 0..1000 {
+                            if started.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            work_for(Duration::from_micros(200));
+                            green::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            green::yield_now(); // every turner parks on `go`
+            (0..TURNERS).for_each(|_| go_tx.send(()).unwrap());
+            assert_eq!(
+                test_support::next_placement(),
+                None,
+                "the task must wait on worker 0's own queue for the test to mean anything"
+            );
+            let task = {
+                let started = started.clone();
+                green::spawn(move || {
+                    started.store(true, Ordering::SeqCst);
+                    test_support::worker_index()
+                })
+            };
+            drop(release); // worker 1's fibers end: it goes idle
+            let ran_on = task.join().unwrap();
+            turners.into_iter().for_each(|t| t.join().unwrap());
+            ran_on
+        });
+        parked.join().unwrap();
+        let ran_on = ran_on.join().unwrap().unwrap();
+        assert_eq!(ran_on, Some(1), "the task waited for its busy worker");
+    });
+}
+
+#[test]
+fn a_fiber_whose_socket_is_always_ready_yields_after_its_io_budget() {
+    // The main fiber reads one byte at a time from a socket that holds more bytes than
+    // it reads: no read ever waits. A task spawned before the loop runs when the main
+    // fiber yields: after at most 128 reads (the I/O budget of a turn), not after all.
+    const READS: usize = 2_000;
+    let reads_when_it_ran = one_worker_with_watchdog(|| {
+        let (mut reader, mut writer) = green::net::unix::UnixStream::pair().unwrap();
+        writer.write_all(&[1; READS]).unwrap();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let other = {
+            let reads = reads.clone();
+            green::spawn(move || reads.load(Ordering::SeqCst))
+        };
+        let mut byte = [0];
+        for _ in 0..READS {
+            reader.read_exact(&mut byte).unwrap();
+            reads.fetch_add(1, Ordering::SeqCst);
+        }
+        other.join().unwrap()
+    });
+    assert!(
+        (1..=128).contains(&reads_when_it_ran),
+        "the other task ran after {reads_when_it_ran} reads"
+    );
+}

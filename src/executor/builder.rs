@@ -182,6 +182,7 @@ impl Builder {
             workers,
             self.stack_size,
             Pool::new(cpus.clone()),
+            !cpus.is_empty(),
         ));
         let (exited_sender, exited) = mpsc::channel();
         let mut runtime = Runtime {

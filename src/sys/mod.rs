@@ -75,6 +75,17 @@ pub(crate) fn set_thread_affinity(cpus: &[usize]) {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
 }
 
+/// How many times the OS has preempted the calling thread (taken its CPU while it could
+/// still run: `ru_nivcsw` of `getrusage(RUSAGE_THREAD)`), one system call; `None` if the
+/// call fails.
+pub(crate) fn involuntary_switches() -> Option<libc::c_long> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is valid for writes of a `rusage`; RUSAGE_THREAD is a valid target.
+    let result = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
+    // SAFETY: on success the kernel filled it; it was zeroed anyway.
+    (result == 0).then(|| unsafe { usage.assume_init() }.ru_nivcsw)
+}
+
 /// The CPU the calling thread runs on, if known (a read of the thread's `rseq` area in
 /// glibc, no system call).
 pub(crate) fn current_cpu() -> Option<usize> {

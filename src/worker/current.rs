@@ -86,6 +86,40 @@ pub(crate) fn in_fiber() -> bool {
     current().is_some()
 }
 
+/// I/O operations a fiber may complete in one turn, without waiting, before the next one
+/// yields first (see `spend_io_budget`).
+pub(crate) const IO_BUDGET: u32 = 128;
+
+thread_local! {
+    /// The worker's `ticks` when the running fiber's turn began, as far as I/O goes, and
+    /// how many operations it has made since (see `spend_io_budget`).
+    static IO_SPENT: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) };
+}
+
+/// Counts an I/O operation of the running fiber, and yields first if the fiber has
+/// already made `IO_BUDGET` of them in this turn: a fiber whose sockets are always ready
+/// (a fast peer, a listener with a backlog) would otherwise keep its worker, and the
+/// other fibers and the reactor waiting, for as long as that lasts. Any resume on the
+/// worker (the worker's `ticks` moves) starts a new turn. Outside fibers, does nothing.
+#[inline]
+pub(crate) fn spend_io_budget() {
+    let Some(current) = current() else {
+        return;
+    };
+    let ticks = with_worker(|worker| worker.map(|w| w.shared.ticks.load(Ordering::Relaxed)));
+    let Some(ticks) = ticks else {
+        return;
+    };
+    let (turn, spent) = IO_SPENT.with(Cell::get);
+    if turn != ticks {
+        IO_SPENT.with(|c| c.set((ticks, 1)));
+    } else if spent < IO_BUDGET {
+        IO_SPENT.with(|c| c.set((ticks, spent + 1)));
+    } else {
+        current.yield_now(); // the turn that follows counts this operation afresh
+    }
+}
+
 /// The fiber running on this thread, if any.
 #[inline]
 pub(crate) fn current() -> Option<Current> {

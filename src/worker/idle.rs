@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::placement::BALANCE_SLACK;
 use super::{NOT_RUNNING, Unstarted, Worker, WorkerShared};
 
 /// Pauses of an idle worker's spin between two looks at the clock and the reactor.
@@ -13,9 +14,17 @@ const SPIN_CHECK_EVERY: u32 = 16;
 /// How long an idle worker looks for work before it sleeps, when it has sibling workers.
 const SPIN: Duration = Duration::from_micros(10);
 
+/// How often, at most, an idle worker looks whether the OS has preempted its thread, and
+/// how long spinning stays off after it has (see `Worker::may_spin`).
+const CONTENTION_WINDOW: Duration = Duration::from_millis(2);
+
 /// How long a worker may run one fiber without a resume before idle siblings count it as
 /// stuck and take the tasks waiting to start on it, pinned ones included.
 const STUCK_AFTER: Duration = Duration::from_millis(1);
+
+/// How long a sibling must be stuck before an idle worker takes its tasks even if that
+/// leaves this worker with more fibers than the sibling (see `Worker::steal`).
+const STUCK_LONG: Duration = Duration::from_millis(10);
 
 /// How long an idle worker sleeps, at most, while a sibling is awake and has no task
 /// waiting to start: that sibling may queue one and get stuck before it starts it (see
@@ -47,6 +56,8 @@ pub(super) struct SiblingView {
     /// or blocking its thread. The tasks waiting to start on it may be stolen, pinned ones
     /// included.
     stuck: bool,
+    /// It has been stuck for `STUCK_LONG`: its tasks are taken whatever the loads.
+    stuck_long: bool,
     /// Its spawn queue has held tasks while it ran `LAG_TURNS` fibers or more: the tasks
     /// of that queue may be stolen.
     lagging: bool,
@@ -60,6 +71,7 @@ impl SiblingView {
             since: now,
             queued_since: None,
             stuck: false,
+            stuck_long: false,
             lagging: false,
         }
     }
@@ -69,10 +81,12 @@ impl SiblingView {
         let ticks = worker.ticks.load(Ordering::Relaxed);
         if ticks != self.ticks {
             (self.ticks, self.since) = (ticks, now);
-            self.stuck = false;
+            (self.stuck, self.stuck_long) = (false, false);
         } else {
             let running = worker.running.load(Ordering::Relaxed) != NOT_RUNNING;
-            self.stuck = running && now - self.since >= STUCK_AFTER;
+            let stuck_for = now - self.since;
+            self.stuck = running && stuck_for >= STUCK_AFTER;
+            self.stuck_long = running && stuck_for >= STUCK_LONG;
         }
         if worker.spawns.is_empty() {
             self.queued_since = None;
@@ -90,6 +104,12 @@ impl Worker {
     /// Takes an unstarted task from another worker: from its stealable queue if that queue
     /// lags (see `LAG_TURNS`), or from either queue if that worker is stuck in one fiber.
     /// The task's fiber will live here for good.
+    ///
+    /// It takes a task only while that evens the loads (the victim's is higher than its
+    /// own by more than `BALANCE_SLACK`), unless the victim has been stuck for
+    /// `STUCK_LONG`: a started fiber never moves, and a burst of connections accepted by
+    /// a fiber that ran a millisecond (or whose thread the OS preempted that long) would
+    /// otherwise all end up here for good.
     pub(super) fn steal(&self) -> Option<Unstarted> {
         let workers = &self.runtime.workers;
         let n = workers.len();
@@ -97,21 +117,41 @@ impl Worker {
             .map(|offset| &workers[(self.shared.index + offset) % n])
             .find_map(|victim| {
                 let view = self.siblings.borrow()[victim.index];
+                if !self.worth_stealing(victim, &view) {
+                    return None;
+                }
                 let task = if view.stuck || view.lagging {
                     victim.spawns.pop()
                 } else {
                     None
                 };
-                task.or_else(|| view.stuck.then(|| victim.pinned.pop()).flatten())
+                let task = task.or_else(|| view.stuck.then(|| victim.pinned.pop()).flatten());
+                if task.is_some() {
+                    // Until the victim publishes its load again: the next steal sees this
+                    // one.
+                    let _ = victim
+                        .load
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1));
+                }
+                task
             })
+    }
+
+    /// Whether taking a task from `victim` is worth it, as far as loads go (see `steal`).
+    #[inline]
+    fn worth_stealing(&self, victim: &WorkerShared, view: &SiblingView) -> bool {
+        let own = self.shared.load.load(Ordering::Relaxed);
+        let theirs = victim.load.load(Ordering::Relaxed);
+        theirs > own.saturating_add(BALANCE_SLACK) || view.stuck_long
     }
 
     /// Whether `steal` would find something in `victim`'s queues, as of the last look.
     #[inline]
     pub(super) fn may_steal_from(&self, victim: &WorkerShared) -> bool {
         let view = self.siblings.borrow()[victim.index];
-        (!victim.spawns.is_empty() && (view.stuck || view.lagging))
-            || (view.stuck && !victim.pinned.is_empty())
+        ((!victim.spawns.is_empty() && (view.stuck || view.lagging))
+            || (view.stuck && !victim.pinned.is_empty()))
+            && self.worth_stealing(victim, &view)
     }
 
     /// Whether anything waits for this worker: a message, shutdown, or a task to steal.
@@ -147,27 +187,16 @@ impl Worker {
 
     /// Waits in the reactor for I/O, a timer or a message.
     pub(super) fn wait(&self) {
-        // 1. With other workers, look for work for a few microseconds before sleeping: a
-        //    wake or a spawn from another worker often comes within that time (the other
-        //    side of a conversation answers), and sleeping in the reactor then being
-        //    notified costs several system calls on each side. I/O events that come
-        //    meanwhile end the spin: the reactor below returns them at once.
-        //    The cheap checks run every pause (about 60 ns); the clock and the reactor
-        //    (a system call) every `SPIN_CHECK_EVERY` pauses.
+        // 1. With other workers, look for work for a few microseconds before sleeping, if
+        //    spinning is worth its CPU (see `may_spin`).
         if self.runtime.workers.len() > 1 {
             self.refresh_siblings();
-            let start = Instant::now();
-            for round in 1u32.. {
-                if self.has_work() {
+            if self.may_spin() {
+                let found = self.spin();
+                self.runtime.spinners.fetch_sub(1, Ordering::SeqCst);
+                if found {
                     return;
                 }
-                if round.is_multiple_of(SPIN_CHECK_EVERY) {
-                    if start.elapsed() >= SPIN || self.shared.reactor.has_events() {
-                        break;
-                    }
-                    self.refresh_siblings();
-                }
-                std::hint::spin_loop();
             }
         }
         // 2. Sleep in the reactor until an event, a timer or a notification.
@@ -207,6 +236,71 @@ impl Worker {
         }
         self.shared.sleeping.store(false, Ordering::SeqCst);
         self.runtime.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether this idle worker may spin before it sleeps; if so, it counts itself among
+    /// the spinners, and must uncount itself when it stops.
+    ///
+    /// Spinning pays when the work it waits for comes from a thread that runs meanwhile
+    /// on another CPU (a sibling answering a conversation): the wake then costs no
+    /// system call on either side. It costs when it takes a CPU from a thread that could
+    /// run: the thread that would send the next request, or a sibling. So a worker
+    /// spins only if
+    ///
+    /// 1. a sibling is awake: one that sleeps sends nothing;
+    /// 2. fewer than half of the workers (at least one) spin already (as Go's scheduler
+    ///    allows): more would only burn CPUs;
+    /// 3. the OS has not preempted this worker's thread within the last
+    ///    `CONTENTION_WINDOW` or so: the CPUs then have more threads that can run than
+    ///    they can run, and a spinning worker would take a CPU from one of them.
+    fn may_spin(&self) -> bool {
+        if !self.a_sibling_is_awake() || self.cpu_contended() {
+            return false;
+        }
+        let most = (self.runtime.workers.len() / 2).max(1);
+        self.runtime
+            .spinners
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |spinning| {
+                (spinning < most).then_some(spinning + 1)
+            })
+            .is_ok()
+    }
+
+    /// Looks for work for up to `SPIN`; returns whether some came. I/O events that come
+    /// meanwhile end the spin, unfound: the reactor's wait returns them at once. The
+    /// cheap checks run every pause (about 60 ns); the clock and the reactor (a system
+    /// call) every `SPIN_CHECK_EVERY` pauses.
+    fn spin(&self) -> bool {
+        let start = Instant::now();
+        for round in 1u32.. {
+            if self.has_work() {
+                return true;
+            }
+            if round.is_multiple_of(SPIN_CHECK_EVERY) {
+                if start.elapsed() >= SPIN || self.shared.reactor.has_events() {
+                    return false;
+                }
+                self.refresh_siblings();
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
+    /// Whether the OS preempted this worker's thread lately (see `may_spin`): looks at
+    /// the thread's count of involuntary switches at most once per `CONTENTION_WINDOW`.
+    fn cpu_contended(&self) -> bool {
+        let now = Instant::now();
+        let (looked_at, switches, contended) = self.contention.get();
+        if now.saturating_duration_since(looked_at) < CONTENTION_WINDOW {
+            return contended;
+        }
+        let Some(now_switches) = crate::sys::involuntary_switches() else {
+            return false;
+        };
+        let contended = now_switches != switches;
+        self.contention.set((now, now_switches, contended));
+        contended
     }
 
     /// How long `wait` sleeps, once `sleeping` is set:
@@ -265,5 +359,110 @@ impl Worker {
             .workers
             .iter()
             .any(|w| w.index != self.shared.index && !w.sleeping.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::blocking::pool::Pool;
+    use crate::task::Task;
+    use crate::worker::RuntimeShared;
+
+    /// A task that nobody joins.
+    fn task() -> Unstarted {
+        let (_handle, task) = Task::spawned(Some(|| ()));
+        Unstarted::new(task)
+    }
+
+    /// A sibling as a worker sees it: `ticks` resumes so far, `running` a fiber or not,
+    /// `queued` tasks waiting in its spawn queue.
+    fn sibling(ticks: u64, running: bool, queued: usize) -> WorkerShared {
+        let worker = WorkerShared::new(1).unwrap();
+        worker.ticks.store(ticks, Ordering::Relaxed);
+        let running = if running { 7 } else { NOT_RUNNING };
+        worker.running.store(running, Ordering::Relaxed);
+        for _ in 0..queued {
+            worker.spawns.push(task());
+        }
+        worker
+    }
+
+    #[test]
+    fn a_spawn_queue_lags_once_its_worker_has_run_lag_turns_fibers_since_it_filled() {
+        let start = Instant::now();
+        let mut view = SiblingView::new(start);
+        view.look(&sibling(100, true, 1), start);
+        assert!(!view.lagging, "just seen filled");
+        view.look(&sibling(100 + LAG_TURNS - 1, true, 1), start);
+        assert!(!view.lagging, "one turn short");
+        view.look(&sibling(100 + LAG_TURNS, true, 1), start);
+        assert!(view.lagging);
+        view.look(&sibling(100 + LAG_TURNS + 1, true, 0), start);
+        assert!(!view.lagging, "emptied");
+        assert!(!view.stuck, "its ticks move");
+    }
+
+    #[test]
+    fn a_sibling_is_stuck_after_running_one_fiber_for_stuck_after_and_long_after_stuck_long() {
+        let start = Instant::now();
+        let mut view = SiblingView::new(start);
+        view.look(&sibling(5, true, 0), start);
+        view.look(&sibling(5, true, 0), start + STUCK_AFTER / 2);
+        assert!(!view.stuck);
+        view.look(&sibling(5, true, 0), start + STUCK_AFTER);
+        assert!(view.stuck && !view.stuck_long);
+        view.look(&sibling(5, true, 0), start + STUCK_LONG);
+        assert!(view.stuck && view.stuck_long);
+        // Same ticks, but no fiber runs: asleep, not stuck.
+        view.look(&sibling(5, false, 0), start + STUCK_LONG * 2);
+        assert!(!view.stuck && !view.stuck_long);
+        view.look(&sibling(6, true, 0), start + STUCK_LONG * 3);
+        assert!(!view.stuck, "a resume ends it");
+    }
+
+    #[test]
+    fn an_idle_worker_steals_only_while_it_evens_the_loads_unless_the_sibling_is_stuck_long() {
+        let workers = vec![
+            Arc::new(WorkerShared::new(0).unwrap()),
+            Arc::new(WorkerShared::new(1).unwrap()),
+        ];
+        let runtime = Arc::new(RuntimeShared::new(
+            workers.clone(),
+            64 * 1024,
+            Pool::new(Vec::new()),
+            false,
+        ));
+        let thief = Worker::new(runtime, workers[0].clone());
+        let victim = &workers[1];
+        for _ in 0..4 {
+            victim.spawns.push(task());
+        }
+        // The victim is stuck (briefly): its tasks may be taken, while loads allow.
+        let stuck = SiblingView {
+            stuck: true,
+            ..SiblingView::new(Instant::now())
+        };
+        thief.siblings.borrow_mut()[1] = stuck;
+        thief.shared.load.store(3, Ordering::Relaxed);
+        victim.load.store(5, Ordering::Relaxed);
+        assert!(thief.may_steal_from(victim));
+        assert!(thief.steal().is_some());
+        assert_eq!(
+            victim.load.load(Ordering::Relaxed),
+            4,
+            "the steal counts at once"
+        );
+        thief.shared.load.store(4, Ordering::Relaxed); // the thief started the task
+        assert!(!thief.may_steal_from(victim), "4 and 4: nothing to even");
+        assert!(thief.steal().is_none());
+        thief.siblings.borrow_mut()[1].stuck_long = true;
+        assert!(
+            thief.may_steal_from(victim),
+            "stuck long: taken whatever the loads"
+        );
+        assert!(thief.steal().is_some());
     }
 }

@@ -85,7 +85,7 @@ use idle::SiblingView;
 use queue::{RunQueue, Runnable, StartQueue};
 
 use current::{CURRENT, Cancelled};
-pub(crate) use current::{Current, current, in_fiber, panicking, spawn_near_cpu};
+pub(crate) use current::{Current, current, in_fiber, panicking, spawn_near_cpu, spend_io_budget};
 pub(crate) use placement::Placement;
 use shared::Message;
 pub(crate) use shared::{RuntimeShared, WorkerShared};
@@ -123,6 +123,9 @@ pub(crate) struct Worker {
     random: Cell<u32>,
     /// `ticks` at the last non-blocking poll of the reactor (see `REACT_EVERY`).
     polled_at: Cell<u64>,
+    /// When this worker last looked at its thread's involuntary switches, their count
+    /// then, and whether it had grown since the look before (see `Worker::may_spin`).
+    contention: Cell<(Instant, libc::c_long, bool)>,
 }
 
 /// A fiber in the slab.
@@ -169,6 +172,7 @@ impl Worker {
             local_spawns: RefCell::new(VecDeque::new()),
             siblings: RefCell::new(vec![SiblingView::new(Instant::now()); n]),
             polled_at: Cell::new(0),
+            contention: Cell::new((Instant::now(), 0, false)),
             random: Cell::new(seed),
         }
     }
@@ -197,6 +201,8 @@ impl Worker {
     pub(crate) fn run(&self) {
         let mut on_this_thread = OnThisThread::enter(self);
         self.note_cpu();
+        let switches = crate::sys::involuntary_switches().unwrap_or(0);
+        self.contention.set((Instant::now(), switches, false));
         loop {
             // 1. Messages from other threads.
             self.take_messages();

@@ -9,8 +9,9 @@ use super::{Unstarted, Worker, WorkerShared};
 use crate::task::NO_CPU;
 
 /// How many more fibers than a sibling a worker may have before a fiber it spawns goes
-/// to that sibling (see `Worker::placement`).
-const BALANCE_SLACK: usize = 1;
+/// to that sibling (see `Worker::placement`), or before an idle sibling takes the tasks
+/// waiting on it (see `Worker::steal`).
+pub(super) const BALANCE_SLACK: usize = 1;
 
 /// Where a fiber spawned by a fiber goes; see `Worker::placement`.
 pub(crate) enum Placement {
@@ -26,9 +27,11 @@ impl Worker {
     ///
     /// 1. With a hint (the fiber just accepted a connection, whose packets the kernel
     ///    handled on that CPU), the one worker last seen on that CPU, unless its load is
-    ///    more than a quarter (plus [`BALANCE_SLACK`]) above the lowest load seen (this
-    ///    worker's and the candidate sibling's): the connection's fiber then runs where
-    ///    its socket buffers are in cache.
+    ///    above the lowest load seen (this worker's and the candidate sibling's) by more
+    ///    than [`BALANCE_SLACK`], or, with pinned workers, by more than a quarter plus
+    ///    that: the connection's fiber then runs where its socket buffers are in cache.
+    ///    An unpinned worker's CPU is only a guess of where it runs next, and a
+    ///    connection's fiber never moves: it is not worth an imbalance there.
     /// 2. Else this worker, unless the candidate sibling's load is lower by more than
     ///    [`BALANCE_SLACK`] and either this worker is busy (fibers of its own wait in its
     ///    run queue, not only tasks to start) or the task serves a connection just
@@ -71,9 +74,13 @@ impl Worker {
         };
         let own = load(&self.shared);
         let least = own.min(load(candidate));
+        // Pinned workers stay on their CPU: a connection is worth some imbalance to run
+        // where its packets are. Unpinned ones move, and a connection stays on the
+        // worker it starts on for good: balance comes first.
+        let near_slack = if self.runtime.pinned { least / 4 } else { 0 };
         if near_cpu != NO_CPU
             && let Some(near) = self.worker_on_cpu(near_cpu)
-            && load(near) <= least + least / 4 + BALANCE_SLACK
+            && load(near) <= least + near_slack + BALANCE_SLACK
         {
             return Placement::Pinned(near.index);
         }

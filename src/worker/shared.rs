@@ -184,6 +184,8 @@ pub(crate) struct RuntimeShared {
     pub(crate) sleepers: AtomicUsize,
     /// Workers waiting in their reactor with no timeout (see `Worker::wait`).
     pub(crate) blind_sleepers: AtomicUsize,
+    /// Idle workers spinning before they sleep (see `Worker::may_spin`).
+    pub(crate) spinners: AtomicUsize,
     /// Set to stop the workers.
     pub(crate) shutdown: AtomicBool,
     /// When the workers give up on fibers that are still unwinding at shutdown (`None`:
@@ -195,26 +197,33 @@ pub(crate) struct RuntimeShared {
     pub(crate) stack_size: usize,
     /// The pool behind `unblock`.
     pub(crate) pool: Arc<Pool>,
+    /// Whether each worker was pinned to one CPU (`Builder::pin_workers`): a worker's last
+    /// CPU then tells where it runs next, and placement near a CPU can trust it.
+    pub(crate) pinned: bool,
 }
 
 impl RuntimeShared {
     /// What the workers of a new runtime share: `workers`, whose loops are not started
-    /// yet, fibers of `stack_size` bytes, and `pool` for `unblock`.
+    /// yet, fibers of `stack_size` bytes, `pool` for `unblock`, and whether the workers
+    /// are `pinned` to a CPU each.
     pub(crate) fn new(
         workers: Vec<Arc<WorkerShared>>,
         stack_size: usize,
         pool: Arc<Pool>,
+        pinned: bool,
     ) -> RuntimeShared {
         RuntimeShared {
             workers,
             next_worker: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             blind_sleepers: AtomicUsize::new(0),
+            spinners: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             deadline: Mutex::new(None),
             abandoned: AtomicUsize::new(0),
             stack_size,
             pool,
+            pinned,
         }
     }
 
