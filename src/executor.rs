@@ -38,16 +38,19 @@ pub use stall::StallReport;
 ///                               with more than three workers, the less loaded of two
 ///                               siblings picked at random is the one compared
 ///   ... right after accept   ─► the worker on the CPU that handled the connection's
-///                               packets, if its load is within a quarter of the least
-///                               loaded worker's (see TcpListener::accept); else, as a
-///                               long-lived fiber that talks to its socket, to a sibling
-///                               with fewer fibers by more than one, busy or not
+///                               packets, if its load is at most one above the least
+///                               loaded worker's (with pinned workers: a quarter more;
+///                               see TcpListener::accept); else, as a long-lived fiber
+///                               that talks to its socket, to a sibling with fewer
+///                               fibers by more than one, busy or not
 ///   spawn from a plain thread ─► the workers in turn (round robin)
 ///   spawn_local (!Send)       ─► the spawner's worker, for good
 ///   an idle worker            ─► steals tasks that have not started from a worker whose
 ///                               spawn queue lags (it ran 16 fibers while they waited),
 ///                               or from any worker stuck in one fiber for a
-///                               millisecond (placed tasks included)
+///                               millisecond (placed tasks included), while that worker
+///                               has more than one fiber more than the thief (after
+///                               10 ms stuck, whatever the loads)
 /// ```
 ///
 /// A worker's load is its number of fibers, running, parked or waiting to start. A busy

@@ -14,10 +14,13 @@
 //!          Start(q)    -> create the fiber of the next task in queue q, resume it
 //!        every 64 resumes, poll the reactor without blocking so that I/O cannot starve
 //!     3. nothing to run: steal a task that has not started from a sibling's spawn queue
-//!        (if that queue lags: the sibling ran 16 fibers while tasks waited there) or from either of its queues (if it has been stuck in one fiber
-//!        for 1 ms); failing that, wait in the reactor for an
-//!        event, a timer or a message, and while a sibling is awake, at most a few
-//!        milliseconds: it may queue a task and get stuck before starting it
+//!        (if that queue lags: the sibling ran 16 fibers while tasks waited there) or from
+//!        either of its queues (if it has been stuck in one fiber for 1 ms), while the
+//!        sibling has more than one fiber more than this worker (or has been stuck 10 ms);
+//!        failing that, spin up to 10 µs if that pays (a sibling is awake, fewer than half
+//!        the workers spin, the OS has not preempted this thread lately), then wait in
+//!        the reactor for an event, a timer or a message, and while a sibling is awake,
+//!        at most a few milliseconds: it may queue a task and get stuck before starting it
 //! ```
 //!
 //! # Fairness
@@ -26,8 +29,10 @@
 //! of each fiber queued before it. While fibers keep the worker busy, the reactor is
 //! polled without blocking every `REACT_EVERY` (64) resumes, so a fiber whose socket or
 //! timer became ready is queued within 64 resumes, then waits its turn: at most 64
-//! resumes plus one turn of each runnable fiber. A fiber that never suspends holds its
-//! worker for as long as it runs (see `Builder::stall_warning`).
+//! resumes plus one turn of each runnable fiber. A turn ends when the fiber suspends, or
+//! before its 129th I/O operation of the turn (`IO_BUDGET`, see `spend_io_budget`): a
+//! fiber whose sockets are always ready yields then. A fiber that computes without
+//! suspending holds its worker for as long as it runs (see `Builder::stall_warning`).
 //!
 //! One shortcut: a fiber that joins a task which the loop would start next anyway (the
 //! run queue holds only that task's Start entry, no message waits) creates the task's
