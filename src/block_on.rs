@@ -21,6 +21,14 @@
 //! parks and is woken until the call returns.
 //!
 //! On a plain thread both functions poll the future with a waker that unparks the thread.
+//! The thread only parks: what wakes it never depends on a fiber. Green's timers and
+//! sockets polled outside fibers register with the plain-thread reactor, which a thread of
+//! green's own drives and on which no fiber runs (see `reactor`), so a plain thread's wait
+//! completes on time while every worker computes. Waiting in the reactor from the
+//! blocked thread itself, as async-io's `block_on` does when no thread polls, would save
+//! one thread wake per wait, but would need a second way to drive the reactor (for
+//! futures that other executors poll) and a hand-over between the two; one thread that
+//! always drives it is the simpler of the two sound designs.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -77,9 +85,10 @@ pub fn await_blocking<F: Future>(fut: F) -> F::Output {
 
 /// Runs `fut` to completion on the calling thread, blocking it until the output is ready.
 ///
-/// The timers and I/O that `fut` waits on are driven by a green runtime's worker (the
-/// global one, started on first use, outside any runtime), so `block_on` works for green's
-/// own futures as well as for any other.
+/// Green's timers and I/O that `fut` waits on are driven by a thread of green's that runs
+/// no fibers (started on first use), so `block_on` works for green's own futures as well as
+/// for any other, and its wait never depends on a fiber yielding: it completes while every
+/// worker of every runtime is busy.
 ///
 /// Inside a fiber, `block_on` does not block the worker thread (that would stall every
 /// other fiber of the worker, and deadlock if `fut` waits for one of them): it parks only

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::blocking::pool::Pool;
 use crate::context::stack;
-use crate::reactor::Reactor;
+use crate::reactor::{self, Reactor};
 use crate::sys::lock;
 use crate::task::{JoinHandle, Task, TaskRef};
 use crate::worker::{self, Placement, RuntimeShared, Unstarted};
@@ -386,12 +386,13 @@ where
     })
 }
 
-/// The reactor of the calling fiber's worker, or of the global runtime's first worker; and
-/// whether the caller is on another thread than that reactor's worker.
+/// The reactor of the calling fiber's worker, or outside fibers the plain-thread reactor,
+/// which no worker drives (see `reactor`); and whether the caller is on another thread
+/// than the one that waits on that reactor (always, outside fibers).
 pub(crate) fn current_reactor() -> (Arc<Reactor>, bool) {
     worker::with_worker(|worker| match worker {
         Some(worker) => (worker.shared.reactor.clone(), false),
-        None => (global().shared.workers[0].reactor.clone(), true),
+        None => (reactor::plain_thread_reactor().clone(), true),
     })
 }
 

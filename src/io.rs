@@ -6,10 +6,10 @@
 //! value implements `futures_io::AsyncRead` and `AsyncWrite` for async code.
 //!
 //! The descriptor is registered with the reactor of the worker where it is first waited
-//! on (the global runtime's outside fibers), under its number, and deregistered before it
-//! is closed. That is why the object cannot be swapped while it is wrapped:
-//! [`Async::get_mut`] is `unsafe`, and [`Async::into_inner`] deregisters before it hands
-//! the object back.
+//! on (outside fibers, with the plain-thread reactor, driven by a thread of its own that
+//! runs no fibers), under its number, and deregistered before it is closed. That is why
+//! the object cannot be swapped while it is wrapped: [`Async::get_mut`] is `unsafe`, and
+//! [`Async::into_inner`] deregisters before it hands the object back.
 
 use std::fmt;
 use std::future::Future;

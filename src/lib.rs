@@ -58,7 +58,8 @@
 //!                 every transition (state.rs), the waker vtable (waker.rs), wait-list
 //!                 registrations (waiter.rs), the join cell and JoinHandle (join.rs),
 //!                 JoinError (error.rs); it reaches its scheduler through `Schedule`
-//!   reactor       a polling::Poller per worker: I/O sources, per-direction waiters, timers
+//!   reactor       a polling::Poller per worker: I/O sources, per-direction waiters, timers;
+//!                 and one for waits outside fibers, driven by a thread of its own
 //!   blocking/     the thread pool (pool.rs) and `unblock` on it (mod.rs)
 //!   worker/       one OS thread: the loop and resume (mod.rs), the running fiber's park
 //!                 and yield (current.rs), the typed run queue (queue.rs), what other

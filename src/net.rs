@@ -53,7 +53,8 @@
 //! # Implementation
 //!
 //! Each socket is a nonblocking descriptor in an [`Async`](crate::io::Async), registered
-//! with the reactor of the runtime it was created in. `connect` is the only call std cannot
+//! with the reactor of the worker where it is first waited on, or outside fibers with the
+//! plain-thread reactor (see [`crate::io`]). `connect` is the only call std cannot
 //! make nonblocking, so it is done here with `socket(SOCK_NONBLOCK)` and `connect(2)`
 //! (`EINPROGRESS`, then wait for writability and read `SO_ERROR`).
 

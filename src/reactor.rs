@@ -1,4 +1,5 @@
-//! The reactor: one `polling::Poller` per worker, with I/O sources and timers.
+//! The reactor: one `polling::Poller` per worker, and one for waits made outside fibers,
+//! with I/O sources and timers.
 //!
 //! * **Sources.** Any file descriptor registers with [`Reactor::insert_source`]. Each source
 //!   has two [`Direction`]s (read, write), each with waiters. The descriptor is added once,
@@ -22,15 +23,39 @@
 //!   a waker whose `clone` or `drop` registers a timer or polls the same source, blocks,
 //!   or panics cannot deadlock the reactor nor leave a lock held.
 //!
-//! The worker thread is the only one that waits on the poller; any thread may register
-//! sources and timers, and [`Reactor::notify`] interrupts a wait.
+//! One thread waits on each poller; any thread may register sources and timers, and
+//! [`Reactor::notify`] interrupts a wait.
+//!
+//! # Who drives a reactor
+//!
+//! ```text
+//!   a wait made in a fiber       ─► the reactor of the fiber's worker, which polls it
+//!                                   between fibers (every 64 resumes while busy) and
+//!                                   sleeps in it when idle
+//!   a wait made outside fibers   ─► the plain-thread reactor, driven by a thread of its
+//!   (block_on on a plain thread,    own ("green-reactor", started on first use) that does
+//!    another executor's poll)       nothing else: it runs no fibers and no tasks
+//! ```
+//!
+//! A worker reaches its reactor only when its fiber yields, so a wait that no fiber makes
+//! must not be registered there: while a fiber computes without yielding, a plain
+//! thread's 20 ms timer on a worker's reactor took 1.44 s (issue 15). The plain-thread
+//! reactor's thread calls the wakers of what became ready (a plain thread's unpark, a
+//! fiber's wake, another executor's waker) and goes back to waiting; a waker that blocks
+//! delays the other plain-thread waits, as in async-io, whose "async-io" thread this
+//! follows. Each timer registered with it notifies the thread (`insert_timer` with
+//! `remote`), whose wait then ends in time for the new deadline. The reactor lives as long as the process and is never
+//! closed. Fibers never register with it, so their waits cost what they did; an `Async`
+//! first waited on outside fibers stays registered with it, and a fiber that waits on it
+//! later is woken from that thread, as from another worker's reactor.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use polling::{Event, Events, PollMode, Poller};
@@ -49,13 +74,15 @@ pub(crate) struct Reactor {
     poller: Poller,
     /// Registered sources, keyed by the poller key.
     sources: Mutex<Slab<Arc<Source>>>,
-    /// Event buffer; only the worker thread waits, so the lock is never contended.
+    /// Event buffer; only the thread that drives the reactor waits, so the lock is never
+    /// contended.
     events: Mutex<Events>,
     /// Pending timers by (deadline, id).
     timers: Mutex<BTreeMap<(Instant, u64), Waker>>,
     /// Next timer id; ids make timers with equal deadlines distinct.
     next_timer: AtomicU64,
-    /// Set when the worker that drives this reactor has stopped for good.
+    /// Set when the worker that drives this reactor has stopped for good; never for the
+    /// plain-thread reactor.
     closed: AtomicBool,
 }
 
@@ -258,6 +285,37 @@ impl Reactor {
         // 4. Wake, with no lock held, a panicking waker caught.
         wake_all(wakers);
         result.map(drop)
+    }
+}
+
+/// The reactor for waits made outside fibers, whose own thread drives it; both are made on
+/// first use (see [Who drives a reactor](self#who-drives-a-reactor)).
+///
+/// # Panics
+///
+/// Panics if the poller or the thread cannot be created (out of descriptors or threads).
+pub(crate) fn plain_thread_reactor() -> &'static Arc<Reactor> {
+    static PLAIN: OnceLock<Arc<Reactor>> = OnceLock::new();
+    PLAIN.get_or_init(|| {
+        let reactor = Reactor::new().map(Arc::new).unwrap_or_else(|error| {
+            panic!("green: cannot create the plain-thread reactor: {error}")
+        });
+        let driven = reactor.clone();
+        thread::Builder::new()
+            .name("green-reactor".into())
+            .spawn(move || drive(&driven))
+            .unwrap_or_else(|error| panic!("green: cannot start the reactor thread: {error}"));
+        reactor
+    })
+}
+
+/// The plain-thread reactor's thread: waits for I/O, the next timer or a notification,
+/// wakes what became ready, and waits again, for as long as the process lives.
+fn drive(reactor: &Reactor) -> ! {
+    loop {
+        // The poller's wait fails only for a bad descriptor or buffer, which it is not
+        // given, and retries `EINTR` itself: nothing to handle.
+        let _ = reactor.react(None);
     }
 }
 

@@ -66,8 +66,10 @@ fn sleep_forever() {
 
 /// A future that completes at a deadline, with the deadline as its output.
 ///
-/// The async twin of [`sleep`]: it works in any executor, driven by a green runtime's
-/// reactor (the calling fiber's, or the global runtime's outside fibers).
+/// The async twin of [`sleep`]: it works in any executor. Polled in a fiber, it is driven
+/// by the reactor of the fiber's worker; polled anywhere else (a plain thread's
+/// [`block_on`](crate::block_on), another executor), by green's plain-thread reactor,
+/// whose own thread runs no fibers, so it fires on time even while every worker computes.
 ///
 /// # Examples
 ///
