@@ -114,6 +114,41 @@ fn overflow_in_a_nested_fiber_is_reported_for_that_fiber() {
     );
 }
 
+/// Bytes of the local array in `large_frame`: eight pages, so that without stack probes
+/// (riscv64) the frame's first write lies far below the stack pointer of its caller.
+const LARGE_FRAME: usize = 32 * 1024;
+
+/// A frame holding a `LARGE_FRAME`-byte array, zeroed from its lowest byte up.
+#[inline(never)]
+fn large_frame() -> u8 {
+    let mut array = [0u8; LARGE_FRAME];
+    black_box(&mut array);
+    array[LARGE_FRAME - 1]
+}
+
+/// On riscv64, where rustc emits no stack probes, this frame steps over a one-page guard:
+/// the deeper guard there (`GUARD_SIZE`) catches it.
+fn a_32_kib_frame_overflowing_its_stack_is_reported() {
+    let (exit, stderr) = in_child(|| {
+        let stack = Stack::new(64 * 1024).unwrap();
+        let bottom = stack.bottom() as usize;
+        let mut fiber = Fiber::with_stack(stack, move |_| {
+            // A few hundred bytes above the bottom, then a frame of 32 KiB.
+            descend_to(bottom + 2048, &mut || {
+                black_box(large_frame());
+            });
+        })
+        .unwrap();
+        fiber.set_name("large-frame");
+        let _ = fiber.resume();
+    });
+    assert_eq!(exit, Exit::Signal(libc::SIGABRT), "stderr: {stderr}");
+    assert!(
+        stderr.contains("fiber 'large-frame' has overflowed its stack of 65536 bytes"),
+        "{stderr}"
+    );
+}
+
 fn main_thread_overflow_still_gets_std_report() {
     let (exit, stderr) = in_child(|| {
         // Install green's handler first, as any program using fibers does.
@@ -333,6 +368,10 @@ fn main() {
         (
             "overflow_in_a_nested_fiber_is_reported_for_that_fiber",
             overflow_in_a_nested_fiber_is_reported_for_that_fiber,
+        ),
+        (
+            "a_32_kib_frame_overflowing_its_stack_is_reported",
+            a_32_kib_frame_overflowing_its_stack_is_reported,
         ),
         (
             "main_thread_overflow_still_gets_std_report",

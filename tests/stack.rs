@@ -3,7 +3,7 @@
 use std::io;
 
 use green::fiber::{Fiber, Resume};
-use green::stack::{self, DEFAULT_STACK_SIZE, MIN_STACK_SIZE, Stack, StackPool};
+use green::stack::{self, DEFAULT_STACK_SIZE, GUARD_SIZE, MIN_STACK_SIZE, Stack, StackPool};
 
 /// QEMU 7.2's user mode ignores `madvise` and does not report residency like a kernel, so
 /// memory figures are asserted on native runs only; counts are asserted everywhere.
@@ -11,8 +11,8 @@ const NATIVE: bool = cfg!(target_arch = "x86_64");
 
 const PAGE: usize = 4096;
 
-/// The permissions column of the `/proc/self/maps` line that contains `address`.
-fn permissions_at(address: usize) -> String {
+/// The `/proc/self/maps` line that contains `address`: its range and permissions.
+fn mapping_at(address: usize) -> (std::ops::Range<usize>, String) {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     for line in maps.lines() {
         let (range, rest) = line.split_once(' ').unwrap();
@@ -20,10 +20,15 @@ fn permissions_at(address: usize) -> String {
         let start = usize::from_str_radix(start, 16).unwrap();
         let end = usize::from_str_radix(end, 16).unwrap();
         if (start..end).contains(&address) {
-            return rest[..4].to_owned();
+            return (start..end, rest[..4].to_owned());
         }
     }
     panic!("{address:#x} is not mapped");
+}
+
+/// The permissions column of the `/proc/self/maps` line that contains `address`.
+fn permissions_at(address: usize) -> String {
+    mapping_at(address).1
 }
 
 /// Writes to `bytes` bytes at the top of the stack, as a fiber using that much would.
@@ -34,13 +39,46 @@ fn touch(stack: &Stack, bytes: usize) {
 }
 
 #[test]
-fn the_guard_page_is_inaccessible_and_the_rest_is_read_write() {
+fn the_guard_is_inaccessible_and_the_rest_is_read_write() {
     let stack = Stack::new(64 * 1024).unwrap();
-    assert_eq!(stack.guard().end - stack.guard().start, PAGE);
+    assert_eq!(stack.guard().end - stack.guard().start, GUARD_SIZE);
     assert_eq!(stack.guard().end, stack.bottom() as usize);
     assert_eq!(permissions_at(stack.guard().start), "---p");
+    assert_eq!(permissions_at(stack.guard().end - 1), "---p");
     assert_eq!(permissions_at(stack.bottom() as usize), "rw-p");
     assert_eq!(permissions_at(stack.top() as usize - 1), "rw-p");
+}
+
+#[test]
+fn the_guard_is_deeper_on_riscv64_which_has_no_stack_probes() {
+    let expected = if cfg!(target_arch = "riscv64") {
+        64 * 1024
+    } else {
+        PAGE
+    };
+    assert_eq!(GUARD_SIZE, expected);
+}
+
+#[test]
+fn the_guard_is_not_usable_stack_and_adds_no_mapping() {
+    let stack = Stack::new(64 * 1024).unwrap();
+    assert_eq!(stack.size(), 64 * 1024);
+    assert_eq!(stack.top() as usize - stack.bottom() as usize, 64 * 1024);
+    // However deep, the guard is one mapping, and the usable part another, starting where
+    // the guard ends: the two mappings per stack that green counts against
+    // `vm.max_map_count`. (A neighbouring mapping with the same permissions may merge
+    // with either, which only lowers the count.)
+    let (guard, permissions) = mapping_at(stack.guard().start);
+    assert_eq!(permissions, "---p");
+    assert_eq!(
+        guard.end,
+        stack.guard().end,
+        "the guard is split: {guard:x?}"
+    );
+    let (usable, permissions) = mapping_at(stack.bottom() as usize);
+    assert_eq!(permissions, "rw-p");
+    assert_eq!(usable.start, stack.bottom() as usize);
+    assert!(usable.end >= stack.top() as usize, "{usable:x?}");
 }
 
 #[test]

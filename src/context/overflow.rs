@@ -1,6 +1,7 @@
 //! Stack overflow detection for fibers.
 //!
-//! A fiber that runs off the bottom of its stack touches the `PROT_NONE` guard page and the
+//! A fiber that runs off the bottom of its stack touches the `PROT_NONE` guard below it (a
+//! page, deeper on riscv64, which has no stack probes: see `stack::GUARD_SIZE`) and the
 //! kernel sends SIGSEGV (SIGBUS on some kernels). std's handler only knows std threads'
 //! guard pages, so without help the process would die with a bare "Segmentation fault".
 //!
@@ -44,9 +45,9 @@ use super::stack::page_size;
 /// however the `Fiber` moves, and registers it on its thread with [`register`].
 #[derive(Debug)]
 pub(crate) struct Guard {
-    /// First byte of the guard page.
+    /// First byte of the guard.
     low: usize,
-    /// One past the last byte of the guard page: the lowest usable stack address.
+    /// One past the last byte of the guard: the lowest usable stack address.
     high: usize,
     /// Usable size of the stack, for the message.
     stack_size: usize,

@@ -3,11 +3,16 @@
 //! # Layout
 //!
 //! ```text
-//!   base                 base + page                                  base + len = top
+//!   base                 base + guard                                 base + len = top
 //!   +--------------------+--------------------------------------------+
 //!   | guard (PROT_NONE)  | usable: PROT_READ | PROT_WRITE, grows down |
 //!   +--------------------+--------------------------------------------+
 //! ```
+//!
+//! The guard is [`GUARD_SIZE`] bytes rounded up to whole pages: one page, except on
+//! riscv64 (see [`GUARD_SIZE`] for why). It is part of the stack's one mapping, made
+//! `PROT_NONE` with `mprotect`: it costs address space, never memory, and does not count
+//! in [`Stack::size`].
 //!
 //! The mapping is `MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK`: no swap is
 //! reserved and the kernel commits a page only when it is first touched, so a stack that
@@ -33,7 +38,8 @@
 //!
 //! # Address-space limits
 //!
-//! Each guarded stack is two kernel memory mappings (the guard and the usable part), and
+//! Each guarded stack is two kernel memory mappings (the guard and the usable part, however
+//! deep the guard), and
 //! Linux caps a process at `vm.max_map_count` mappings (65530 by default), so about 30 000
 //! stacks can be live at once by default. Past that, [`Stack::new`] returns an error that
 //! names the limit and the sysctl that raises it.
@@ -55,13 +61,37 @@ pub const MIN_STACK_SIZE: usize = 16 * 1024;
 /// The largest stack size accepted: 16 GiB.
 pub const MAX_STACK_SIZE: usize = 16 * 1024 * 1024 * 1024;
 
+/// Bytes of the `PROT_NONE` guard below every stack's usable part, before rounding up to
+/// whole pages: 4 KiB (one page) on x86_64 and aarch64, 64 KiB on riscv64.
+///
+/// A fiber that overflows its stack faults in the guard, and green's handler names the
+/// fiber and aborts (see `overflow`). That works only if the first byte a new
+/// frame touches below the stack lies in the guard. On x86_64 and aarch64 rustc emits stack
+/// probes: a frame larger than a page touches each page as it grows down, so one page of
+/// guard catches every frame. For `riscv64gc-unknown-linux-gnu` it emits none (the target
+/// spec sets none), and a frame's first write may lie as far below the stack
+/// pointer of its caller as the frame is large: over a one-page guard, into whatever is
+/// mapped below, often another fiber's stack, corrupted without a fault. There the guard
+/// is 64 KiB, so that frames of up to about 60 KiB (a 32 KiB local array with room to
+/// spare) still fault in it; larger buffers belong on the heap (`Box`, `Vec`).
+///
+/// The deeper guard is part of the same mapping, made `PROT_NONE`: it takes address space
+/// (64 KiB a stack, 64 GiB for a million fibers, of the 128 TiB a process has), no
+/// memory, and no extra kernel mapping: a stack is still the two that
+/// `vm.max_map_count` counts.
+pub const GUARD_SIZE: usize = if cfg!(target_arch = "riscv64") {
+    64 * 1024
+} else {
+    4 * 1024
+};
+
 /// Idle stacks a thread's pool keeps with their pages by default.
 const DEFAULT_MAX_WARM: usize = 16;
 
 /// Idle stacks a thread's pool keeps mapped without their pages by default.
 const DEFAULT_MAX_COLD: usize = 1024;
 
-/// An `mmap`'d fiber stack with a `PROT_NONE` guard page at its low end.
+/// An `mmap`'d fiber stack with a `PROT_NONE` guard ([`GUARD_SIZE`]) at its low end.
 ///
 /// Dropping it unmaps it. Fibers take their stacks from the calling thread's pool, so most
 /// code never creates a `Stack` directly.
@@ -74,9 +104,9 @@ const DEFAULT_MAX_COLD: usize = 1024;
 /// assert_eq!(stack.top() as usize % 16, 0);
 /// ```
 pub struct Stack {
-    /// Lowest address of the mapping, where the guard page starts. Page aligned.
+    /// Lowest address of the mapping, where the guard starts. Page aligned.
     base: NonNull<u8>,
-    /// Length of the whole mapping in bytes, guard page included; a multiple of the page.
+    /// Length of the whole mapping in bytes, guard included; a multiple of the page.
     len: usize,
     /// The id Valgrind gave this stack when it was registered, 0 outside Valgrind.
     valgrind_id: usize,
@@ -88,7 +118,7 @@ unsafe impl Send for Stack {}
 
 impl Stack {
     /// Maps a new stack with `size` usable bytes (rounded up to whole pages) above a guard
-    /// page.
+    /// of [`GUARD_SIZE`] bytes.
     ///
     /// # Errors
     ///
@@ -99,8 +129,8 @@ impl Stack {
     ///   stays mapped in that case.
     pub fn new(size: usize) -> io::Result<Stack> {
         let usable = checked_size(size)?;
-        let page = page_size();
-        let len = usable + page;
+        let guard = guard_len();
+        let len = usable + guard;
         let _count = StackCount::acquire(usable)?;
         // SAFETY: a fresh anonymous private mapping at an address of the kernel's choosing
         // touches no existing memory.
@@ -125,9 +155,11 @@ impl Stack {
             len,
             valgrind_id: 0,
         };
-        // SAFETY: the first page lies inside the mapping just made. On failure `stack` is
+        // One mprotect for the whole guard, however deep: the mapping splits in two, the
+        // two that `StackCount` counts.
+        // SAFETY: the guard's pages lie inside the mapping just made. On failure `stack` is
         // dropped, which unmaps the whole region: no half-made stack stays behind.
-        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+        if unsafe { libc::mprotect(base, guard, libc::PROT_NONE) } != 0 {
             return Err(map_error("mprotect", io::Error::last_os_error(), usable));
         }
         let mut stack = stack;
@@ -135,9 +167,9 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Usable bytes, guard page excluded.
+    /// Usable bytes, guard excluded.
     pub fn size(&self) -> usize {
-        self.len - page_size()
+        self.len - guard_len()
     }
 
     /// The highest address of the stack (exclusive); 16-byte aligned. Stacks grow down
@@ -147,13 +179,14 @@ impl Stack {
         unsafe { self.base.as_ptr().add(self.len) }
     }
 
-    /// The lowest usable address, just above the guard page.
+    /// The lowest usable address, just above the guard.
     pub fn bottom(&self) -> *mut u8 {
-        // SAFETY: the guard page is the first page of the mapping.
-        unsafe { self.base.as_ptr().add(page_size()) }
+        // SAFETY: the guard is the first `guard_len()` bytes of the mapping.
+        unsafe { self.base.as_ptr().add(guard_len()) }
     }
 
-    /// The guard page's address range.
+    /// The guard's address range: [`GUARD_SIZE`] bytes rounded up to whole pages, just
+    /// below [`bottom`](Stack::bottom).
     pub fn guard(&self) -> std::ops::Range<usize> {
         self.base.as_ptr() as usize..self.bottom() as usize
     }
@@ -310,6 +343,13 @@ fn limit_error(size: usize, cause: &str) -> io::Error {
             limit.saturating_sub(RESERVED_MAPPINGS) / 2,
         ),
     )
+}
+
+/// Bytes of the guard below each stack: [`GUARD_SIZE`] rounded up to whole pages.
+fn guard_len() -> usize {
+    let page = page_size();
+    // A mask, as in `checked_size`: the page size is a power of two.
+    (GUARD_SIZE + page - 1) & !(page - 1)
 }
 
 /// The system page size, read once.
