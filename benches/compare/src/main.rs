@@ -1,21 +1,25 @@
-//! green side by side with tokio, may, async-executor and OS threads, in two tables:
-//! every runtime with two workers (`two_workers`), and issue 13's S1-S5 on each system's
-//! default runtime (`defaults`).
+//! green side by side with tokio, may, async-executor and OS threads, in three tables:
+//! every runtime with two workers (`two_workers`), issue 13's S1-S5 on each system's
+//! default runtime (`defaults`), and issue 14's burst of 30 000 tasks on each system's
+//! default runtime (`burst`).
 //!
 //! ```sh
-//! cargo run --release -p green-compare                        # both tables; writes RESULTS*.md
+//! cargo run --release -p green-compare                        # all tables; writes RESULTS*.md
 //! cargo run --release -p green-compare -- --quick             # a short smoke run, writes nothing
-//! cargo run --release -p green-compare -- --default-runtimes  # S1-S5 only
-//! cargo run --release -p green-compare -- --only s2,tcp_echo  # some scenarios, writes nothing
+//! cargo run --release -p green-compare -- --default-runtimes  # S1-S5 and the burst
+//! cargo run --release -p green-compare -- --only s2,tcp_echo  # some scenarios
+//! cargo run --release -p green-compare -- --default-runtimes --only burst  # the burst alone
 //! ```
 //!
 //! Every scenario x runtime runs in a child process (this binary again, with
 //! `--child SCENARIO RUNTIME`), so that threads, pools and resident memory never carry
 //! over from one measurement to the next. The child prints `@result KEY VALUE` and
-//! `@note TEXT` lines; the parent gathers them into Markdown tables. See README.md.
+//! `@note TEXT` lines; the parent gathers them into Markdown tables. A table's file is
+//! written when every scenario of the table ran (not with `--quick`). See README.md.
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod burst;
 mod child;
 mod common;
 mod defaults;
@@ -40,7 +44,8 @@ pub type Scenario = fn(&Params) -> Result<(), String>;
 struct Options {
     quick: bool,
     runs: usize,
-    /// `--default-runtimes`: S1-S5 only.
+    /// `--default-runtimes`: the scenarios on each system's default runtime only (S1-S5
+    /// and the burst).
     default_runtimes: bool,
     /// `--only`: scenario names or ids (`s1` ... `s5`); empty for all.
     only: Vec<String>,
@@ -75,9 +80,11 @@ impl Options {
         options
     }
 
-    /// Whether scenario `name` (with S-number `id`, for S1-S5) is to run.
-    fn selects(&self, name: &str, id: Option<&str>) -> bool {
-        if self.default_runtimes && id.is_none() {
+    /// Whether scenario `name` (also called `id`, `s1` ... `s5` for S1-S5) is to run;
+    /// `on_default_runtimes`: whether it runs on each system's default runtime (S1-S5, the
+    /// burst), which `--default-runtimes` keeps.
+    fn selects(&self, name: &str, id: Option<&str>, on_default_runtimes: bool) -> bool {
+        if self.default_runtimes && !on_default_runtimes {
             return false;
         }
         self.only.is_empty()
@@ -121,7 +128,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: green-compare [--quick] [--runs N] [--default-runtimes] [--only NAME,...]\n\
          NAME: spawn_join, ping_pong, park_many, tcp_echo, or s1..s5 / turns, \
-         ping_pong_default, spawn_then_join, tcp_echo_default, http_wrk"
+         ping_pong_default, spawn_then_join, tcp_echo_default, http_wrk, or burst, \
+         burst_1m (green only, run only when named)"
     );
     std::process::exit(2);
 }
@@ -133,8 +141,9 @@ fn child(args: &[String]) -> ! {
         eprintln!("usage: green-compare --child SCENARIO RUNTIME [--quick]");
         std::process::exit(2);
     };
-    let Some(run) =
-        two_workers::scenario(name, runtime).or_else(|| defaults::scenario(name, runtime))
+    let Some(run) = two_workers::scenario(name, runtime)
+        .or_else(|| defaults::scenario(name, runtime))
+        .or_else(|| burst::scenario(name, runtime))
     else {
         eprintln!("no scenario {name} for runtime {runtime}");
         std::process::exit(2);
@@ -153,13 +162,29 @@ struct Job {
     scenario: &'static str,
     runtime: &'static str,
     timeout: Duration,
+    /// Children run at least (the burst: a process per repetition), whatever `--runs`.
+    min_runs: usize,
 }
 
-/// The selected scenarios of both tables, every runtime of each.
-fn jobs(options: &Options, params: &Params) -> (Vec<Job>, Vec<Job>) {
+impl Job {
+    /// How many times the job runs when `--runs` asks for `runs`.
+    fn runs(&self, runs: usize) -> usize {
+        runs.max(self.min_runs)
+    }
+}
+
+/// The selected jobs of each table.
+struct Jobs {
+    two_workers: Vec<Job>,
+    defaults: Vec<Job>,
+    burst: Vec<Job>,
+}
+
+/// The selected scenarios of every table, every runtime of each.
+fn jobs(options: &Options, params: &Params) -> Jobs {
     let mut two_workers = Vec::new();
     for name in two_workers::SCENARIOS {
-        if !options.selects(name, None) {
+        if !options.selects(name, None, false) {
             continue;
         }
         let timeout = match name {
@@ -171,12 +196,13 @@ fn jobs(options: &Options, params: &Params) -> (Vec<Job>, Vec<Job>) {
                 scenario: name,
                 runtime,
                 timeout,
+                min_runs: 1,
             });
         }
     }
     let mut defaults = Vec::new();
     for scenario in &defaults::SCENARIOS {
-        if !options.selects(scenario.name, Some(scenario.id)) {
+        if !options.selects(scenario.name, Some(scenario.id), true) {
             continue;
         }
         for (runtime, _) in scenario.runtimes {
@@ -184,17 +210,46 @@ fn jobs(options: &Options, params: &Params) -> (Vec<Job>, Vec<Job>) {
                 scenario: scenario.name,
                 runtime,
                 timeout: defaults::timeout(scenario.name, params),
+                min_runs: 1,
             });
         }
     }
-    (two_workers, defaults)
+    let mut burst = Vec::new();
+    if options.selects(burst::NAME, None, true) {
+        for (runtime, _) in burst::RUNTIMES {
+            burst.push(Job {
+                scenario: burst::NAME,
+                runtime,
+                timeout: burst::TIMEOUT,
+                min_runs: params.burst_runs,
+            });
+        }
+    }
+    // A million stacks need a raised vm.max_map_count and several GiB: only when named.
+    if options.only.iter().any(|name| name == burst::MILLION) {
+        burst.push(Job {
+            scenario: burst::MILLION,
+            runtime: "green",
+            timeout: burst::TIMEOUT,
+            min_runs: params.burst_runs,
+        });
+    }
+    Jobs {
+        two_workers,
+        defaults,
+        burst,
+    }
 }
 
 fn parent(options: &Options) {
     let params = Params::new(options.quick);
     let command = options.command();
-    let (two_workers, defaults) = jobs(options, &params);
-    if two_workers.is_empty() && defaults.is_empty() {
+    let Jobs {
+        two_workers,
+        defaults,
+        burst,
+    } = jobs(options, &params);
+    if two_workers.is_empty() && defaults.is_empty() && burst.is_empty() {
         eprintln!("no scenario selected");
         usage();
     }
@@ -202,51 +257,74 @@ fn parent(options: &Options) {
     let preparation = defaults::prepare(&selected);
     let load_before = table::load_average();
     let started = Instant::now();
-    let outcomes = run_all(options, two_workers.iter().chain(&defaults));
+    let outcomes = run_all(options, two_workers.iter().chain(&defaults).chain(&burst));
     let header = table::header_line(
         &command,
         &load_before,
         &table::load_average(),
         started.elapsed(),
     );
-    // A file holds the last full, unfiltered run of its table.
-    let writes = !options.quick && options.only.is_empty();
+    // A file holds the last run of its table in which every scenario of the table ran.
+    let complete = |jobs: &[Job], names: &[&str]| {
+        !options.quick && names.iter().all(|n| jobs.iter().any(|j| j.scenario == *n))
+    };
+    let mut left_alone = false;
     if !two_workers.is_empty() {
         let report = header.clone() + &two_workers::render(&params, options.runs, &outcomes);
         println!("{report}");
-        if writes && !options.default_runtimes {
-            write(
+        match complete(&two_workers, &two_workers::SCENARIOS) {
+            true => write(
                 "RESULTS.md",
                 "green compared with tokio, may, async-executor and OS threads",
                 &command,
                 &report,
-            );
+            ),
+            false => left_alone = true,
         }
     }
     if !defaults.is_empty() {
-        let report = header + &defaults::render(&params, options.runs, &outcomes, &preparation);
+        let report =
+            header.clone() + &defaults::render(&params, options.runs, &outcomes, &preparation);
         println!("{report}");
-        if writes {
-            write(
+        let names: Vec<&str> = defaults::SCENARIOS.iter().map(|s| s.name).collect();
+        match complete(&defaults, &names) {
+            true => write(
                 "RESULTS-default-runtimes.md",
                 "Issue 13's S1-S5: green's default runtime compared with tokio's",
                 &command,
                 &report,
-            );
+            ),
+            false => left_alone = true,
         }
     }
-    if !writes {
-        eprintln!("(--quick or --only: the RESULTS files are left as they were)");
+    if let Some(job) = burst.first() {
+        let report = header + &burst::render(&params, job.runs(options.runs), &outcomes);
+        println!("{report}");
+        match complete(&burst, &[burst::NAME]) {
+            true => write(
+                "RESULTS-burst.md",
+                "Issue 14's burst: green's default runtime compared with may's, tokio's and \
+                 async-executor's",
+                &command,
+                &report,
+            ),
+            false => left_alone = true,
+        }
+    }
+    if left_alone {
+        eprintln!("(--quick, or a table not run in full: its RESULTS file is left as it was)");
     }
 }
 
-/// Runs every job `options.runs` times, run after run, so that a noisy minute spreads
-/// over every runtime alike; combines each job's runs.
+/// Runs every job `options.runs` times (or its own minimum, if higher), run after run,
+/// so that a noisy minute spreads over every runtime alike; combines each job's runs.
 fn run_all<'a>(options: &Options, jobs: impl Iterator<Item = &'a Job> + Clone) -> Outcomes {
-    let runs = options.runs;
+    let job_runs = |job: &Job| job.runs(options.runs);
+    let rounds = jobs.clone().map(job_runs).max().unwrap_or(1);
     let mut outcomes: BTreeMap<(&'static str, &'static str), Vec<Outcome>> = BTreeMap::new();
-    for run in 1..=runs {
-        for job in jobs.clone() {
+    for run in 1..=rounds {
+        for job in jobs.clone().filter(|job| run <= job_runs(job)) {
+            let runs = job_runs(job);
             if runs > 1 {
                 eprint!("run {run}/{runs} ");
             }

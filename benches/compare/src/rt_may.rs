@@ -16,8 +16,8 @@ fn configure() {
     may::config().set_workers(2);
 }
 
-/// Spawns a coroutine.
-fn go<F, T>(f: F) -> JoinHandle<T>
+/// Spawns a coroutine (also for the burst table's may column).
+pub(crate) fn go<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -25,15 +25,15 @@ where
     // SAFETY: may's spawn is unsafe because a coroutine may resume on another worker
     // thread (a thread-local address cached across a suspension would then be another
     // thread's) and because its stack (32 KiB by default) has no overflow check of its
-    // own. The closures given here touch Rust thread-locals only in
-    // `common::thread_name` and `Seen::note`, which are not inlined and do not suspend
+    // own. The closures given here (and by `burst::may`) touch Rust thread-locals only
+    // in `common::thread_name` and `Seen::note`, which are not inlined and do not suspend
     // (and in a panic's unwinding, which ends the benchmark), and need far less than
     // 32 KiB of stack.
     unsafe { may::coroutine::spawn(f) }
 }
 
 /// Joins a coroutine, turning its panic into an error message.
-fn join<T>(handle: JoinHandle<T>) -> Result<T, String> {
+pub(crate) fn join<T>(handle: JoinHandle<T>) -> Result<T, String> {
     handle.join().map_err(|payload| {
         payload
             .downcast_ref::<&str>()
