@@ -68,6 +68,8 @@
 //!   executor      Runtime, Handle, spawn, run, yield_now; executor/builder.rs Builder,
 //!                 executor/stall.rs the stall monitor
 //!   block_on      the blocking calls: await_blocking, block_on, JoinHandle::join
+//!   scope         scoped fibers, which borrow from their caller: scope, Scope,
+//!                 ScopedJoinHandle, on top of spawn and join
 //!   io, net/, time, sync/   what users call, built on the layers above
 //!   sys           a lock that ignores poison, catching user panics, CPU system calls
 //! ```
@@ -88,6 +90,7 @@ pub mod fiber;
 pub mod io;
 pub mod net;
 mod reactor;
+mod scope;
 pub mod sync;
 mod sys;
 mod task;
@@ -103,6 +106,7 @@ pub use executor::StallReport;
 pub use executor::{
     Builder, Handle, Runtime, in_fiber, run, spawn, spawn_local, try_spawn, yield_now,
 };
+pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use task::{JoinError, JoinHandle};
 pub use time::{sleep, sleep_until};
 
