@@ -72,6 +72,8 @@
 //!                 ScopedJoinHandle, on top of spawn and join
 //!   io, net/, time, sync/   what users call, built on the layers above
 //!   sys           a lock that ignores poison, catching user panics, CPU system calls
+//!   loom          the atomics, locks and cells of the state machines above: std's, or
+//!                 loom's under `--cfg loom`, for the models in tests/loom_*.rs
 //! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -88,6 +90,11 @@ mod context;
 mod executor;
 pub mod fiber;
 pub mod io;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom;
+#[cfg(not(loom))]
+mod loom;
 pub mod net;
 mod reactor;
 mod scope;

@@ -3,10 +3,11 @@
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 
 use super::wait_queue::{WaitQueue, wait_until};
+use crate::loom::const_fn;
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
 
 /// A mutual-exclusion lock whose `lock` parks the fiber (or blocks the thread) while
 /// another holds it.
@@ -40,13 +41,15 @@ pub struct MutexGuard<'a, T: ?Sized> {
 unsafe impl<T: ?Sized + Sync> Sync for MutexGuard<'_, T> {}
 
 impl<T> Mutex<T> {
-    /// A new, unlocked mutex.
-    pub const fn new(value: T) -> Mutex<T> {
-        Mutex {
-            locked: AtomicBool::new(false),
-            poisoned: AtomicBool::new(false),
-            waiters: WaitQueue::new(),
-            data: UnsafeCell::new(value),
+    const_fn! {
+        /// A new, unlocked mutex.
+        pub fn new(value: T) -> Mutex<T> {
+            Mutex {
+                locked: AtomicBool::new(false),
+                poisoned: AtomicBool::new(false),
+                waiters: WaitQueue::new(),
+                data: UnsafeCell::new(value),
+            }
         }
     }
 

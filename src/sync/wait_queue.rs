@@ -10,13 +10,14 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::task::{Poll, Waker};
 
 use slab::Slab;
 
+use crate::loom::sync::Mutex;
+use crate::loom::sync::atomic::{AtomicUsize, Ordering, fence};
+use crate::loom::{const_fn, lock};
 use crate::sys::drop_quietly;
-use crate::sys::lock;
 use crate::task::{BlockedFiber, PendingWake, Waiter};
 
 /// Waiters for an event, woken one or all at a time, kept under a lock of their user's
@@ -236,16 +237,18 @@ impl Waiters {
 /// waiter sees the change or the notifier sees the waiter.
 pub(super) struct WaitQueue {
     /// The waiters, in arrival order.
-    pub(super) inner: std::sync::Mutex<Waiters>,
+    pub(super) inner: Mutex<Waiters>,
     /// `inner.waiting`, readable without the lock; written only under it.
     pub(super) waiting: AtomicUsize,
 }
 
 impl WaitQueue {
-    pub(super) const fn new() -> WaitQueue {
-        WaitQueue {
-            inner: std::sync::Mutex::new(Waiters::new()),
-            waiting: AtomicUsize::new(0),
+    const_fn! {
+        pub(super) fn new() -> WaitQueue {
+            WaitQueue {
+                inner: Mutex::new(Waiters::new()),
+                waiting: AtomicUsize::new(0),
+            }
         }
     }
 

@@ -2,17 +2,19 @@
 //! permission to wait for it. The blocking `JoinHandle::join`, which needs the scheduler,
 //! is in `worker::join`.
 
-use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll};
 
 use super::waiter::Waiter;
 use super::{Header, JoinError, TaskRef};
+use crate::loom::cell::UnsafeCell;
+use crate::loom::sync::atomic::{AtomicU8, Ordering};
+use crate::loom::{hint, thread};
 
 /// `JoinCell::state` bit: the result is stored; never unset.
 pub(crate) const DONE: u8 = 1;
@@ -45,7 +47,8 @@ pub(crate) struct JoinCell<T> {
     /// Set by the joiner, on the task's worker, only while it runs the task nested in its
     /// own fiber (`Worker::run_next_now`) with no registration: the task then completes on
     /// that thread, with nobody else touching `state`. Read by every `complete`, and true
-    /// only in that case.
+    /// only in that case. Touched on that one thread only, so std's even under loom
+    /// (`run_next_now` takes std's type).
     direct: AtomicBool,
     /// The result. Written once before `DONE` is set, read once by the `JoinHandle` after
     /// it saw `DONE`.
@@ -77,7 +80,7 @@ impl<T> JoinCell<T> {
         // again), or the thread that drops it unstarted.
         // SAFETY: so this write, the first before `DONE` is set, races with nothing; the
         // JoinHandle reads only after `DONE`.
-        unsafe { *self.result.get() = Some(result) };
+        self.result.with_mut(|slot| unsafe { *slot = Some(result) });
         if self.direct.load(Ordering::Relaxed) {
             // Our joiner runs us nested, on this thread, and holds the JoinHandle without
             // a registration (it had none when it started us): nothing else writes the
@@ -87,28 +90,32 @@ impl<T> JoinCell<T> {
         }
         let state = self.state.fetch_or(DONE, Ordering::AcqRel);
         if state & JOIN_WAKER != 0 {
+            // A user's waker is woken in the slot; a fiber is copied out of it, as it may
+            // leave `join`, and free the slot, once `WOKEN` is set.
             // SAFETY: `JOIN_WAKER` was set (and its Release write of the waker seen), and
             // with `DONE` now set the JoinHandle never writes the slot again: only shared
             // reads of it remain.
-            match unsafe { &*self.waker.get() } {
+            let fiber = self.waker.with(|slot| match unsafe { &*slot } {
                 // A user's waker, on the task's worker: a panic in it must not undo the
                 // completion, nor unwind through the worker.
                 Some(Waiter::Waker(waker)) => {
-                    crate::sys::catch_and_report("a JoinHandle's waker", || waker.wake_by_ref())
+                    crate::sys::catch_and_report("a JoinHandle's waker", || waker.wake_by_ref());
+                    None
                 }
-                Some(Waiter::Fiber(fiber)) => {
-                    // SAFETY: the fiber registered and did not take the slot back (it
-                    // cannot now: `DONE` is set), so it waits in `join` for `WOKEN`.
-                    let remote = unsafe { fiber.wake() };
-                    // Only this call writes the state once `DONE` is set (type docs).
-                    self.state
-                        .store(DONE | JOIN_WAKER | WOKEN, Ordering::Release);
-                    // The joiner may be gone now; its worker is held by `remote`.
-                    if let Some(remote) = remote {
-                        remote.send();
-                    }
+                Some(Waiter::Fiber(fiber)) => Some(*fiber),
+                None => None,
+            });
+            if let Some(fiber) = fiber {
+                // SAFETY: the fiber registered and did not take the slot back (it cannot
+                // now: `DONE` is set), so it waits in `join` for `WOKEN`.
+                let remote = unsafe { fiber.wake() };
+                // Only this call writes the state once `DONE` is set (type docs).
+                self.state
+                    .store(DONE | JOIN_WAKER | WOKEN, Ordering::Release);
+                // The joiner may be gone now; its worker is held by `remote`.
+                if let Some(remote) = remote {
+                    remote.send();
                 }
-                None => {}
             }
         }
     }
@@ -145,9 +152,10 @@ impl<T> JoinCell<T> {
         {
             return false;
         }
+        let wake = wake();
         // SAFETY: `JOIN_WAKER` is clear and only the JoinHandle (our caller) sets it, so
         // the completer does not read the slot (it reads it only after seeing it set).
-        unsafe { *self.waker.get() = Some(wake()) };
+        self.waker.with_mut(|slot| unsafe { *slot = Some(wake) });
         // Fails only if the result came meanwhile.
         self.state
             .compare_exchange(0, JOIN_WAKER, Ordering::AcqRel, Ordering::Acquire)
@@ -306,7 +314,10 @@ impl<T: Send + 'static> JoinHandle<T> {
     pub(crate) fn take(&mut self) -> Result<T, JoinError> {
         // SAFETY: `done` was seen (Acquire), so the result is written and the writer is done
         // with it; only this handle reads it, through `&mut self`.
-        let result = unsafe { (*self.join_cell().result.get()).take() };
+        let result = self
+            .join_cell()
+            .result
+            .with_mut(|slot| unsafe { (*slot).take() });
         result.unwrap_or_else(|| Err(JoinError::taken()))
     }
 }
@@ -322,11 +333,12 @@ impl<T: Send + 'static> Future for JoinHandle<T> {
             return Poll::Ready(this.take());
         }
         if state & JOIN_WAKER != 0 {
-            // SAFETY: while `JOIN_WAKER` is set nobody writes the slot (see `JoinCell`).
-            let stored = unsafe { &*cell.waker.get() };
-            if let Some(Waiter::Waker(waker)) = stored
-                && waker.will_wake(cx.waker())
-            {
+            let same = cell.waker.with(|slot| {
+                // SAFETY: while `JOIN_WAKER` is set nobody writes the slot (see `JoinCell`).
+                let stored = unsafe { &*slot };
+                matches!(stored, Some(Waiter::Waker(waker)) if waker.will_wake(cx.waker()))
+            });
+            if same {
                 return Poll::Pending;
             }
         }
@@ -361,9 +373,9 @@ impl<T> Drop for Registered<'_, T> {
         while state.load(Ordering::Acquire) & WOKEN == 0 {
             if spins < 64 {
                 spins += 1;
-                std::hint::spin_loop();
+                hint::spin_loop();
             } else {
-                std::thread::yield_now(); // the completer's thread may be preempted
+                thread::yield_now(); // the completer's thread may be preempted
             }
         }
     }

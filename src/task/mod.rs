@@ -20,11 +20,12 @@
 //!   task/error.rs   JoinError
 //! ```
 
-use std::cell::UnsafeCell;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{self, AtomicU64, AtomicUsize, Ordering};
+
+use crate::loom::cell::UnsafeCell;
+use crate::loom::sync::atomic::{self, AtomicU64, AtomicUsize, Ordering};
 
 mod error;
 pub(crate) mod join;
@@ -140,7 +141,7 @@ pub(crate) struct SchedulerCell(UnsafeCell<Option<Arc<dyn Schedule>>>);
 
 impl SchedulerCell {
     /// An empty cell.
-    const fn new() -> SchedulerCell {
+    fn new() -> SchedulerCell {
         SchedulerCell(UnsafeCell::new(None))
     }
 
@@ -151,7 +152,7 @@ impl SchedulerCell {
         // SAFETY: the cell is written once, by the fiber, before its first park
         // (`set_once`); every other reader found the fiber PARKED (the wakes of `Header`),
         // which that write happens before. Reads only after that: no write is concurrent.
-        unsafe { (*self.0.get()).as_ref() }
+        self.0.with(|cell| unsafe { (*cell).as_ref() })
     }
 
     /// Sets the scheduler to `scheduler()` if it is not set yet. Called only by the task's
@@ -160,12 +161,12 @@ impl SchedulerCell {
     pub(crate) fn set_once(&self, scheduler: impl FnOnce() -> Arc<dyn Schedule>) {
         // SAFETY: only the fiber writes the cell, and a waker reads it only once it has
         // found the fiber PARKED, which this (first) write precedes: no read or write is
-        // concurrent with it. Later calls only read, as the fiber's own reads are.
-        unsafe {
-            let cell = &mut *self.0.get();
-            if cell.is_none() {
-                *cell = Some(scheduler());
-            }
+        // concurrent with it.
+        if self.0.with(|cell| unsafe { (*cell).is_none() }) {
+            let scheduler = scheduler();
+            // SAFETY: as above; and `scheduler()` cannot have set the cell meanwhile (it
+            // makes an `Arc`, and only this fiber calls `set_once`).
+            self.0.with_mut(|cell| unsafe { *cell = Some(scheduler) });
         }
     }
 }
@@ -231,7 +232,8 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
     /// whoever drops the task's `Unstarted` unstarted: one thread, never two at once.
     pub(crate) unsafe fn take_closure(&self) -> Option<F> {
         // SAFETY: as the caller guarantees, nobody else touches the closure.
-        unsafe { (*self.closure.get()).take() }
+        self.closure
+            .with_mut(|closure| unsafe { (*closure).take() })
     }
 
     /// Drops the closure, if it is still there (the task never ran it).

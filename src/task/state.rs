@@ -21,7 +21,7 @@
 //! `NOT_CANCELLED`, so a fiber unwinds for a cancellation at most once, and the suspensions
 //! of the destructors that run meanwhile are plain ones.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
 /// The fiber runs, or is queued to run, and nobody has woken it since it last checked.
 const IDLE: u8 = 0;
@@ -55,7 +55,7 @@ pub(crate) struct State {
 
 impl State {
     /// A task that has not run: idle, not cancelled, never parked.
-    pub(crate) const fn new() -> State {
+    pub(crate) fn new() -> State {
         State {
             park: AtomicU8::new(IDLE),
             cancel: AtomicU8::new(NOT_CANCELLED),

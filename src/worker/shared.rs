@@ -6,7 +6,6 @@ use std::cell::Cell;
 use std::ptr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_queue::SegQueue;
@@ -14,6 +13,7 @@ use crossbeam_queue::SegQueue;
 use super::queue::StartQueue;
 use super::{NOT_RUNNING, Unstarted, WORKER};
 use crate::blocking::pool::Pool;
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::reactor::Reactor;
 use crate::sys::lock;
 use crate::task::{NO_CPU, Schedule};
@@ -35,7 +35,7 @@ pub(crate) struct WorkerShared {
     /// Index among the runtime's workers.
     pub(crate) index: usize,
     /// Wakes and spawns from other threads.
-    pub(super) injector: SegQueue<Message>,
+    pub(crate) injector: SegQueue<Message>,
     /// Tasks placed on this worker that have not started; other workers may steal them.
     pub(crate) spawns: SegQueue<Unstarted>,
     /// Tasks another worker chose this worker for (to balance loads, or near a CPU): they
@@ -49,6 +49,10 @@ pub(crate) struct WorkerShared {
     pub(super) closed: AtomicBool,
     /// The worker's reactor.
     pub(crate) reactor: Arc<Reactor>,
+    /// Under loom, what the models' worker sleeps on instead of the reactor: a notification
+    /// from `notify_if_sleeping`, kept until taken, as the reactor's is.
+    #[cfg(loom)]
+    pub(crate) bell: crate::loom::sync::Notify,
     /// Counts resumes, for the stall monitor.
     pub(crate) ticks: AtomicU64,
     /// Id of the fiber running now, `NOT_RUNNING` between fibers, for the stall monitor.
@@ -74,6 +78,8 @@ impl WorkerShared {
             blind: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             reactor: Arc::new(Reactor::new()?),
+            #[cfg(loom)]
+            bell: crate::loom::sync::Notify::new(),
             ticks: AtomicU64::new(0),
             running: AtomicU64::new(NOT_RUNNING),
             load: AtomicUsize::new(0),
@@ -139,6 +145,20 @@ impl WorkerShared {
     pub(crate) fn notify_if_sleeping(&self) {
         if self.sleeping.load(Ordering::SeqCst) {
             self.reactor.notify();
+            #[cfg(loom)]
+            self.bell.notify();
+        }
+    }
+}
+
+#[cfg(loom)]
+impl WorkerShared {
+    /// The next message if it is a wake, for the loom models (`crate::loom::model`), which
+    /// send nothing else.
+    pub(crate) fn take_wake(&self) -> Option<u64> {
+        match self.injector.pop()? {
+            Message::Wake(id) => Some(id),
+            Message::Start | Message::StartPinned => None,
         }
     }
 }
