@@ -20,6 +20,9 @@
 //! Under `cfg(loom)` these types work only inside `loom::model`: a build with that cfg is
 //! for the models, never for use.
 
+#[cfg(loom)]
+pub mod model;
+
 /// Atomics and locks.
 pub(crate) mod sync {
     #[cfg(loom)]
