@@ -289,6 +289,9 @@ impl Runtime {
             }
         }
         drop(exited_threads);
+        // The workers' cached stacks went to the process-wide pool as their threads
+        // exited; no idle worker of this runtime will trim it now.
+        stack::trim_pools();
         let pool_in_time = self.shared.pool.shut_down(deadline);
         in_time && pool_in_time && self.shared.abandoned.load(Ordering::SeqCst) == 0
     }

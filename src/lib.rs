@@ -47,7 +47,7 @@
 //! (the resume). No module imports one above it.
 //!
 //! ```text
-//!   context/      the machine: guarded mmap'd stacks and their per-thread pool (stack.rs),
+//!   context/      the machine: guarded mmap'd stacks and their process-wide pool (stack/),
 //!                 the switch per architecture (x86_64.rs, riscv64.rs, aarch64.rs: inline
 //!                 assembly, a naked entry trampoline with hand-written unwind info), and
 //!                 the SIGSEGV handler that names a fiber overflowing its stack

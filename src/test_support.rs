@@ -59,3 +59,10 @@ pub fn next_placement() -> Option<usize> {
         Placement::Pinned(index) => Some(index),
     })
 }
+
+/// Bytes of the calling fiber's stack that are resident in memory now: the pages the
+/// fiber has touched so far. `None` outside a runtime's fiber.
+pub fn stack_resident_bytes() -> Option<usize> {
+    let stack = worker::current_stack()?;
+    crate::context::stack::resident_bytes_in(stack).ok()
+}

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
+use green::stack;
 
 /// Loop counts are scaled down under QEMU (riscv64, aarch64), where everything is slower.
 const NATIVE: bool = cfg!(target_arch = "x86_64");
@@ -821,4 +822,74 @@ fn an_aborted_task_whose_closure_panics_on_drop_still_resolves_its_handle() {
         handle.join().unwrap_err().is_cancelled()
     });
     assert!(cancelled);
+}
+
+#[test]
+fn the_stacks_of_a_burst_are_trimmed_by_the_time_the_runtime_has_shut_down() {
+    // A size of its own: other tests' fibers do not count in its pool.
+    const SIZE: usize = 112 * 1024;
+    let count = stack::KEEP_IDLE + stack::BATCH_SIZE;
+    let runtime = green::Runtime::builder().stack_size(SIZE).build().unwrap();
+    runtime.run(move || {
+        let (release, gate) = green::sync::channel::<()>();
+        let fibers: Vec<_> = (0..count)
+            .map(|_| {
+                let gate = gate.clone();
+                green::spawn(move || {
+                    let _ = gate.recv();
+                })
+            })
+            .collect();
+        drop(release);
+        for fiber in fibers {
+            fiber.join().unwrap();
+        }
+    });
+    drop(runtime);
+    // Idle workers trim after the burst; the workers' caches went to the shared pool as
+    // their threads exited, and the shutdown trimmed it again.
+    let stats = stack::pool_stats(SIZE);
+    assert!(stats.warm <= stack::KEEP_WARM, "{stats:?}");
+    assert!(stats.idle() <= stack::KEEP_IDLE, "{stats:?}");
+}
+
+#[test]
+fn a_fiber_that_parks_right_after_it_starts_touches_one_page_of_its_stack() {
+    // The start and park paths (from the fiber's entry to the switch, the task's
+    // bookkeeping included) fit the stack's top page, so that a million parked fibers
+    // cost a page of stack each, in debug builds too.
+    const FIBERS: usize = 100;
+    let runtime = green::Runtime::builder().workers(1).build().unwrap();
+    let resident = runtime.run(|| {
+        let parked = Arc::new(AtomicUsize::new(0));
+        let (senders, fibers): (Vec<_>, Vec<_>) = (0..FIBERS)
+            .map(|_| {
+                let (tx, rx) = oneshot::channel::<u32>();
+                let parked = parked.clone();
+                let fiber = green::spawn(move || {
+                    // One worker: nothing runs between this and the park.
+                    parked.fetch_add(1, Ordering::SeqCst);
+                    let value = green::await_blocking(rx).unwrap();
+                    (value, green::test_support::stack_resident_bytes().unwrap())
+                });
+                (tx, fiber)
+            })
+            .unzip();
+        while parked.load(Ordering::SeqCst) < FIBERS {
+            green::yield_now();
+        }
+        for (i, tx) in senders.into_iter().enumerate() {
+            tx.send(i as u32).unwrap();
+        }
+        let results: Vec<_> = fibers.into_iter().map(|f| f.join().unwrap()).collect();
+        for (i, &(value, _)) in results.iter().enumerate() {
+            assert_eq!(value, i as u32);
+        }
+        results.iter().map(|&(_, bytes)| bytes).max().unwrap()
+    });
+    println!("the deepest of {FIBERS} fibers touched {resident} bytes of stack");
+    // QEMU's user mode does not report residency as a kernel does.
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(resident, 4096, "pages touched by the start and park paths");
+    }
 }

@@ -1032,11 +1032,18 @@ fn on_worker<T: Send + 'static>(
 
 #[test]
 fn an_idle_worker_takes_a_task_that_waited_behind_lag_turns_of_its_busy_sibling() {
-    // Worker 0 has TURNERS runnable fibers that each work 200 µs a turn, and a task
+    // Worker 0 has TURNERS runnable fibers that each work TURN a turn, and a task
     // placed behind them on its own (stealable) queue: the task's turn comes after
-    // TURNERS turns, more than `LAG_TURNS` (16). Worker 1 is idle. Worker 0 is never stuck
-    // (a resume every 200 µs), so only the lag rule lets worker 1 take the task.
-    const TURNERS: usize = 60;
+    // TURNERS turns, far more than `LAG_TURNS` (16). Worker 1 goes idle. Worker 0 is
+    // never stuck (a resume every TURN, below `STUCK_AFTER`), so only the lag rule lets
+    // worker 1 take the task. Worker 1 must end its own fibers and look at worker 0 twice
+    // within the TURNERS turns (160 ms): room for a thread the OS or an emulator
+    // schedules late (12 ms once proved too little under QEMU with the other core busy).
+    // Under such load the OS may also preempt worker 0 for longer than `STUCK_AFTER`, and
+    // the stuck rule then takes the task first: the lag rule alone shows on a quiet
+    // machine.
+    const TURNERS: usize = 400;
+    const TURN: Duration = Duration::from_micros(400);
     const PARKED: usize = TURNERS + 4;
     common::within(120, "the lag test", || {
         let runtime = two_workers();
@@ -1073,7 +1080,7 @@ fn an_idle_worker_takes_a_task_that_waited_behind_lag_turns_of_its_busy_sibling(
                             if started.load(Ordering::SeqCst) {
                                 break;
                             }
-                            work_for(Duration::from_micros(200));
+                            work_for(TURN);
                             green::yield_now();
                         }
                     })

@@ -3,7 +3,10 @@
 use std::io;
 
 use green::fiber::{Fiber, Resume};
-use green::stack::{self, DEFAULT_STACK_SIZE, GUARD_SIZE, MIN_STACK_SIZE, Stack, StackPool};
+use green::stack::{
+    self, BATCH_SIZE, DEFAULT_STACK_SIZE, GUARD_SIZE, KEEP_IDLE, KEEP_WARM, MIN_STACK_SIZE, Stack,
+    StackPool,
+};
 
 /// QEMU 7.2's user mode ignores `madvise` and does not report residency like a kernel, so
 /// memory figures are asserted on native runs only; counts are asserted everywhere.
@@ -160,26 +163,67 @@ fn a_cold_stack_reads_as_zero_when_reused() {
     assert_eq!(byte, 0);
 }
 
-#[test]
-fn fibers_return_their_stacks_to_the_thread_pool() {
-    let before = stack::thread_pool_stats(DEFAULT_STACK_SIZE);
-    let mut fibers: Vec<_> = (0..20).map(|i| Fiber::new(move |_| i).unwrap()).collect();
+// The tests below use the process-wide pool, which tests running in parallel share: each
+// uses a stack size of its own, since the pool keeps stacks of each size apart.
+
+/// Runs `count` fibers of `size` bytes at once, each touching a little of its stack,
+/// then drops them all: their stacks go back to the pool.
+fn run_fibers_at_once(count: usize, size: usize) {
+    let mut fibers: Vec<_> = (0..count)
+        .map(|i| Fiber::with_stack_size(size, move |_| std::hint::black_box([i; 64])[3]).unwrap())
+        .collect();
     for fiber in &mut fibers {
         assert!(matches!(fiber.resume(), Resume::Finished(_)));
     }
-    drop(fibers);
-    let after = stack::thread_pool_stats(DEFAULT_STACK_SIZE);
-    assert_eq!(after.warm, 16, "the default high-water mark");
-    assert_eq!(after.cold, before.cold + 4);
+}
+
+#[test]
+fn fibers_return_their_stacks_to_the_process_wide_pool() {
+    const SIZE: usize = 80 * 1024;
+    assert_eq!(stack::pool_stats(SIZE).idle(), 0);
+    run_fibers_at_once(20, SIZE);
+    // The first fiber reserved a batch; the 20 used and the 44 not yet used are idle.
+    let stats = stack::pool_stats(SIZE);
+    assert_eq!((stats.warm, stats.cold), (BATCH_SIZE, 0));
     if NATIVE {
-        // Warm stacks hold the pages the fibers touched; cold ones hold none.
-        assert!(after.resident_bytes > 0);
-        assert!(after.resident_bytes <= 16 * 4 * PAGE, "{after:?}");
+        // The fibers touched their top pages; the unused stacks hold none.
+        assert!(stats.resident_bytes >= 20 * PAGE, "{stats:?}");
+        assert!(stats.resident_bytes <= 20 * 4 * PAGE, "{stats:?}");
     }
-    stack::trim_thread_pools();
-    let trimmed = stack::thread_pool_stats(DEFAULT_STACK_SIZE);
-    assert_eq!((trimmed.warm, trimmed.cold), (0, 20));
+    // Taken again, from the pool: no new batch.
+    run_fibers_at_once(BATCH_SIZE, SIZE);
+    assert_eq!(stack::pool_stats(SIZE).idle(), BATCH_SIZE);
+}
+
+#[test]
+fn trimming_keeps_keep_warm_stacks_with_pages_and_keep_idle_mapped() {
+    const SIZE: usize = 96 * 1024;
+    let count = KEEP_IDLE + 2 * BATCH_SIZE;
+    run_fibers_at_once(count, SIZE);
+    assert_eq!(stack::pool_stats(SIZE).idle(), count);
+    stack::trim_pools();
+    let trimmed = stack::pool_stats(SIZE);
+    assert_eq!(
+        (trimmed.warm, trimmed.cold),
+        (KEEP_WARM, KEEP_IDLE - KEEP_WARM)
+    );
     if NATIVE {
-        assert_eq!(trimmed.resident_bytes, 0);
+        assert!(trimmed.resident_bytes > 0, "{trimmed:?}");
+        assert!(
+            trimmed.resident_bytes <= KEEP_WARM * 4 * PAGE,
+            "{trimmed:?}"
+        );
     }
+    // Trimmed stacks still work, cold ones read as zero (natively) and their guards hold.
+    run_fibers_at_once(KEEP_IDLE, SIZE);
+    assert_eq!(stack::pool_stats(SIZE).idle(), KEEP_IDLE);
+}
+
+#[test]
+fn releasing_the_pools_unmaps_every_idle_stack() {
+    const SIZE: usize = 104 * 1024;
+    run_fibers_at_once(10, SIZE);
+    assert_eq!(stack::pool_stats(SIZE).idle(), BATCH_SIZE);
+    stack::release_pools();
+    assert_eq!(stack::pool_stats(SIZE), stack::PoolStats::default());
 }

@@ -98,7 +98,7 @@ impl Builder {
         self
     }
 
-    /// A fiber that will run `f` on a stack from this thread's pool. Nothing runs until
+    /// A fiber that will run `f` on a stack from the process-wide pool. Nothing runs until
     /// the first [`resume`](Fiber::resume).
     ///
     /// # Errors

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::placement::BALANCE_SLACK;
 use super::{NOT_RUNNING, Unstarted, Worker, WorkerShared};
+use crate::context::stack;
 
 /// Pauses of an idle worker's spin between two looks at the clock and the reactor.
 const SPIN_CHECK_EVERY: u32 = 16;
@@ -199,7 +200,13 @@ impl Worker {
                 }
             }
         }
-        // 2. Sleep in the reactor until an event, a timer or a notification.
+        // 2. Idle stacks beyond the pool's keep limits (after a burst of fibers ended)
+        //    are given back here, off the fibers' path, a bounded step at a time; then
+        //    the loop looks at the queues again.
+        if stack::trim_step() {
+            return;
+        }
+        // 3. Sleep in the reactor until an event, a timer or a notification.
         self.runtime.sleepers.fetch_add(1, Ordering::SeqCst);
         self.shared.sleeping.store(true, Ordering::SeqCst);
         let was_blind = loop {
@@ -210,7 +217,7 @@ impl Worker {
             if blind {
                 self.set_blind(false);
             }
-            // 3. A bounded sleep that ran out with nothing for this worker is a look at
+            // 4. A bounded sleep that ran out with nothing for this worker is a look at
             //    the siblings, not a wake: back to the loop only if one is stuck, or its
             //    spawn queue lags. Tasks a sibling will start soon are not worth taking
             //    (the spawner often starts one directly from `join`, and stealing it

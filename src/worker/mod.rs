@@ -90,7 +90,9 @@ use idle::SiblingView;
 use queue::{RunQueue, Runnable, StartQueue};
 
 use current::{CURRENT, Cancelled};
-pub(crate) use current::{Current, current, in_fiber, panicking, spawn_near_cpu, spend_io_budget};
+pub(crate) use current::{
+    Current, current, current_stack, in_fiber, panicking, spawn_near_cpu, spend_io_budget,
+};
 pub(crate) use placement::Placement;
 use shared::Message;
 pub(crate) use shared::{RuntimeShared, WorkerShared};
