@@ -44,6 +44,9 @@ fn serve(address: String) -> io::Result<()> {
 
 /// Writes back everything the peer sends, until it closes the connection.
 fn echo(mut stream: TcpStream) -> io::Result<()> {
+    // Each echo goes out at once: with Nagle's algorithm, the second write of a message
+    // longer than `buf` waits for the peer's delayed ACK (40 ms).
+    stream.set_nodelay(true)?;
     let mut buf = [0; 4096];
     loop {
         let n = stream.read(&mut buf)?;
