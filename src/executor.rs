@@ -100,8 +100,41 @@ pub use stall::StallReport;
 ///
 /// A cancellation is never delivered into a fiber that is already unwinding from a
 /// panic of its own (a destructor that blocks during a panic): it waits until the panic is
-/// caught. A destructor that *panics* while its fiber unwinds for a cancellation aborts
-/// the process, as Rust does for any panic during unwinding; catch it in the destructor.
+/// caught.
+///
+/// A destructor that *panics* while its fiber unwinds for a cancellation aborts the
+/// process: a cancellation is an unwinding, and Rust lets no panic leave a destructor
+/// during unwinding (std prints the panic, then aborts). green cannot catch it for the
+/// destructor: no frame lies between the destructor and the unwinder to catch it in, and a
+/// cancellation that did not unwind would leave the destructors on the stack unrun. A
+/// destructor whose clean-up may fail catches the failure itself, or reports it without
+/// panicking:
+///
+/// ```
+/// struct Connection;
+///
+/// impl Connection {
+///     fn flush(&mut self) { /* may panic */ }
+/// }
+///
+/// impl Drop for Connection {
+///     fn drop(&mut self) {
+///         let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.flush()));
+///         if flushed.is_err() {
+///             eprintln!("connection: flush failed while closing");
+///         }
+///     }
+/// }
+/// # green::run(|| {
+/// #     let fiber = green::spawn(|| {
+/// #         let _connection = Connection;
+/// #         green::sleep(std::time::Duration::from_secs(3600));
+/// #     });
+/// #     green::yield_now();
+/// #     fiber.abort();
+/// #     assert!(fiber.join().unwrap_err().is_cancelled());
+/// # });
+/// ```
 ///
 /// # Panics on a worker's own loop
 ///

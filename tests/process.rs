@@ -192,6 +192,59 @@ fn a_fiber_that_never_lets_its_unwind_finish_aborts_with_a_message() {
     assert!(stderr.contains("destructors cannot complete"), "{stderr}");
 }
 
+/// A value whose clean-up fails by panicking, as a careless destructor might.
+struct FailingCleanup;
+
+impl Drop for FailingCleanup {
+    fn drop(&mut self) {
+        panic!("the clean-up failed");
+    }
+}
+
+/// Spawns a fiber holding `guard` that parks for good, waits until it has parked, aborts it
+/// and joins it; returns whether the join reported a cancellation.
+fn cancel_a_parked_fiber_holding<G: Send + 'static>(guard: G) -> bool {
+    green::run(move || {
+        let (parked_tx, parked_rx) = green::sync::channel::<()>();
+        let (_never_tx, never_rx) = green::sync::channel::<()>();
+        let fiber = green::spawn(move || {
+            let _guard = guard;
+            parked_tx.send(()).unwrap();
+            let _ = never_rx.recv();
+        });
+        parked_rx.recv().unwrap();
+        fiber.abort();
+        fiber.join().unwrap_err().is_cancelled()
+    })
+}
+
+fn a_destructor_that_panics_while_its_fiber_is_cancelled_aborts_the_process() {
+    // Cancellation unwinds the fiber's stack, and Rust lets no panic leave a destructor
+    // during unwinding: the documented outcome is std's abort, with the panic's message.
+    let (exit, stderr) = in_child(|| {
+        cancel_a_parked_fiber_holding(FailingCleanup);
+    });
+    assert_eq!(exit, Exit::Signal(libc::SIGABRT), "stderr: {stderr}");
+    assert!(stderr.contains("the clean-up failed"), "{stderr}");
+}
+
+fn a_destructor_that_catches_its_own_panic_is_cancelled_cleanly() {
+    // What the docs say to do instead: catch the failure inside the destructor.
+    struct CarefulCleanup;
+    impl Drop for CarefulCleanup {
+        fn drop(&mut self) {
+            if panic::catch_unwind(|| drop(FailingCleanup)).is_err() {
+                eprintln!("clean-up failed; reported, not raised");
+            }
+        }
+    }
+    let (exit, stderr) = in_child(|| {
+        assert!(cancel_a_parked_fiber_holding(CarefulCleanup));
+    });
+    assert_eq!(exit, Exit::Code(0), "stderr: {stderr}");
+    assert!(stderr.contains("reported, not raised"), "{stderr}");
+}
+
 /// Number of lines (mappings) in /proc/self/maps, read through `buffer`: at the mapping
 /// limit even `malloc` may fail, so nothing may allocate here.
 fn mapping_count(buffer: &mut [u8]) -> usize {
@@ -391,6 +444,14 @@ fn main() {
         (
             "a_fiber_that_never_lets_its_unwind_finish_aborts_with_a_message",
             a_fiber_that_never_lets_its_unwind_finish_aborts_with_a_message,
+        ),
+        (
+            "a_destructor_that_panics_while_its_fiber_is_cancelled_aborts_the_process",
+            a_destructor_that_panics_while_its_fiber_is_cancelled_aborts_the_process,
+        ),
+        (
+            "a_destructor_that_catches_its_own_panic_is_cancelled_cleanly",
+            a_destructor_that_catches_its_own_panic_is_cancelled_cleanly,
         ),
     ];
     // Under QEMU the emulator itself needs mappings and dies at the limit before the

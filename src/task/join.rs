@@ -278,7 +278,9 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// The fiber unwinds once: the destructors that run meanwhile may block (sleep, lock,
     /// join) like any code, and their suspensions do not raise the cancellation again. A
     /// fiber already unwinding from a panic of its own is cancelled only if it catches
-    /// that panic and suspends again.
+    /// that panic and suspends again. A destructor that panics during the cancellation
+    /// aborts the process, as any panic out of a destructor during unwinding does: see
+    /// [Shutdown](crate::Runtime#shutdown) for why, and what to write instead.
     ///
     /// # Examples
     ///
