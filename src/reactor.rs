@@ -13,8 +13,11 @@
 //!   ([`Source::ready_now`]). Adding a descriptor that is already ready queues an event,
 //!   so readiness from before the registration is not lost either.
 //! * **Timers.** A map ordered by deadline; [`Reactor::react`] fires the due ones and
-//!   waits no longer than the next. `polling` waits with `epoll_pwait2`/timerfd precision,
-//!   well below a millisecond.
+//!   waits no longer than the next, with `epoll_pwait2`'s nanosecond timeout (a timeout
+//!   rounded up to the millisecond where the kernel lacks it).
+//! * **Waiting.** `polling` registers the descriptors; the wait itself is one
+//!   `epoll_pwait2` on the poller's epoll descriptor, interrupted by an edge-triggered
+//!   eventfd of green's own (see `sys::epoll`: `polling`'s wait makes five system calls).
 //! * **Waking.** Wakers are collected under the locks and called after they are released,
 //!   each inside `catch_unwind` ([`wake_all`]): a user's waker that panics in `wake` is
 //!   reported on stderr and the worker goes on, rather than unwinding out of its loop.
@@ -58,10 +61,15 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use polling::{Event, Events, PollMode, Poller};
+use polling::{Event, PollMode, Poller};
 use slab::Slab;
 
+use crate::sys::epoll::{self, Events, Notifier, Ready};
 use crate::sys::{catch_and_report, lock};
+
+/// The key of the [`Notifier`] in the poller: no source's (sources are keyed by slab
+/// index), nor `polling`'s own notifier's (`usize::MAX`).
+const NOTIFY_KEY: usize = usize::MAX - 1;
 
 /// Index of the read direction in [`Source::state`].
 pub(crate) const READ: usize = 0;
@@ -70,8 +78,11 @@ pub(crate) const WRITE: usize = 1;
 
 /// A poller with its sources and timers.
 pub(crate) struct Reactor {
-    /// The OS poller (epoll on Linux).
+    /// The OS poller (epoll on Linux): registrations go through it, waits are made on its
+    /// descriptor directly (`sys::epoll::wait`).
     poller: Poller,
+    /// Interrupts a wait; registered edge-triggered under [`NOTIFY_KEY`].
+    notifier: Notifier,
     /// Registered sources, keyed by the poller key.
     sources: Mutex<Slab<Arc<Source>>>,
     /// Event buffer; only the thread that drives the reactor waits, so the lock is never
@@ -108,8 +119,20 @@ pub(crate) fn wake(waker: Waker) {
 impl Reactor {
     /// A reactor with a new poller.
     pub(crate) fn new() -> io::Result<Reactor> {
+        let poller = Poller::new()?;
+        let notifier = Notifier::new()?;
+        // SAFETY: the notifier's descriptor lives as long as the poller: both are fields
+        // of the reactor, and the poller (declared first) drops first.
+        unsafe {
+            poller.add_with_mode(
+                notifier.as_raw_fd(),
+                Event::readable(NOTIFY_KEY),
+                PollMode::Edge,
+            )?;
+        }
         Ok(Reactor {
-            poller: Poller::new()?,
+            poller,
+            notifier,
             sources: Mutex::new(Slab::new()),
             events: Mutex::new(Events::new()),
             timers: Mutex::new(BTreeMap::new()),
@@ -140,7 +163,7 @@ impl Reactor {
 
     /// Interrupts a `react` waiting in another thread.
     pub(crate) fn notify(&self) {
-        let _ = self.poller.notify();
+        self.notifier.notify();
     }
 
     /// Registers a file descriptor, edge-triggered for both directions.
@@ -216,15 +239,11 @@ impl Reactor {
             .map(|(deadline, _)| deadline.saturating_duration_since(now))
     }
 
-    /// Whether the poller holds events that a wait would return now: a zero-timeout
-    /// `poll(2)` on the epoll descriptor, one system call, where a wait of the poller with
-    /// a zero timeout makes five (it re-arms its timer and its notifier each time).
+    /// Whether the poller holds events that a wait would return now, without taking them:
+    /// a zero-timeout `poll(2)` on the epoll descriptor (for a spinning worker, which
+    /// then waits to take them).
     pub(crate) fn has_events(&self) -> bool {
-        // Nothing registered: only a notification could be pending, and notifications
-        // come with injector messages, which the worker checks anyway.
-        // (One lock at a time: the first guard drops before the second lock.)
-        let no_sources = lock(&self.sources).is_empty();
-        if no_sources && lock(&self.timers).is_empty() {
+        if self.is_empty() {
             return false;
         }
         let mut pollfd = libc::pollfd {
@@ -236,16 +255,22 @@ impl Reactor {
         unsafe { libc::poll(&mut pollfd, 1, 0) > 0 }
     }
 
-    /// Wakes what is ready now, without waiting: fires the due timers, and dispatches
-    /// I/O events if there are any ([`has_events`](Reactor::has_events)).
+    /// Whether no source and no timer is registered: only a notification could be
+    /// pending, and notifications come with injector messages, which the worker checks
+    /// anyway.
+    fn is_empty(&self) -> bool {
+        // One lock at a time: the first guard drops before the second lock.
+        let no_sources = lock(&self.sources).is_empty();
+        no_sources && lock(&self.timers).is_empty()
+    }
+
+    /// Wakes what is ready now, without waiting: one zero-timeout wait, which fires the
+    /// due timers and dispatches the I/O events there are; nothing if nothing is
+    /// registered.
     pub(crate) fn react_now(&self) {
-        if self.has_events() {
+        if !self.is_empty() {
             let _ = self.react(Some(Duration::ZERO));
-            return;
         }
-        let mut wakers = Vec::new();
-        self.fire_timers(&mut wakers);
-        wake_all(wakers);
     }
 
     /// Waits for I/O events or the next timer, at most `timeout` (`None`: no limit), and
@@ -267,13 +292,15 @@ impl Reactor {
 
         // 2. Wait for I/O and dispatch each event to its source.
         let mut events = lock(&self.events);
-        events.clear();
-        let result = self.poller.wait(&mut events, timeout);
+        let result = epoll::wait(self.poller.as_raw_fd(), &mut events, timeout);
+        // Awake: notifications from here on write again (those before it are seen by
+        // the caller, which looks at its queues after this).
+        self.notifier.clear();
         {
             let sources = lock(&self.sources);
-            for event in events.iter() {
-                if let Some(source) = sources.get(event.key) {
-                    source.dispatch(event, &mut wakers);
+            for ready in events.iter().filter(|ready| ready.key != NOTIFY_KEY) {
+                if let Some(source) = sources.get(ready.key) {
+                    source.dispatch(ready, &mut wakers);
                 }
             }
         }
@@ -368,12 +395,12 @@ impl Direction {
 impl Source {
     /// Handles an event: fires the ready directions. The descriptor is edge-triggered and
     /// stays armed: nothing to re-arm.
-    fn dispatch(&self, event: Event, wakers: &mut Vec<Waker>) {
+    fn dispatch(&self, ready: Ready, wakers: &mut Vec<Waker>) {
         let mut state = lock(&self.state);
-        if event.readable {
+        if ready.readable {
             state[READ].fire(wakers);
         }
-        if event.writable {
+        if ready.writable {
             state[WRITE].fire(wakers);
         }
     }

@@ -1,6 +1,7 @@
 //! Small helpers the whole crate shares: a lock that ignores poison, catching the panics
 //! of user code, and the thin system calls for CPUs.
 
+pub(crate) mod epoll;
 pub(crate) mod socket;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
