@@ -11,14 +11,16 @@ pub fn burst(params: &Params) -> Result<(), String> {
 /// The burst with a million fibers, if `vm.max_map_count` allows that many stacks.
 pub fn burst_million(params: &Params) -> Result<(), String> {
     let tasks = params.burst_million_tasks;
-    // Two mappings per guarded stack, the 4096 green leaves to the rest of the process,
-    // and a margin for that rest.
-    let needed = 2 * tasks + 4_096 + 1_000;
+    // One mapping a stack with guard regions, two without (see `green::stack`), the 4096
+    // green leaves to the rest of the process, and a margin for that rest.
+    let per_stack = if green::stack::guard_regions() { 1 } else { 2 };
+    let needed = per_stack * tasks + green::stack::RESERVED_MAPPINGS + 1_000;
     let limit = common::max_map_count();
     if limit < needed {
         return Err(format!(
             "{tasks} fibers need vm.max_map_count >= {needed} (now {limit}): \
-             `sysctl -w vm.max_map_count=2200000` as root"
+             `sysctl -w vm.max_map_count={}` as root",
+            needed.next_multiple_of(100_000)
         ));
     }
     run(tasks)
