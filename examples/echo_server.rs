@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use green::net::{TcpListener, TcpStream};
 
+#[green::main]
 fn main() -> io::Result<()> {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:7878".into());
-    green::run(move || serve(address))
+    serve(address)
 }
 
 /// Accepts connections forever, each served by a fiber of its own.

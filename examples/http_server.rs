@@ -24,11 +24,12 @@ const MAX_HEAD: usize = 16 * 1024;
 /// How long a keep-alive connection may stay idle before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+#[green::main]
 fn main() -> io::Result<()> {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8080".into());
-    green::run(move || serve(address))
+    serve(address)
 }
 
 /// Accepts connections forever, each served by a fiber of its own.

@@ -117,6 +117,67 @@ pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use task::{JoinError, JoinHandle};
 pub use time::{sleep, sleep_until};
 
+/// Runs `fn main`'s body as the main fiber of a green runtime, and returns what it
+/// returns.
+///
+/// Without settings the body runs under [`run`] (the default runtime: one worker per
+/// CPU). `workers = N` and `stack_size = BYTES` (any expressions) build a runtime with
+/// [`Runtime::builder`] instead. The function takes no parameters and is not `async`:
+/// its body is plain synchronous code that may block (call [`await_blocking`] to wait for
+/// a future). Behind the `macros` feature, on by default.
+///
+/// # Panics
+///
+/// If the runtime cannot be built (a stack size out of range, no threads left).
+///
+/// # Examples
+///
+/// ```
+/// #[green::main]
+/// fn main() -> std::io::Result<()> {
+///     let answer = green::spawn(|| 6 * 7).join().unwrap();
+///     assert_eq!(answer, 42);
+///     Ok(())
+/// }
+/// ```
+///
+/// ```
+/// #[green::main(workers = 1, stack_size = 64 * 1024)]
+/// fn main() {
+///     green::sleep(std::time::Duration::from_millis(1));
+/// }
+/// ```
+///
+/// An `async fn` is refused, with a message that says what to write instead:
+///
+/// ```compile_fail
+/// #[green::main]
+/// async fn main() {}
+/// ```
+#[cfg(feature = "macros")]
+pub use green_macros::main;
+
+/// Runs a test's body as the main fiber of a runtime of its own, built for the test and
+/// shut down after it (tests run in parallel, each with its own runtime).
+///
+/// Takes `workers = N` and `stack_size = BYTES` as [`macro@main`] does; other attributes
+/// on the test (`#[should_panic]`, `#[ignore]`) stay. Behind the `macros` feature, on by
+/// default.
+///
+/// # Examples
+///
+/// ```
+/// #[green::test(workers = 1)]
+/// fn two_fibers_share_a_channel() {
+///     let (tx, rx) = green::sync::channel();
+///     green::spawn(move || tx.send(7).unwrap());
+///     assert_eq!(rx.recv().unwrap(), 7);
+/// }
+/// # fn main() {}
+/// ```
+#[cfg(feature = "macros")]
+pub use green_macros::test;
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -66,3 +66,13 @@ pub fn stack_resident_bytes() -> Option<usize> {
     let stack = worker::current_stack()?;
     crate::context::stack::resident_bytes_in(stack).ok()
 }
+
+/// The usable size of the calling fiber's stack. `None` outside a runtime's fiber.
+pub fn stack_size() -> Option<usize> {
+    worker::current_stack().map(|stack| stack.end - stack.start)
+}
+
+/// The number of workers of the runtime whose fiber calls this, if any.
+pub fn worker_count() -> Option<usize> {
+    worker::with_worker(|worker| worker.map(|worker| worker.runtime.workers.len()))
+}
