@@ -155,7 +155,11 @@ pub(crate) fn map_batch(usable: usize, count: usize, kind: GuardKind) -> io::Res
             unsafe { libc::munmap(stack_base.cast(), rest) };
             charge.shrink_to(index);
             if stacks.is_empty() {
-                return Err(map_error("guard", error, usable));
+                let call = match kind {
+                    GuardKind::Region => "madvise(MADV_GUARD_INSTALL)",
+                    GuardKind::Protected => "mprotect",
+                };
+                return Err(map_error(call, error, usable));
             }
             break;
         }

@@ -83,7 +83,7 @@
 
 use std::fmt;
 use std::io;
-use std::ptr::{self, NonNull};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod batch;
@@ -171,43 +171,10 @@ impl Stack {
     ///   stays mapped in that case.
     pub fn new(size: usize) -> io::Result<Stack> {
         let usable = checked_size(size)?;
-        let guard = guard_len();
-        let len = usable + guard;
-        let charge = Charge::acquire_up_to(1, 2, usable)?;
-        // SAFETY: a fresh anonymous private mapping at an address of the kernel's choosing
-        // touches no existing memory.
-        let base = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(map_error("mmap", io::Error::last_os_error(), usable));
-        }
-        // From here the stack's own `Drop` gives the count back.
-        charge.hand_over();
-        let stack = Stack {
-            // SAFETY: mmap succeeded, so `base` is not null.
-            base: unsafe { NonNull::new_unchecked(base.cast()) },
-            len,
-            valgrind_id: 0,
-            mappings: 2,
-        };
-        // One mprotect for the whole guard, however deep: the mapping splits in two, the
-        // two that the charge counts.
-        // SAFETY: the guard's pages lie inside the mapping just made. On failure `stack` is
-        // dropped, which unmaps the whole region: no half-made stack stays behind.
-        if unsafe { libc::mprotect(base, guard, libc::PROT_NONE) } != 0 {
-            return Err(map_error("mprotect", io::Error::last_os_error(), usable));
-        }
-        let mut stack = stack;
-        stack.valgrind_id = valgrind::stack_register(stack.bottom(), stack.top());
-        Ok(stack)
+        // A batch of one, its guard `mprotect`ed: the mapping splits in two, the two that
+        // its charge counts, whatever guard kind batches use here.
+        let mut stacks = batch::map_batch(usable, 1, batch::GuardKind::Protected)?;
+        Ok(stacks.remove(0))
     }
 
     /// A stack owning `base..base + len`, guard made, already counted for `mappings`
