@@ -526,13 +526,15 @@ impl PoolStats {
 ///
 /// ```
 /// use green::fiber::Fiber;
-/// use green::stack::{pool_stats, DEFAULT_STACK_SIZE};
+/// use green::stack::pool_stats;
 ///
-/// let mut fiber = Fiber::new(|_| 1).unwrap();
+/// // A size of its own: the pool is the process's, shared with other code.
+/// const SIZE: usize = 72 * 1024;
+/// let mut fiber = Fiber::with_stack_size(SIZE, |_| 1).unwrap();
 /// fiber.resume();
-/// let before = pool_stats(DEFAULT_STACK_SIZE).idle();
+/// let before = pool_stats(SIZE).idle();
 /// drop(fiber); // its stack goes back to the pool
-/// assert_eq!(pool_stats(DEFAULT_STACK_SIZE).idle(), before + 1);
+/// assert_eq!(pool_stats(SIZE).idle(), before + 1);
 /// ```
 pub fn pool_stats(stack_size: usize) -> PoolStats {
     let Ok(size) = checked_size(stack_size) else {
