@@ -14,10 +14,11 @@ use crate::context::stack;
 use crate::reactor::{self, Reactor};
 use crate::sys::lock;
 use crate::task::{JoinHandle, Task, TaskRef};
-use crate::worker::{self, Placement, RuntimeShared, Unstarted};
+use crate::worker::{self, Placement, RuntimeShared, SpawnOptions, Unstarted};
 
 mod builder;
 mod stall;
+pub(crate) mod task;
 
 pub use builder::Builder;
 use builder::StopSignal;
@@ -233,7 +234,7 @@ impl Runtime {
     {
         // The task is made here, not in a callee: `f` goes into it at once, not through
         // every frame (which, in debug builds, copies it each time onto the stack).
-        try_spawn_on(&self.shared, Task::spawned(Some(f)))
+        try_spawn_on(&self.shared, Task::spawned(Some(f)), None)
             .unwrap_or_else(|error| panic!("green::spawn: {error}"))
     }
 
@@ -353,7 +354,7 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        try_spawn_on(&self.shared, Task::spawned(Some(f)))
+        try_spawn_on(&self.shared, Task::spawned(Some(f)), None)
             .unwrap_or_else(|error| panic!("green::spawn: {error}"))
     }
 
@@ -370,40 +371,41 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        try_spawn_on(&self.shared, Task::spawned(Some(f)))
+        try_spawn_on(&self.shared, Task::spawned(Some(f)), None)
     }
 }
 
 /// `Handle::try_spawn` on the runtime `shared`, without a `Handle` (and its `Arc` count),
-/// of a task just made by `Task::spawned`.
+/// of a task just made by `Task::spawned`, with the `options` of a `task::Builder`.
 fn try_spawn_on<F, T>(
     shared: &Arc<RuntimeShared>,
     (handle, task): (JoinHandle<T>, TaskRef<T, F>),
+    options: Option<Box<SpawnOptions>>,
 ) -> io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     if shared.shutdown.load(Ordering::SeqCst) {
-        drop(Unstarted::new(task)); // cancels it
+        drop(Unstarted::new(task, options)); // cancels it
         return Ok(handle);
     }
     worker::with_worker(|worker| match worker {
         Some(worker) if Arc::ptr_eq(&worker.runtime, shared) => {
-            stack::reserve(shared.stack_size)?;
+            let stack_size = options.as_ref().and_then(|options| options.stack_size);
+            stack::reserve(stack_size.unwrap_or(shared.stack_size))?;
+            let task = Unstarted::new(task, options);
             match worker.placement() {
-                Placement::Here => worker.place(Unstarted::new(task)),
+                Placement::Here => worker.place(task),
                 Placement::Pinned(index) if index == worker.shared.index => {
-                    worker.place_pinned(Unstarted::new(task))
+                    worker.place_pinned(task)
                 }
-                Placement::Pinned(index) => {
-                    shared.workers[index].send_pinned(shared, Unstarted::new(task));
-                }
+                Placement::Pinned(index) => shared.workers[index].send_pinned(shared, task),
             }
             Ok::<(), io::Error>(())
         }
         _ => {
-            shared.place_remote(Unstarted::new(task));
+            shared.place_remote(Unstarted::new(task, options));
             Ok(())
         }
     })?;
@@ -411,14 +413,17 @@ where
 }
 
 /// `try_spawn_on` the calling fiber's runtime, or the global one.
-fn try_spawn_current<F, T>(task: (JoinHandle<T>, TaskRef<T, F>)) -> io::Result<JoinHandle<T>>
+fn try_spawn_current<F, T>(
+    task: (JoinHandle<T>, TaskRef<T, F>),
+    options: Option<Box<SpawnOptions>>,
+) -> io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     worker::with_worker(|worker| match worker {
-        Some(worker) => try_spawn_on(&worker.runtime, task),
-        None => try_spawn_on(&global().shared, task),
+        Some(worker) => try_spawn_on(&worker.runtime, task, options),
+        None => try_spawn_on(&global().shared, task, options),
     })
 }
 
@@ -490,7 +495,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    try_spawn_current(Task::spawned(Some(f)))
+    try_spawn_current(Task::spawned(Some(f)), None)
         .unwrap_or_else(|error| panic!("green::spawn: {error}"))
 }
 
@@ -504,7 +509,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    try_spawn_current(Task::spawned(Some(f)))
+    try_spawn_current(Task::spawned(Some(f)), None)
 }
 
 /// Spawns a fiber running `f`, which need not be `Send`, on the calling fiber's worker,
@@ -536,7 +541,7 @@ where
             panic!("green::spawn_local must be called from a fiber of a green runtime");
         };
         let (handle, task) = Task::<T, ()>::spawned(None);
-        if let Err(error) = worker.start_queued(task, f) {
+        if let Err(error) = worker.start_queued(task, f, None) {
             panic!("green::spawn_local: {error}");
         }
         handle

@@ -57,16 +57,19 @@
 //!                 header and reference count (mod.rs), the park and cancel words with
 //!                 every transition (state.rs), the waker vtable (waker.rs), wait-list
 //!                 registrations (waiter.rs), the join cell and JoinHandle (join.rs),
-//!                 JoinError (error.rs); it reaches its scheduler through `Schedule`
+//!                 JoinError (error.rs); it reaches its scheduler through `Schedule`.
+//!                 public.rs is `green::task`, the layer's public face, which mounts it
 //!   reactor       a polling::Poller per worker: I/O sources, per-direction waiters, timers;
 //!                 and one for waits outside fibers, driven by a thread of its own
 //!   blocking/     the thread pool (pool.rs) and `unblock` on it (mod.rs)
 //!   worker/       one OS thread: the loop and resume (mod.rs), the running fiber's park
 //!                 and yield (current.rs), the typed run queue (queue.rs), what other
 //!                 threads touch (shared.rs), tasks waiting to start (unstarted.rs),
+//!                 the names, ids and stack sizes of the fibers that have them (info.rs),
 //!                 placement, idling and stealing, shutdown
 //!   executor      Runtime, Handle, spawn, run, yield_now; executor/builder.rs Builder,
-//!                 executor/stall.rs the stall monitor
+//!                 executor/stall.rs the stall monitor, executor/task.rs task::Builder
+//!                 and task::current
 //!   block_on      the blocking calls: await_blocking, block_on, JoinHandle::join
 //!   scope         scoped fibers, which borrow from their caller: scope, Scope,
 //!                 ScopedJoinHandle, on top of spawn and join
@@ -100,7 +103,10 @@ mod reactor;
 mod scope;
 pub mod sync;
 mod sys;
-mod task;
+// `green::task` is the task layer's public face (src/task/public.rs), which mounts the
+// layer itself (src/task/mod.rs) and passes its items on to the crate.
+#[path = "task/public.rs"]
+pub mod task;
 #[doc(hidden)]
 pub mod test_support;
 pub mod time;

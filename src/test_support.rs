@@ -76,3 +76,14 @@ pub fn stack_size() -> Option<usize> {
 pub fn worker_count() -> Option<usize> {
     worker::with_worker(|worker| worker.map(|worker| worker.runtime.workers.len()))
 }
+
+/// How many fibers the workers of `runtime` list with a name, an id or a stack size of
+/// their own (see `worker::info`): none once those fibers have ended.
+pub fn listed_fibers(runtime: &Runtime) -> usize {
+    runtime
+        .shared()
+        .workers
+        .iter()
+        .map(|worker| worker.listed_count())
+        .sum()
+}

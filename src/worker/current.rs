@@ -127,17 +127,9 @@ pub(crate) fn current() -> Option<Current> {
     (!current.header.is_null()).then_some(current)
 }
 
-/// The usable part of the running fiber's stack (for `test_support`), if a fiber runs.
-pub(crate) fn current_stack() -> Option<std::ops::Range<usize>> {
-    let current = current()?;
-    let size = super::with_worker(|worker| worker.map(|w| w.runtime.stack_size))?;
-    let top = current.stack_top as usize;
-    Some(top - size..top)
-}
-
 impl Current {
     /// The task header.
-    fn header(&self) -> &Header {
+    pub(super) fn header(&self) -> &Header {
         // A `Current` names the fiber that runs on this thread: `resume` sets `CURRENT` for
         // the fiber it resumes and restores its resumer's after, and a copy kept across
         // user code stays the running fiber's, because a fiber of the user's cannot suspend

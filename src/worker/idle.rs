@@ -381,7 +381,7 @@ mod tests {
     /// A task that nobody joins.
     fn task() -> Unstarted {
         let (_handle, task) = Task::spawned(Some(|| ()));
-        Unstarted::new(task)
+        Unstarted::new(task, None)
     }
 
     /// A sibling as a worker sees it: `ticks` resumes so far, `running` a fiber or not,

@@ -56,6 +56,7 @@
 //! ```text
 //!   worker/mod.rs        the loop, resume, the join shortcut, starting fibers
 //!   worker/current.rs    the fiber running on this thread: park, yield, panic state
+//!   worker/info.rs       names, ids and stack sizes of the fibers that have them
 //!   worker/queue.rs      the run queue and its typed entries
 //!   worker/shared.rs     what other threads touch: injector, task queues, alerts
 //!   worker/unstarted.rs  tasks waiting to start, and how they start or are cancelled
@@ -80,6 +81,7 @@ use crate::task::{CompleteOnDrop, Header, JoinError, NO_CPU, Task, TaskRef};
 
 mod current;
 mod idle;
+mod info;
 mod placement;
 mod queue;
 mod shared;
@@ -90,14 +92,13 @@ use idle::SiblingView;
 use queue::{RunQueue, Runnable, StartQueue};
 
 use current::{CURRENT, Cancelled};
-pub(crate) use current::{
-    Current, current, current_stack, in_fiber, panicking, spawn_near_cpu, spend_io_budget,
-};
+pub(crate) use current::{Current, current, in_fiber, panicking, spawn_near_cpu, spend_io_budget};
+pub(crate) use info::{SpawnOptions, current_stack, current_task};
 pub(crate) use placement::Placement;
 use shared::Message;
 pub(crate) use shared::{RuntimeShared, WorkerShared};
 use shutdown::abandon_task;
-pub(crate) use unstarted::Unstarted;
+pub(crate) use unstarted::{Unstarted, check_task_fits};
 
 /// Resumes between two non-blocking polls of the reactor while fibers keep the worker busy.
 /// A poll that finds nothing costs one system call (see `Reactor::react_now`).
@@ -146,6 +147,9 @@ struct Entry {
     /// Resolves the task as cancelled without the fiber, for a fiber abandoned at a
     /// shutdown's deadline (see `Worker::abandon_fibers`).
     abandon: unsafe fn(*const Header),
+    /// Whether the fiber is listed with a name, an id or a stack size of its own (see
+    /// `info`), to be unlisted when it ends.
+    listed: bool,
 }
 
 thread_local! {
@@ -303,11 +307,11 @@ impl Worker {
         match outcome {
             Resume::Yielded => self.fibers.borrow_mut()[slot].fiber = Some(fiber),
             // The fiber's closure recorded its result in its task.
-            Resume::Finished(()) => self.remove_fiber(slot, fiber),
+            Resume::Finished(()) => self.remove_fiber(id, fiber),
             // Only a destructor that panicked after the task completed (its closure's, or a
             // joiner's waker's) gets here: user code, whose payload is user code too.
             Resume::Panicked(payload) => {
-                self.remove_fiber(slot, fiber);
+                self.remove_fiber(id, fiber);
                 crate::sys::drop_quietly(payload);
             }
         }
@@ -316,10 +320,13 @@ impl Worker {
         }
     }
 
-    /// Removes a finished fiber, whose stack goes back to the pool.
+    /// Removes the finished fiber `id`, whose stack goes back to the pool.
     #[inline(always)]
-    fn remove_fiber(&self, slot: usize, fiber: Fiber<()>) {
-        self.fibers.borrow_mut().remove(slot);
+    fn remove_fiber(&self, id: u64, fiber: Fiber<()>) {
+        let entry = self.fibers.borrow_mut().remove((id & 0xFFFF_FFFF) as usize);
+        if entry.listed {
+            self.unlist(id);
+        }
         self.publish_load();
         drop(fiber);
     }
@@ -393,10 +400,11 @@ impl Worker {
         ours
     }
 
-    /// Creates the fiber for a task on this worker; returns its id. The fiber runs `f`
-    /// and stores its result, a panic or a cancellation in the task, whose reference it
-    /// takes over (no count changes hands). On failure the task comes back with the
-    /// error, for the caller to report; `None` if it was already resolved (cancelled).
+    /// Creates the fiber for a task on this worker, with the task's `options` if it has
+    /// any (its name, its stack size); returns its id. The fiber runs `f` and stores its
+    /// result, a panic or a cancellation in the task, whose reference it takes over (no
+    /// count changes hands). On failure the task comes back with the error, for the caller
+    /// to report; `None` if it was already resolved (cancelled).
     #[allow(clippy::type_complexity)]
     #[inline]
     pub(crate) fn start_fiber<T, B, G>(
@@ -404,30 +412,26 @@ impl Worker {
         task: TaskRef<T, G>,
         closure_size: usize,
         body: B,
+        options: Option<Box<SpawnOptions>>,
     ) -> Result<u64, (std::io::Error, Option<TaskRef<T, G>>)>
     where
         B: FnOnce(&Task<T, G>) -> T + 'static,
         T: Send + 'static,
         G: Send + 'static,
     {
+        let stack_size = match &options {
+            Some(options) => options.stack_size.unwrap_or(self.runtime.stack_size),
+            None => self.runtime.stack_size,
+        };
         // The fiber's closure holds the task and `body`, and the user's closure (in `body`,
         // or in the task, of `closure_size` bytes) must fit the stack too: check before the
-        // task moves into it (with room for the closure's padding).
-        let (size, align) = (
-            std::mem::size_of::<(CompleteOnDrop<T, G>, B)>().max(closure_size),
-            std::mem::align_of::<(CompleteOnDrop<T, G>, B)>(),
-        );
-        if !crate::fiber::closure_fits(size + align, align, self.runtime.stack_size) {
-            let error = std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "a fiber closure of {size} bytes does not fit a stack of {} bytes",
-                    self.runtime.stack_size
-                ),
-            );
+        // task moves into it.
+        let size = std::mem::size_of::<(CompleteOnDrop<T, G>, B)>().max(closure_size);
+        let align = std::mem::align_of::<(CompleteOnDrop<T, G>, B)>();
+        if let Err(error) = check_closure_fits(size, align, stack_size) {
             return Err((error, Some(task)));
         }
-        let stack = match stack::take(self.runtime.stack_size) {
+        let stack = match stack::take(stack_size) {
             Ok(stack) => stack,
             Err(error) => return Err((error, Some(task))),
         };
@@ -445,7 +449,7 @@ impl Worker {
             task.header.state.request_cancel();
         }
         let guard = CompleteOnDrop(task);
-        let fiber = Fiber::with_stack(stack, move |_: &Suspender| {
+        let mut fiber = Fiber::with_stack(stack, move |_: &Suspender| {
             let guard = guard;
             if guard.0.header.state.cancel_pending() {
                 // Aborted (or shut down) first: the guard drops the closure and reports
@@ -464,12 +468,20 @@ impl Worker {
         })
         // Checked above; should it fail anyway, the dropped closure cancelled the task.
         .map_err(|error| (error, None))?;
+        let listed = match options {
+            Some(options) => {
+                self.list(id, *options, &mut fiber);
+                true
+            }
+            None => false,
+        };
         let mut fibers = self.fibers.borrow_mut();
         let key = fibers.insert(Entry {
             fiber: Some(fiber),
             generation,
             header,
             abandon: abandon_task::<T, G>,
+            listed,
         });
         debug_assert_eq!(key, slot);
         drop(fibers);
@@ -477,8 +489,14 @@ impl Worker {
         Ok(id)
     }
 
-    /// Creates a fiber for a task and queues it behind the runnable ones.
-    pub(crate) fn start_queued<T, F, G>(&self, task: TaskRef<T, G>, f: F) -> std::io::Result<()>
+    /// Creates a fiber for a task, with `options` if it has any, and queues it behind the
+    /// runnable ones.
+    pub(crate) fn start_queued<T, F, G>(
+        &self,
+        task: TaskRef<T, G>,
+        f: F,
+        options: Option<Box<SpawnOptions>>,
+    ) -> std::io::Result<()>
     where
         F: FnOnce() -> T + 'static,
         T: Send + 'static,
@@ -486,11 +504,36 @@ impl Worker {
     {
         let size = std::mem::size_of::<F>();
         let id = self
-            .start_fiber(task, size, move |_| f())
+            .start_fiber(task, size, move |_| f(), options)
             .map_err(|(error, _)| error)?;
         self.queue.borrow_mut().push_fiber(id);
         Ok(())
     }
+}
+
+/// Checks that a fiber closure of `size` bytes aligned to `align` (with room for its
+/// padding) fits a stack of `stack_size` bytes; `InvalidInput` if not.
+#[inline(always)]
+pub(crate) fn check_closure_fits(
+    size: usize,
+    align: usize,
+    stack_size: usize,
+) -> std::io::Result<()> {
+    if crate::fiber::closure_fits(size + align, align, stack_size) {
+        Ok(())
+    } else {
+        Err(closure_too_large(size, stack_size))
+    }
+}
+
+/// The error of `check_closure_fits`.
+#[cold]
+#[inline(never)]
+fn closure_too_large(size: usize, stack_size: usize) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("a fiber closure of {size} bytes does not fit a stack of {stack_size} bytes"),
+    )
 }
 
 /// The worker's loop on its thread: `WORKER` points at the worker exactly while it lives.

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crossbeam_queue::SegQueue;
 
+use super::info::Listed;
 use super::queue::StartQueue;
 use super::{NOT_RUNNING, Unstarted, WORKER};
 use crate::blocking::pool::Pool;
@@ -65,6 +66,9 @@ pub(crate) struct WorkerShared {
     /// The CPU the worker's thread ran on when it last looked (`NO_CPU` before), for
     /// placing connections near the CPU that receives their packets.
     pub(crate) cpu: AtomicUsize,
+    /// The worker's fibers that have a name, an id or a stack size of their own (see
+    /// `worker::info`), for the worker, its fibers and the stall monitor.
+    pub(super) listed: Listed,
 }
 
 impl WorkerShared {
@@ -84,6 +88,7 @@ impl WorkerShared {
             running: AtomicU64::new(NOT_RUNNING),
             load: AtomicUsize::new(0),
             cpu: AtomicUsize::new(NO_CPU),
+            listed: Listed::default(),
         })
     }
 

@@ -104,6 +104,7 @@ impl Worker {
         self.runtime
             .abandoned
             .fetch_add(left.len(), Ordering::SeqCst);
+        self.unlist_all();
         for entry in left {
             std::mem::forget(entry.fiber);
             // SAFETY: the fiber is never resumed again, and its closure's reference, leaked

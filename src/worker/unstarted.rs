@@ -1,18 +1,34 @@
 //! Tasks that wait to start: any worker may start one (then its fiber stays there), and
 //! one dropped unstarted is cancelled.
 
+use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 
-use super::Worker;
-use crate::task::{Header, JoinError, Task, TaskRef};
+use super::{SpawnOptions, Worker, check_closure_fits};
+use crate::task::{CompleteOnDrop, Header, JoinError, Task, TaskRef};
 
 /// A spawned task waiting to start, with one reference to it; any worker may start it.
 /// Cancelled if dropped unstarted (at shutdown).
+///
+/// Three words: the spawn queues' blocks of them then stay small enough for the
+/// allocator's per-thread cache (glibc's tcache takes up to 1032 bytes).
 pub(crate) struct Unstarted {
     /// The task's header; `None` once started or cancelled.
     task: Option<NonNull<Header>>,
-    /// Creates the task's fiber on a worker; returns its id.
-    start: unsafe fn(NonNull<Header>, &Worker) -> Option<u64>,
+    /// What the task was spawned with beyond its closure (`green::task::Builder`), if
+    /// anything.
+    options: Option<Box<SpawnOptions>>,
+    /// The functions for the task's type.
+    vtable: &'static Vtable,
+}
+
+const _: () = assert!(std::mem::size_of::<Unstarted>() == 3 * std::mem::size_of::<usize>());
+
+/// What an [`Unstarted`] does with its task, whose type only these functions know.
+struct Vtable {
+    /// Creates the task's fiber on a worker, with its options; returns its id.
+    #[allow(clippy::type_complexity)]
+    start: unsafe fn(NonNull<Header>, Option<Box<SpawnOptions>>, &Worker) -> Option<u64>,
     /// Drops the closure and resolves the task as cancelled.
     cancel: unsafe fn(NonNull<Header>),
 }
@@ -22,15 +38,21 @@ pub(crate) struct Unstarted {
 unsafe impl Send for Unstarted {}
 
 impl Unstarted {
-    pub(crate) fn new<T, F>(task: TaskRef<T, F>) -> Unstarted
+    /// A task waiting to start, with `options` if it was spawned with any.
+    pub(crate) fn new<T, F>(task: TaskRef<T, F>, options: Option<Box<SpawnOptions>>) -> Unstarted
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
         Unstarted {
             task: Some(task.into_header()),
-            start: start_task::<T, F>,
-            cancel: cancel_task::<T, F>,
+            options,
+            vtable: &const {
+                Vtable {
+                    start: start_task::<T, F>,
+                    cancel: cancel_task::<T, F>,
+                }
+            },
         }
     }
 
@@ -41,10 +63,13 @@ impl Unstarted {
     }
 
     /// Starts the task on `worker`.
-    pub(super) fn start(mut self, worker: &Worker) -> Option<u64> {
-        let task = self.task.take()?;
+    pub(super) fn start(self, worker: &Worker) -> Option<u64> {
+        // Taken apart, not dropped: nothing is left to drop once the task and its options
+        // are handed over.
+        let mut this = ManuallyDrop::new(self);
+        let (task, options) = (this.task.take(), this.options.take());
         // SAFETY: `start` is the function for this task's type, and the reference is ours.
-        unsafe { (self.start)(task, worker) }
+        task.and_then(|task| unsafe { (this.vtable.start)(task, options, worker) })
     }
 }
 
@@ -54,7 +79,7 @@ impl Drop for Unstarted {
     /// closed): a panic in it is caught and reported, and the task still resolves.
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
-            let cancel = self.cancel;
+            let cancel = self.vtable.cancel;
             crate::sys::catch_and_report("the destructor of a task that never started", || {
                 // SAFETY: `cancel` is the function for this task's type, and the reference
                 // is ours.
@@ -70,7 +95,11 @@ impl Drop for Unstarted {
 ///
 /// `header` heads a `Task<T, F>`, and the caller hands over its reference, popped from a
 /// queue by this worker (once).
-unsafe fn start_task<T, F>(header: NonNull<Header>, worker: &Worker) -> Option<u64>
+unsafe fn start_task<T, F>(
+    header: NonNull<Header>,
+    options: Option<Box<SpawnOptions>>,
+    worker: &Worker,
+) -> Option<u64>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -86,7 +115,7 @@ where
         let f = unsafe { task.take_closure() };
         f.expect("a task's closure is taken once, by its fiber")()
     };
-    match worker.start_fiber(task, std::mem::size_of::<F>(), body) {
+    match worker.start_fiber(task, std::mem::size_of::<F>(), body, options) {
         Ok(id) => Some(id),
         Err((error, task)) => {
             if let Some(task) = task {
@@ -105,6 +134,22 @@ where
             None
         }
     }
+}
+
+/// Checks at spawn what `start_task` checks when the task starts (see
+/// `Worker::start_fiber`): that a task's closure, `F`, fits a stack of `stack_size` bytes
+/// (with the task's reference beside it; its body captures nothing).
+pub(crate) fn check_task_fits<T, F>(stack_size: usize) -> std::io::Result<()>
+where
+    F: Send + 'static,
+    T: Send + 'static,
+{
+    let size = std::mem::size_of::<CompleteOnDrop<T, F>>().max(std::mem::size_of::<F>());
+    check_closure_fits(
+        size,
+        std::mem::align_of::<CompleteOnDrop<T, F>>(),
+        stack_size,
+    )
 }
 
 /// `Unstarted`'s drop for a `Task<T, F>`.

@@ -289,7 +289,7 @@ pub(crate) fn resident_bytes_in(range: std::ops::Range<usize>) -> io::Result<usi
 }
 
 /// Checks a requested stack size and rounds it up to whole pages.
-pub(super) fn checked_size(size: usize) -> io::Result<usize> {
+pub(crate) fn checked_size(size: usize) -> io::Result<usize> {
     if size < MIN_STACK_SIZE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
