@@ -86,6 +86,26 @@ fn fiber_overflow_is_reported_and_aborts() {
     assert!(stderr.contains("help: give it a larger stack"), "{stderr}");
 }
 
+fn a_stall_warning_names_its_task() {
+    let (exit, stderr) = in_child(|| {
+        let runtime = green::Runtime::builder()
+            .workers(1)
+            .stall_warning(std::time::Duration::from_millis(20))
+            .build()
+            .unwrap();
+        runtime.run(|| {
+            let hog = green::task::Builder::new()
+                .name("hog")
+                .spawn(|| std::thread::sleep(std::time::Duration::from_millis(300)))
+                .unwrap();
+            hog.join().unwrap();
+        });
+    });
+    assert_eq!(exit, Exit::Code(0), "stderr: {stderr}");
+    assert!(stderr.contains("green: fiber 'hog' ("), "{stderr}");
+    assert!(stderr.contains("without suspending"), "{stderr}");
+}
+
 fn unnamed_fiber_overflow_names_its_stack() {
     let (exit, stderr) = in_child(|| {
         let mut fiber = Fiber::new(|_| recurse_forever(0)).unwrap();
@@ -420,6 +440,10 @@ fn main() {
         (
             "fiber_overflow_is_reported_and_aborts",
             fiber_overflow_is_reported_and_aborts,
+        ),
+        (
+            "a_stall_warning_names_its_task",
+            a_stall_warning_names_its_task,
         ),
         (
             "unnamed_fiber_overflow_names_its_stack",

@@ -1,12 +1,13 @@
 //! `green::task::Builder` and `green::task::current`: names, ids and stack sizes of
-//! fibers.
+//! fibers. The stack overflow message and the stall warning on stderr, which need a child
+//! process, are in tests/process.rs.
 
 mod common;
 
 use std::hint::black_box;
 use std::io::ErrorKind;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -354,4 +355,38 @@ fn ended_tasks_leave_nothing_listed() {
         }
     });
     assert_eq!(test_support::listed_fibers(&runtime), 0);
+}
+
+#[test]
+fn a_stall_report_names_its_task() {
+    let (reports_tx, reports_rx) = mpsc::channel();
+    let runtime = green::Runtime::builder()
+        .workers(2)
+        .stall_warning(Duration::from_millis(20))
+        .on_stall(move |report| drop(reports_tx.send(report.clone())))
+        .build()
+        .unwrap();
+    let report = runtime.run(move || {
+        Builder::new()
+            .name("hog")
+            .spawn(move || {
+                // Blocks its worker's thread until the monitor has reported it (other
+                // fibers may be reported too, when the OS leaves their thread waiting).
+                loop {
+                    let report = reports_rx.recv_timeout(Duration::from_secs(10));
+                    match report {
+                        Ok(report) if report.name.as_deref() == Some("hog") => break Some(report),
+                        Ok(_) => continue,
+                        Err(_) => break None,
+                    }
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+    let report = report.expect("the hog was not reported");
+    let line = report.to_string();
+    assert!(line.starts_with("green: fiber 'hog' ("), "{line}");
+    assert!(line.contains("without suspending"), "{line}");
 }

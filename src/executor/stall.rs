@@ -1,6 +1,7 @@
 //! The stall monitor: a thread that reports a fiber running too long without suspending
 //! (see `Builder::stall_warning`).
 
+use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,26 +10,61 @@ use crate::sys::lock;
 use crate::worker::{NOT_RUNNING, RuntimeShared};
 
 /// What the stall monitor reports: a fiber that ran too long without suspending.
+///
+/// Its `Display` is the line the monitor prints on stderr when no hook is set
+/// ([`Builder::on_stall`](crate::Builder::on_stall)):
+///
+/// ```text
+/// green: fiber 'conn-42' (3:17) has run on worker 1 for 102ms without suspending; ...
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+///
+/// let (reports, reported) = mpsc::channel();
+/// let runtime = green::Runtime::builder()
+///     .stall_warning(Duration::from_millis(20))
+///     .on_stall(move |report| drop(reports.send(report.clone())))
+///     .build()
+///     .unwrap();
+/// runtime.run(move || {
+///     let hog = green::task::Builder::new().name("hog").spawn(move || {
+///         // Blocks its worker's thread until the monitor has reported it.
+///         reported.recv_timeout(Duration::from_secs(10)).unwrap()
+///     });
+///     let report = hog.unwrap().join().unwrap();
+///     assert_eq!(report.name.as_deref(), Some("hog"));
+///     assert!(report.to_string().starts_with("green: fiber 'hog' ("));
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct StallReport {
     /// The fiber's id on its worker (slot and generation).
     pub fiber: u64,
+    /// The name its task was spawned with ([`task::Builder::name`](crate::task::Builder::name)),
+    /// if any, and if the fiber had not ended when the monitor looked it up.
+    pub name: Option<Arc<str>>,
     /// The worker's index in its runtime.
     pub worker: usize,
     /// How long the fiber has run so far without suspending (at least).
     pub running_for: Duration,
 }
 
-impl std::fmt::Display for StallReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for StallReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (slot, generation) = (self.fiber & 0xFFFF_FFFF, self.fiber >> 32);
+        match &self.name {
+            Some(name) => write!(f, "green: fiber '{name}' ({slot}:{generation})")?,
+            None => write!(f, "green: fiber {slot}:{generation}")?,
+        }
         write!(
             f,
-            "green: fiber {}:{} has run on worker {} for {:?} without suspending; it blocks \
-             every other fiber of that worker (move blocking work into green::unblock)",
-            self.fiber & 0xFFFF_FFFF,
-            self.fiber >> 32,
-            self.worker,
-            self.running_for,
+            " has run on worker {} for {:?} without suspending; it blocks every other fiber \
+             of that worker (move blocking work into green::unblock)",
+            self.worker, self.running_for,
         )
     }
 }
@@ -106,6 +142,7 @@ pub(crate) fn monitor_stalls(
             if let Some(running_for) = watched.look(ticks, running, now, threshold) {
                 report(&StallReport {
                     fiber: running,
+                    name: worker.name_of(running),
                     worker: worker.index,
                     running_for,
                 });

@@ -16,8 +16,8 @@ use crate::worker::{self, SpawnOptions, check_task_fits};
 /// Options for a new fiber: a name and a stack size. Like
 /// [`std::thread::Builder`], for fibers.
 ///
-/// The name appears where green speaks of the fiber: the stack overflow message, and
-/// [`current`] in the fiber itself. A
+/// The name appears where green speaks of the fiber: the stack overflow message, the stall
+/// warning ([`StallReport`](crate::StallReport)), and [`current`] in the fiber itself. A
 /// stack size replaces the runtime's ([`crate::Builder::stack_size`]) for this fiber only;
 /// stacks of every size come from the same process-wide pool.
 ///

@@ -7,8 +7,8 @@
 //! * [`current`] tells the running task its [`Id`] and name ([`Current`]);
 //! * [`JoinHandle`] and [`JoinError`] (also at the crate's root) wait for a fiber's result.
 //!
-//! A name shows where green speaks of a fiber: the stack overflow message, and
-//! [`current`].
+//! A name shows where green speaks of a fiber: the stack overflow message, the stall
+//! warning ([`crate::Builder::stall_warning`]), and [`current`].
 //!
 //! ```
 //! use green::task;

@@ -46,6 +46,11 @@ pub(crate) struct Listed(Mutex<HashMap<u64, FiberInfo>>);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl WorkerShared {
+    /// The name of the fiber `fiber` ((slot, generation) id), if it is listed with one.
+    pub(crate) fn name_of(&self, fiber: u64) -> Option<Arc<str>> {
+        lock(&self.listed.0).get(&fiber)?.name.clone()
+    }
+
     /// How many fibers are listed (for `test_support`).
     pub(crate) fn listed_count(&self) -> usize {
         lock(&self.listed.0).len()
