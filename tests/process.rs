@@ -86,6 +86,29 @@ fn fiber_overflow_is_reported_and_aborts() {
     assert!(stderr.contains("help: give it a larger stack"), "{stderr}");
 }
 
+fn a_task_overflowing_its_stack_is_reported_by_its_name() {
+    let (exit, stderr) = in_child(|| {
+        let runtime = green::Runtime::builder().workers(1).build().unwrap();
+        runtime.run(|| {
+            let task = green::task::Builder::new()
+                .name("conn-42")
+                .stack_size(64 * 1024)
+                .spawn(|| recurse_forever(0))
+                .unwrap();
+            let _ = task.join();
+        });
+    });
+    assert_eq!(exit, Exit::Signal(libc::SIGABRT), "stderr: {stderr}");
+    assert!(
+        stderr.contains("fiber 'conn-42' has overflowed its stack of 65536 bytes (64 KiB)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("green::task::Builder::stack_size for one task"),
+        "{stderr}"
+    );
+}
+
 fn a_stall_warning_names_its_task() {
     let (exit, stderr) = in_child(|| {
         let runtime = green::Runtime::builder()
@@ -440,6 +463,10 @@ fn main() {
         (
             "fiber_overflow_is_reported_and_aborts",
             fiber_overflow_is_reported_and_aborts,
+        ),
+        (
+            "a_task_overflowing_its_stack_is_reported_by_its_name",
+            a_task_overflowing_its_stack_is_reported_by_its_name,
         ),
         (
             "a_stall_warning_names_its_task",

@@ -51,7 +51,8 @@ pub(crate) struct Guard {
     high: usize,
     /// Usable size of the stack, for the message.
     stack_size: usize,
-    /// The fiber's name, if it has one.
+    /// The fiber's name, if it has one: `Fiber::set_name`'s, which a runtime's worker sets
+    /// to its task's name (`green::task::Builder::name`).
     pub(crate) name: Option<Box<str>>,
     /// The guard registered on this thread before this one, or null: the handler walks the
     /// list through this link.
@@ -298,7 +299,7 @@ extern "C" fn handler(signal: libc::c_int, info: *mut libc::siginfo_t, context: 
 /// (alternate) stack and writes it with `write(2)`.
 fn report_overflow(guard: &Guard) -> ! {
     let mut message = Buffer {
-        bytes: [0; 512],
+        bytes: [0; 1024],
         len: 0,
     };
     let mut thread = [0u8; 17];
@@ -314,8 +315,9 @@ fn report_overflow(guard: &Guard) -> ! {
     let _ = write!(
         message,
         " has overflowed its stack of {} bytes ({} KiB)\n\
-         help: give it a larger stack, e.g. Fiber::with_stack_size or \
-         green::Builder::stack_size; the default is 256 KiB\n\
+         help: give it a larger stack: green::task::Builder::stack_size for one task, \
+         green::Builder::stack_size for a runtime's, Fiber::with_stack_size for a fiber of \
+         your own; the default is 256 KiB\n\
          fatal runtime error: fiber stack overflow, aborting\n",
         guard.stack_size,
         guard.stack_size / 1024,
@@ -334,7 +336,7 @@ fn report_overflow(guard: &Guard) -> ! {
 /// A fixed buffer that `write!` fills without allocating; output past its end is dropped.
 struct Buffer {
     /// The bytes written so far, then zeros.
-    bytes: [u8; 512],
+    bytes: [u8; 1024],
     /// How many bytes are written.
     len: usize,
 }
