@@ -859,7 +859,13 @@ fn a_fiber_that_parks_right_after_it_starts_touches_one_page_of_its_stack() {
     // bookkeeping included) fit the stack's top page, so that a million parked fibers
     // cost a page of stack each, in debug builds too.
     const FIBERS: usize = 100;
-    let runtime = green::Runtime::builder().workers(1).build().unwrap();
+    // A stack size of its own: the pool hands out warm stacks, and a stack that served
+    // another test's deeper fiber would still hold its pages.
+    let runtime = green::Runtime::builder()
+        .workers(1)
+        .stack_size(136 * 1024)
+        .build()
+        .unwrap();
     let resident = runtime.run(|| {
         let parked = Arc::new(AtomicUsize::new(0));
         let (senders, fibers): (Vec<_>, Vec<_>) = (0..FIBERS)
