@@ -408,8 +408,18 @@ impl<T: 'static> Fiber<T> {
         let closure = closure as *mut u8;
         // SAFETY: the guard's and the closure's places lie inside the stack below the
         // header, apart and aligned (GUARD_SIZE is a multiple of 16); the initial frame fits
-        // below them (checked above). The guard stays in place until `drop` unregisters it.
+        // below them (checked above). `init` comes first, before anything is written to the
+        // stack, and `drop` releases the context. The guard stays in place until `drop`
+        // unregisters it.
         let context = unsafe {
+            let context = context::init(
+                stack.bottom(),
+                top,
+                closure,
+                entry::<F, T, SHARED_FLOAT_CONTROL>,
+                closure,
+                SHARED_FLOAT_CONTROL,
+            );
             guard.write(Guard::new(
                 stack.guard().start,
                 stack.guard().end,
@@ -417,13 +427,7 @@ impl<T: 'static> Fiber<T> {
             ));
             overflow::register(guard);
             closure.cast::<F>().write(f);
-            context::init(
-                top,
-                closure,
-                entry::<F, T, SHARED_FLOAT_CONTROL>,
-                closure,
-                SHARED_FLOAT_CONTROL,
-            )
+            context
         };
         // SAFETY: `guard` lies inside the stack, so it is not null.
         let guard = unsafe { NonNull::new_unchecked(guard) };
@@ -563,10 +567,12 @@ impl<T> Drop for Fiber<T> {
             State::Finished => {}
         }
         // SAFETY: registered by `with_stack` on this thread (a `Fiber` never leaves it) and
-        // not since; the guard is not used after this point.
+        // not since; the guard is not used after this point. The fiber has finished or never
+        // started, so it is not resumed again.
         unsafe {
             overflow::unregister(self.guard.as_ptr());
             ptr::drop_in_place(self.guard.as_ptr());
+            context::release(&self.context);
         }
         // SAFETY: `stack` is not used after this point.
         let stack = unsafe { ManuallyDrop::take(&mut self.stack) };
@@ -611,6 +617,8 @@ unsafe extern "C" fn entry<F, T, const SHARED_FLOAT_CONTROL: bool>(
 where
     F: FnOnce(&Suspender) -> T,
 {
+    // SAFETY: we are the entry of the fiber of `stack_top`, and nothing ran before.
+    unsafe { context::entered(stack_top) };
     debug_assert_eq!(message, MSG_RESUME);
     // SAFETY: the closure was written at `data` by `with_stack` and is read exactly once.
     let f = unsafe { data.cast::<F>().read() };
@@ -626,15 +634,13 @@ where
     let result: Result<T, Payload> = panic::catch_unwind(AssertUnwindSafe(|| f(&suspender)));
     let result = ManuallyDrop::new(result);
     // SAFETY: we run on the fiber of `stack_top`. The resumer moves the result out of this
-    // frame, which stays intact because the fiber is never resumed again.
+    // frame, which stays intact because the fiber is never resumed again: `resume` refuses
+    // to resume a finished fiber.
     unsafe {
-        context::suspend(
+        context::exit(
             &*result as *const Result<T, Payload> as usize,
             stack_top,
             SHARED_FLOAT_CONTROL,
         )
-    };
-    // A finished fiber is never resumed: `resume` refuses to.
-    eprintln!("green: a finished fiber was resumed, aborting");
-    std::process::abort();
+    }
 }

@@ -9,6 +9,8 @@
 //!   register-level work is done per architecture ([`x86_64`](self), `riscv64`,
 //!   `aarch64`), chosen by `cfg` below.
 //! * [`overflow`]: the SIGSEGV/SIGBUS handler that turns a guard-page hit into a message.
+//! * [`sanitizer`]: the calls that tell AddressSanitizer and ThreadSanitizer about each
+//!   switch, in builds for them (`--cfg green_asan`, `--cfg green_tsan`); empty otherwise.
 //!
 //! # The header at the top of every stack
 //!
@@ -21,6 +23,8 @@
 //!   | flags              (top - 16)  |  bit 0: the fiber shares the thread's floating-point
 //!   |                                |  control state (x86_64 only; see `init`); written by
 //!   |                                |  `init`, read by the switch on both sides
+//!   | sanitizer state                |  only in builds for ASan or TSan, else no bytes at
+//!   |                                |  all ([`sanitizer`])
 //!   +--------------------------------+  top - HEADER_SIZE
 //!   | the fiber's overflow `Guard`,  |  placed by `Fiber::with_stack`; the guard stays
 //!   | then its closure               |  registered until the fiber drops, the closure is
@@ -54,6 +58,7 @@
 //! `ret` to the resumer only matches its `call` if no `call` of our own came in between.
 
 pub(crate) mod overflow;
+pub(crate) mod sanitizer;
 pub mod stack;
 
 #[cfg(target_arch = "x86_64")]
@@ -88,8 +93,9 @@ const FLAGS: usize = 16;
 /// Flag: the switch neither saves nor restores the floating-point control state of this
 /// fiber, which runs with (and leaves behind) whatever its thread's is.
 const FLAG_SHARED_FLOAT_CONTROL: usize = 1;
-/// Bytes reserved at the top of each stack: the parent link and the flags word.
-pub(crate) const HEADER_SIZE: usize = 16;
+/// Bytes reserved at the top of each stack: the parent link, the flags word and the
+/// sanitizer state (no bytes unless built for a sanitizer).
+pub(crate) const HEADER_SIZE: usize = 16 + sanitizer::STATE_SIZE;
 /// Bytes of the initial frame on this architecture.
 pub(crate) const INITIAL_FRAME_SIZE: usize = arch::INITIAL_FRAME_SIZE;
 
@@ -110,7 +116,8 @@ pub(crate) struct Context {
 }
 
 /// Lays out the initial frame so that the first [`resume`] of the returned context calls
-/// `entry(arg, stack_top, data)` on that stack.
+/// `entry(arg, stack_top, data)` on that stack. The entry must call [`entered`] first and
+/// leave by [`exit`].
 ///
 /// With `shared_float_control`, the switch leaves the floating-point control state alone
 /// for this fiber: it is the thread's, as riscv64's `fcsr` always is. Otherwise each side
@@ -118,12 +125,17 @@ pub(crate) struct Context {
 /// the x87 control word callee-saved. Only x86_64 has such state in its call contract, so
 /// elsewhere the flag changes nothing.
 ///
+/// Call it before anything else is written to the stack: in builds for a sanitizer it
+/// clears what an earlier fiber left in the sanitizer's view of the stack. Once the fiber
+/// is gone, call [`release`].
+///
 /// # Safety
 ///
-/// `stack_top` must be the 16-byte aligned top of a writable stack; `frame_top` must be
-/// 16-byte aligned, at most `stack_top - HEADER_SIZE`, with at least
-/// `INITIAL_FRAME_SIZE` writable bytes below it.
+/// `stack_bottom..stack_top` must be a writable stack that nothing else uses, `stack_top`
+/// 16-byte aligned; `frame_top` must be 16-byte aligned, at most `stack_top -
+/// HEADER_SIZE`, with at least `INITIAL_FRAME_SIZE` writable bytes below it.
 pub(crate) unsafe fn init(
+    stack_bottom: *mut u8,
     stack_top: *mut u8,
     frame_top: *mut u8,
     entry: Entry,
@@ -132,6 +144,8 @@ pub(crate) unsafe fn init(
 ) -> Context {
     debug_assert_eq!(stack_top as usize % 16, 0);
     debug_assert_eq!(frame_top as usize % 16, 0);
+    // SAFETY: as the caller guarantees; the state goes in the header, below the flags.
+    unsafe { sanitizer::prepare(stack_bottom, stack_top) };
     let flags = if shared_float_control {
         FLAG_SHARED_FLOAT_CONTROL
     } else {
@@ -157,12 +171,27 @@ pub(crate) unsafe fn init(
 /// started, or never resumed since it finished): not running on this or any other thread.
 #[inline(always)]
 pub(crate) unsafe fn resume(context: &mut Context, arg: usize) -> usize {
+    // SAFETY: the fiber is about to be resumed, and its stack was prepared by `init`.
+    let resumer = unsafe { sanitizer::before_resume(context.stack_top) };
     // SAFETY: `stack_pointer` holds a frame saved by `init` or by `suspend`, and the fiber
     // is not running, as the caller guarantees.
     let (reply, stack_pointer) =
         unsafe { arch::resume(arg, context.stack_top, context.stack_pointer) };
+    sanitizer::after_resume(resumer);
     context.stack_pointer = stack_pointer;
     reply
+}
+
+/// Tells the sanitizers, in builds for one, that the fiber of `context` is gone (see
+/// [`sanitizer`]); does nothing otherwise.
+///
+/// # Safety
+///
+/// The fiber must not be running, and never be resumed again.
+#[inline(always)]
+pub(crate) unsafe fn release(context: &Context) {
+    // SAFETY: as the caller guarantees; `init` prepared the stack.
+    unsafe { sanitizer::release(context.stack_top) }
 }
 
 /// Switches from the running fiber back to whoever resumed it, handing it `arg`; returns the
@@ -181,6 +210,51 @@ pub(crate) unsafe fn suspend(arg: usize, stack_top: *mut u8, shared_float_contro
         let in_header = unsafe { shares_float_control(stack_top) };
         debug_assert_eq!(in_header, shared_float_control);
     }
+    // SAFETY: we run on that fiber, which was entered or resumed since it last left.
+    unsafe { sanitizer::before_suspend(stack_top) };
+    // SAFETY: as the caller guarantees.
+    let message = unsafe { switch_out(arg, stack_top, shared_float_control) };
+    // SAFETY: we run on that fiber again, right after the switch back into it.
+    unsafe { sanitizer::after_suspend(stack_top) };
+    message
+}
+
+/// Completes the first switch into a fiber, for the sanitizers in builds for one (see
+/// [`sanitizer`]); does nothing otherwise. The fiber's entry calls it before anything else.
+///
+/// # Safety
+///
+/// Must be called on the fiber whose stack top is `stack_top`, at its entry.
+#[inline(always)]
+pub(crate) unsafe fn entered(stack_top: *mut u8) {
+    // SAFETY: as the caller guarantees.
+    unsafe { sanitizer::entered(stack_top) }
+}
+
+/// Switches from the running fiber back to whoever resumed it for the last time, handing
+/// it `arg`: the fiber has finished and its stack holds nothing that will run again.
+///
+/// # Safety
+///
+/// As [`suspend`]; the fiber must never be resumed again (if it is, the process aborts).
+#[inline(always)]
+pub(crate) unsafe fn exit(arg: usize, stack_top: *mut u8, shared_float_control: bool) -> ! {
+    // SAFETY: we run on that fiber, which was entered or resumed since it last left, and
+    // it never runs again.
+    unsafe { sanitizer::before_exit(stack_top) };
+    // SAFETY: as the caller guarantees.
+    unsafe { switch_out(arg, stack_top, shared_float_control) };
+    eprintln!("green: a finished fiber was resumed, aborting");
+    std::process::abort();
+}
+
+/// The switch of [`suspend`] and [`exit`], without the sanitizers' calls.
+///
+/// # Safety
+///
+/// As [`suspend`].
+#[inline(always)]
+unsafe fn switch_out(arg: usize, stack_top: *mut u8, shared_float_control: bool) -> usize {
     // SAFETY: we run on that fiber, so the parent link was written by the `resume` that
     // started this run of it and the resumer is blocked inside it; the flag is the fiber's,
     // so this side agrees with its continuation or trampoline on the control state.
