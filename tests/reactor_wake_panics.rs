@@ -52,18 +52,21 @@ fn a_timer_waker_that_panics_in_wake_leaves_the_worker_running() {
         let waker = Waker::from(panicking.clone());
         runtime.run(move || {
             // Both due at once, the panicking one first (registered first): the same
-            // round of the reactor wakes both.
-            let deadline = Instant::now() + Duration::from_millis(20);
-            let mut trap = Timer::at(deadline);
-            let mut ours = Timer::at(deadline);
-            let mut registered = false;
+            // round of the reactor wakes both. Made and registered in the first poll,
+            // again if a slow machine let the deadline pass before the trap's poll.
+            let mut timers: Option<(Timer, Timer)> = None;
             green::await_blocking(poll_fn(|cx| {
-                if !registered {
-                    registered = true;
-                    let mut trap_cx = Context::from_waker(&waker);
-                    assert!(Pin::new(&mut trap).poll(&mut trap_cx).is_pending());
-                }
-                Pin::new(&mut ours).poll(cx).map(drop)
+                let (_trap, ours) = timers.get_or_insert_with(|| {
+                    loop {
+                        let deadline = Instant::now() + Duration::from_millis(20);
+                        let mut trap = Timer::at(deadline);
+                        let mut trap_cx = Context::from_waker(&waker);
+                        if Pin::new(&mut trap).poll(&mut trap_cx).is_pending() {
+                            break (trap, Timer::at(deadline));
+                        }
+                    }
+                });
+                Pin::new(ours).poll(cx).map(drop)
             }));
         });
         assert_eq!(panicking.wakes.load(Ordering::SeqCst), 1);

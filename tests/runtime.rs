@@ -351,12 +351,21 @@ fn a_sleeping_fiber_does_not_block_the_others() {
     let order = run_with_watchdog(|| {
         let log = Arc::new(Mutex::new(Vec::new()));
         let sleeper_log = log.clone();
+        // The sleeper sleeps until the other fiber has run (a fixed sleep would race a
+        // slow machine); were a sleeping fiber to block the others, the watchdog fires.
+        let busy_done = Arc::new(AtomicBool::new(false));
+        let sleeper_sees = busy_done.clone();
         let sleeper = green::spawn(move || {
-            green::sleep(Duration::from_millis(20));
+            while !sleeper_sees.load(Ordering::SeqCst) {
+                green::sleep(Duration::from_millis(1));
+            }
             sleeper_log.lock().unwrap().push("sleeper");
         });
         let busy_log = log.clone();
-        let busy = green::spawn(move || busy_log.lock().unwrap().push("busy"));
+        let busy = green::spawn(move || {
+            busy_log.lock().unwrap().push("busy");
+            busy_done.store(true, Ordering::SeqCst);
+        });
         busy.join().unwrap();
         sleeper.join().unwrap();
         Arc::try_unwrap(log).unwrap().into_inner().unwrap()
