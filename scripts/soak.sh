@@ -16,7 +16,7 @@
 # measured load stays below that peak, and what is left to grow is what leaks.
 # The server's RSS (VmRSS) and open descriptors are sampled every 10 s under the measured
 # load, and once more 4 s before its end. A sample is the least RSS seen over 2 s: the
-# stacks of the fibers running at that instant swing RSS by up to 10% within a second,
+# stacks of the fibers running at that instant swing RSS by up to 15% within a second,
 # while leaked memory is never given back and so is in the minimum too.
 # A phase passes when
 #   - there are no errors, warm-up included: wrk's socket errors (connect, read, write,
