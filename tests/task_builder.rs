@@ -354,6 +354,12 @@ fn ended_tasks_leave_nothing_listed() {
             let _ = handle.join();
         }
     });
+    // A join returns once the task's result is in, which its fiber stores before it
+    // ends; its worker unlists it right after. Wait for that (bounded), then check.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while test_support::listed_fibers(&runtime) != 0 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
     assert_eq!(test_support::listed_fibers(&runtime), 0);
 }
 
