@@ -53,20 +53,25 @@ fn a_timer_waker_that_panics_in_wake_leaves_the_worker_running() {
         runtime.run(move || {
             // Both due at once, the panicking one first (registered first): the same
             // round of the reactor wakes both. Made and registered in the first poll,
-            // again if a slow machine let the deadline pass before the trap's poll.
+            // both before their deadline: again if a slow machine let it pass before
+            // either poll (a timer polled late completes at once, unregistered, and
+            // `ours` done early would leave the trap unwoken; dropped, it deregisters).
             let mut timers: Option<(Timer, Timer)> = None;
             green::await_blocking(poll_fn(|cx| {
-                let (_trap, ours) = timers.get_or_insert_with(|| {
-                    loop {
-                        let deadline = Instant::now() + Duration::from_millis(20);
-                        let mut trap = Timer::at(deadline);
-                        let mut trap_cx = Context::from_waker(&waker);
-                        if Pin::new(&mut trap).poll(&mut trap_cx).is_pending() {
-                            break (trap, Timer::at(deadline));
-                        }
+                if let Some((_trap, ours)) = &mut timers {
+                    return Pin::new(ours).poll(cx).map(drop);
+                }
+                timers = Some(loop {
+                    let deadline = Instant::now() + Duration::from_millis(20);
+                    let (mut trap, mut ours) = (Timer::at(deadline), Timer::at(deadline));
+                    let mut trap_cx = Context::from_waker(&waker);
+                    if Pin::new(&mut trap).poll(&mut trap_cx).is_pending()
+                        && Pin::new(&mut ours).poll(cx).is_pending()
+                    {
+                        break (trap, ours);
                     }
                 });
-                Pin::new(ours).poll(cx).map(drop)
+                Poll::Pending
             }));
         });
         assert_eq!(panicking.wakes.load(Ordering::SeqCst), 1);

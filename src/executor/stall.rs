@@ -32,8 +32,14 @@ use crate::worker::{NOT_RUNNING, RuntimeShared};
 ///     .unwrap();
 /// runtime.run(move || {
 ///     let hog = green::task::Builder::new().name("hog").spawn(move || {
-///         // Blocks its worker's thread until the monitor has reported it.
-///         reported.recv_timeout(Duration::from_secs(10)).unwrap()
+///         // Blocks its worker's thread until the monitor has reported it. (On a slow
+///         // machine the fiber that spawned it, which has no name, may be reported first.)
+///         loop {
+///             let report = reported.recv_timeout(Duration::from_secs(10)).unwrap();
+///             if report.name.is_some() {
+///                 break report;
+///             }
+///         }
 ///     });
 ///     let report = hog.unwrap().join().unwrap();
 ///     assert_eq!(report.name.as_deref(), Some("hog"));
