@@ -40,6 +40,7 @@ use std::thread::{self, Thread};
 
 use crate::task::join::{DONE, Registered};
 use crate::task::{JoinError, JoinHandle, Waiter};
+use crate::tokio_context;
 use crate::worker::{self, Current};
 
 /// Waits for `fut` and returns its output.
@@ -60,7 +61,7 @@ use crate::worker::{self, Current};
 /// ```
 pub fn await_blocking<F: Future>(fut: F) -> F::Output {
     let Some(current) = worker::current() else {
-        return block_on_thread(fut);
+        return tokio_context::on_plain_thread(|| block_on_thread(fut));
     };
     // On a stack of the user's (a `Fiber` this fiber resumed), that fiber may not suspend
     // until we return: the task must stay the running one, since its waker serves every
@@ -93,6 +94,12 @@ pub fn await_blocking<F: Future>(fut: F) -> F::Output {
 /// Inside a fiber, `block_on` does not block the worker thread (that would stall every
 /// other fiber of the worker, and deadlock if `fut` waits for one of them): it parks only
 /// the calling fiber, exactly as [`await_blocking`].
+///
+/// With the `tokio` feature, a plain thread that has no tokio context of its own runs the
+/// call inside the context of the tokio runtime green starts for the process (see
+/// [Tokio](crate#tokio)): tokio's timers and sockets made inside `fut` work. The context
+/// lasts for the call only, so a tokio future made before it, outside a fiber, still
+/// finds none.
 ///
 /// # Examples
 ///

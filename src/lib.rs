@@ -39,6 +39,88 @@
 //! | `riscv64gc-unknown-linux-gnu` | LP64D       | QEMU user mode          |
 //! | `aarch64-unknown-linux-gnu`   | AAPCS64     | QEMU user mode          |
 //!
+//! # Tokio
+//!
+//! With the `tokio` feature, fibers run inside a tokio runtime's context, so futures of
+//! tokio and of the crates built on it (hyper, reqwest, tonic) can be made and awaited
+//! from plain functions in fibers:
+//!
+//! ```
+//! # #[cfg(feature = "tokio")] {
+//! use std::time::{Duration, Instant};
+//!
+//! let slept = green::run(|| {
+//!     let start = Instant::now();
+//!     green::await_blocking(tokio::time::sleep(Duration::from_millis(5)));
+//!     start.elapsed()
+//! });
+//! assert!(slept >= Duration::from_millis(5));
+//! # }
+//! ```
+//!
+//! Each worker thread enters the runtime's handle (`tokio::runtime::Handle::enter`) once,
+//! for its whole life, so every fiber on it has the context; so does each thread of the
+//! blocking pool ([`unblock`]), and [`block_on`] on a plain thread that has no tokio
+//! context of its own enters it for the length of the call. The runtime is the one given
+//! to [`Builder::tokio_handle`], or else one that green starts for the whole process on
+//! first use: a current-thread tokio runtime on a thread of its own ("green-tokio"),
+//! which drives tokio's I/O and timers while green polls the futures in the fibers that
+//! wait for them. Tasks spawned with `tokio::spawn` run on that thread.
+//!
+//! ## Entering another tokio runtime in a fiber
+//!
+//! A fiber may enter another runtime (`other.enter()`, or `other.block_on(..)`), but must
+//! leave it before it blocks (parks in a green call, or yields): the worker's other fibers
+//! run on the same thread meanwhile and would run in that context, and tokio requires the
+//! guards of one thread to be dropped in the reverse order of entering, which fibers that
+//! interleave would break. So a fiber that blocks inside another runtime's context panics,
+//! with a message from green that says so, before any other fiber runs; the panic drops
+//! its guard as it unwinds and the worker goes on in its own context. (If the fiber is
+//! unwinding already, a destructor that blocks during a panic, the process aborts with
+//! that message, as for any panic during a panic.)
+//!
+//! What works instead: make tokio's objects inside a short `enter` and wait outside it
+//! (a timer or a socket belongs to the runtime it was made in), spawn the work onto the
+//! other runtime and wait for its `JoinHandle`, or enter the runtime around each poll:
+//!
+//! ```
+//! # #[cfg(feature = "tokio")] {
+//! use std::future::Future;
+//! use std::pin::pin;
+//! use std::task::Poll;
+//! use std::time::Duration;
+//!
+//! /// `fut`, polled inside `handle`'s context.
+//! fn polled_in<F: Future>(handle: tokio::runtime::Handle, fut: F) -> F::Output {
+//!     let mut fut = pin!(fut);
+//!     green::await_blocking(std::future::poll_fn(|cx| {
+//!         let _guard = handle.enter(); // dropped before await_blocking parks
+//!         fut.as_mut().poll(cx)
+//!     }))
+//! }
+//!
+//! let other = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! let handle = other.handle().clone();
+//! std::thread::spawn(move || other.block_on(std::future::pending::<()>()));
+//!
+//! green::run(move || {
+//!     let sleep = {
+//!         let _guard = handle.enter();
+//!         tokio::time::sleep(Duration::from_millis(1)) // on `other`'s timer
+//!     };
+//!     green::await_blocking(sleep);
+//!     polled_in(handle, async {
+//!         tokio::time::sleep(Duration::from_millis(1)).await; // made inside the poll
+//!     });
+//! });
+//! # }
+//! ```
+//!
+//! The check compares runtime ids: entering the worker's own runtime a second time is not
+//! seen. That context is the right one for every fiber, but two such guards held across
+//! parks by two fibers and dropped out of order still meet tokio's own panic ("`EnterGuard`
+//! values dropped out of order").
+//!
 //! # Implementation
 //!
 //! The modules, in the order data flows through them. A spawn goes down: `spawn` →
@@ -75,6 +157,9 @@
 //!                 ScopedJoinHandle, on top of spawn and join
 //!   io, net/, time, sync/   what users call, built on the layers above
 //!   sys           a lock that ignores poison, catching user panics, CPU system calls
+//!   tokio_context the tokio runtime context that worker, pool and block_on threads enter
+//!                 (the `tokio` feature), and the check that a fiber left any other one
+//!                 before it parks
 //!   loom          the atomics, locks and cells of the state machines above: std's, or
 //!                 loom's under `--cfg loom`, for the models in tests/loom_*.rs
 //! ```
@@ -110,6 +195,7 @@ pub mod task;
 #[doc(hidden)]
 pub mod test_support;
 pub mod time;
+mod tokio_context;
 mod worker;
 
 pub use block_on::{await_blocking, block_on};

@@ -1,9 +1,11 @@
 //! The thread pool behind [`unblock`](crate::unblock): OS threads for blocking jobs,
 //! started on demand. It knows nothing of fibers.
 //!
-//! Each runtime has its own pool. It starts threads on demand, up to 500 (as smol's
-//! `blocking` does), and a thread that has been idle for 500 ms exits. Jobs wait in a FIFO
-//! queue when every thread is busy. Shutting the runtime down waits for the pool's threads.
+//! Each runtime has its own pool, whose threads run inside the runtime's tokio context
+//! (the `tokio` feature; see `tokio_context`). It starts threads on demand, up to 500 (as
+//! smol's `blocking` does), and a thread that has been idle for 500 ms exits. Jobs wait in
+//! a FIFO queue when every thread is busy. Shutting the runtime down waits for the pool's
+//! threads.
 //!
 //! # Shutdown
 //!
@@ -19,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::sys::lock;
+use crate::tokio_context::TokioContext;
 
 /// Most threads the pool runs at once.
 const MAX_THREADS: usize = 500;
@@ -47,6 +50,8 @@ pub(crate) struct Pool {
     /// The CPUs the pool's threads run on, set when the workers are pinned (the threads,
     /// started from a worker, would otherwise inherit its one CPU); empty: inherited.
     cpus: Vec<usize>,
+    /// The tokio runtime the pool's threads enter for their whole life.
+    tokio: TokioContext,
 }
 
 /// What the pool's lock guards.
@@ -63,8 +68,9 @@ struct PoolState {
 }
 
 impl Pool {
-    /// An empty pool; threads start on demand, on `cpus` (see `Pool::cpus`).
-    pub(crate) fn new(cpus: Vec<usize>) -> Arc<Pool> {
+    /// An empty pool; threads start on demand, on `cpus` (see `Pool::cpus`), inside the
+    /// context of `tokio`.
+    pub(crate) fn new(cpus: Vec<usize>, tokio: TokioContext) -> Arc<Pool> {
         Arc::new(Pool {
             state: Mutex::new(PoolState {
                 queue: VecDeque::new(),
@@ -75,6 +81,7 @@ impl Pool {
             available: Condvar::new(),
             exited: Condvar::new(),
             cpus,
+            tokio,
         })
     }
 
@@ -89,7 +96,7 @@ impl Pool {
             let pool = self.clone();
             let spawned = thread::Builder::new()
                 .name("green-blocking".into())
-                .spawn(move || pool.work());
+                .spawn(move || pool.tokio.enter_for(|| pool.work()));
             if spawned.is_err() {
                 // Run on the threads there are; with none at all, run here rather than hang.
                 state.threads -= 1;

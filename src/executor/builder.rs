@@ -9,6 +9,7 @@ use super::{Runtime, StallReport, stall};
 use crate::blocking::pool::Pool;
 use crate::context::stack::{self, DEFAULT_STACK_SIZE};
 use crate::sys;
+use crate::tokio_context::TokioContext;
 use crate::worker::{RuntimeShared, Worker, WorkerShared};
 
 /// The hook that receives stall reports.
@@ -39,17 +40,24 @@ pub struct Builder {
     stall_hook: Option<StallHook>,
     /// Pin each worker thread to one CPU.
     pin_workers: bool,
+    /// The tokio runtime whose context the runtime's threads enter; `None`: the
+    /// process-wide one green starts.
+    #[cfg(feature = "tokio")]
+    tokio_handle: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
+        let mut debug = f.debug_struct("Builder");
+        debug
             .field("stack_size", &self.stack_size)
             .field("workers", &self.workers)
             .field("name", &self.name)
             .field("stall_warning", &self.stall_warning)
-            .field("pin_workers", &self.pin_workers)
-            .finish_non_exhaustive()
+            .field("pin_workers", &self.pin_workers);
+        #[cfg(feature = "tokio")]
+        debug.field("tokio_handle", &self.tokio_handle);
+        debug.finish_non_exhaustive()
     }
 }
 
@@ -62,6 +70,8 @@ impl Default for Builder {
             stall_warning: None,
             stall_hook: None,
             pin_workers: false,
+            #[cfg(feature = "tokio")]
+            tokio_handle: None,
         }
     }
 }
@@ -111,6 +121,44 @@ impl Builder {
     /// ```
     pub fn pin_workers(mut self, pin: bool) -> Builder {
         self.pin_workers = pin;
+        self
+    }
+
+    /// The tokio runtime whose context the runtime's fibers run in (the `tokio` feature):
+    /// tokio-bound futures made or polled in a fiber register their timers and sockets
+    /// with it. Without this setting, every green runtime of the process shares one tokio
+    /// runtime that green starts on first use (a current-thread runtime on a thread of its
+    /// own).
+    ///
+    /// The worker threads enter the handle (`Handle::enter`) for their whole life, and so
+    /// do the threads of the blocking pool ([`unblock`](crate::unblock)). The futures
+    /// are still polled by green, in the fibers that wait for them: the tokio runtime
+    /// must only drive its I/O and timers, which a multi-thread runtime's workers do, and
+    /// a current-thread runtime only while some thread blocks on it.
+    ///
+    /// A fiber may enter another runtime itself, but must leave it before it blocks: see
+    /// [Tokio](crate#tokio).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// let handle = tokio.handle().clone();
+    /// // A current-thread runtime runs its timers while a thread blocks on it.
+    /// std::thread::spawn(move || tokio.block_on(std::future::pending::<()>()));
+    ///
+    /// let runtime = green::Runtime::builder().tokio_handle(handle.clone()).build().unwrap();
+    /// let id = runtime.run(|| {
+    ///     green::await_blocking(tokio::time::sleep(Duration::from_millis(1)));
+    ///     tokio::runtime::Handle::current().id()
+    /// });
+    /// assert_eq!(id, handle.id());
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub fn tokio_handle(mut self, handle: tokio::runtime::Handle) -> Builder {
+        self.tokio_handle = Some(handle);
         self
     }
 
@@ -176,12 +224,16 @@ impl Builder {
         } else {
             Vec::new()
         };
+        #[cfg(feature = "tokio")]
+        let tokio = TokioContext::for_runtime(self.tokio_handle.clone())?;
+        #[cfg(not(feature = "tokio"))]
+        let tokio = TokioContext::default();
         // Pool threads are started by workers and would inherit their pinning: they get
         // the whole mask back.
         let shared = Arc::new(RuntimeShared::new(
             workers,
             self.stack_size,
-            Pool::new(cpus.clone()),
+            Pool::new(cpus.clone(), tokio.clone()),
             !cpus.is_empty(),
         ));
         let (exited_sender, exited) = mpsc::channel();
@@ -193,8 +245,12 @@ impl Builder {
             shut_down: false,
         };
         for worker_shared in &shared.workers {
-            let (runtime_shared, worker_shared, exited_sender) =
-                (shared.clone(), worker_shared.clone(), exited_sender.clone());
+            let (runtime_shared, worker_shared, exited_sender, tokio) = (
+                shared.clone(),
+                worker_shared.clone(),
+                exited_sender.clone(),
+                tokio.clone(),
+            );
             let name = format!("{}-{}", self.name, worker_shared.index);
             let cpu = (!cpus.is_empty()).then(|| cpus[worker_shared.index % cpus.len()]);
             // On error, `runtime` drops here and stops the workers already started.
@@ -202,7 +258,7 @@ impl Builder {
                 if let Some(cpu) = cpu {
                     sys::set_thread_affinity(&[cpu]); // best effort
                 }
-                Worker::new(runtime_shared, worker_shared).run();
+                tokio.enter_for(|| Worker::new(runtime_shared, worker_shared).run());
                 let _ = exited_sender.send(thread::current().id());
             })?;
             runtime.threads.push(thread);

@@ -146,6 +146,9 @@ impl Current {
     /// Keeps the fiber's own panic state across the switch (see [`panicking`]).
     #[inline(always)]
     fn suspend(&self) {
+        // Before anything else of the thread runs: no other fiber may run inside a tokio
+        // context that this one entered.
+        crate::tokio_context::check_before_park();
         let header = self.header();
         if std::thread::panicking() || header.state.unwinding() {
             note_unwinding_at_suspend(header);

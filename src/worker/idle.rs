@@ -376,6 +376,7 @@ mod tests {
     use super::*;
     use crate::blocking::pool::Pool;
     use crate::task::Task;
+    use crate::tokio_context::TokioContext;
     use crate::worker::RuntimeShared;
 
     /// A task that nobody joins.
@@ -439,7 +440,7 @@ mod tests {
         let runtime = Arc::new(RuntimeShared::new(
             workers.clone(),
             64 * 1024,
-            Pool::new(Vec::new()),
+            Pool::new(Vec::new(), TokioContext::default()),
             false,
         ));
         let thief = Worker::new(runtime, workers[0].clone());
