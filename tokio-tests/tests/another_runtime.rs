@@ -13,6 +13,11 @@ use tokio::runtime::{Handle, Id};
 const REFUSAL: &str =
     "green: a fiber parked or yielded inside the context of another tokio runtime";
 
+/// A wait that is never over by its first poll, so the fiber parks: the refusal ends it.
+/// (A 1 ms sleep was ready at its first poll on a loaded machine, the fiber never parked
+/// and nothing was refused.) Finite, so that a missing refusal fails the test.
+const LONG: Duration = Duration::from_secs(10);
+
 /// Another tokio runtime, driven by a thread of its own.
 fn other_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -51,7 +56,7 @@ fn sleeping_inside_another_runtimes_context_panics_with_greens_message() {
     refused(|| {
         let other = other_runtime();
         let _guard = other.enter();
-        green::sleep(Duration::from_millis(1));
+        green::sleep(LONG);
     });
 }
 
@@ -69,7 +74,7 @@ fn awaiting_a_pending_future_inside_another_runtimes_context_panics() {
     refused(|| {
         let other = other_runtime();
         let _guard = other.enter();
-        green::await_blocking(tokio::time::sleep(Duration::from_millis(1)));
+        green::await_blocking(tokio::time::sleep(LONG));
     });
 }
 
@@ -77,7 +82,7 @@ fn awaiting_a_pending_future_inside_another_runtimes_context_panics() {
 fn blocking_in_greens_way_inside_another_runtimes_block_on_panics() {
     refused(|| {
         let other = other_runtime();
-        other.block_on(async { green::sleep(Duration::from_millis(1)) });
+        other.block_on(async { green::sleep(LONG) });
     });
 }
 

@@ -1,8 +1,6 @@
 //! tokio's sockets from plain functions in fibers: a `tokio::net::TcpListener` served in
 //! one fiber and used from others, on two workers.
 
-use std::time::Duration;
-
 use green::await_blocking;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -71,10 +69,7 @@ fn a_tokio_stream_connected_in_one_fiber_is_split_between_two_others() {
         await_blocking(reader.read_exact(&mut reply)).unwrap();
         reply
     });
-    let writing = runtime.spawn(move || {
-        green::sleep(Duration::from_millis(5)); // the reader parks first
-        await_blocking(writer.write_all(b"ping")).unwrap();
-    });
+    let writing = runtime.spawn(move || await_blocking(writer.write_all(b"ping")).unwrap());
     writing.join().unwrap();
     assert_eq!(&reading.join().unwrap(), b"ping");
     server.join().unwrap();
