@@ -121,6 +121,27 @@
 //! parks by two fibers and dropped out of order still meet tokio's own panic ("`EnterGuard`
 //! values dropped out of order").
 //!
+//! ## Which runtime outlives which, and panics
+//!
+//! - A tokio object (a timer, a socket, a `tokio::spawn`ed task) belongs to the runtime
+//!   it was made in. The process-wide runtime never shuts down, so objects made in fibers
+//!   keep working after their green runtime is dropped ([`block_on`] them on a plain
+//!   thread, or in another runtime's fibers).
+//! - A runtime given to [`Builder::tokio_handle`] must outlive the green runtime:
+//!   [`Builder::build`] refuses the handle of one that has shut down already, and after
+//!   it shuts down tokio's objects fail as tokio says (see that method's `# Shutdown`).
+//! - Dropping a green runtime unwinds the fibers that wait on tokio futures, which drops
+//!   those futures, as for any other.
+//! - On a plain thread, [`block_on`] enters the context for the call only, around the
+//!   poll: a tokio future made *before* the call, outside any context, panics in tokio's
+//!   constructor ("there is no reactor running"), as it does before tokio's own
+//!   `Runtime::block_on`. Make it inside the future: `green::block_on(async {
+//!   tokio::time::sleep(d).await })`.
+//! - A panic inside a tokio-bound future goes where any panic in a fiber goes, to its
+//!   `JoinHandle` (or [`block_on`]'s caller, which is left outside the context); a
+//!   panic in a `tokio::spawn`ed task is tokio's `JoinError`, and the process-wide
+//!   runtime goes on.
+//!
 //! # Implementation
 //!
 //! The modules, in the order data flows through them. A spawn goes down: `spawn` →

@@ -41,9 +41,15 @@
 #[cfg(feature = "tokio")]
 use std::cell::Cell;
 #[cfg(feature = "tokio")]
+use std::future::Future;
+#[cfg(feature = "tokio")]
 use std::io;
 #[cfg(feature = "tokio")]
+use std::pin::Pin;
+#[cfg(feature = "tokio")]
 use std::sync::{Mutex, OnceLock};
+#[cfg(feature = "tokio")]
+use std::task::{Context, Poll, Waker};
 
 #[cfg(feature = "tokio")]
 use tokio::runtime::{Handle, Id};
@@ -70,10 +76,12 @@ impl TokioContext {
     ///
     /// # Errors
     ///
-    /// What starting the process-wide runtime or its thread returns.
+    /// [`io::ErrorKind::InvalidInput`] if `given` belongs to a runtime that has shut
+    /// down; else what starting the process-wide runtime or its thread returns.
     #[cfg(feature = "tokio")]
     pub(crate) fn for_runtime(given: Option<Handle>) -> io::Result<TokioContext> {
         let handle = match given {
+            Some(handle) if has_shut_down(&handle) => return Err(shut_down_error(&handle)),
             Some(handle) => handle,
             None => shared_runtime()?.clone(),
         };
@@ -151,6 +159,36 @@ fn refuse_park(entered: Id, current: Option<Id>) -> ! {
          fibers of its thread would run in that context, and tokio requires the guards of \
          one thread to be dropped in the reverse order of entering."
     )
+}
+
+/// Whether `handle`'s runtime has shut down. Tokio has no query for it, but a runtime
+/// that has shut down cancels a task spawned on it before `spawn` returns, while a
+/// running one queues it or runs it to completion: an empty task spawned here tells them
+/// apart, and costs a running runtime one poll of it.
+#[cfg(feature = "tokio")]
+fn has_shut_down(handle: &Handle) -> bool {
+    let mut probe = handle.spawn(async {});
+    if !probe.is_finished() {
+        return false; // queued, or running: the runtime runs
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(&mut probe).poll(&mut cx) {
+        Poll::Ready(Err(error)) => error.is_cancelled(),
+        Poll::Ready(Ok(())) | Poll::Pending => false,
+    }
+}
+
+/// What `Builder::build` returns for a `tokio_handle` whose runtime has shut down.
+#[cfg(feature = "tokio")]
+#[cold]
+fn shut_down_error(handle: &Handle) -> io::Error {
+    let message = format!(
+        "green::Builder::tokio_handle: tokio runtime {} has shut down (its `Runtime` was \
+         dropped or shut down), so its timers, sockets and `spawn` would fail in every \
+         fiber; give the handle of a runtime that outlives the green runtime",
+        handle.id()
+    );
+    io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
 /// The process-wide tokio runtime's handle, started on first use: a current-thread

@@ -139,6 +139,17 @@ impl Builder {
     /// A fiber may enter another runtime itself, but must leave it before it blocks: see
     /// [Tokio](crate#tokio).
     ///
+    /// # Shutdown
+    ///
+    /// The tokio runtime must outlive the green runtime, and every tokio object made in
+    /// its fibers. [`Builder::build`] refuses a handle whose runtime has shut down
+    /// already; one that shuts down later fails as tokio fails for any of its objects
+    /// whose runtime is gone: a timer panics in the fiber that polls it ("A Tokio 1.x
+    /// context was found, but it is being shutdown."), a socket returns that as an
+    /// error, and `tokio::spawn` gives a `JoinHandle` that returns a cancelled
+    /// `JoinError`. The process-wide runtime used without this setting never shuts
+    /// down: tokio objects made in fibers work after their green runtime is dropped.
+    ///
     /// # Examples
     ///
     /// ```
@@ -202,7 +213,9 @@ impl Builder {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] for a stack size out of range (below 16 KiB or above
-    /// 16 GiB) or zero workers; otherwise what creating a poller or a thread returns.
+    /// 16 GiB), zero workers, or (the `tokio` feature) a [`Builder::tokio_handle`] whose
+    /// runtime has shut down; otherwise what creating a poller or a thread returns (or,
+    /// with the `tokio` feature, starting the process-wide tokio runtime).
     pub fn build(self) -> io::Result<Runtime> {
         // Check the size now rather than at the first spawn.
         stack::StackPool::new(self.stack_size)?;

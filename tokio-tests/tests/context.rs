@@ -163,3 +163,27 @@ fn a_tokio_future_made_in_one_fiber_completes_in_a_fiber_on_another_worker() {
     let waited = runtime.spawn(move || green::await_blocking(sleep));
     waited.join().unwrap();
 }
+
+#[test]
+fn a_tokio_future_made_in_one_block_on_call_completes_in_another() {
+    // The context lasts for the call, but what was made in it belongs to the
+    // process-wide runtime, which lives on.
+    let (sleep, made_in) = green::block_on(async {
+        let sleep = Box::pin(tokio::time::sleep(Duration::from_millis(1)));
+        (sleep, Handle::current().id())
+    });
+    assert!(Handle::try_current().is_err());
+    green::block_on(sleep);
+    assert_eq!(made_in, green::run(|| Handle::current().id()));
+}
+
+#[test]
+fn a_tokio_future_made_on_a_plain_thread_outside_any_context_panics_in_tokio() {
+    // Its constructor looks for the context before `block_on` is called (as with
+    // `tokio::runtime::Runtime::block_on`): make it inside the future instead, as above.
+    let made_outside = std::panic::catch_unwind(|| {
+        green::block_on(tokio::time::sleep(Duration::from_millis(1)));
+    });
+    assert!(made_outside.is_err());
+    green::block_on(async { tokio::time::sleep(Duration::from_millis(1)).await });
+}
