@@ -14,9 +14,10 @@
 
 use std::future::{Future, poll_fn};
 use std::hint::black_box;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -69,6 +70,37 @@ impl Signal {
     }
 }
 
+/// A future that wakes itself and returns `Pending` at its first poll, and returns its
+/// value at its second (as `tokio::task::yield_now` does outside a tokio worker).
+struct ReadyAfterOneWake<T> {
+    /// Given back at the second poll; `None` after.
+    value: Option<T>,
+    /// Whether the first poll has been.
+    woken: bool,
+}
+
+impl<T> ReadyAfterOneWake<T> {
+    fn new(value: T) -> Self {
+        ReadyAfterOneWake {
+            value: Some(value),
+            woken: false,
+        }
+    }
+}
+
+impl<T: Unpin> Future for ReadyAfterOneWake<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        if !self.woken {
+            self.woken = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.value.take().expect("polled after it returned"))
+    }
+}
+
 /// A runtime of `workers` workers.
 fn runtime(workers: usize) -> green::Runtime {
     green::Runtime::builder()
@@ -88,6 +120,22 @@ fn await_blocking(c: &mut Criterion) {
                 let start = Instant::now();
                 for i in 0..iters {
                     black_box(green::await_blocking(std::future::ready(black_box(i))));
+                }
+                start.elapsed()
+            })
+        });
+    });
+
+    // A future that is ready after one wake: its first poll wakes it and returns
+    // `Pending`, its second returns `Ready`. The wake comes before the park, so the
+    // fiber does not switch out: a pending poll, a park that finds the wake, a ready poll.
+    group.bench_function(format!("ready_after_one_wake/{BUILD}"), |b| {
+        let rt = runtime(1);
+        b.iter_custom(|iters| {
+            rt.run(move || {
+                let start = Instant::now();
+                for i in 0..iters {
+                    black_box(green::await_blocking(ReadyAfterOneWake::new(black_box(i))));
                 }
                 start.elapsed()
             })

@@ -8,16 +8,18 @@
 //!     target/release/examples/await_blocking_loop woken 100000
 //! ```
 //!
-//! Cases: `ready` (await_blocking of a ready future), `woken` (await_blocking of a future
-//! that another fiber completes: a park, a wake, a resume), `yield` (yield_now with no
-//! other fiber runnable). Run each with two counts and divide the difference in
+//! Cases: `ready` (await_blocking of a ready future), `wake_once` (of a future that wakes
+//! itself at its first poll and is ready at its second: the park finds the wake and does
+//! not switch), `woken` (of a future that another fiber completes: a park, a wake, a
+//! resume), `yield` (yield_now with no other fiber runnable). Run each with two counts and divide the difference in
 //! instructions by the difference in counts: the runtime's start and end cancel out.
 
 use std::future::{Future, poll_fn};
 use std::hint::black_box;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 /// A one-bit event with one waiter, as in `benches/executor.rs`.
@@ -58,6 +60,37 @@ impl Signal {
     }
 }
 
+/// A future that wakes itself and returns `Pending` at its first poll, and returns its
+/// value at its second, as in `benches/tokio_bridge.rs`.
+struct ReadyAfterOneWake<T> {
+    /// Given back at the second poll; `None` after.
+    value: Option<T>,
+    /// Whether the first poll has been.
+    woken: bool,
+}
+
+impl<T> ReadyAfterOneWake<T> {
+    fn new(value: T) -> Self {
+        ReadyAfterOneWake {
+            value: Some(value),
+            woken: false,
+        }
+    }
+}
+
+impl<T: Unpin> Future for ReadyAfterOneWake<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        if !self.woken {
+            self.woken = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.value.take().expect("polled after it returned"))
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_else(|| "woken".into());
@@ -69,6 +102,11 @@ fn main() {
             "ready" => {
                 for i in 0..count {
                     black_box(green::await_blocking(std::future::ready(black_box(i))));
+                }
+            }
+            "wake_once" => {
+                for i in 0..count {
+                    black_box(green::await_blocking(ReadyAfterOneWake::new(black_box(i))));
                 }
             }
             "woken" => {
@@ -91,7 +129,7 @@ fn main() {
                     green::yield_now();
                 }
             }
-            other => panic!("unknown case {other}: ready, woken or yield"),
+            other => panic!("unknown case {other}: ready, wake_once, woken or yield"),
         }
         start.elapsed()
     });
