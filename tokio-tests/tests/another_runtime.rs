@@ -1,10 +1,10 @@
 //! A fiber that enters another tokio runtime than its worker's must leave it before it
 //! blocks: green refuses the park with a panic of its own, in that fiber, before any other
 //! fiber runs; the worker goes on in its own context. The ways that keep the rule work.
+//! (A fiber that blocks there while it unwinds already: tests/unwinding_abort.rs.)
 
 use std::future::Future;
 use std::pin::pin;
-use std::process::Command;
 use std::time::Duration;
 
 use tokio::runtime::{Handle, Id};
@@ -153,48 +153,4 @@ fn spawning_onto_another_runtime_and_waiting_for_it_is_accepted() {
         green::await_blocking(task).unwrap()
     });
     assert_eq!(ran_in, other.handle().id());
-}
-
-/// Set in the child process of the test below.
-const CHILD: &str = "GREEN_TOKIO_TESTS_UNWINDING_CHILD";
-
-/// A value whose destructor blocks in green.
-struct SleepsOnDrop;
-
-impl Drop for SleepsOnDrop {
-    fn drop(&mut self) {
-        green::sleep(Duration::from_millis(1));
-    }
-}
-
-#[test]
-fn blocking_while_unwinding_inside_another_runtimes_context_aborts() {
-    if std::env::var_os(CHILD).is_some() {
-        green::run(|| {
-            let other = other_runtime();
-            let _guard = other.enter();
-            let _sleeps = SleepsOnDrop; // dropped first, while `_guard` still holds
-            panic!("the fiber's own panic");
-        });
-        return;
-    }
-    // In a child process: the abort would end this one.
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "blocking_while_unwinding_inside_another_runtimes_context_aborts",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&output.status),
-        Some(6), // SIGABRT
-        "{stderr}"
-    );
-    assert!(stderr.contains("the fiber's own panic"), "{stderr}");
-    assert!(stderr.contains(REFUSAL), "{stderr}");
 }
