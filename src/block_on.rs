@@ -39,7 +39,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
 use crate::task::join::{DONE, Registered};
-use crate::task::{JoinError, JoinHandle, Waiter};
+use crate::task::{JoinError, JoinHandle, Wait, Waiter};
 use crate::tokio_context;
 use crate::worker::{self, Current};
 
@@ -60,6 +60,13 @@ use crate::worker::{self, Current};
 /// assert_eq!(message, "hello from a thread");
 /// ```
 pub fn await_blocking<F: Future>(fut: F) -> F::Output {
+    await_blocking_on(fut, Wait::Future)
+}
+
+/// [`await_blocking`] for a blocking call of green's own, which says what it waits for
+/// (`wait`, which a fiber dump shows for the parked fiber).
+#[inline]
+pub(crate) fn await_blocking_on<F: Future>(fut: F, wait: Wait) -> F::Output {
     let Some(current) = worker::current() else {
         return tokio_context::on_plain_thread(|| block_on_thread(fut));
     };
@@ -79,7 +86,7 @@ pub fn await_blocking<F: Future>(fut: F) -> F::Output {
         // join) parks this same fiber, and its park may have consumed the wake meant for
         // `fut`: poll again rather than wait for a wake that came already.
         if current.parks() == parks {
-            current.park();
+            current.park(wait);
         }
     }
 }
@@ -219,7 +226,7 @@ fn join_in_fiber<T: Send + 'static>(
     // `WOKEN`: `Registered::drop` waits for that, on every way out.
     let registered = Registered(cell);
     while !cell.is_done() {
-        fiber.park(); // may unwind (cancelled, or the fiber dropped)
+        fiber.park(Wait::Join); // may unwind (cancelled, or the fiber dropped)
     }
     drop(registered);
     handle.take()

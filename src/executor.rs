@@ -17,11 +17,14 @@ use crate::task::{JoinHandle, Task, TaskRef};
 use crate::worker::{self, Placement, RuntimeShared, SpawnOptions, Unstarted};
 
 mod builder;
+mod dump;
+mod frames;
 mod stall;
 pub(crate) mod task;
 
 pub use builder::Builder;
 use builder::StopSignal;
+pub use dump::{Dump, FiberDump, FiberState, WorkerState};
 pub use stall::StallReport;
 
 /// A green runtime: `n` workers (one OS thread each), each with its own run queue and
@@ -269,6 +272,39 @@ impl Runtime {
         self.run(move || crate::await_blocking(fut))
     }
 
+    /// Every fiber of the runtime, with what it waits on and its backtrace: a fiber dump,
+    /// as Go prints every goroutine's stack. See [`Dump`] for what it holds and prints.
+    ///
+    /// Each worker captures its own fibers between two turns, each on the fiber's own
+    /// stack, without waking it or letting it run; the caller, if it is a fiber of the
+    /// runtime, captures itself. It waits (parking, if it is a fiber) up to a second for
+    /// each worker to get to it: a worker running one fiber for longer without suspending
+    /// is reported as busy in it ([`WorkerState::Busy`]). See
+    /// [`dump_timeout`](Runtime::dump_timeout) for another wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use green::FiberState;
+    ///
+    /// let runtime = green::Runtime::builder().workers(1).build().unwrap();
+    /// let sleeper = runtime.spawn(|| green::sleep(Duration::from_millis(100)));
+    /// green::sleep(Duration::from_millis(20)); // it starts and parks meanwhile
+    /// let dump = runtime.dump();
+    /// assert_eq!(dump.fibers()[0].state(), FiberState::Parked("sleep"));
+    /// eprintln!("{dump}");
+    /// sleeper.join().unwrap();
+    /// ```
+    pub fn dump(&self) -> Dump {
+        dump::dump(&self.shared, dump::DEFAULT_TIMEOUT)
+    }
+
+    /// [`dump`](Runtime::dump), waiting at most `timeout` for each worker to get to it.
+    pub fn dump_timeout(&self, timeout: Duration) -> Dump {
+        dump::dump(&self.shared, timeout)
+    }
+
     /// Shuts the runtime down (see [Shutdown](Runtime#shutdown)), waiting at most `timeout`
     /// for the workers and the blocking pool; returns whether everything stopped in time
     /// (`false` if a fiber had to be abandoned).
@@ -340,6 +376,28 @@ impl Drop for Runtime {
 }
 
 impl Handle {
+    /// Every fiber of the runtime, as [`Runtime::dump`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use green::FiberState;
+    ///
+    /// let runtime = green::Runtime::new().unwrap();
+    /// let handle = runtime.handle();
+    /// // From a fiber of the runtime: it comes first, running.
+    /// let dump = runtime.run(move || handle.dump());
+    /// assert_eq!(dump.fibers()[0].state(), FiberState::Running);
+    /// ```
+    pub fn dump(&self) -> Dump {
+        dump::dump(&self.shared, dump::DEFAULT_TIMEOUT)
+    }
+
+    /// [`dump`](Handle::dump), waiting at most `timeout` for each worker to get to it.
+    pub fn dump_timeout(&self, timeout: Duration) -> Dump {
+        dump::dump(&self.shared, timeout)
+    }
+
     /// Spawns a fiber running `f`.
     ///
     /// From one of the runtime's fibers, the fiber is placed on the same worker (an idle

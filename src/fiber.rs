@@ -54,8 +54,10 @@ use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 mod builder;
+mod capture;
 
 pub use builder::{Builder, FloatControl};
+pub(crate) use capture::{CAPTURE_ROOM, NoBacktrace};
 
 use crate::context::overflow::{self, Guard};
 use crate::context::stack::{self, DEFAULT_STACK_SIZE, Stack};
@@ -65,6 +67,8 @@ use crate::context::{self, Context, HEADER_SIZE, INITIAL_FRAME_SIZE};
 const MSG_RESUME: usize = 0;
 /// Message to the fiber: unwind your stack.
 const MSG_UNWIND: usize = 1;
+// Any other message to the fiber: capture your backtrace into the slot at this address
+// (see `capture`).
 /// Message from the fiber: suspended. Any other value points at its result.
 const MSG_YIELDED: usize = 0;
 
@@ -221,8 +225,9 @@ impl Suspender {
         // SAFETY: so this runs on the fiber whose stack top this is.
         let message =
             unsafe { context::suspend(MSG_YIELDED, self.stack_top, self.shared_float_control) };
-        if message == MSG_UNWIND {
-            unwind_dropped_fiber();
+        // One test for both rare messages, an unwind and a capture (see `capture`).
+        if message != MSG_RESUME {
+            self.on_message(message);
         }
     }
 }

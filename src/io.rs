@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::block_on::await_blocking_on;
 use crate::reactor::{READ, Source, WRITE};
+use crate::task::Wait;
 use crate::time::Timer;
 
 /// A nonblocking I/O object registered with a green reactor.
@@ -236,12 +238,20 @@ impl<T: AsFd> Async<T> {
             return poll_fd(self.get_ref().as_fd(), direction, deadline);
         }
         let ready = self.ready(direction, tick);
+        let wait = if direction == READ {
+            Wait::Read
+        } else {
+            Wait::Write
+        };
         match deadline {
-            None => crate::await_blocking(ready),
-            Some(deadline) => crate::await_blocking(WithDeadline {
-                ready,
-                timer: Timer::at(deadline),
-            }),
+            None => await_blocking_on(ready, wait),
+            Some(deadline) => await_blocking_on(
+                WithDeadline {
+                    ready,
+                    timer: Timer::at(deadline),
+                },
+                wait,
+            ),
         }
     }
 

@@ -226,6 +226,7 @@ pub use executor::StallReport;
 pub use executor::{
     Builder, Handle, Runtime, in_fiber, run, spawn, spawn_local, try_spawn, yield_now,
 };
+pub use executor::{Dump, FiberDump, FiberState, WorkerState};
 pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use task::{JoinError, JoinHandle};
 pub use time::{sleep, sleep_until};

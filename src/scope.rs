@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use crate::sys::{drop_quietly, lock};
-use crate::task::{JoinError, JoinHandle};
+use crate::task::{JoinError, JoinHandle, Wait};
 
 /// Below this many handles dropped unjoined, `ScopeData::detach` keeps them all; past it,
 /// it sweeps out those whose fibers ended.
@@ -249,11 +249,11 @@ impl ScopeData {
         struct WaitAgain<'a>(&'a ScopeData);
         impl Drop for WaitAgain<'_> {
             fn drop(&mut self) {
-                crate::await_blocking(AllEnded(self.0));
+                crate::block_on::await_blocking_on(AllEnded(self.0), Wait::Scope);
             }
         }
         let again = WaitAgain(self);
-        crate::await_blocking(AllEnded(self));
+        crate::block_on::await_blocking_on(AllEnded(self), Wait::Scope);
         std::mem::forget(again);
     }
 

@@ -15,6 +15,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::reactor::Reactor;
+use crate::task::Wait;
 use crate::worker;
 
 /// Puts the calling fiber to sleep for at least `duration`; other fibers run meanwhile.
@@ -40,7 +41,7 @@ pub fn sleep(duration: Duration) {
 /// fiber it sleeps the thread.
 pub fn sleep_until(deadline: Instant) {
     if worker::in_fiber() {
-        crate::await_blocking(Timer::at(deadline));
+        crate::block_on::await_blocking_on(Timer::at(deadline), Wait::Sleep);
         return;
     }
     // `thread::sleep` may wake early on some systems: loop until the deadline has passed.
@@ -56,7 +57,7 @@ pub fn sleep_until(deadline: Instant) {
 /// Sleeps for a duration too long to represent as an `Instant`.
 fn sleep_forever() {
     if worker::in_fiber() {
-        crate::await_blocking(Timer::never());
+        crate::block_on::await_blocking_on(Timer::never(), Wait::Sleep);
         return;
     }
     loop {

@@ -99,7 +99,7 @@ where
             || drop(job_slot),
         );
     }));
-    match crate::await_blocking(Pending(slot)) {
+    match crate::block_on::await_blocking_on(Pending(slot), crate::task::Wait::Blocking) {
         Ok(value) => value,
         Err(payload) => panic::resume_unwind(payload),
     }

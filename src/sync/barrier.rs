@@ -63,7 +63,7 @@ impl Barrier {
 
     /// Waits until `parties` waiters have called `wait` in this round.
     pub fn wait(&self) -> BarrierWaitResult {
-        crate::await_blocking(self.wait_async())
+        crate::block_on::await_blocking_on(self.wait_async(), crate::task::Wait::Barrier)
     }
 
     /// The async twin of [`wait`](Barrier::wait).

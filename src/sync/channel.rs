@@ -7,7 +7,7 @@ use std::task::Poll;
 
 use super::spin::{SpinGuard, SpinLock};
 use super::wait_queue::{Registration, Removed, Waiters, wake_all};
-use crate::task::PendingWake;
+use crate::task::{PendingWake, Wait};
 use crate::worker::{self, Current};
 
 /// A channel's shared state.
@@ -140,7 +140,10 @@ impl<T> Channel<T> {
             drop(state);
             drop(displaced);
             // Our re-check runs under the lock that the notifier holds while waking us.
-            fiber.park_locked();
+            fiber.park_locked(match side {
+                Side::Receiver => Wait::ChannelRecv,
+                Side::Sender => Wait::ChannelSend,
+            });
         }
     }
 }

@@ -62,7 +62,7 @@ impl Condvar {
     ///
     /// A [`PoisonError`](std::sync::PoisonError) with the guard if the mutex is poisoned on relocking.
     pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
-        crate::await_blocking(self.wait_async(guard))
+        crate::block_on::await_blocking_on(self.wait_async(guard), crate::task::Wait::Condvar)
     }
 
     /// The async twin of [`wait`](Condvar::wait).

@@ -97,7 +97,7 @@ impl<T: ?Sized> Mutex<T> {
         if self.try_acquire() {
             return self.guard();
         }
-        crate::await_blocking(self.lock_async())
+        crate::block_on::await_blocking_on(self.lock_async(), crate::task::Wait::Mutex)
     }
 
     /// The async twin of [`lock`](Mutex::lock).

@@ -14,6 +14,7 @@
 //!
 //! ```text
 //!   task/state.rs   the park and cancel words and every transition on them
+//!   task/wait.rs    what a parked fiber waits for, as fiber dumps print it
 //!   task/waker.rs   the one waker vtable
 //!   task/waiter.rs  whom a wait list wakes: a Waker, or a fiber named without a count
 //!   task/join.rs    the join cell and JoinHandle (its blocking join is in worker/join.rs)
@@ -30,6 +31,7 @@ use crate::loom::sync::atomic::{self, AtomicU64, AtomicUsize, Ordering};
 mod error;
 pub(crate) mod join;
 pub(crate) mod state;
+pub(crate) mod wait;
 pub(crate) mod waiter;
 pub(crate) mod waker;
 
@@ -37,6 +39,7 @@ pub use error::JoinError;
 pub use join::JoinHandle;
 pub(crate) use join::{CompleteOnDrop, JoinCell};
 pub(crate) use state::State;
+pub(crate) use wait::Wait;
 pub(crate) use waiter::{BlockedFiber, PendingWake, RemoteWake, Waiter};
 
 /// What a task needs of the scheduler its fiber lives on: to be queued again when woken.

@@ -23,6 +23,8 @@
 
 use crate::loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
+use super::wait::Wait;
+
 /// The fiber runs, or is queued to run, and nobody has woken it since it last checked.
 const IDLE: u8 = 0;
 /// The fiber is suspended until a wake.
@@ -51,6 +53,10 @@ pub(crate) struct State {
     /// suspended: its own panic state, which std keeps per thread only. Written only by
     /// the fiber; see `worker::panicking`.
     unwinding: AtomicBool,
+    /// What the fiber parked on last (a [`Wait`] as a byte), for fiber dumps. Written by
+    /// the fiber before each park, read by its worker between turns: one thread, so std's
+    /// atomic, not loom's (the models need not explore it), with relaxed accesses.
+    wait: std::sync::atomic::AtomicU8,
 }
 
 impl State {
@@ -61,6 +67,7 @@ impl State {
             cancel: AtomicU8::new(NOT_CANCELLED),
             parks: AtomicU32::new(0),
             unwinding: AtomicBool::new(false),
+            wait: std::sync::atomic::AtomicU8::new(Wait::Future as u8),
         }
     }
 
@@ -101,6 +108,12 @@ impl State {
     #[inline(always)]
     pub(crate) fn reset_after_park_locked(&self) {
         self.park.store(IDLE, Ordering::Release);
+    }
+
+    /// Whether the fiber is parked: suspended until a wake, none having come since. For
+    /// fiber dumps, read by the fiber's worker between turns; it orders nothing.
+    pub(crate) fn is_parked(&self) -> bool {
+        self.park.load(Ordering::Relaxed) == PARKED
     }
 
     /// A wake: leaves NOTIFIED. Returns whether the fiber was PARKED, in which case the
@@ -150,5 +163,18 @@ impl State {
     /// Records whether the fiber is unwinding as it suspends. Only the fiber calls this.
     pub(crate) fn set_unwinding(&self, unwinding: bool) {
         self.unwinding.store(unwinding, Ordering::Relaxed);
+    }
+
+    /// Records what the fiber is about to park on. Only the fiber calls this: one store of
+    /// a byte, usually a constant.
+    #[inline(always)]
+    pub(crate) fn set_wait(&self, wait: Wait) {
+        self.wait
+            .store(wait as u8, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What the fiber parked on last (see `State::wait`).
+    pub(crate) fn wait(&self) -> Wait {
+        Wait::from_byte(self.wait.load(std::sync::atomic::Ordering::Relaxed))
     }
 }

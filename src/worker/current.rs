@@ -10,7 +10,7 @@ use std::task::{RawWaker, Waker};
 use super::with_worker;
 use crate::fiber::{self, ForbidSuspend, Suspender};
 use crate::task::waker::WAKER_VTABLE;
-use crate::task::{BlockedFiber, Header, NO_CPU, State};
+use crate::task::{BlockedFiber, Header, NO_CPU, State, Wait};
 
 /// Panic payload that unwinds a fiber cancelled by `JoinHandle::abort`.
 pub(crate) struct Cancelled;
@@ -184,6 +184,11 @@ impl Current {
         unwind_cancelled();
     }
 
+    /// The fiber's (slot, generation) id on its worker.
+    pub(crate) fn id(&self) -> u64 {
+        self.header().id.load(Ordering::Relaxed)
+    }
+
     /// How many times the fiber has parked so far.
     #[inline(always)]
     pub(crate) fn parks(&self) -> u32 {
@@ -208,23 +213,25 @@ impl Current {
 
     /// Parks the fiber until its waker is woken (returns at once if it already was), then
     /// forgets the notification before the caller checks its condition again
-    /// (`State::reset_after_park`), and unwinds if the fiber was cancelled.
+    /// (`State::reset_after_park`), and unwinds if the fiber was cancelled. `wait` says
+    /// what it waits for, for fiber dumps.
     #[inline(always)]
-    pub(crate) fn park(&self) {
-        self.park_then_reset(State::reset_after_park);
+    pub(crate) fn park(&self, wait: Wait) {
+        self.park_then_reset(wait, State::reset_after_park);
     }
 
     /// `park`, for a caller that checks its condition again under a lock which its
     /// notifier holds while it wakes the fiber (`State::reset_after_park_locked`).
     #[inline(always)]
-    pub(crate) fn park_locked(&self) {
-        self.park_then_reset(State::reset_after_park_locked);
+    pub(crate) fn park_locked(&self, wait: Wait) {
+        self.park_then_reset(wait, State::reset_after_park_locked);
     }
 
     /// Parks unless notified, then resets with `reset`.
     #[inline(always)]
-    fn park_then_reset(&self, reset: impl FnOnce(&State)) {
+    fn park_then_reset(&self, wait: Wait, reset: impl FnOnce(&State)) {
         let header = self.header();
+        header.state.set_wait(wait);
         // The wake that finds us PARKED needs our scheduler.
         header.scheduler.set_once(|| {
             with_worker(|worker| {

@@ -63,6 +63,7 @@
 //!   worker/placement.rs  where a new task goes
 //!   worker/idle.rs       stealing, stuck siblings, spinning and sleeping
 //!   worker/shutdown.rs   cancelling every fiber and draining them
+//!   worker/dump.rs       a fiber dump: capturing this worker's fibers between turns
 //! ```
 
 use std::cell::{Cell, RefCell};
@@ -80,6 +81,7 @@ use crate::fiber::{Fiber, ForcedUnwind, Resume, Suspender};
 use crate::task::{CompleteOnDrop, Header, JoinError, NO_CPU, Task, TaskRef};
 
 mod current;
+mod dump;
 mod idle;
 mod info;
 mod placement;
@@ -93,6 +95,7 @@ use queue::{RunQueue, Runnable, StartQueue};
 
 use current::{CURRENT, Cancelled};
 pub(crate) use current::{Current, current, in_fiber, panicking, spawn_near_cpu, spend_io_budget};
+pub(crate) use dump::{Answer, DumpRequest, FiberReport, requester_in};
 pub(crate) use info::{SpawnOptions, current_stack, current_task};
 pub(crate) use placement::Placement;
 use shared::Message;
@@ -268,6 +271,7 @@ impl Worker {
                 Message::Wake(id) => self.queue.borrow_mut().push_fiber(id),
                 Message::Start => self.mark_start(StartQueue::Spawns),
                 Message::StartPinned => self.mark_start(StartQueue::Pinned),
+                Message::Dump(order) => self.answer_dump(order),
             }
         }
     }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crossbeam_queue::SegQueue;
 
+use super::dump::DumpOrder;
 use super::info::Listed;
 use super::queue::StartQueue;
 use super::{NOT_RUNNING, Unstarted, WORKER};
@@ -29,6 +30,8 @@ pub(crate) enum Message {
     Start,
     /// The same for the worker's `pinned` queue.
     StartPinned,
+    /// Answer a fiber dump (see `worker::dump`).
+    Dump(DumpOrder),
 }
 
 /// The part of a worker other threads use.
@@ -163,7 +166,7 @@ impl WorkerShared {
     pub(crate) fn take_wake(&self) -> Option<u64> {
         match self.injector.pop()? {
             Message::Wake(id) => Some(id),
-            Message::Start | Message::StartPinned => None,
+            Message::Start | Message::StartPinned | Message::Dump(_) => None,
         }
     }
 }

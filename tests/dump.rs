@@ -1,0 +1,428 @@
+//! Fiber dumps (`Runtime::dump`): what they show of fibers parked in sleeps, channels and
+//! socket reads, of runnable and running fibers and of busy workers, and that taking one
+//! disturbs no fiber: each goes on as if nothing had happened, and no wake is lost or
+//! made up.
+//!
+//! Backtraces are matched on the names of `#[inline(never)]` helpers of this file, each
+//! doing some work after its blocking call so that the call is not a tail call (which
+//! would take the helper's frame off the stack). Their names are in the symbol table of
+//! every build, debug info or not, and resolve under QEMU too (riscv64, aarch64).
+//! `dump_on_signal` is tested in `process.rs`, in a forked child.
+
+mod common;
+
+use std::future::Future;
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use common::within;
+use green::net::{TcpListener, TcpStream};
+use green::{Dump, FiberDump, FiberState, Runtime, WorkerState};
+
+/// Counts are scaled down under QEMU (riscv64, aarch64), where everything is ~100x slower.
+const NATIVE: bool = cfg!(target_arch = "x86_64");
+
+/// A runtime of `workers` workers.
+fn runtime(workers: usize) -> Runtime {
+    Runtime::builder().workers(workers).build().unwrap()
+}
+
+/// Dumps `runtime` until some fiber is in `state`; returns that dump.
+fn dump_when(runtime: &Runtime, state: FiberState) -> Dump {
+    let start = Instant::now();
+    loop {
+        let dump = runtime.dump();
+        if dump.fibers().iter().any(|fiber| fiber.state() == state) {
+            return dump;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no fiber {state} after 30 s:\n{dump}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The one fiber of `dump` in `state`.
+fn the_fiber(dump: &Dump, state: FiberState) -> &FiberDump {
+    let mut fibers = dump.fibers().iter().filter(|fiber| fiber.state() == state);
+    let fiber = fibers.next().expect("a fiber in that state");
+    assert!(fibers.next().is_none(), "two fibers {state}:\n{dump}");
+    fiber
+}
+
+/// Asserts that `fiber`'s backtrace, and its block in the dump, name `function`.
+fn assert_shows(fiber: &FiberDump, function: &str) {
+    let backtrace = fiber.backtrace().expect("a backtrace").to_string();
+    assert!(
+        backtrace.contains(function),
+        "{function} not in the backtrace:\n{backtrace}"
+    );
+    let block = fiber.to_string();
+    assert!(block.contains(function), "{function} not in:\n{block}");
+}
+
+#[inline(never)]
+fn sleeps_for_the_dump(duration: Duration) -> u32 {
+    green::sleep(duration);
+    black_box(7)
+}
+
+#[inline(never)]
+fn receives_for_the_dump(receiver: green::sync::Receiver<u32>) -> u32 {
+    let value = receiver.recv().unwrap();
+    black_box(value) + 1
+}
+
+#[inline(never)]
+fn reads_for_the_dump(mut stream: TcpStream) -> [u8; 4] {
+    let mut buf = [0; 4];
+    stream.read_exact(&mut buf).unwrap();
+    black_box(buf)
+}
+
+#[inline(never)]
+fn dumps_itself(handle: green::Handle) -> Dump {
+    let dump = handle.dump();
+    black_box(dump)
+}
+
+#[inline(never)]
+fn yields_for_the_dump(stop: Arc<AtomicBool>) -> u32 {
+    let mut turns = 0;
+    while !stop.load(Ordering::Acquire) {
+        green::yield_now();
+        turns += 1;
+    }
+    black_box(turns)
+}
+
+#[test]
+fn a_fiber_parked_in_sleep_shows_the_sleep_and_wakes_on_time() {
+    within(60, "a dump of a sleeping fiber", || {
+        let runtime = runtime(2);
+        let start = Instant::now();
+        let sleeper = runtime.spawn(|| sleeps_for_the_dump(Duration::from_millis(500)));
+        let dump = dump_when(&runtime, FiberState::Parked("sleep"));
+        let fiber = the_fiber(&dump, FiberState::Parked("sleep"));
+        assert_shows(fiber, "sleeps_for_the_dump");
+        assert_eq!(sleeper.join().unwrap(), 7);
+        assert!(start.elapsed() >= Duration::from_millis(500));
+    });
+}
+
+#[test]
+fn a_fiber_parked_in_a_channel_recv_shows_the_recv_and_gets_its_value() {
+    within(60, "a dump of a receiving fiber", || {
+        let runtime = runtime(2);
+        let (sender, receiver) = green::sync::channel();
+        let waiter = runtime.spawn(move || receives_for_the_dump(receiver));
+        let dump = dump_when(&runtime, FiberState::Parked("channel recv"));
+        let fiber = the_fiber(&dump, FiberState::Parked("channel recv"));
+        assert_shows(fiber, "receives_for_the_dump");
+        assert_shows(fiber, "recv");
+        sender.send(41).unwrap();
+        assert_eq!(waiter.join().unwrap(), 42);
+    });
+}
+
+#[test]
+fn a_fiber_parked_in_a_tcp_read_shows_the_read_and_reads_its_bytes() {
+    within(60, "a dump of a reading fiber", || {
+        let runtime = runtime(2);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let reader =
+            runtime.spawn(move || reads_for_the_dump(TcpStream::connect(address).unwrap()));
+        let (mut peer, _) = listener.accept().unwrap();
+        let dump = dump_when(&runtime, FiberState::Parked("I/O read"));
+        let fiber = the_fiber(&dump, FiberState::Parked("I/O read"));
+        assert_shows(fiber, "reads_for_the_dump");
+        peer.write_all(b"ping").unwrap();
+        assert_eq!(&reader.join().unwrap(), b"ping");
+    });
+}
+
+#[test]
+fn a_listener_waiting_for_a_connection_is_parked_on_a_read() {
+    within(60, "a dump of an accepting fiber", || {
+        let runtime = runtime(1);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let acceptor = runtime.spawn(move || listener.accept().map(|_| ()).unwrap());
+        let dump = dump_when(&runtime, FiberState::Parked("I/O read"));
+        assert_shows(the_fiber(&dump, FiberState::Parked("I/O read")), "accept");
+        let _client = std::net::TcpStream::connect(address).unwrap();
+        acceptor.join().unwrap();
+    });
+}
+
+#[test]
+fn the_fiber_that_takes_a_dump_comes_first_running_with_its_own_backtrace() {
+    within(60, "a dump taken by a fiber", || {
+        let runtime = runtime(2);
+        let handle = runtime.handle();
+        let dump = runtime.run(move || dumps_itself(handle));
+        let first = &dump.fibers()[0];
+        assert_eq!(first.state(), FiberState::Running);
+        assert_shows(first, "dumps_itself");
+        assert_eq!(dump.workers(), [WorkerState::Answered; 2]);
+    });
+}
+
+#[test]
+fn a_yielding_fiber_is_runnable_and_keeps_taking_turns() {
+    within(60, "a dump of a yielding fiber", || {
+        let runtime = runtime(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let yielder = runtime.spawn({
+            let stop = stop.clone();
+            move || yields_for_the_dump(stop)
+        });
+        let handle = runtime.handle();
+        // On the yielder's worker: the yielder is queued behind this fiber as it dumps.
+        let dump = runtime.run(move || {
+            green::yield_now();
+            dumps_itself(handle)
+        });
+        assert_eq!(dump.fibers()[0].state(), FiberState::Running);
+        let fiber = the_fiber(&dump, FiberState::Runnable);
+        assert_shows(fiber, "yields_for_the_dump");
+        stop.store(true, Ordering::Release);
+        assert!(yielder.join().unwrap() > 0);
+    });
+}
+
+#[test]
+fn a_dump_prints_a_header_per_fiber_and_trims_the_runtimes_frames() {
+    within(60, "a printed dump", || {
+        let runtime = runtime(1);
+        let (sender, receiver) = green::sync::channel();
+        let waiter = runtime.spawn(move || receives_for_the_dump(receiver));
+        let dump = dump_when(&runtime, FiberState::Parked("channel recv"));
+        let fiber = the_fiber(&dump, FiberState::Parked("channel recv"));
+        let id = fiber.id();
+        let header = format!(
+            "fiber {}:{} [parked: channel recv] on worker 0:",
+            id & 0xFFFF_FFFF,
+            id >> 32
+        );
+        let printed = dump.to_string();
+        assert!(
+            printed.starts_with("green: fiber dump: 1 fibers on 1 workers\n"),
+            "{printed}"
+        );
+        assert!(printed.contains(&header), "{printed}");
+        assert!(printed.ends_with("green: end of fiber dump\n"), "{printed}");
+        // The switch, the capture and the fiber's entry are left out; `{:#}` keeps them.
+        for runtime_frame in ["green::fiber::", "trampoline", "std::panicking"] {
+            assert!(
+                !printed.contains(runtime_frame),
+                "{runtime_frame} in:\n{printed}"
+            );
+        }
+        assert!(format!("{dump:#}").contains("trampoline"), "{dump:#}");
+        sender.send(1).unwrap();
+        assert_eq!(waiter.join().unwrap(), 2);
+    });
+}
+
+/// A future that counts its polls, and completes once `ready` is set and it is woken.
+struct CountPolls {
+    polls: Arc<AtomicUsize>,
+    ready: Arc<AtomicBool>,
+    waker: Arc<std::sync::Mutex<Option<Waker>>>,
+}
+
+impl Future for CountPolls {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.ready.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn a_dump_neither_wakes_nor_runs_the_fibers_it_captures() {
+    within(60, "dumps of a parked fiber", || {
+        let runtime = runtime(2);
+        let (polls, ready) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let waker = Arc::new(std::sync::Mutex::new(None::<Waker>));
+        let future = CountPolls {
+            polls: polls.clone(),
+            ready: ready.clone(),
+            waker: waker.clone(),
+        };
+        let waiter = runtime.spawn(move || green::await_blocking(future));
+        dump_when(&runtime, FiberState::Parked("future"));
+        for _ in 0..20 {
+            let dump = runtime.dump();
+            the_fiber(&dump, FiberState::Parked("future"));
+        }
+        // Polled once, parked since: twenty captures were no wake.
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        ready.store(true, Ordering::SeqCst);
+        waker.lock().unwrap().take().unwrap().wake();
+        waiter.join().unwrap();
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    });
+}
+
+#[test]
+fn dumps_taken_while_fibers_are_woken_lose_no_wakeup() {
+    let rounds = if NATIVE { 2000 } else { 100 };
+    within(
+        120,
+        "dumps during ping-pong, sleeps and remote wakes",
+        move || {
+            let runtime = runtime(2);
+            let handle = runtime.handle();
+            let stop = Arc::new(AtomicBool::new(false));
+            let dumps = Arc::new(AtomicUsize::new(0));
+            // Dumps from a plain thread and from a fiber, back to back, until the end.
+            let dumper = std::thread::spawn({
+                let (handle, stop, dumps) = (handle.clone(), stop.clone(), dumps.clone());
+                move || {
+                    while !stop.load(Ordering::Acquire) {
+                        handle.dump();
+                        dumps.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            let fiber_dumper = runtime.spawn({
+                let (handle, stop, dumps) = (handle.clone(), stop.clone(), dumps.clone());
+                move || {
+                    while !stop.load(Ordering::Acquire) {
+                        dumps_itself(handle.clone());
+                        dumps.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            // Four ping-pong pairs: each round a park and a wake on each side, often across
+            // workers.
+            let mut pairs = Vec::new();
+            for _ in 0..4 {
+                let (ping, pinged) = green::sync::channel::<u64>();
+                let (pong, ponged) = green::sync::channel::<u64>();
+                pairs.push(runtime.spawn(move || {
+                    let mut sum = 0;
+                    for _ in 0..rounds {
+                        let value = pinged.recv().unwrap();
+                        sum += value;
+                        pong.send(value + 1).unwrap();
+                    }
+                    sum
+                }));
+                pairs.push(runtime.spawn(move || {
+                    let mut value = 0;
+                    for _ in 0..rounds {
+                        ping.send(value).unwrap();
+                        value = ponged.recv().unwrap();
+                    }
+                    value
+                }));
+            }
+            // Fibers woken by their timers.
+            let sleepers: Vec<_> = (0..4)
+                .map(|_| {
+                    runtime.spawn(move || {
+                        for _ in 0..rounds / 20 {
+                            green::sleep(Duration::from_micros(200));
+                        }
+                    })
+                })
+                .collect();
+            // Fibers woken from a plain thread.
+            let (to_fiber, from_thread) = green::sync::channel::<u64>();
+            let summer = runtime.spawn(move || from_thread.iter().sum::<u64>());
+            let sender = std::thread::spawn(move || {
+                for i in 0..rounds {
+                    to_fiber.send(i).unwrap();
+                    if i % 16 == 0 {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+            });
+            let results: Vec<u64> = pairs.into_iter().map(|p| p.join().unwrap()).collect();
+            for pair in results.chunks(2) {
+                // The ponger saw 0, 1, 2, ... and the pinger ends with `rounds`.
+                assert_eq!(pair[0], rounds * (rounds - 1) / 2);
+                assert_eq!(pair[1], rounds);
+            }
+            for sleeper in sleepers {
+                sleeper.join().unwrap();
+            }
+            sender.join().unwrap();
+            assert_eq!(summer.join().unwrap(), rounds * (rounds - 1) / 2);
+            stop.store(true, Ordering::Release);
+            dumper.join().unwrap();
+            fiber_dumper.join().unwrap();
+            assert!(dumps.load(Ordering::Relaxed) > 0);
+        },
+    );
+}
+
+#[test]
+fn a_worker_stuck_in_a_fiber_is_reported_busy_after_the_timeout() {
+    within(60, "a dump with a stuck worker", || {
+        let runtime = runtime(2);
+        let started = Arc::new(AtomicBool::new(false));
+        let hog = runtime.spawn({
+            let started = started.clone();
+            move || {
+                started.store(true, Ordering::Release);
+                // Blocks its worker's thread: std's sleep, not green's.
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        });
+        while !started.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        let start = Instant::now();
+        let dump = runtime.dump_timeout(Duration::from_millis(200));
+        assert!(start.elapsed() < Duration::from_millis(1500), "{dump}");
+        let busy: Vec<_> = dump
+            .workers()
+            .iter()
+            .filter_map(|state| match state {
+                WorkerState::Busy { fiber } => Some(*fiber),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(busy.len(), 1, "{dump}");
+        let stuck = the_fiber(&dump, FiberState::Running);
+        assert_eq!(busy[0], Some(stuck.id()));
+        assert!(stuck.backtrace().is_none());
+        assert!(
+            dump.to_string().contains("did not answer within 200ms"),
+            "{dump}"
+        );
+        hog.join().unwrap();
+    });
+}
+
+#[test]
+fn a_dump_of_a_runtime_that_has_shut_down_says_so() {
+    within(60, "a dump after shutdown", || {
+        let runtime = runtime(2);
+        let handle = runtime.handle();
+        drop(runtime);
+        let dump = handle.dump();
+        assert!(dump.fibers().is_empty());
+        assert_eq!(dump.workers(), [WorkerState::ShutDown; 2]);
+    });
+}
