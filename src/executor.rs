@@ -19,6 +19,7 @@ use crate::worker::{self, Placement, RuntimeShared, SpawnOptions, Unstarted};
 mod builder;
 mod dump;
 mod frames;
+mod signal;
 mod stall;
 pub(crate) mod task;
 
@@ -165,6 +166,9 @@ pub struct Runtime {
     monitor: Option<(thread::JoinHandle<()>, StopSignal)>,
     /// Set once shut down (`shutdown_timeout`), so that dropping does not do it again.
     shut_down: bool,
+    /// The signal that prints a dump of this runtime, while it runs
+    /// (`Builder::dump_on_signal`).
+    dump_signal: Option<signal::SignalDumps>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -273,7 +277,8 @@ impl Runtime {
     }
 
     /// Every fiber of the runtime, with what it waits on and its backtrace: a fiber dump,
-    /// as Go prints every goroutine's stack. See [`Dump`] for what it holds and prints.
+    /// as Go prints every goroutine's stack. See [`Dump`] for what it holds and prints,
+    /// [`Builder::dump_on_signal`] to print one when the process receives a signal.
     ///
     /// Each worker captures its own fibers between two turns, each on the fiber's own
     /// stack, without waking it or letting it run; the caller, if it is a fiber of the
@@ -329,6 +334,7 @@ impl Runtime {
     /// Stops the workers and the pool; waits until `deadline` (`None`: for ever).
     fn shut_down(&mut self, deadline: Option<Instant>) -> bool {
         self.shut_down = true;
+        self.dump_signal = None;
         self.shared.shut_down(deadline);
         if let Some((thread, stop)) = self.monitor.take() {
             *lock(&stop.0) = true;

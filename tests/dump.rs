@@ -426,3 +426,15 @@ fn a_dump_of_a_runtime_that_has_shut_down_says_so() {
         assert_eq!(dump.workers(), [WorkerState::ShutDown; 2]);
     });
 }
+
+#[test]
+fn dump_on_signal_refuses_signals_that_report_faults() {
+    for signal in [libc::SIGSEGV, libc::SIGKILL, 0] {
+        let error = Runtime::builder()
+            .workers(1)
+            .dump_on_signal(signal)
+            .build()
+            .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    }
+}

@@ -1,5 +1,6 @@
 //! Behaviours seen from a child process: a fiber overflowing its stack, std's own overflow
-//! report, a forced unwind that cannot complete, and running out of memory mappings.
+//! report, a forced unwind that cannot complete, running out of memory mappings, and a
+//! fiber dump printed on a signal.
 //!
 //! Each case runs in a `fork`ed child whose stderr goes to a pipe, and the parent asserts
 //! how the child ended and what it printed. `fork` rather than re-running the test binary,
@@ -61,6 +62,115 @@ fn in_child(body: fn()) -> (Exit, String) {
         Exit::Code(libc::WEXITSTATUS(status))
     };
     (exit, stderr)
+}
+
+/// Runs `body` in a forked child and reads its stderr until it holds `marker` (or the
+/// child closes it, or a minute passes), then kills the child; returns what it read.
+fn in_child_until(body: fn(), marker: &str) -> String {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: this process is single-threaded (harness = false), so the child may run any
+    // code.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: in the child, as in `in_child`.
+        unsafe {
+            libc::dup2(fds[1], libc::STDERR_FILENO);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        let outcome = panic::catch_unwind(body);
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 101 }) };
+    }
+    // SAFETY: the parent owns the read end from here on; the write end is the child's.
+    let mut reader = unsafe {
+        libc::close(fds[1]);
+        std::fs::File::from_raw_fd(fds[0])
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut stderr = Vec::new();
+    let mut chunk = [0; 4096];
+    while !String::from_utf8_lossy(&stderr).contains(marker) && std::time::Instant::now() < deadline
+    {
+        let mut poll = libc::pollfd {
+            fd: fds[0],
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid `pollfd`.
+        if unsafe { libc::poll(&mut poll, 1, 100) } <= 0 {
+            continue;
+        }
+        match reader.read(&mut chunk).unwrap() {
+            0 => break,
+            n => stderr.extend_from_slice(&chunk[..n]),
+        }
+    }
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    String::from_utf8_lossy(&stderr).into_owned()
+}
+
+/// Blocks on `receiver`, in a frame of its own that the dump shows.
+#[inline(never)]
+fn waits_for_the_signal_dump(receiver: green::sync::Receiver<u32>) -> u32 {
+    let value = receiver.recv().unwrap_or(0);
+    black_box(value) + 1
+}
+
+fn dump_on_signal_prints_every_fiber_to_stderr() {
+    let stderr = in_child_until(
+        || {
+            let runtime = green::Runtime::builder()
+                .workers(1)
+                .dump_on_signal(libc::SIGUSR1)
+                .build()
+                .unwrap();
+            let (_sender, receiver) = green::sync::channel();
+            let _waiter = runtime.spawn(move || waits_for_the_signal_dump(receiver));
+            let parked = green::FiberState::Parked("channel recv");
+            while !runtime.dump().fibers().iter().any(|f| f.state() == parked) {
+                std::thread::yield_now();
+            }
+            // SAFETY: sends a signal to this process, whose handler is green's.
+            unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        },
+        "green: end of fiber dump",
+    );
+    assert!(
+        stderr.contains("green: fiber dump: 1 fibers on 1 workers"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[parked: channel recv] on worker 0:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("waits_for_the_signal_dump"), "{stderr}");
+    assert!(stderr.contains("green: end of fiber dump"), "{stderr}");
+}
+
+fn a_signal_gets_its_previous_action_back_when_its_runtime_shuts_down() {
+    let (exit, stderr) = in_child(|| {
+        let runtime = green::Runtime::builder()
+            .dump_on_signal(libc::SIGUSR1)
+            .build()
+            .unwrap();
+        drop(runtime);
+        // SAFETY: sends a signal to this process; its default action ends it.
+        unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    });
+    assert_eq!(exit, Exit::Signal(libc::SIGUSR1), "stderr: {stderr}");
+    assert!(!stderr.contains("fiber dump"), "{stderr}");
 }
 
 /// Recurses without end, with a frame that cannot be optimised away.
@@ -529,6 +639,14 @@ fn main() {
         (
             "a_destructor_that_catches_its_own_panic_is_cancelled_cleanly",
             a_destructor_that_catches_its_own_panic_is_cancelled_cleanly,
+        ),
+        (
+            "dump_on_signal_prints_every_fiber_to_stderr",
+            dump_on_signal_prints_every_fiber_to_stderr,
+        ),
+        (
+            "a_signal_gets_its_previous_action_back_when_its_runtime_shuts_down",
+            a_signal_gets_its_previous_action_back_when_its_runtime_shuts_down,
         ),
     ];
     // Under QEMU the emulator itself needs mappings and dies at the limit before the

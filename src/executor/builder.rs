@@ -1,11 +1,12 @@
 //! [`Builder`]: a runtime's configuration, and starting its threads.
 
+use std::ffi::c_int;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use super::{Runtime, StallReport, stall};
+use super::{Runtime, StallReport, signal, stall};
 use crate::blocking::pool::Pool;
 use crate::context::stack::{self, DEFAULT_STACK_SIZE};
 use crate::sys;
@@ -44,6 +45,8 @@ pub struct Builder {
     /// process-wide one green starts.
     #[cfg(feature = "tokio")]
     tokio_handle: Option<tokio::runtime::Handle>,
+    /// Print a fiber dump to stderr on this signal.
+    dump_signal: Option<c_int>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -54,7 +57,8 @@ impl std::fmt::Debug for Builder {
             .field("workers", &self.workers)
             .field("name", &self.name)
             .field("stall_warning", &self.stall_warning)
-            .field("pin_workers", &self.pin_workers);
+            .field("pin_workers", &self.pin_workers)
+            .field("dump_signal", &self.dump_signal);
         #[cfg(feature = "tokio")]
         debug.field("tokio_handle", &self.tokio_handle);
         debug.finish_non_exhaustive()
@@ -72,6 +76,7 @@ impl Default for Builder {
             pin_workers: false,
             #[cfg(feature = "tokio")]
             tokio_handle: None,
+            dump_signal: None,
         }
     }
 }
@@ -208,13 +213,46 @@ impl Builder {
         self
     }
 
+    /// Prints a fiber dump of the runtime ([`Runtime::dump`]) to stderr each time the
+    /// process receives `signal`, as Go prints every goroutine's stack on `SIGQUIT`:
+    /// `kill -QUIT <pid>` then shows what every fiber is doing, without stopping the
+    /// process. Off by default.
+    ///
+    /// The signal's handler only writes the signal's number to a pipe (an
+    /// async-signal-safe call); a thread of green's, `green-dump`, reads it, takes the
+    /// dump and prints it. The handler replaces the signal's previous action (for
+    /// `SIGQUIT`, ending the process with a core dump) until the runtime shuts down.
+    /// Several runtimes may ask for the same signal: each is dumped.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Builder::build) fails with [`io::ErrorKind::InvalidInput`] for a signal
+    /// that cannot be caught (`SIGKILL`, `SIGSTOP`) or that reports a fault (`SIGSEGV`,
+    /// `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`, `SIGABRT`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runtime = green::Runtime::builder()
+    ///     .dump_on_signal(libc::SIGQUIT)
+    ///     .build()
+    ///     .unwrap();
+    /// // From another terminal, `kill -QUIT <pid>` prints every fiber's stack to stderr.
+    /// assert_eq!(runtime.run(|| 6 * 7), 42);
+    /// ```
+    pub fn dump_on_signal(mut self, signal: c_int) -> Builder {
+        self.dump_signal = Some(signal);
+        self
+    }
+
     /// Starts the runtime.
     ///
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] for a stack size out of range (below 16 KiB or above
-    /// 16 GiB), zero workers, or (the `tokio` feature) a [`Builder::tokio_handle`] whose
-    /// runtime has shut down; otherwise what creating a poller or a thread returns (or,
+    /// 16 GiB), zero workers, a signal [`dump_on_signal`](Builder::dump_on_signal) cannot
+    /// use, or (the `tokio` feature) a [`Builder::tokio_handle`] whose runtime has shut
+    /// down; otherwise what creating a poller, a thread or a signal handler returns (or,
     /// with the `tokio` feature, starting the process-wide tokio runtime).
     pub fn build(self) -> io::Result<Runtime> {
         // Check the size now rather than at the first spawn.
@@ -256,6 +294,7 @@ impl Builder {
             exited: Mutex::new(exited),
             monitor: None,
             shut_down: false,
+            dump_signal: None,
         };
         for worker_shared in &shared.workers {
             let (runtime_shared, worker_shared, exited_sender, tokio) = (
@@ -294,6 +333,9 @@ impl Builder {
                     )
                 })?;
             runtime.monitor = Some((thread, stop));
+        }
+        if let Some(signal) = self.dump_signal {
+            runtime.dump_signal = Some(signal::dump_on_signal(signal, &shared)?);
         }
         Ok(runtime)
     }
