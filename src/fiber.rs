@@ -225,9 +225,10 @@ impl Suspender {
         // SAFETY: so this runs on the fiber whose stack top this is.
         let message =
             unsafe { context::suspend(MSG_YIELDED, self.stack_top, self.shared_float_control) };
-        // One test for both rare messages, an unwind and a capture (see `capture`).
+        // One test for both rare messages, an unwind and a capture (see `capture`); the
+        // cold path needs nothing but the message.
         if message != MSG_RESUME {
-            self.on_message(message);
+            capture::on_message(message);
         }
     }
 }

@@ -3,15 +3,20 @@
 //!
 //! An unwinder walks the stack it runs on, so a suspended fiber's frames can only be read
 //! from inside it. [`Fiber::capture_backtrace`] switches into the fiber with a message
-//! that is neither a resume nor an unwind: the address of a slot in the resumer's frame
-//! (aligned, so never 0 or 1). The fiber, inside the `Suspender::switch_out` where it
-//! suspended, checks its message as it always does: anything but a resume goes to
-//! [`Suspender::on_message`], out of line, which captures the backtrace with
-//! `Backtrace::force_capture` on the fiber's stack, writes it into the slot and suspends
-//! again at once, before any code of its caller runs. So the fiber's code after its
-//! suspension point (a park re-checking its condition, a yield) never learns that it ran:
-//! a capture is no wake, spurious or otherwise, and changes no state the fiber shares with
-//! wakers. The resumer gets `Yielded` back and finds the slot written.
+//! that is neither a resume nor an unwind: the address of a `CaptureRequest` in the
+//! resumer's frame (aligned, so never 0 or 1). The fiber, inside the
+//! `Suspender::switch_out` where it suspended, checks its message as it always does:
+//! anything but a resume goes to [`on_message`], out of line, which captures the
+//! backtrace with `Backtrace::force_capture` on the fiber's stack, writes it into the
+//! request and suspends again at once, before any code of its caller runs. So the
+//! fiber's code after its suspension point (a park re-checking its condition, a yield)
+//! never learns that it ran: a capture is no wake, spurious or otherwise, and changes no
+//! state the fiber shares with wakers. The resumer gets `Yielded` back and finds the
+//! request answered.
+//!
+//! The request also says where the fiber's stack is and how it switches, so that
+//! `switch_out` keeps nothing alive across its switch for this rare case: it passes the
+//! message alone (keeping its `Suspender` for it cost 6.5 instructions per switch).
 //!
 //! The frames are resolved to names later, when the backtrace is printed, on whatever
 //! thread prints it: the fiber only walks its stack. That walk needs some stack of its
@@ -21,10 +26,10 @@
 //! ```text
 //!   resumer                                  fiber, suspended in switch_out
 //!   capture_backtrace
-//!     switch_in(&slot)  ───────────────────►  message != RESUME: on_message
+//!     switch_in(&request) ─────────────────►  message != RESUME: on_message
 //!                                               Backtrace::force_capture()
-//!                                               slot = backtrace
-//!     Yielded, slot     ◄───────────────────    suspend(YIELDED)
+//!                                               request.captured = backtrace
+//!     Yielded           ◄───────────────────    suspend(YIELDED)
 //!   ...
 //!   resume()            ───────────────────►    message == RESUME: back in switch_out,
 //!                                               which returns as if resumed once
@@ -35,7 +40,7 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::panic::{self, AssertUnwindSafe};
 
-use super::{Fiber, MSG_RESUME, MSG_UNWIND, MSG_YIELDED, State, Suspender, guard_of};
+use super::{Fiber, MSG_RESUME, MSG_UNWIND, MSG_YIELDED, State, guard_of};
 use crate::context;
 
 /// Free stack below the suspended fiber's stack pointer that a capture needs. Measured:
@@ -76,8 +81,19 @@ impl fmt::Display for NoBacktrace {
     }
 }
 
-/// What a capture leaves in the resumer's slot.
+/// What a capture gives back.
 type Captured = Result<Backtrace, NoBacktrace>;
+
+/// A capture's message to the fiber, in the resumer's frame.
+struct CaptureRequest {
+    /// The fiber's stack top, for its switch back.
+    stack_top: *mut u8,
+    /// Whether the fiber shares its thread's floating-point control state, for its
+    /// switch back.
+    shared_float_control: bool,
+    /// Written by the fiber.
+    captured: MaybeUninit<Captured>,
+}
 
 impl<T> Fiber<T> {
     /// A backtrace of the fiber's stack, captured on that stack, from the point where it
@@ -94,54 +110,63 @@ impl<T> Fiber<T> {
             State::Finished => return Err(NoBacktrace::Finished),
             State::Suspended => {}
         }
-        let mut slot = MaybeUninit::<Captured>::uninit();
-        let reply = self.switch_in(slot.as_mut_ptr() as usize);
-        // `on_message` writes the slot and suspends: it never returns into the fiber's
-        // code, so the fiber cannot have finished.
+        let stack_top = self.stack_top();
+        let mut request = CaptureRequest {
+            stack_top,
+            // SAFETY: the fiber's stack was prepared by `context::init` and is mapped.
+            shared_float_control: unsafe { context::shares_float_control(stack_top) },
+            captured: MaybeUninit::uninit(),
+        };
+        let reply = self.switch_in(&raw mut request as usize);
+        // `on_message` answers the request and suspends: it never returns into the
+        // fiber's code, so the fiber cannot have finished.
         debug_assert_eq!(reply, MSG_YIELDED);
-        // SAFETY: the fiber wrote the slot before it suspended (see `on_message`).
-        unsafe { slot.assume_init() }
+        // SAFETY: the fiber wrote `captured` before it suspended (see `on_message`).
+        unsafe { request.captured.assume_init() }
     }
 }
 
-impl Suspender {
-    /// Handles a message other than a resume, received in `switch_out`: an unwind, or a
-    /// capture (then suspends again, until a message that is a resume or an unwind).
-    #[cold]
-    #[inline(never)]
-    pub(super) fn on_message(&self, mut message: usize) {
-        loop {
-            if message == MSG_UNWIND {
-                super::unwind_dropped_fiber();
-            }
-            let captured = self.capture();
-            // SAFETY: any message but a resume or an unwind comes from `capture_backtrace`,
-            // whose frame holds the slot at that address until we suspend below.
-            unsafe { (message as *mut Captured).write(captured) };
-            // SAFETY: we run on the fiber whose stack top this is (see `switch_out`).
-            message =
-                unsafe { context::suspend(MSG_YIELDED, self.stack_top, self.shared_float_control) };
-            if message == MSG_RESUME {
-                return;
-            }
+/// Handles a message other than a resume, received in `Suspender::switch_out`: an
+/// unwind, or a capture (then suspends again, until a message that is a resume or an
+/// unwind).
+#[cold]
+#[inline(never)]
+pub(super) fn on_message(mut message: usize) {
+    loop {
+        if message == MSG_UNWIND {
+            super::unwind_dropped_fiber();
+        }
+        let request = message as *mut CaptureRequest;
+        // SAFETY: any message but a resume or an unwind comes from `capture_backtrace`,
+        // whose frame holds the request at that address until we suspend below.
+        let (stack_top, shared_float_control) =
+            unsafe { ((*request).stack_top, (*request).shared_float_control) };
+        let captured = capture(stack_top);
+        // SAFETY: as above; the request is not touched after this write.
+        unsafe { (*request).captured.write(captured) };
+        // SAFETY: `capture_backtrace` resumed the fiber whose stack top it gave us, so we
+        // run on it, with its flag.
+        message = unsafe { context::suspend(MSG_YIELDED, stack_top, shared_float_control) };
+        if message == MSG_RESUME {
+            return;
         }
     }
+}
 
-    /// Captures a backtrace here, if the stack has room for it.
-    fn capture(&self) -> Captured {
-        let here = context::stack_pointer();
-        // SAFETY: a `Suspender` names a live fiber of this module, whose guard lies in
-        // its stack header.
-        let low = unsafe { (*guard_of(self.stack_top)).stack_low() };
-        if !(low..self.stack_top as usize).contains(&here) {
-            return Err(NoBacktrace::OtherStack);
-        }
-        if here - low < CAPTURE_ROOM {
-            return Err(NoBacktrace::LowStack(here - low));
-        }
-        panic::catch_unwind(AssertUnwindSafe(Backtrace::force_capture)).map_err(|payload| {
-            crate::sys::drop_quietly(payload);
-            NoBacktrace::Failed
-        })
+/// Captures a backtrace here, on the fiber whose stack top is `stack_top`, if its stack
+/// has room for it.
+fn capture(stack_top: *mut u8) -> Captured {
+    let here = context::stack_pointer();
+    // SAFETY: the fiber is live (it runs this), and its guard lies in its stack header.
+    let low = unsafe { (*guard_of(stack_top)).stack_low() };
+    if !(low..stack_top as usize).contains(&here) {
+        return Err(NoBacktrace::OtherStack);
     }
+    if here - low < CAPTURE_ROOM {
+        return Err(NoBacktrace::LowStack(here - low));
+    }
+    panic::catch_unwind(AssertUnwindSafe(Backtrace::force_capture)).map_err(|payload| {
+        crate::sys::drop_quietly(payload);
+        NoBacktrace::Failed
+    })
 }
