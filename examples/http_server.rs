@@ -6,9 +6,13 @@
 //! cargo run --release --example http_server 127.0.0.1:9000
 //! curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/  # two requests, one connection
 //! wrk -t2 -c1000 -d5s http://127.0.0.1:8080/             # raise `ulimit -n` first
+//! kill -QUIT <pid>                                       # a fiber dump on stderr
 //! ```
 //!
-//! It runs until killed.
+//! It runs until killed. `SIGQUIT` prints what every connection's fiber is doing (a fiber
+//! dump, as Go prints its goroutines) and the server goes on: the runtime is the default
+//! one ([`green::Runtime::new`]) with [`green::Builder::dump_on_signal`].
+//! `scripts/dump-http-server.sh` opens 100 idle keep-alive connections and takes one.
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -24,12 +28,14 @@ const MAX_HEAD: usize = 16 * 1024;
 /// How long a keep-alive connection may stay idle before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[green::main]
 fn main() -> io::Result<()> {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8080".into());
-    serve(address)
+    let runtime = green::Runtime::builder()
+        .dump_on_signal(libc::SIGQUIT)
+        .build()?;
+    runtime.run(move || serve(address))
 }
 
 /// Accepts connections forever, each served by a fiber of its own.
