@@ -295,8 +295,13 @@ impl Runtime {
     ///
     /// let runtime = green::Runtime::builder().workers(1).build().unwrap();
     /// let sleeper = runtime.spawn(|| green::sleep(Duration::from_millis(100)));
-    /// green::sleep(Duration::from_millis(20)); // it starts and parks meanwhile
-    /// let dump = runtime.dump();
+    /// // A task that has not started has no fiber yet; once started, it parks at once.
+    /// let dump = loop {
+    ///     let dump = runtime.dump();
+    ///     if !dump.fibers().is_empty() {
+    ///         break dump;
+    ///     }
+    /// };
     /// assert_eq!(dump.fibers()[0].state(), FiberState::Parked("sleep"));
     /// eprintln!("{dump}");
     /// sleeper.join().unwrap();
@@ -306,6 +311,25 @@ impl Runtime {
     }
 
     /// [`dump`](Runtime::dump), waiting at most `timeout` for each worker to get to it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use green::{FiberState, WorkerState};
+    ///
+    /// let runtime = green::Runtime::builder().workers(1).build().unwrap();
+    /// let (started, hogging) = std::sync::mpsc::channel();
+    /// let hog = runtime.spawn(move || {
+    ///     started.send(()).unwrap();
+    ///     std::thread::sleep(Duration::from_millis(500)); // blocks its worker's thread
+    /// });
+    /// hogging.recv().unwrap();
+    /// let dump = runtime.dump_timeout(Duration::from_millis(50));
+    /// assert!(matches!(dump.workers()[0], WorkerState::Busy { fiber: Some(_) }));
+    /// assert_eq!(dump.fibers()[0].state(), FiberState::Running);
+    /// hog.join().unwrap();
+    /// ```
     pub fn dump_timeout(&self, timeout: Duration) -> Dump {
         dump::dump(&self.shared, timeout)
     }
@@ -399,7 +423,8 @@ impl Handle {
         dump::dump(&self.shared, dump::DEFAULT_TIMEOUT)
     }
 
-    /// [`dump`](Handle::dump), waiting at most `timeout` for each worker to get to it.
+    /// [`dump`](Handle::dump), waiting at most `timeout` for each worker to get to it, as
+    /// [`Runtime::dump_timeout`].
     pub fn dump_timeout(&self, timeout: Duration) -> Dump {
         dump::dump(&self.shared, timeout)
     }

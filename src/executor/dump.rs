@@ -73,6 +73,23 @@ pub struct Dump {
 ///
 /// Its [`Display`](fmt::Display) is its block of the dump: the header line, then its
 /// frames (`{:#}` keeps the runtime's own).
+///
+/// # Examples
+///
+/// ```
+/// use green::FiberState;
+///
+/// let runtime = green::Runtime::builder().workers(1).build().unwrap();
+/// let handle = runtime.handle();
+/// let dump = runtime.run(move || handle.dump());
+/// let me = &dump.fibers()[0];
+/// assert_eq!(me.state(), FiberState::Running);
+/// assert_eq!(me.worker(), 0);
+/// assert!(me.backtrace().is_some());
+/// // Its block: `fiber 0:1 [running] on worker 0:`, then its frames.
+/// let header = me.to_string().lines().next().unwrap().to_owned();
+/// assert!(header.ends_with("[running] on worker 0:"), "{header}");
+/// ```
 #[derive(Debug)]
 pub struct FiberDump {
     /// Its (slot, generation) id on its worker, as in a [`StallReport`](crate::StallReport).
@@ -86,6 +103,24 @@ pub struct FiberDump {
 }
 
 /// What a fiber was doing when it was dumped.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use green::FiberState;
+///
+/// let runtime = green::Runtime::builder().workers(1).build().unwrap();
+/// let sleeper = runtime.spawn(|| green::sleep(Duration::from_millis(50)));
+/// std::thread::sleep(Duration::from_millis(10)); // it starts and parks meanwhile
+/// for fiber in runtime.dump().fibers() {
+///     match fiber.state() {
+///         FiberState::Parked(on) => assert_eq!(on, "sleep"),
+///         other => panic!("not parked: {other}"),
+///     }
+/// }
+/// sleeper.join().unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FiberState {
@@ -102,6 +137,18 @@ pub enum FiberState {
 }
 
 /// How a worker answered a [`Dump`].
+///
+/// # Examples
+///
+/// ```
+/// use green::WorkerState;
+///
+/// let runtime = green::Runtime::builder().workers(2).build().unwrap();
+/// let handle = runtime.handle();
+/// assert_eq!(runtime.dump().workers(), [WorkerState::Answered; 2]);
+/// drop(runtime);
+/// assert_eq!(handle.dump().workers(), [WorkerState::ShutDown; 2]);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WorkerState {
