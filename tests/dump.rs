@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::within;
 use green::net::{TcpListener, TcpStream};
-use green::{Dump, FiberDump, FiberState, Runtime, WorkerState};
+use green::task::Builder;
+use green::{Dump, FiberDump, FiberState, JoinHandle, Runtime, WorkerState};
 
 /// Counts are scaled down under QEMU (riscv64, aarch64), where everything is ~100x slower.
 const NATIVE: bool = cfg!(target_arch = "x86_64");
@@ -32,28 +33,44 @@ fn runtime(workers: usize) -> Runtime {
     Runtime::builder().workers(workers).build().unwrap()
 }
 
-/// Dumps `runtime` until some fiber is in `state`; returns that dump.
-fn dump_when(runtime: &Runtime, state: FiberState) -> Dump {
+/// Spawns `f` on `runtime` in a fiber named `name`.
+fn spawn_named<T: Send + 'static>(
+    runtime: &Runtime,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    Builder::new()
+        .name(name)
+        .spawn_on(&runtime.handle(), f)
+        .unwrap()
+}
+
+/// The fiber named `name` in `dump`, if there is one.
+fn named<'d>(dump: &'d Dump, name: &str) -> Option<&'d FiberDump> {
+    dump.fibers()
+        .iter()
+        .find(|fiber| fiber.name() == Some(name))
+}
+
+/// Dumps `runtime` until the fiber named `name` is in `state`; returns that dump.
+fn dump_when(runtime: &Runtime, name: &str, state: FiberState) -> Dump {
     let start = Instant::now();
     loop {
         let dump = runtime.dump();
-        if dump.fibers().iter().any(|fiber| fiber.state() == state) {
+        if named(&dump, name).is_some_and(|fiber| fiber.state() == state) {
             return dump;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "no fiber {state} after 30 s:\n{dump}"
+            "no fiber {name:?} {state} after 30 s:\n{dump}"
         );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// The one fiber of `dump` in `state`.
-fn the_fiber(dump: &Dump, state: FiberState) -> &FiberDump {
-    let mut fibers = dump.fibers().iter().filter(|fiber| fiber.state() == state);
-    let fiber = fibers.next().expect("a fiber in that state");
-    assert!(fibers.next().is_none(), "two fibers {state}:\n{dump}");
-    fiber
+/// The fiber named `name` of a dump taken by `dump_when`.
+fn the_fiber<'d>(dump: &'d Dump, name: &str) -> &'d FiberDump {
+    named(dump, name).unwrap_or_else(|| panic!("no fiber {name:?} in:\n{dump}"))
 }
 
 /// Asserts that `fiber`'s backtrace, and its block in the dump, name `function`.
@@ -107,9 +124,11 @@ fn a_fiber_parked_in_sleep_shows_the_sleep_and_wakes_on_time() {
     within(60, "a dump of a sleeping fiber", || {
         let runtime = runtime(2);
         let start = Instant::now();
-        let sleeper = runtime.spawn(|| sleeps_for_the_dump(Duration::from_millis(500)));
-        let dump = dump_when(&runtime, FiberState::Parked("sleep"));
-        let fiber = the_fiber(&dump, FiberState::Parked("sleep"));
+        let sleeper = spawn_named(&runtime, "sleeper", || {
+            sleeps_for_the_dump(Duration::from_millis(500))
+        });
+        let dump = dump_when(&runtime, "sleeper", FiberState::Parked("sleep"));
+        let fiber = the_fiber(&dump, "sleeper");
         assert_shows(fiber, "sleeps_for_the_dump");
         assert_eq!(sleeper.join().unwrap(), 7);
         assert!(start.elapsed() >= Duration::from_millis(500));
@@ -121,9 +140,11 @@ fn a_fiber_parked_in_a_channel_recv_shows_the_recv_and_gets_its_value() {
     within(60, "a dump of a receiving fiber", || {
         let runtime = runtime(2);
         let (sender, receiver) = green::sync::channel();
-        let waiter = runtime.spawn(move || receives_for_the_dump(receiver));
-        let dump = dump_when(&runtime, FiberState::Parked("channel recv"));
-        let fiber = the_fiber(&dump, FiberState::Parked("channel recv"));
+        let waiter = spawn_named(&runtime, "receiver", move || {
+            receives_for_the_dump(receiver)
+        });
+        let dump = dump_when(&runtime, "receiver", FiberState::Parked("channel recv"));
+        let fiber = the_fiber(&dump, "receiver");
         assert_shows(fiber, "receives_for_the_dump");
         assert_shows(fiber, "recv");
         sender.send(41).unwrap();
@@ -137,11 +158,12 @@ fn a_fiber_parked_in_a_tcp_read_shows_the_read_and_reads_its_bytes() {
         let runtime = runtime(2);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let reader =
-            runtime.spawn(move || reads_for_the_dump(TcpStream::connect(address).unwrap()));
+        let reader = spawn_named(&runtime, "reader", move || {
+            reads_for_the_dump(TcpStream::connect(address).unwrap())
+        });
         let (mut peer, _) = listener.accept().unwrap();
-        let dump = dump_when(&runtime, FiberState::Parked("I/O read"));
-        let fiber = the_fiber(&dump, FiberState::Parked("I/O read"));
+        let dump = dump_when(&runtime, "reader", FiberState::Parked("I/O read"));
+        let fiber = the_fiber(&dump, "reader");
         assert_shows(fiber, "reads_for_the_dump");
         peer.write_all(b"ping").unwrap();
         assert_eq!(&reader.join().unwrap(), b"ping");
@@ -154,9 +176,11 @@ fn a_listener_waiting_for_a_connection_is_parked_on_a_read() {
         let runtime = runtime(1);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let acceptor = runtime.spawn(move || listener.accept().map(|_| ()).unwrap());
-        let dump = dump_when(&runtime, FiberState::Parked("I/O read"));
-        assert_shows(the_fiber(&dump, FiberState::Parked("I/O read")), "accept");
+        let acceptor = spawn_named(&runtime, "acceptor", move || {
+            listener.accept().map(|_| ()).unwrap()
+        });
+        let dump = dump_when(&runtime, "acceptor", FiberState::Parked("I/O read"));
+        assert_shows(the_fiber(&dump, "acceptor"), "accept");
         let _client = std::net::TcpStream::connect(address).unwrap();
         acceptor.join().unwrap();
     });
@@ -167,8 +191,10 @@ fn the_fiber_that_takes_a_dump_comes_first_running_with_its_own_backtrace() {
     within(60, "a dump taken by a fiber", || {
         let runtime = runtime(2);
         let handle = runtime.handle();
-        let dump = runtime.run(move || dumps_itself(handle));
+        let dumper = spawn_named(&runtime, "dumper", move || dumps_itself(handle));
+        let dump = dumper.join().unwrap();
         let first = &dump.fibers()[0];
+        assert_eq!(first.name(), Some("dumper"));
         assert_eq!(first.state(), FiberState::Running);
         assert_shows(first, "dumps_itself");
         assert_eq!(dump.workers(), [WorkerState::Answered; 2]);
@@ -180,7 +206,7 @@ fn a_yielding_fiber_is_runnable_and_keeps_taking_turns() {
     within(60, "a dump of a yielding fiber", || {
         let runtime = runtime(1);
         let stop = Arc::new(AtomicBool::new(false));
-        let yielder = runtime.spawn({
+        let yielder = spawn_named(&runtime, "yielder", {
             let stop = stop.clone();
             move || yields_for_the_dump(stop)
         });
@@ -191,7 +217,8 @@ fn a_yielding_fiber_is_runnable_and_keeps_taking_turns() {
             dumps_itself(handle)
         });
         assert_eq!(dump.fibers()[0].state(), FiberState::Running);
-        let fiber = the_fiber(&dump, FiberState::Runnable);
+        let fiber = the_fiber(&dump, "yielder");
+        assert_eq!(fiber.state(), FiberState::Runnable);
         assert_shows(fiber, "yields_for_the_dump");
         stop.store(true, Ordering::Release);
         assert!(yielder.join().unwrap() > 0);
@@ -203,12 +230,11 @@ fn a_dump_prints_a_header_per_fiber_and_trims_the_runtimes_frames() {
     within(60, "a printed dump", || {
         let runtime = runtime(1);
         let (sender, receiver) = green::sync::channel();
-        let waiter = runtime.spawn(move || receives_for_the_dump(receiver));
-        let dump = dump_when(&runtime, FiberState::Parked("channel recv"));
-        let fiber = the_fiber(&dump, FiberState::Parked("channel recv"));
-        let id = fiber.id();
+        let waiter = spawn_named(&runtime, "conn-42", move || receives_for_the_dump(receiver));
+        let dump = dump_when(&runtime, "conn-42", FiberState::Parked("channel recv"));
+        let id = the_fiber(&dump, "conn-42").id();
         let header = format!(
-            "fiber {}:{} [parked: channel recv] on worker 0:",
+            "fiber {}:{} \"conn-42\" [parked: channel recv] on worker 0:",
             id & 0xFFFF_FFFF,
             id >> 32
         );
@@ -267,11 +293,14 @@ fn a_dump_neither_wakes_nor_runs_the_fibers_it_captures() {
             ready: ready.clone(),
             waker: waker.clone(),
         };
-        let waiter = runtime.spawn(move || green::await_blocking(future));
-        dump_when(&runtime, FiberState::Parked("future"));
+        let waiter = spawn_named(&runtime, "waiter", move || green::await_blocking(future));
+        dump_when(&runtime, "waiter", FiberState::Parked("future"));
         for _ in 0..20 {
             let dump = runtime.dump();
-            the_fiber(&dump, FiberState::Parked("future"));
+            assert_eq!(
+                the_fiber(&dump, "waiter").state(),
+                FiberState::Parked("future")
+            );
         }
         // Polled once, parked since: twenty captures were no wake.
         assert_eq!(polls.load(Ordering::SeqCst), 1);
@@ -381,7 +410,7 @@ fn a_worker_stuck_in_a_fiber_is_reported_busy_after_the_timeout() {
     within(60, "a dump with a stuck worker", || {
         let runtime = runtime(2);
         let started = Arc::new(AtomicBool::new(false));
-        let hog = runtime.spawn({
+        let hog = spawn_named(&runtime, "hog", {
             let started = started.clone();
             move || {
                 started.store(true, Ordering::Release);
@@ -404,7 +433,8 @@ fn a_worker_stuck_in_a_fiber_is_reported_busy_after_the_timeout() {
             })
             .collect();
         assert_eq!(busy.len(), 1, "{dump}");
-        let stuck = the_fiber(&dump, FiberState::Running);
+        let stuck = the_fiber(&dump, "hog");
+        assert_eq!(stuck.state(), FiberState::Running);
         assert_eq!(busy[0], Some(stuck.id()));
         assert!(stuck.backtrace().is_none());
         assert!(

@@ -133,7 +133,12 @@ fn dump_on_signal_prints_every_fiber_to_stderr() {
                 .build()
                 .unwrap();
             let (_sender, receiver) = green::sync::channel();
-            let _waiter = runtime.spawn(move || waits_for_the_signal_dump(receiver));
+            let _waiter = green::task::Builder::new()
+                .name("signal-waiter")
+                .spawn_on(&runtime.handle(), move || {
+                    waits_for_the_signal_dump(receiver)
+                })
+                .unwrap();
             let parked = green::FiberState::Parked("channel recv");
             while !runtime.dump().fibers().iter().any(|f| f.state() == parked) {
                 std::thread::yield_now();
@@ -151,7 +156,7 @@ fn dump_on_signal_prints_every_fiber_to_stderr() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("[parked: channel recv] on worker 0:"),
+        stderr.contains("\"signal-waiter\" [parked: channel recv] on worker 0:"),
         "{stderr}"
     );
     assert!(stderr.contains("waits_for_the_signal_dump"), "{stderr}");

@@ -33,7 +33,7 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// returns.
 ///
 /// Its [`Display`](fmt::Display) prints one block per fiber, as Go prints goroutines: a
-/// header with the fiber's id, state and worker, then its frames, innermost first, without
+/// header with the fiber's id, name, state and worker, then its frames, innermost first, without
 /// the runtime's own frames for switching and starting fibers (`{:#}` keeps them). Frames
 /// are resolved to function names, files and lines when printed, which needs the
 /// program's symbols (and, for files, lines and inlined functions, its debug info: see
@@ -96,6 +96,8 @@ pub struct FiberDump {
     id: u64,
     /// Its worker's index.
     worker: usize,
+    /// The name its task was spawned with, if any.
+    name: Option<Arc<str>>,
     /// Running, runnable, or parked on what.
     state: FiberState,
     /// Its backtrace, or why there is none.
@@ -191,6 +193,12 @@ impl FiberDump {
         self.id
     }
 
+    /// The name its task was spawned with
+    /// ([`task::Builder::name`](crate::task::Builder::name)), if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
     /// The index of the fiber's worker.
     pub fn worker(&self) -> usize {
         self.worker
@@ -227,6 +235,9 @@ impl fmt::Display for FiberDump {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("fiber ")?;
         write_id(f, self.id)?;
+        if let Some(name) = &self.name {
+            write!(f, " {name:?}")?;
+        }
         writeln!(f, " [{}] on worker {}:", self.state, self.worker)?;
         match &self.trace {
             Ok(backtrace) => frames::write(f, backtrace, !f.alternate()),
@@ -290,6 +301,7 @@ pub(crate) fn dump(runtime: &Arc<RuntimeShared>, timeout: Duration) -> Dump {
         own = Some(FiberReport {
             id,
             worker,
+            name: runtime.workers[worker].name_of(id),
             parked: None,
             trace: capture_here(),
         });
@@ -327,6 +339,7 @@ pub(crate) fn dump(runtime: &Arc<RuntimeShared>, timeout: Duration) -> Dump {
                     dump.fibers.push(FiberDump {
                         id,
                         worker: index,
+                        name: runtime.workers[index].name_of(id),
                         state: FiberState::Running,
                         trace: Err("its worker is busy running it".into()),
                     });
@@ -366,6 +379,7 @@ impl From<FiberReport> for FiberDump {
         FiberDump {
             id: report.id,
             worker: report.worker,
+            name: report.name,
             state: match report.parked {
                 Some(wait) => FiberState::Parked(wait.label()),
                 None => FiberState::Runnable,

@@ -40,6 +40,8 @@ pub(crate) struct FiberReport {
     pub(crate) id: u64,
     /// Its worker's index.
     pub(crate) worker: usize,
+    /// The name its task was spawned with, if any.
+    pub(crate) name: Option<Arc<str>>,
     /// What it was parked on; `None` if it was runnable (or, for the requester, running).
     pub(crate) parked: Option<Wait>,
     /// Its backtrace, or why there is none.
@@ -234,10 +236,15 @@ impl Worker {
         let slots: Vec<usize> = self.fibers.borrow().iter().map(|(slot, _)| slot).collect();
         let mut fibers = Vec::with_capacity(slots.len());
         for slot in slots {
-            let (generation, header, fiber) = {
+            let (generation, header, listed, fiber) = {
                 let mut slab = self.fibers.borrow_mut();
                 let entry = &mut slab[slot];
-                (entry.generation, entry.header, entry.fiber.take())
+                (
+                    entry.generation,
+                    entry.header,
+                    entry.listed,
+                    entry.fiber.take(),
+                )
             };
             let id = slot as u64 | u64::from(generation) << 32;
             // A fiber is out of its entry only while it runs, which no fiber of this
@@ -258,6 +265,7 @@ impl Worker {
             fibers.push(FiberReport {
                 id,
                 worker: index,
+                name: listed.then(|| self.shared.name_of(id)).flatten(),
                 parked,
                 trace,
             });
