@@ -233,43 +233,34 @@ impl Worker {
             .requester
             .filter(|&(worker, _)| worker == index)
             .map(|(_, id)| id);
-        let slots: Vec<usize> = self.fibers.borrow().iter().map(|(slot, _)| slot).collect();
-        let mut fibers = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let (generation, header, listed, fiber) = {
-                let mut slab = self.fibers.borrow_mut();
-                let entry = &mut slab[slot];
-                (
-                    entry.generation,
-                    entry.header,
-                    entry.listed,
-                    entry.fiber.take(),
-                )
-            };
-            let id = slot as u64 | u64::from(generation) << 32;
+        // The slab stays borrowed while each fiber is resumed into its capture: the
+        // capture runs no code of the worker's nor of the user's, so nothing borrows it
+        // meanwhile.
+        let mut slab = self.fibers.borrow_mut();
+        let mut fibers = Vec::with_capacity(slab.len());
+        for (slot, entry) in slab.iter_mut() {
+            let id = slot as u64 | u64::from(entry.generation) << 32;
             // A fiber is out of its entry only while it runs, which no fiber of this
             // worker does between turns.
-            let Some(mut fiber) = fiber else {
+            let Some(fiber) = entry.fiber.as_mut() else {
                 debug_assert!(false, "fiber {id} runs while its worker answers a dump");
                 continue;
             };
             if skip == Some(id) {
-                self.fibers.borrow_mut()[slot].fiber = Some(fiber);
                 continue;
             }
             // SAFETY: a fiber in the slab keeps its task alive.
-            let state = &unsafe { &*header }.state;
+            let state = &unsafe { &*entry.header }.state;
             let parked = state.is_parked().then(|| state.wait());
-            let trace = fiber.capture_backtrace();
-            self.fibers.borrow_mut()[slot].fiber = Some(fiber);
             fibers.push(FiberReport {
                 id,
                 worker: index,
-                name: listed.then(|| self.shared.name_of(id)).flatten(),
+                name: entry.listed.then(|| self.shared.name_of(id)).flatten(),
                 parked,
-                trace,
+                trace: fiber.capture_backtrace(),
             });
         }
+        drop(slab);
         let unstarted = self.queue.borrow().starts() + self.local_spawns.borrow().len();
         order.answer(Answer::Fibers { fibers, unstarted });
     }
