@@ -155,12 +155,14 @@
 //!                 assembly, a naked entry trampoline with hand-written unwind info), and
 //!                 the SIGSEGV handler that names a fiber overflowing its stack
 //!   fiber         Fiber<T>: a closure on a stack; resume, suspend, panics caught at its
-//!                 entry, forced unwinding when dropped; fiber/builder.rs its options
+//!                 entry, forced unwinding when dropped; fiber/builder.rs its options,
+//!                 fiber/capture.rs a backtrace taken on a suspended fiber's own stack
 //!   task/         what a spawned fiber shares with its wakers and its JoinHandle: the
 //!                 header and reference count (mod.rs), the park and cancel words with
 //!                 every transition (state.rs), the waker vtable (waker.rs), wait-list
 //!                 registrations (waiter.rs), the join cell and JoinHandle (join.rs),
-//!                 JoinError (error.rs); it reaches its scheduler through `Schedule`.
+//!                 JoinError (error.rs), what a parked fiber waits on (wait.rs); it
+//!                 reaches its scheduler through `Schedule`.
 //!                 public.rs is `green::task`, the layer's public face, which mounts it
 //!   reactor       a polling::Poller per worker: I/O sources, per-direction waiters, timers;
 //!                 and one for waits outside fibers, driven by a thread of its own
@@ -169,10 +171,12 @@
 //!                 and yield (current.rs), the typed run queue (queue.rs), what other
 //!                 threads touch (shared.rs), tasks waiting to start (unstarted.rs),
 //!                 the names, ids and stack sizes of the fibers that have them (info.rs),
-//!                 placement, idling and stealing, shutdown
+//!                 placement, idling and stealing, shutdown, a worker's part of a fiber
+//!                 dump (dump.rs)
 //!   executor      Runtime, Handle, spawn, run, yield_now; executor/builder.rs Builder,
 //!                 executor/stall.rs the stall monitor, executor/task.rs task::Builder
-//!                 and task::current
+//!                 and task::current, executor/dump.rs fiber dumps (frames.rs how they
+//!                 print, signal.rs Builder::dump_on_signal)
 //!   block_on      the blocking calls: await_blocking, block_on, JoinHandle::join
 //!   scope         scoped fibers, which borrow from their caller: scope, Scope,
 //!                 ScopedJoinHandle, on top of spawn and join

@@ -54,7 +54,9 @@ pub(crate) enum Answer {
     /// Its fibers (the requester's own left out), and how many tasks waited to start on
     /// it.
     Fibers {
+        /// Its fibers, in slab order.
         fibers: Vec<FiberReport>,
+        /// Tasks that waited to start on it (they have no fiber yet).
         unstarted: usize,
     },
     /// It had shut down.
