@@ -75,10 +75,11 @@ fn parse(text: &str) -> Vec<Frame<'_>> {
     frames
 }
 
-/// Whether `function` starts with one of `prefixes`, with or without its leading `<` (of
-/// `<Type as Trait>::method`).
+/// Whether `function` starts with one of `prefixes`, with or without its leading `<`s (of
+/// `<Type as Trait>::method`, and of `<Type>::method` and `<<Type>::f as Trait>::g` as
+/// symbols mangled with Rust's v0 scheme print).
 fn matches(function: &str, prefixes: &[&str]) -> bool {
-    let bare = function.strip_prefix('<').unwrap_or(function);
+    let bare = function.trim_start_matches('<');
     prefixes
         .iter()
         .any(|prefix| function.starts_with(prefix) || bare.starts_with(prefix))
@@ -182,6 +183,28 @@ mod tests {
                 "green::time::sleep",
                 "dump::sleeps_in_a_fiber",
                 "dump::a_test::{{closure}}",
+            ]
+        );
+    }
+
+    #[test]
+    fn names_of_symbols_mangled_with_the_v0_scheme_are_trimmed_too() {
+        let frames = parse(
+            "   0: <<std::backtrace::Backtrace>::force_capture as \
+             core::ops::function::FnOnce<()>>::call_once\n   \
+             1: green::fiber::capture::on_message\n   \
+             2: <green::worker::current::Current>::park_locked\n   \
+             3: <green::sync::channel::Receiver<u32>>::recv\n   \
+             4: dump::receives\n   \
+             5: <green::worker::Worker>::start_fiber::<u32>::{closure#0}\n   \
+             6: green::context::x86_64::trampoline\n",
+        );
+        let functions: Vec<_> = trim(&frames).iter().map(|f| f.function).collect();
+        assert_eq!(
+            functions,
+            [
+                "<green::sync::channel::Receiver<u32>>::recv",
+                "dump::receives"
             ]
         );
     }
