@@ -232,9 +232,10 @@ fn a_dump_prints_a_header_per_fiber_and_trims_the_runtimes_frames() {
         let (sender, receiver) = green::sync::channel();
         let waiter = spawn_named(&runtime, "conn-42", move || receives_for_the_dump(receiver));
         let dump = dump_when(&runtime, "conn-42", FiberState::Parked("channel recv"));
-        let id = the_fiber(&dump, "conn-42").id();
+        let fiber = the_fiber(&dump, "conn-42");
+        let (id, task) = (fiber.id(), fiber.task_id().unwrap());
         let header = format!(
-            "fiber {}:{} \"conn-42\" [parked: channel recv] on worker 0:",
+            "fiber {}:{} task {task} \"conn-42\" [parked: channel recv] on worker 0:",
             id & 0xFFFF_FFFF,
             id >> 32
         );
@@ -467,4 +468,50 @@ fn dump_on_signal_refuses_signals_that_report_faults() {
             .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     }
+}
+
+#[test]
+fn a_dumped_fiber_has_the_task_id_that_task_current_gives_it() {
+    within(60, "task ids in a dump", || {
+        let runtime = runtime(2);
+        let (asked_sender, asked) = std::sync::mpsc::channel();
+        let (go, gone) = green::sync::channel::<u32>();
+        // One task asks for its id before the dump, the other only after it.
+        let early = spawn_named(&runtime, "asks-first", {
+            let asked_sender = asked_sender.clone();
+            let gone = gone.clone();
+            move || {
+                asked_sender.send(green::task::current().id()).unwrap();
+                receives_for_the_dump(gone);
+                green::task::current().id()
+            }
+        });
+        let late = spawn_named(&runtime, "asks-after", move || {
+            receives_for_the_dump(gone);
+            green::task::current().id()
+        });
+        let early_id = asked.recv().unwrap();
+        dump_when(&runtime, "asks-first", FiberState::Parked("channel recv"));
+        let dump = dump_when(&runtime, "asks-after", FiberState::Parked("channel recv"));
+        let dumped_early = the_fiber(&dump, "asks-first").task_id();
+        let dumped_late = the_fiber(&dump, "asks-after").task_id();
+        assert_eq!(dumped_early, Some(early_id), "{dump}");
+        assert!(
+            dumped_late.is_some() && dumped_late != dumped_early,
+            "{dump}"
+        );
+        // A second dump gives the same ids.
+        let again = runtime.dump();
+        assert_eq!(the_fiber(&again, "asks-after").task_id(), dumped_late);
+        // Every fiber a worker answered for has an id, shown in its header.
+        for fiber in dump.fibers() {
+            let task = fiber.task_id().expect("an id");
+            let header = fiber.to_string().lines().next().unwrap().to_owned();
+            assert!(header.contains(&format!(" task {task} ")), "{header}");
+        }
+        go.send(1).unwrap();
+        go.send(2).unwrap();
+        assert_eq!(Some(early.join().unwrap()), dumped_early);
+        assert_eq!(Some(late.join().unwrap()), dumped_late);
+    });
 }

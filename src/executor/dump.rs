@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::frames;
+use super::task::Id;
 use crate::block_on::await_blocking_on;
 use crate::fiber::{CAPTURE_ROOM, NoBacktrace};
 use crate::task::Wait;
@@ -96,6 +97,9 @@ pub struct FiberDump {
     id: u64,
     /// Its worker's index.
     worker: usize,
+    /// Its task's id, as [`task::current`](crate::task::current) gives it; `None` only
+    /// for the fiber a busy worker was running, if it had never been given one.
+    task: Option<Id>,
     /// The name its task was spawned with, if any.
     name: Option<Arc<str>>,
     /// Running, runnable, or parked on what.
@@ -193,6 +197,28 @@ impl FiberDump {
         self.id
     }
 
+    /// Its task's id, the one [`task::current`](crate::task::current) gives the task.
+    ///
+    /// A task is given its id the first time it asks, or when a dump lists it, whichever
+    /// comes first, and keeps it. `None` only for the fiber a busy worker was running
+    /// ([`WorkerState::Busy`]), if it had never been given one: only its own worker can
+    /// give it one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runtime = green::Runtime::builder().workers(1).build().unwrap();
+    /// let handle = runtime.handle();
+    /// let (dumped, asked) = runtime.run(move || {
+    ///     let dump = handle.dump();
+    ///     (dump.fibers()[0].task_id(), green::task::current().id())
+    /// });
+    /// assert_eq!(dumped, Some(asked));
+    /// ```
+    pub fn task_id(&self) -> Option<Id> {
+        self.task
+    }
+
     /// The name its task was spawned with
     /// ([`task::Builder::name`](crate::task::Builder::name)), if any.
     pub fn name(&self) -> Option<&str> {
@@ -235,6 +261,9 @@ impl fmt::Display for FiberDump {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("fiber ")?;
         write_id(f, self.id)?;
+        if let Some(task) = self.task {
+            write!(f, " task {task}")?;
+        }
         if let Some(name) = &self.name {
             write!(f, " {name:?}")?;
         }
@@ -298,10 +327,14 @@ pub(crate) fn dump(runtime: &Arc<RuntimeShared>, timeout: Duration) -> Dump {
     let requester = worker::requester_in(runtime);
     let mut own = None;
     if let Some((worker, id)) = requester {
+        let (task, name) = worker::current_task()
+            .map(|(task, name)| (Some(task), name))
+            .unwrap_or_default();
         own = Some(FiberReport {
             id,
             worker,
-            name: runtime.workers[worker].name_of(id),
+            task,
+            name,
             parked: None,
             trace: capture_here(),
         });
@@ -336,10 +369,12 @@ pub(crate) fn dump(runtime: &Arc<RuntimeShared>, timeout: Duration) -> Dump {
                 let running = runtime.workers[index].running.load(Ordering::Relaxed);
                 let fiber = (running != NOT_RUNNING).then_some(running);
                 if let Some(id) = fiber {
+                    let (task, name) = runtime.workers[index].listed_task_of(id);
                     dump.fibers.push(FiberDump {
                         id,
                         worker: index,
-                        name: runtime.workers[index].name_of(id),
+                        task: task.map(Id::new),
+                        name,
                         state: FiberState::Running,
                         trace: Err("its worker is busy running it".into()),
                     });
@@ -379,6 +414,7 @@ impl From<FiberReport> for FiberDump {
         FiberDump {
             id: report.id,
             worker: report.worker,
+            task: report.task.map(Id::new),
             name: report.name,
             state: match report.parked {
                 Some(wait) => FiberState::Parked(wait.label()),

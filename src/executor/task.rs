@@ -249,6 +249,11 @@ where
 pub struct Id(NonZeroU64);
 
 impl Id {
+    /// The id given out as `id` (by `worker::current_task`, or to a fiber in a dump).
+    pub(crate) fn new(id: NonZeroU64) -> Id {
+        Id(id)
+    }
+
     /// The id as a number, never zero.
     ///
     /// # Examples

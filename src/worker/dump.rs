@@ -24,6 +24,7 @@
 //! down, so that the requester never waits for it.
 
 use std::backtrace::Backtrace;
+use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -40,6 +41,9 @@ pub(crate) struct FiberReport {
     pub(crate) id: u64,
     /// Its worker's index.
     pub(crate) worker: usize,
+    /// Its task's id (`green::task::Id`); `None` only for a fiber seen from another thread
+    /// that had not been given one.
+    pub(crate) task: Option<NonZeroU64>,
     /// The name its task was spawned with, if any.
     pub(crate) name: Option<Arc<str>>,
     /// What it was parked on; `None` if it was runnable (or, for the requester, running).
@@ -254,12 +258,17 @@ impl Worker {
             // SAFETY: a fiber in the slab keeps its task alive.
             let state = &unsafe { &*entry.header }.state;
             let parked = state.is_parked().then(|| state.wait());
+            let trace = fiber.capture_backtrace();
+            // Gives the task its id if it never asked for one, as `task::current` would:
+            // the fiber is listed from now on, and keeps the id.
+            let (task, name) = self.task_of(entry, id);
             fibers.push(FiberReport {
                 id,
                 worker: index,
-                name: entry.listed.then(|| self.shared.name_of(id)).flatten(),
+                task: Some(task),
+                name,
                 parked,
-                trace: fiber.capture_backtrace(),
+                trace,
             });
         }
         drop(slab);

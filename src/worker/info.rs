@@ -11,7 +11,7 @@ use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Worker, WorkerShared, current};
+use super::{Entry, Worker, WorkerShared, current};
 use crate::fiber::Fiber;
 use crate::sys::lock;
 
@@ -51,6 +51,15 @@ impl WorkerShared {
         lock(&self.listed.0).get(&fiber)?.name.clone()
     }
 
+    /// The task id and name of the fiber `fiber` ((slot, generation) id), as far as they
+    /// are listed: from another thread, which cannot list a fiber nor give it an id.
+    pub(crate) fn listed_task_of(&self, fiber: u64) -> (Option<NonZeroU64>, Option<Arc<str>>) {
+        match lock(&self.listed.0).get(&fiber) {
+            Some(info) => (info.id, info.name.clone()),
+            None => (None, None),
+        }
+    }
+
     /// How many fibers are listed (for `test_support`).
     pub(crate) fn listed_count(&self) -> usize {
         lock(&self.listed.0).len()
@@ -86,18 +95,19 @@ impl Worker {
         lock(&self.shared.listed.0).clear();
     }
 
-    /// Runs `f` on what is listed of the fiber running on this worker, listing it first
-    /// if it is not (it then has no name, and the runtime's stack size).
-    fn with_running_info<R>(&self, fiber: u64, f: impl FnOnce(&mut FiberInfo) -> R) -> R {
-        let (slot, generation) = ((fiber & 0xFFFF_FFFF) as usize, (fiber >> 32) as u32);
-        let mut fibers = self.fibers.borrow_mut();
-        let entry = fibers
-            .get_mut(slot)
-            .filter(|entry| entry.generation == generation)
-            .expect("the running fiber is in its worker's slab");
+    /// The task id and name of the fiber `fiber` ((slot, generation) id) of this worker,
+    /// whose slab entry is `entry`: lists it if it is not (it then has no name, and the
+    /// runtime's stack size), and gives it an id on the first call, which it keeps.
+    pub(super) fn task_of(&self, entry: &mut Entry, fiber: u64) -> (NonZeroU64, Option<Arc<str>>) {
         let mut listed = lock(&self.shared.listed.0);
         entry.listed = true;
-        f(listed.entry(fiber).or_default())
+        let info = listed.entry(fiber).or_default();
+        let id = *info.id.get_or_insert_with(|| {
+            // Relaxed: only uniqueness matters, which the read-modify-write gives.
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            NonZeroU64::new(id).expect("2^64 task ids are never given out")
+        });
+        (id, info.name.clone())
     }
 
     /// The stack size of the fiber `fiber` ((slot, generation) id) of this worker.
@@ -118,14 +128,13 @@ pub(crate) fn current_task() -> Option<(NonZeroU64, Option<Arc<str>>)> {
     let fiber = current.header().id.load(Ordering::Relaxed);
     let task = super::with_worker(|worker| {
         let worker = worker.expect("a fiber runs on its worker's thread");
-        worker.with_running_info(fiber, |info| {
-            let id = *info.id.get_or_insert_with(|| {
-                // Relaxed: only uniqueness matters, which the read-modify-write gives.
-                let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-                NonZeroU64::new(id).expect("2^64 task ids are never given out")
-            });
-            (id, info.name.clone())
-        })
+        let (slot, generation) = ((fiber & 0xFFFF_FFFF) as usize, (fiber >> 32) as u32);
+        let mut fibers = worker.fibers.borrow_mut();
+        let entry = fibers
+            .get_mut(slot)
+            .filter(|entry| entry.generation == generation)
+            .expect("the running fiber is in its worker's slab");
+        worker.task_of(entry, fiber)
     });
     Some(task)
 }
