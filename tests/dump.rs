@@ -515,3 +515,227 @@ fn a_dumped_fiber_has_the_task_id_that_task_current_gives_it() {
         assert_eq!(Some(late.join().unwrap()), dumped_late);
     });
 }
+
+#[test]
+fn dumps_taken_while_fibers_start_and_end_neither_crash_nor_hang() {
+    let rounds = if NATIVE { 200 } else { 20 };
+    within(120, "dumps during spawn and exit churn", move || {
+        let runtime = runtime(2);
+        let handle = runtime.handle();
+        let stop = Arc::new(AtomicBool::new(false));
+        let dumper = std::thread::spawn({
+            let (handle, stop) = (handle.clone(), stop.clone());
+            move || {
+                let mut dumps = 0;
+                while !stop.load(Ordering::Acquire) {
+                    let dump = handle.dump();
+                    assert_eq!(dump.workers(), [WorkerState::Answered; 2], "{dump}");
+                    // Printing resolves every frame captured, of fibers since ended too.
+                    black_box(dump.to_string());
+                    dumps += 1;
+                }
+                dumps
+            }
+        });
+        // Spawners on both workers start fibers that end at once, park briefly or spawn
+        // fibers of their own, from fibers and from this thread.
+        let spawners: Vec<_> = (0..4)
+            .map(|spawner| {
+                runtime.spawn(move || {
+                    let mut sum = 0;
+                    for round in 0..rounds {
+                        let children: Vec<_> = (0..8u64)
+                            .map(|child| {
+                                Builder::new()
+                                    .name(format!("child-{spawner}-{round}-{child}"))
+                                    .spawn(move || {
+                                        if child % 2 == 0 {
+                                            green::yield_now();
+                                        }
+                                        if child % 4 == 0 {
+                                            green::spawn(move || child).join().unwrap()
+                                        } else {
+                                            child
+                                        }
+                                    })
+                                    .unwrap()
+                            })
+                            .collect();
+                        sum += children.into_iter().map(|c| c.join().unwrap()).sum::<u64>();
+                    }
+                    sum
+                })
+            })
+            .collect();
+        for _ in 0..rounds {
+            runtime.spawn(|| black_box(1)).join().unwrap();
+        }
+        for spawner in spawners {
+            assert_eq!(spawner.join().unwrap(), rounds * 28);
+        }
+        stop.store(true, Ordering::Release);
+        assert!(dumper.join().unwrap() > 0);
+    });
+}
+
+#[test]
+fn dumps_taken_while_the_runtime_shuts_down_return_and_say_which_workers_closed() {
+    within(120, "dumps during shutdown", || {
+        let runtime = runtime(2);
+        let handle = runtime.handle();
+        // Parked fibers that the shutdown cancels; their destructors park too.
+        struct ParksOnDrop;
+        impl Drop for ParksOnDrop {
+            fn drop(&mut self) {
+                green::sleep(Duration::from_millis(1));
+            }
+        }
+        let (_keep, receiver) = green::sync::channel::<u32>();
+        for index in 0..16 {
+            let receiver = receiver.clone();
+            spawn_named(&runtime, &format!("cancelled-{index}"), move || {
+                let _guard = ParksOnDrop;
+                receives_for_the_dump(receiver)
+            });
+        }
+        dump_when(&runtime, "cancelled-15", FiberState::Parked("channel recv"));
+        let started = Arc::new(AtomicBool::new(false));
+        let dumpers: Vec<_> = (0..2)
+            .map(|_| {
+                let (handle, started) = (handle.clone(), started.clone());
+                std::thread::spawn(move || {
+                    let mut last = Vec::new();
+                    while last != [WorkerState::ShutDown; 2] {
+                        let dump = handle.dump();
+                        started.store(true, Ordering::Release);
+                        black_box(dump.to_string());
+                        last = dump.workers().to_vec();
+                    }
+                })
+            })
+            .collect();
+        while !started.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        drop(runtime);
+        for dumper in dumpers {
+            dumper.join().unwrap();
+        }
+        let after = handle.dump();
+        assert!(after.fibers().is_empty(), "{after}");
+        assert_eq!(after.workers(), [WorkerState::ShutDown; 2]);
+    });
+}
+
+/// A future that panics when it is polled after a wake.
+struct PanicsWhenWoken {
+    polled: bool,
+    waker: Arc<std::sync::Mutex<Option<Waker>>>,
+}
+
+impl Future for PanicsWhenWoken {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.polled {
+            panic!("woken, as it should never be");
+        }
+        self.polled = true;
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[inline(never)]
+fn awaits_a_future_that_panics_when_woken(waker: Arc<std::sync::Mutex<Option<Waker>>>) {
+    green::await_blocking(PanicsWhenWoken {
+        polled: false,
+        waker,
+    });
+    black_box(());
+}
+
+#[test]
+fn a_fiber_parked_in_a_future_that_panics_when_woken_is_dumped_without_a_poll() {
+    within(
+        60,
+        "a dump of a fiber whose future panics when woken",
+        || {
+            let runtime = runtime(2);
+            let waker = Arc::new(std::sync::Mutex::new(None::<Waker>));
+            let fragile = spawn_named(&runtime, "fragile", {
+                let waker = waker.clone();
+                move || awaits_a_future_that_panics_when_woken(waker)
+            });
+            // Twenty dumps capture it without a poll: a poll would panic.
+            let dump = dump_when(&runtime, "fragile", FiberState::Parked("future"));
+            assert_shows(
+                the_fiber(&dump, "fragile"),
+                "awaits_a_future_that_panics_when_woken",
+            );
+            for _ in 0..20 {
+                let dump = runtime.dump();
+                assert_eq!(
+                    the_fiber(&dump, "fragile").state(),
+                    FiberState::Parked("future")
+                );
+            }
+            // Woken while dumps go on: the panic goes to its JoinHandle, as without dumps.
+            let stop = Arc::new(AtomicBool::new(false));
+            let dumper = std::thread::spawn({
+                let (handle, stop) = (runtime.handle(), stop.clone());
+                move || {
+                    while !stop.load(Ordering::Acquire) {
+                        black_box(handle.dump().to_string());
+                    }
+                }
+            });
+            waker.lock().unwrap().take().unwrap().wake();
+            let error = fragile.join().unwrap_err();
+            assert!(error.is_panic());
+            stop.store(true, Ordering::Release);
+            dumper.join().unwrap();
+            // Gone from the next dump, and the runtime runs on.
+            assert!(named(&runtime.dump(), "fragile").is_none());
+            assert_eq!(runtime.spawn(|| 5).join().unwrap(), 5);
+        },
+    );
+}
+
+/// A future that takes a fiber dump from inside its own poll, then completes.
+struct DumpsInItsPoll {
+    handle: green::Handle,
+}
+
+impl Future for DumpsInItsPoll {
+    type Output = Dump;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Dump> {
+        Poll::Ready(dumps_itself(self.handle.clone()))
+    }
+}
+
+#[test]
+fn a_dump_taken_inside_a_poll_in_a_fiber_lists_that_fiber_running() {
+    within(60, "a dump from a poll", || {
+        let runtime = runtime(1);
+        let handle = runtime.handle();
+        let (_keep, receiver) = green::sync::channel::<u32>();
+        spawn_named(&runtime, "bystander", move || {
+            receives_for_the_dump(receiver)
+        });
+        let dump = spawn_named(&runtime, "poller", move || {
+            green::await_blocking(DumpsInItsPoll { handle })
+        })
+        .join()
+        .unwrap();
+        let first = &dump.fibers()[0];
+        assert_eq!(first.name(), Some("poller"));
+        assert_eq!(first.state(), FiberState::Running);
+        assert_shows(first, "dumps_itself");
+        assert_eq!(
+            the_fiber(&dump, "bystander").state(),
+            FiberState::Parked("channel recv")
+        );
+    });
+}
