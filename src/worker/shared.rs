@@ -102,7 +102,9 @@ impl WorkerShared {
     pub(super) fn send(&self, message: Message) {
         self.injector.push(message);
         self.notify_if_sleeping();
-        // Messages that arrive after the worker closed are dropped (plain data).
+        // Messages that arrive after the worker closed are dropped: plain data, but for a
+        // dump order, whose drop answers that the worker has shut down (a lock held
+        // briefly, then the dump's requester woken, after it).
         if self.closed.load(Ordering::SeqCst) {
             while self.injector.pop().is_some() {}
         }
