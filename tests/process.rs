@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 use std::io::Read;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::panic::{self, AssertUnwindSafe};
 
 use green::fiber::{Fiber, Resume};
@@ -64,57 +64,101 @@ fn in_child(body: fn()) -> (Exit, String) {
     (exit, stderr)
 }
 
+/// A forked child whose stderr the parent reads as it comes; killed and reaped on drop.
+struct Child {
+    /// Its process id.
+    pid: libc::pid_t,
+    /// The read end of its stderr.
+    stderr: std::fs::File,
+    /// What it has written to stderr so far.
+    written: Vec<u8>,
+}
+
+impl Child {
+    /// Runs `body` in a forked child.
+    fn start(body: fn()) -> Child {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: this process is single-threaded (harness = false), so the child may run
+        // any code.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: in the child, as in `in_child`.
+            unsafe {
+                libc::dup2(fds[1], libc::STDERR_FILENO);
+                libc::close(fds[0]);
+                libc::close(fds[1]);
+            }
+            let outcome = panic::catch_unwind(body);
+            // SAFETY: _exit ends the child at once.
+            unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 101 }) };
+        }
+        // SAFETY: the parent owns the read end from here on; the write end is the child's.
+        let stderr = unsafe {
+            libc::close(fds[1]);
+            std::fs::File::from_raw_fd(fds[0])
+        };
+        Child {
+            pid,
+            stderr,
+            written: Vec::new(),
+        }
+    }
+
+    /// Reads the child's stderr until what it wrote satisfies `done` (or it closes
+    /// stderr, or a minute passes); returns what it wrote.
+    fn read_until(&mut self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut chunk = [0; 4096];
+        while !done(&String::from_utf8_lossy(&self.written)) && std::time::Instant::now() < deadline
+        {
+            let mut poll = libc::pollfd {
+                fd: self.stderr.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid `pollfd`.
+            if unsafe { libc::poll(&mut poll, 1, 100) } <= 0 {
+                continue;
+            }
+            match self.stderr.read(&mut chunk).unwrap() {
+                0 => break,
+                n => self.written.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&self.written).into_owned()
+    }
+
+    /// Sends `signal` to the child.
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: signalling our own child, not reaped yet.
+        assert_eq!(unsafe { libc::kill(self.pid, signal) }, 0);
+    }
+
+    /// Whether the child is still running (it has not ended).
+    fn running(&self) -> bool {
+        let mut status = 0;
+        // SAFETY: asks about our own child without waiting.
+        unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) == 0 }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
 /// Runs `body` in a forked child and reads its stderr until it holds `marker` (or the
 /// child closes it, or a minute passes), then kills the child; returns what it read.
 fn in_child_until(body: fn(), marker: &str) -> String {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: this process is single-threaded (harness = false), so the child may run any
-    // code.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: in the child, as in `in_child`.
-        unsafe {
-            libc::dup2(fds[1], libc::STDERR_FILENO);
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
-        let outcome = panic::catch_unwind(body);
-        // SAFETY: _exit ends the child at once.
-        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 101 }) };
-    }
-    // SAFETY: the parent owns the read end from here on; the write end is the child's.
-    let mut reader = unsafe {
-        libc::close(fds[1]);
-        std::fs::File::from_raw_fd(fds[0])
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut stderr = Vec::new();
-    let mut chunk = [0; 4096];
-    while !String::from_utf8_lossy(&stderr).contains(marker) && std::time::Instant::now() < deadline
-    {
-        let mut poll = libc::pollfd {
-            fd: fds[0],
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid `pollfd`.
-        if unsafe { libc::poll(&mut poll, 1, 100) } <= 0 {
-            continue;
-        }
-        match reader.read(&mut chunk).unwrap() {
-            0 => break,
-            n => stderr.extend_from_slice(&chunk[..n]),
-        }
-    }
-    // SAFETY: killing and reaping our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
-    }
-    String::from_utf8_lossy(&stderr).into_owned()
+    Child::start(body).read_until(|written| written.contains(marker))
 }
 
 /// Blocks on `receiver`, in a frame of its own that the dump shows.
@@ -176,6 +220,86 @@ fn a_signal_gets_its_previous_action_back_when_its_runtime_shuts_down() {
     });
     assert_eq!(exit, Exit::Signal(libc::SIGUSR1), "stderr: {stderr}");
     assert!(!stderr.contains("fiber dump"), "{stderr}");
+}
+
+/// A runtime that dumps on SIGUSR1, with a fiber named `burst-waiter` parked in a channel
+/// recv, and one that dumps on SIGUSR2 with `after-the-burst`; the child sends itself
+/// SIGUSR1 twice in a row (`raise`: each handler has run when it returns), says so on
+/// stderr, then waits to be killed.
+fn two_quick_signals_then_wait() {
+    let first = green::Runtime::builder()
+        .workers(1)
+        .dump_on_signal(libc::SIGUSR1)
+        .build()
+        .unwrap();
+    let second = green::Runtime::builder()
+        .workers(1)
+        .dump_on_signal(libc::SIGUSR2)
+        .build()
+        .unwrap();
+    let (_senders, receivers): (Vec<_>, Vec<_>) = (0..2).map(|_| green::sync::channel()).unzip();
+    let parked = green::FiberState::Parked("channel recv");
+    for ((runtime, name), receiver) in [(&first, "burst-waiter"), (&second, "after-the-burst")]
+        .into_iter()
+        .zip(receivers)
+    {
+        let _waiter = green::task::Builder::new()
+            .name(name)
+            .spawn_on(&runtime.handle(), move || {
+                waits_for_the_signal_dump(receiver)
+            })
+            .unwrap();
+        while !runtime.dump().fibers().iter().any(|f| f.state() == parked) {
+            std::thread::yield_now();
+        }
+    }
+    // SAFETY: sends signals to this thread, whose handler for them is green's.
+    unsafe {
+        libc::raise(libc::SIGUSR1);
+        libc::raise(libc::SIGUSR1);
+    }
+    eprintln!("burst sent");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn a_signal_sent_twice_in_a_row_prints_whole_dumps_and_the_process_runs_on() {
+    let mut child = Child::start(two_quick_signals_then_wait);
+    child.read_until(|written| {
+        written.contains("burst sent") && written.contains("green: end of fiber dump")
+    });
+    // Both SIGUSR1s are in the dump thread's pipe by now, so the SIGUSR2 dump comes after
+    // every dump the burst made: the thread takes signals in the order they came (those
+    // it reads at once by number, lowest first), and two SIGUSR1s read at once make one
+    // dump.
+    child.signal(libc::SIGUSR2);
+    let stderr = child.read_until(|written| {
+        written
+            .split_once("\"after-the-burst\"")
+            .is_some_and(|(_, after)| after.contains("green: end of fiber dump"))
+    });
+    assert!(child.running(), "the child ended:\n{stderr}");
+    // One or two dumps of the first runtime, then one of the second, each whole: a header,
+    // its fiber, an end, never interleaved.
+    let dumps: Vec<&str> = stderr
+        .split_inclusive("green: end of fiber dump\n")
+        .filter(|dump| dump.contains("green: fiber dump:"))
+        .collect();
+    assert!((2..=3).contains(&dumps.len()), "{stderr}");
+    for (index, dump) in dumps.iter().enumerate() {
+        let name = if index + 1 == dumps.len() {
+            "after-the-burst"
+        } else {
+            "burst-waiter"
+        };
+        assert_eq!(dump.matches("green: fiber dump:").count(), 1, "{stderr}");
+        assert!(
+            dump.contains(&format!("\"{name}\" [parked: channel recv]")),
+            "{stderr}"
+        );
+        assert!(dump.contains("waits_for_the_signal_dump"), "{stderr}");
+    }
 }
 
 /// Recurses without end, with a frame that cannot be optimised away.
@@ -652,6 +776,10 @@ fn main() {
         (
             "a_signal_gets_its_previous_action_back_when_its_runtime_shuts_down",
             a_signal_gets_its_previous_action_back_when_its_runtime_shuts_down,
+        ),
+        (
+            "a_signal_sent_twice_in_a_row_prints_whole_dumps_and_the_process_runs_on",
+            a_signal_sent_twice_in_a_row_prints_whole_dumps_and_the_process_runs_on,
         ),
     ];
     // Under QEMU the emulator itself needs mappings and dies at the limit before the
