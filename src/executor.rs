@@ -276,7 +276,8 @@ impl Runtime {
         self.run(move || crate::await_blocking(fut))
     }
 
-    /// Every fiber of the runtime, with what it waits on and its backtrace: a fiber dump,
+    /// Every fiber of the runtime, with its task's id and name, what it waits on and its
+    /// backtrace: a fiber dump,
     /// as Go prints every goroutine's stack. See [`Dump`] for what it holds and prints,
     /// [`Builder::dump_on_signal`] to print one when the process receives a signal.
     ///
@@ -320,14 +321,16 @@ impl Runtime {
     ///
     /// let runtime = green::Runtime::builder().workers(1).build().unwrap();
     /// let (started, hogging) = std::sync::mpsc::channel();
+    /// let (release, released) = std::sync::mpsc::channel::<()>();
     /// let hog = runtime.spawn(move || {
     ///     started.send(()).unwrap();
-    ///     std::thread::sleep(Duration::from_millis(500)); // blocks its worker's thread
+    ///     released.recv().unwrap(); // std's channel: blocks its worker's thread
     /// });
     /// hogging.recv().unwrap();
     /// let dump = runtime.dump_timeout(Duration::from_millis(50));
     /// assert!(matches!(dump.workers()[0], WorkerState::Busy { fiber: Some(_) }));
     /// assert_eq!(dump.fibers()[0].state(), FiberState::Running);
+    /// release.send(()).unwrap();
     /// hog.join().unwrap();
     /// ```
     pub fn dump_timeout(&self, timeout: Duration) -> Dump {

@@ -410,21 +410,18 @@ fn dumps_taken_while_fibers_are_woken_lose_no_wakeup() {
 fn a_worker_stuck_in_a_fiber_is_reported_busy_after_the_timeout() {
     within(60, "a dump with a stuck worker", || {
         let runtime = runtime(2);
-        let started = Arc::new(AtomicBool::new(false));
-        let hog = spawn_named(&runtime, "hog", {
-            let started = started.clone();
-            move || {
-                started.store(true, Ordering::Release);
-                // Blocks its worker's thread: std's sleep, not green's.
-                std::thread::sleep(Duration::from_secs(2));
-            }
+        let (started, hogging) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let hog = spawn_named(&runtime, "hog", move || {
+            started.send(()).unwrap();
+            // Blocks its worker's thread until the dump has returned: std's channel,
+            // not green's.
+            released.recv().unwrap();
         });
-        while !started.load(Ordering::Acquire) {
-            std::thread::yield_now();
-        }
-        let start = Instant::now();
+        hogging.recv().unwrap();
+        // Returns while the hog still blocks its worker (`within` fails a hang).
         let dump = runtime.dump_timeout(Duration::from_millis(200));
-        assert!(start.elapsed() < Duration::from_millis(1500), "{dump}");
+        release.send(()).unwrap();
         let busy: Vec<_> = dump
             .workers()
             .iter()

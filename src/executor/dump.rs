@@ -113,19 +113,26 @@ pub struct FiberDump {
 /// # Examples
 ///
 /// ```
-/// use std::time::Duration;
 /// use green::FiberState;
 ///
 /// let runtime = green::Runtime::builder().workers(1).build().unwrap();
-/// let sleeper = runtime.spawn(|| green::sleep(Duration::from_millis(50)));
-/// std::thread::sleep(Duration::from_millis(10)); // it starts and parks meanwhile
-/// for fiber in runtime.dump().fibers() {
+/// let (sender, receiver) = green::sync::channel::<u32>();
+/// let waiter = runtime.spawn(move || receiver.recv().unwrap());
+/// // A task that has not started has no fiber yet; once started, it parks at once.
+/// let dump = loop {
+///     let dump = runtime.dump();
+///     if !dump.fibers().is_empty() {
+///         break dump;
+///     }
+/// };
+/// for fiber in dump.fibers() {
 ///     match fiber.state() {
-///         FiberState::Parked(on) => assert_eq!(on, "sleep"),
+///         FiberState::Parked(on) => assert_eq!(on, "channel recv"),
 ///         other => panic!("not parked: {other}"),
 ///     }
 /// }
-/// sleeper.join().unwrap();
+/// sender.send(1).unwrap();
+/// waiter.join().unwrap();
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -232,8 +232,9 @@ where
 
 /// A task's id: unique among all the tasks of the process, for as long as it runs.
 ///
-/// Given out by [`current`] the first time a task asks, so a task that never asks costs
-/// nothing; ids are never reused.
+/// Given out by [`current`] the first time a task asks, or by the first fiber dump that
+/// lists the task ([`FiberDump::task_id`](crate::FiberDump::task_id)), so a task that
+/// never asks costs nothing; ids are never reused.
 ///
 /// # Examples
 ///

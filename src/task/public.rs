@@ -8,7 +8,8 @@
 //! * [`JoinHandle`] and [`JoinError`] (also at the crate's root) wait for a fiber's result.
 //!
 //! A name shows where green speaks of a fiber: the stack overflow message, the stall
-//! warning ([`crate::Builder::stall_warning`]), and [`current`].
+//! warning ([`crate::Builder::stall_warning`]), the fiber dump ([`crate::Runtime::dump`],
+//! with the task's [`Id`]), and [`current`].
 //!
 //! ```
 //! use green::task;
