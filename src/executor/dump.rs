@@ -181,17 +181,48 @@ pub enum WorkerState {
 impl Dump {
     /// The fibers: the caller first, if it is a fiber of the runtime, then worker by
     /// worker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runtime = green::Runtime::builder().workers(2).build().unwrap();
+    /// let handle = runtime.handle();
+    /// let dump = runtime.run(move || handle.dump());
+    /// // The fiber that took it; the workers had no other.
+    /// assert_eq!(dump.fibers().len(), 1);
+    /// ```
     pub fn fibers(&self) -> &[FiberDump] {
         &self.fibers
     }
 
     /// How each worker answered, indexed by worker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use green::WorkerState;
+    ///
+    /// let runtime = green::Runtime::builder().workers(3).build().unwrap();
+    /// assert_eq!(runtime.dump().workers(), [WorkerState::Answered; 3]);
+    /// ```
     pub fn workers(&self) -> &[WorkerState] {
         &self.workers
     }
 
     /// How many tasks were spawned and had not started (they have no stack yet), on the
     /// workers that answered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runtime = green::Runtime::builder().workers(1).build().unwrap();
+    /// let task = runtime.spawn(|| 1);
+    /// assert_eq!(task.join().unwrap(), 1);
+    /// // Every task spawned has started (and ended): none waits.
+    /// let dump = runtime.dump();
+    /// assert_eq!(dump.unstarted(), 0);
+    /// assert!(!dump.to_string().contains("not started yet"));
+    /// ```
     pub fn unstarted(&self) -> usize {
         self.unstarted
     }
@@ -199,7 +230,18 @@ impl Dump {
 
 impl FiberDump {
     /// The fiber's id on its worker (slot and generation), as in a
-    /// [`StallReport`](crate::StallReport).
+    /// [`StallReport`](crate::StallReport); printed as `slot:generation`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runtime = green::Runtime::builder().workers(1).build().unwrap();
+    /// let handle = runtime.handle();
+    /// let dump = runtime.run(move || handle.dump());
+    /// let id = dump.fibers()[0].id();
+    /// let printed = format!("fiber {}:{} ", id & 0xFFFF_FFFF, id >> 32);
+    /// assert!(dump.to_string().contains(&printed));
+    /// ```
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -228,22 +270,37 @@ impl FiberDump {
 
     /// The name its task was spawned with
     /// ([`task::Builder::name`](crate::task::Builder::name)), if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runtime = green::Runtime::builder().workers(1).build().unwrap();
+    /// let handle = runtime.handle();
+    /// let dump = green::task::Builder::new()
+    ///     .name("dumper")
+    ///     .spawn_on(&runtime.handle(), move || handle.dump())
+    ///     .unwrap()
+    ///     .join()
+    ///     .unwrap();
+    /// assert_eq!(dump.fibers()[0].name(), Some("dumper"));
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
 
-    /// The index of the fiber's worker.
+    /// The index of the fiber's worker (see [`FiberDump`]'s example).
     pub fn worker(&self) -> usize {
         self.worker
     }
 
-    /// What the fiber was doing.
+    /// What the fiber was doing (see [`FiberState`]'s example).
     pub fn state(&self) -> FiberState {
         self.state
     }
 
     /// Its backtrace, captured on its own stack; `None` if it had not started, its worker
-    /// was busy, or its stack had too little room left for the capture.
+    /// was busy, or its stack had too little room left for the capture (see
+    /// [`FiberDump`]'s example).
     pub fn backtrace(&self) -> Option<&Backtrace> {
         self.trace.as_ref().ok()
     }
