@@ -9,7 +9,7 @@
 //! single-threaded process.
 
 use std::hint::black_box;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::panic::{self, AssertUnwindSafe};
 
@@ -64,12 +64,15 @@ fn in_child(body: fn()) -> (Exit, String) {
     (exit, stderr)
 }
 
-/// A forked child whose stderr the parent reads as it comes; killed and reaped on drop.
+/// A forked child whose stderr the parent reads as it comes, and whose stdin the parent
+/// writes to ([`Child::tell`]); killed and reaped on drop.
 struct Child {
     /// Its process id.
     pid: libc::pid_t,
     /// The read end of its stderr.
     stderr: std::fs::File,
+    /// The write end of its stdin.
+    stdin: std::fs::File,
     /// What it has written to stderr so far.
     written: Vec<u8>,
 }
@@ -77,9 +80,12 @@ struct Child {
 impl Child {
     /// Runs `body` in a forked child.
     fn start(body: fn()) -> Child {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (mut fds, mut input) = ([0; 2], [0; 2]);
+        // SAFETY: `fds` and `input` have room for the two descriptors pipe(2) returns.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            assert_eq!(libc::pipe(input.as_mut_ptr()), 0);
+        }
         // SAFETY: this process is single-threaded (harness = false), so the child may run
         // any code.
         let pid = unsafe { libc::fork() };
@@ -88,23 +94,36 @@ impl Child {
             // SAFETY: in the child, as in `in_child`.
             unsafe {
                 libc::dup2(fds[1], libc::STDERR_FILENO);
-                libc::close(fds[0]);
-                libc::close(fds[1]);
+                libc::dup2(input[0], libc::STDIN_FILENO);
+                for fd in fds.into_iter().chain(input) {
+                    libc::close(fd);
+                }
             }
             let outcome = panic::catch_unwind(body);
             // SAFETY: _exit ends the child at once.
             unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 101 }) };
         }
-        // SAFETY: the parent owns the read end from here on; the write end is the child's.
-        let stderr = unsafe {
+        // SAFETY: the parent owns the read end of the child's stderr and the write end of
+        // its stdin from here on; the other ends are the child's.
+        let (stderr, stdin) = unsafe {
             libc::close(fds[1]);
-            std::fs::File::from_raw_fd(fds[0])
+            libc::close(input[0]);
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(input[1]),
+            )
         };
         Child {
             pid,
             stderr,
+            stdin,
             written: Vec::new(),
         }
+    }
+
+    /// Writes a byte to the child's stdin, which [`wait_to_be_told`] reads there.
+    fn tell(&mut self) {
+        self.stdin.write_all(b"!").unwrap();
     }
 
     /// Reads the child's stderr until what it wrote satisfies `done` (or it closes
@@ -131,12 +150,6 @@ impl Child {
         String::from_utf8_lossy(&self.written).into_owned()
     }
 
-    /// Sends `signal` to the child.
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: signalling our own child, not reaped yet.
-        assert_eq!(unsafe { libc::kill(self.pid, signal) }, 0);
-    }
-
     /// Whether the child is still running (it has not ended).
     fn running(&self) -> bool {
         let mut status = 0;
@@ -153,6 +166,12 @@ impl Drop for Child {
             libc::waitpid(self.pid, std::ptr::null_mut(), 0);
         }
     }
+}
+
+/// In a child, waits until the parent [`Child::tell`]s it.
+fn wait_to_be_told() {
+    let mut byte = [0];
+    std::io::stdin().read_exact(&mut byte).unwrap();
 }
 
 /// Runs `body` in a forked child and reads its stderr until it holds `marker` (or the
@@ -187,8 +206,9 @@ fn dump_on_signal_prints_every_fiber_to_stderr() {
             while !runtime.dump().fibers().iter().any(|f| f.state() == parked) {
                 std::thread::yield_now();
             }
-            // SAFETY: sends a signal to this process, whose handler is green's.
-            unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+            // SAFETY: sends a signal to this thread, whose handler is green's (`raise`, not
+            // `kill`: see `two_quick_signals_then_wait`).
+            unsafe { libc::raise(libc::SIGUSR1) };
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
@@ -225,7 +245,11 @@ fn a_signal_gets_its_previous_action_back_when_its_runtime_shuts_down() {
 /// A runtime that dumps on SIGUSR1, with a fiber named `burst-waiter` parked in a channel
 /// recv, and one that dumps on SIGUSR2 with `after-the-burst`; the child sends itself
 /// SIGUSR1 twice in a row (`raise`: each handler has run when it returns), says so on
-/// stderr, then waits to be killed.
+/// stderr, waits to be told, sends itself SIGUSR2, then waits to be killed.
+///
+/// `raise` rather than `kill` from the parent: a signal sent to the process may land on a
+/// worker's thread, and ThreadSanitizer delivers it there only when that thread next makes
+/// a call it intercepts, which a worker idle in its reactor may never do.
 fn two_quick_signals_then_wait() {
     let first = green::Runtime::builder()
         .workers(1)
@@ -259,6 +283,9 @@ fn two_quick_signals_then_wait() {
         libc::raise(libc::SIGUSR1);
     }
     eprintln!("burst sent");
+    wait_to_be_told();
+    // SAFETY: as above.
+    unsafe { libc::raise(libc::SIGUSR2) };
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
@@ -273,7 +300,7 @@ fn a_signal_sent_twice_in_a_row_prints_whole_dumps_and_the_process_runs_on() {
     // every dump the burst made: the thread takes signals in the order they came (those
     // it reads at once by number, lowest first), and two SIGUSR1s read at once make one
     // dump.
-    child.signal(libc::SIGUSR2);
+    child.tell();
     let stderr = child.read_until(|written| {
         written
             .split_once("\"after-the-burst\"")
