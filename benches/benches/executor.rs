@@ -10,11 +10,10 @@
 //! runs with one worker (`Builder::workers(1)`), the counterpart of tokio's current-thread
 //! runtime and of a `LocalExecutor` driven by one thread.
 
-use std::future::{Future, poll_fn};
+use green_benches::Signal;
+use std::future::Future;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_executor::{Executor, LocalExecutor};
@@ -58,48 +57,6 @@ where
     F::Output: 'static,
 {
     future::block_on(ex.run(ex.spawn(fut)))
-}
-
-/// A one-bit event with one waiter: the smallest future another task can complete, so
-/// that `await_pending` measures the executors' park and wake paths and no channel.
-#[derive(Default)]
-struct Signal {
-    /// Set by `notify`, consumed by `wait`.
-    set: AtomicBool,
-    /// The waiter's waker; kept after a wake, so waiting again does not clone it.
-    waker: Mutex<Option<Waker>>,
-}
-
-impl Signal {
-    /// Sets the signal and wakes the waiter, if any.
-    fn notify(&self) {
-        self.set.store(true, Ordering::Release);
-        if let Some(waker) = &*self.waker.lock().unwrap() {
-            waker.wake_by_ref();
-        }
-    }
-
-    /// Waits until the signal is set, and clears it.
-    fn wait(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(move |cx| {
-            if self.set.swap(false, Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            {
-                let mut slot = self.waker.lock().unwrap();
-                match &*slot {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => *slot = Some(cx.waker().clone()),
-                }
-            }
-            // A notify that came before the waker was stored is seen here.
-            if self.set.swap(false, Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-    }
 }
 
 /// Spawn a task that returns a value, and join it: one spawn + run + join per iteration.

@@ -12,12 +12,9 @@
 //! the fiber left any other tokio runtime it entered (`tokio::runtime::Handle::try_current`
 //! and a comparison of runtime ids), so the figures to compare are those that park.
 
-use std::future::{Future, poll_fn};
+use green_benches::{ReadyAfterOneWake, Signal};
 use std::hint::black_box;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -28,78 +25,6 @@ const BUILD: &str = if cfg!(feature = "tokio") {
 } else {
     "plain"
 };
-
-/// A one-bit event with one waiter (as in `executor.rs`): the smallest future another
-/// fiber can complete.
-#[derive(Default)]
-struct Signal {
-    /// Set by `notify`, consumed by `wait`.
-    set: AtomicBool,
-    /// The waiter's waker; kept after a wake, so waiting again does not clone it.
-    waker: Mutex<Option<Waker>>,
-}
-
-impl Signal {
-    /// Sets the signal and wakes the waiter, if any.
-    fn notify(&self) {
-        self.set.store(true, Ordering::Release);
-        if let Some(waker) = &*self.waker.lock().unwrap() {
-            waker.wake_by_ref();
-        }
-    }
-
-    /// Waits until the signal is set, and clears it.
-    fn wait(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(move |cx| {
-            if self.set.swap(false, Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            {
-                let mut slot = self.waker.lock().unwrap();
-                match &*slot {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => *slot = Some(cx.waker().clone()),
-                }
-            }
-            if self.set.swap(false, Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-    }
-}
-
-/// A future that wakes itself and returns `Pending` at its first poll, and returns its
-/// value at its second (as `tokio::task::yield_now` does outside a tokio worker).
-struct ReadyAfterOneWake<T> {
-    /// Given back at the second poll; `None` after.
-    value: Option<T>,
-    /// Whether the first poll has been.
-    woken: bool,
-}
-
-impl<T> ReadyAfterOneWake<T> {
-    fn new(value: T) -> Self {
-        ReadyAfterOneWake {
-            value: Some(value),
-            woken: false,
-        }
-    }
-}
-
-impl<T: Unpin> Future for ReadyAfterOneWake<T> {
-    type Output = T;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        if !self.woken {
-            self.woken = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        Poll::Ready(self.value.take().expect("polled after it returned"))
-    }
-}
 
 /// A runtime of `workers` workers.
 fn runtime(workers: usize) -> green::Runtime {

@@ -14,82 +14,10 @@
 //! resume), `yield` (yield_now with no other fiber runnable). Run each with two counts and divide the difference in
 //! instructions by the difference in counts: the runtime's start and end cancel out.
 
-use std::future::{Future, poll_fn};
+use green_benches::{ReadyAfterOneWake, Signal};
 use std::hint::black_box;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
 use std::time::Instant;
-
-/// A one-bit event with one waiter, as in `benches/executor.rs`.
-#[derive(Default)]
-struct Signal {
-    /// Set by `notify`, consumed by `wait`.
-    set: AtomicBool,
-    /// The waiter's waker; kept after a wake, so waiting again does not clone it.
-    waker: Mutex<Option<Waker>>,
-}
-
-impl Signal {
-    fn notify(&self) {
-        self.set.store(true, Ordering::Release);
-        if let Some(waker) = &*self.waker.lock().unwrap() {
-            waker.wake_by_ref();
-        }
-    }
-
-    fn wait(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(move |cx| {
-            if self.set.swap(false, Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            {
-                let mut slot = self.waker.lock().unwrap();
-                match &*slot {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => *slot = Some(cx.waker().clone()),
-                }
-            }
-            if self.set.swap(false, Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-    }
-}
-
-/// A future that wakes itself and returns `Pending` at its first poll, and returns its
-/// value at its second, as in `benches/tokio_bridge.rs`.
-struct ReadyAfterOneWake<T> {
-    /// Given back at the second poll; `None` after.
-    value: Option<T>,
-    /// Whether the first poll has been.
-    woken: bool,
-}
-
-impl<T> ReadyAfterOneWake<T> {
-    fn new(value: T) -> Self {
-        ReadyAfterOneWake {
-            value: Some(value),
-            woken: false,
-        }
-    }
-}
-
-impl<T: Unpin> Future for ReadyAfterOneWake<T> {
-    type Output = T;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        if !self.woken {
-            self.woken = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        Poll::Ready(self.value.take().expect("polled after it returned"))
-    }
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
