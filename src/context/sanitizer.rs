@@ -62,6 +62,15 @@
 //!   `finish_switch` reports as the stack left behind, kept in the fiber's state until its
 //!   next suspension. They land in the resumed fiber's own state, never in a
 //!   thread-local, so fibers that resume fibers need no care.
+//! * **A task that parks from a user's fiber.** A task that resumed a
+//!   [`Fiber`](crate::fiber::Fiber) which then blocks in green (a `green::sleep` in its
+//!   closure) suspends *from the user fiber's stack*: its next resume lands there, not on
+//!   the task's stack. Each suspension therefore records in the suspending fiber's state
+//!   which stack was running (`running`, kept per thread in `RUNNING` by every resume),
+//!   and the next resume tells the sanitizers about that stack: its bounds to ASan, its
+//!   TSan fiber to TSan. With the task's own instead, TSan popped the user fiber's frames
+//!   off the task's shadow call stack until it ran below its start and crashed (SIGSEGV
+//!   in about one run in ten of `tests/user_fibers_in_tasks.rs`).
 //! * **A fiber's exit.** The last switch out of a finished fiber ([`before_exit`]) passes a
 //!   null save slot: ASan then frees the fiber's fake stack, which nothing will reattach.
 //!   The resumer still reads the fiber's result from its entry's frame after that: the
@@ -114,6 +123,21 @@ pub(crate) struct FiberState {
     /// out.
     #[cfg(green_tsan)]
     resumer: *mut c_void,
+    /// The state of the stack the fiber was running on when it last suspended: its own,
+    /// or that of a user's [`Fiber`](crate::fiber::Fiber) which it had resumed and which
+    /// blocked in green, so that the task parked from that fiber's stack. Its next resume
+    /// lands on that stack, and the sanitizers must be told so. Written by `prepare` (its
+    /// own) and by every suspension.
+    #[cfg(any(green_asan, green_tsan))]
+    running: *mut FiberState,
+}
+
+#[cfg(any(green_asan, green_tsan))]
+thread_local! {
+    /// The state of the fiber stack this thread runs on, null on the thread's own stack:
+    /// set by each resume, put back when the fiber switches back to its resumer.
+    static RUNNING: std::cell::Cell<*mut FiberState> =
+        const { std::cell::Cell::new(std::ptr::null_mut()) };
 }
 
 /// Bytes of the stack header that hold the [`FiberState`]: its size rounded up to 16, so
@@ -125,6 +149,10 @@ pub(crate) struct Resumer {
     /// The resumer's fake stack, detached by `start_switch` and reattached after.
     #[cfg(green_asan)]
     fake_stack: *mut c_void,
+    /// The state of the resumer's own stack (null: the thread's), which runs again after
+    /// the switch back.
+    #[cfg(any(green_asan, green_tsan))]
+    running: *mut FiberState,
 }
 
 #[cfg(green_asan)]
@@ -192,6 +220,12 @@ pub(crate) unsafe fn prepare(bottom: *mut u8, top: *mut u8) {
         (*state).fiber = __tsan_create_fiber(0);
         (*state).resumer = std::ptr::null_mut();
     }
+    #[cfg(any(green_asan, green_tsan))]
+    // SAFETY: as above for the state.
+    unsafe {
+        let state = state(top);
+        (*state).running = state;
+    }
     let _ = (bottom, top);
 }
 
@@ -219,32 +253,44 @@ pub(crate) unsafe fn release(stack_top: *mut u8) {
 /// this thread; [`after_resume`] must follow the switch back.
 #[inline(always)]
 pub(crate) unsafe fn before_resume(stack_top: *mut u8) -> Resumer {
+    // The stack that runs after the switch: the fiber's own, or the user fiber's it
+    // suspended from (see `FiberState::running`).
+    #[cfg(any(green_asan, green_tsan))]
+    // SAFETY: the fiber is not running, so its state is ours to read; `running` points to
+    // a prepared state whose stack holds the fiber's suspended frames, alive until they
+    // run again.
+    let (target, resumer_running) = unsafe {
+        let target = (*state(stack_top)).running;
+        (target, RUNNING.replace(target))
+    };
     #[cfg(green_asan)]
     let mut fake_stack = ptr::null_mut();
     #[cfg(green_asan)]
-    // SAFETY: `prepare` wrote the fiber's bounds; `fake_stack` outlives the call.
+    // SAFETY: `prepare` wrote the target stack's bounds; `fake_stack` outlives the call.
     unsafe {
-        let state = state(stack_top);
-        __sanitizer_start_switch_fiber(&mut fake_stack, (*state).bottom, (*state).size);
+        __sanitizer_start_switch_fiber(&mut fake_stack, (*target).bottom, (*target).size);
     }
     #[cfg(green_tsan)]
     // SAFETY: the fiber is not running, so its state is ours to write; `prepare` created
-    // its TSan fiber.
+    // the target stack's TSan fiber.
     unsafe {
-        let state = state(stack_top);
-        (*state).resumer = __tsan_get_current_fiber();
-        __tsan_switch_to_fiber((*state).fiber, 0);
+        (*state(stack_top)).resumer = __tsan_get_current_fiber();
+        __tsan_switch_to_fiber((*target).fiber, 0);
     }
     let _ = stack_top;
     Resumer {
         #[cfg(green_asan)]
         fake_stack,
+        #[cfg(any(green_asan, green_tsan))]
+        running: resumer_running,
     }
 }
 
 /// On the resumer, right after the fiber switched back to it.
 #[inline(always)]
 pub(crate) fn after_resume(resumer: Resumer) {
+    #[cfg(any(green_asan, green_tsan))]
+    RUNNING.set(resumer.running);
     #[cfg(green_asan)]
     // SAFETY: `before_resume` started this switch and saved the resumer's fake stack.
     unsafe {
@@ -293,6 +339,12 @@ pub(crate) unsafe fn after_suspend(stack_top: *mut u8) {
 /// resumer.
 #[inline(always)]
 pub(crate) unsafe fn before_suspend(stack_top: *mut u8) {
+    #[cfg(any(green_asan, green_tsan))]
+    // SAFETY: the state is the running fiber's own. The stack this thread runs on is the
+    // one its next resume lands on.
+    unsafe {
+        (*state(stack_top)).running = RUNNING.get()
+    };
     #[cfg(green_asan)]
     // SAFETY: the state is the running fiber's own, the resumer's bounds as ASan gave them.
     unsafe {
