@@ -96,7 +96,10 @@ pub use stall::StallReport;
 /// 5. with `shutdown_timeout`, at its deadline, abandons the fibers still there (blocked
 ///    in a destructor, or having caught their cancellation and run on): each worker
 ///    reports how many on stderr, leaves them suspended with their stacks leaked, and
-///    resolves their [`JoinHandle`]s to cancelled. Dropping waits for them instead;
+///    resolves their [`JoinHandle`]s to cancelled. Dropping waits for them instead. A
+///    worker checks the deadline at its scheduling points, so one may run a fiber woken
+///    in the moment between the deadline and its next check, after `shutdown_timeout`
+///    has returned;
 /// 6. joins the worker threads and the runtime's blocking pool ([`crate::unblock`]), up to
 ///    the deadline for `shutdown_timeout`;
 /// 7. every outstanding [`JoinHandle`] resolves to a cancelled [`JoinError`](crate::JoinError).

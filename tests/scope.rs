@@ -520,13 +520,18 @@ fn a_scoped_fiber_abandoned_at_the_shutdown_deadline_keeps_its_scope_waiting_for
             });
             let other_worker = ready_rx.recv().unwrap();
             let in_time = runtime.shutdown_timeout(Duration::from_millis(300));
-            drop(stuck_tx);
-            (
+            // Read before the scoped fiber can be woken: a worker that has not yet seen
+            // the deadline when `shutdown_timeout` returns may still run a fiber woken
+            // then, and this one would finish, end the scope and drop the data (in 1 of
+            // 10 loaded runs under QEMU).
+            let outcome = (
                 in_time,
                 returned.load(Ordering::SeqCst),
                 data_dropped.load(Ordering::SeqCst),
                 other_worker,
-            )
+            );
+            drop(stuck_tx);
+            outcome
         });
     assert!(other_worker, "the scoped fiber ran on the other worker");
     assert!(!in_time, "fibers were abandoned");
