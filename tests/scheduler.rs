@@ -1137,3 +1137,196 @@ fn a_fiber_whose_socket_is_always_ready_yields_after_its_io_budget() {
         "the other task ran after {reads_when_it_ran} reads"
     );
 }
+
+/// The time slice a worker asks the kernel for (`Builder::worker_slice`), read back with
+/// `sched_getattr`.
+mod worker_slice {
+    use std::thread;
+    use std::time::Duration;
+
+    /// `struct sched_attr`, its first version (48 bytes).
+    #[repr(C)]
+    #[derive(Default, Debug)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+    }
+
+    /// The calling thread's scheduling attributes.
+    fn attr() -> SchedAttr {
+        let mut attr = SchedAttr::default();
+        // SAFETY: `attr` is a writable `sched_attr` of the size passed; pid 0 is this
+        // thread.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getattr,
+                0,
+                &mut attr as *mut SchedAttr,
+                size_of::<SchedAttr>() as libc::c_uint,
+                0,
+            )
+        };
+        assert_eq!(
+            result,
+            0,
+            "sched_getattr: {}",
+            std::io::Error::last_os_error()
+        );
+        attr
+    }
+
+    /// The calling thread's slice, in nanoseconds.
+    fn slice_here() -> u64 {
+        attr().runtime
+    }
+
+    /// Asks for a slice of `nanos` for the calling thread, as a user would.
+    fn set_slice_here(nanos: u64) {
+        let mut attr = attr();
+        attr.size = size_of::<SchedAttr>() as u32;
+        attr.flags = 0;
+        attr.runtime = nanos;
+        // SAFETY: `attr` is a valid `sched_attr` of the size it states; pid 0 is this
+        // thread.
+        let result =
+            unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        assert_eq!(
+            result,
+            0,
+            "sched_setattr: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Whether this kernel takes a thread's slice request (Linux 6.12 and later; older
+    /// ones ignore it, and then there is nothing to check): asks on a scratch thread and
+    /// reads the slice back.
+    fn kernel_takes_slices() -> bool {
+        let takes = thread::spawn(|| {
+            let mut attr = SchedAttr {
+                size: size_of::<SchedAttr>() as u32,
+                runtime: 300_000,
+                ..SchedAttr::default()
+            };
+            // SAFETY: `attr` is a valid `sched_attr` of the size it states (the default
+            // policy, nice 0); pid 0 is this scratch thread.
+            let set =
+                unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+            // SAFETY: as above, writable.
+            let got = unsafe {
+                libc::syscall(
+                    libc::SYS_sched_getattr,
+                    0,
+                    &mut attr as *mut SchedAttr,
+                    48,
+                    0,
+                )
+            };
+            set == 0 && got == 0 && attr.runtime == 300_000
+        })
+        .join()
+        .unwrap();
+        if !takes {
+            eprintln!("skipped: this kernel does not take a thread's slice request");
+        }
+        takes
+    }
+
+    /// Runs `f` on a thread of its own, whose scheduling attributes it may change.
+    fn on_a_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        thread::spawn(f).join().unwrap()
+    }
+
+    #[test]
+    fn workers_ask_for_200_microseconds_by_default_and_for_the_slice_set() {
+        if !kernel_takes_slices() {
+            return;
+        }
+        on_a_thread(|| {
+            set_slice_here(3_000_000);
+            let runtime = green::Runtime::builder().workers(2).build().unwrap();
+            // Each fiber reads the slice of the worker it runs on; two parked at once are
+            // on two workers or one, either way each reads a worker's.
+            let slices = runtime.run(|| {
+                let handles: Vec<_> = (0..4).map(|_| green::spawn(slice_here)).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(slices, [200_000; 4]);
+            let runtime = green::Runtime::builder()
+                .workers(2)
+                .worker_slice(Some(Duration::from_micros(1500)))
+                .build()
+                .unwrap();
+            assert_eq!(runtime.run(slice_here), 1_500_000);
+            // The thread that built them keeps its own.
+            assert_eq!(slice_here(), 3_000_000);
+        });
+    }
+
+    #[test]
+    fn without_a_worker_slice_workers_keep_the_builders() {
+        if !kernel_takes_slices() {
+            return;
+        }
+        on_a_thread(|| {
+            set_slice_here(700_000);
+            let runtime = green::Runtime::builder()
+                .worker_slice(None)
+                .build()
+                .unwrap();
+            assert_eq!(runtime.run(slice_here), 700_000);
+        });
+    }
+
+    #[test]
+    fn blocking_pool_threads_get_the_builders_slice_back() {
+        if !kernel_takes_slices() {
+            return;
+        }
+        on_a_thread(|| {
+            set_slice_here(700_000);
+            let runtime = green::Runtime::builder().workers(1).build().unwrap();
+            let (worker, pool) = runtime.run(|| (slice_here(), green::unblock(slice_here)));
+            assert_eq!((worker, pool), (200_000, 700_000));
+        });
+    }
+
+    #[test]
+    fn the_slice_keeps_the_builders_policy_and_nice_value() {
+        if !kernel_takes_slices() {
+            return;
+        }
+        on_a_thread(|| {
+            // Both need no privilege: a batch policy, and a nice value raised.
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: `param` is a valid `sched_param`; pid 0 is this thread.
+            assert_eq!(
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) },
+                0
+            );
+            // SAFETY: `gettid` has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            // SAFETY: `setpriority` on this thread's id.
+            assert_eq!(
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as u32, 3) },
+                0
+            );
+            let runtime = green::Runtime::builder().workers(1).build().unwrap();
+            let worker = runtime.run(attr);
+            assert_eq!(
+                (worker.policy as i32, worker.nice, worker.runtime),
+                (libc::SCHED_BATCH, 3, 200_000),
+                "{worker:?}"
+            );
+        });
+    }
+}

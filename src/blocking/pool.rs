@@ -50,6 +50,9 @@ pub(crate) struct Pool {
     /// The CPUs the pool's threads run on, set when the workers are pinned (the threads,
     /// started from a worker, would otherwise inherit its one CPU); empty: inherited.
     cpus: Vec<usize>,
+    /// The time slice the pool's threads ask the kernel for, set when the workers ask for
+    /// one of their own (the threads would otherwise inherit it); `None`: inherited.
+    slice: Option<Duration>,
     /// The tokio runtime the pool's threads enter for their whole life.
     tokio: TokioContext,
 }
@@ -68,9 +71,9 @@ struct PoolState {
 }
 
 impl Pool {
-    /// An empty pool; threads start on demand, on `cpus` (see `Pool::cpus`), inside the
-    /// context of `tokio`.
-    pub(crate) fn new(cpus: Vec<usize>, tokio: TokioContext) -> Arc<Pool> {
+    /// An empty pool; threads start on demand, on `cpus` (see `Pool::cpus`) with `slice`
+    /// (see `Pool::slice`), inside the context of `tokio`.
+    pub(crate) fn new(cpus: Vec<usize>, slice: Option<Duration>, tokio: TokioContext) -> Arc<Pool> {
         Arc::new(Pool {
             state: Mutex::new(PoolState {
                 queue: VecDeque::new(),
@@ -81,6 +84,7 @@ impl Pool {
             available: Condvar::new(),
             exited: Condvar::new(),
             cpus,
+            slice,
             tokio,
         })
     }
@@ -117,6 +121,9 @@ impl Pool {
         let _counted = Counted::new(self);
         if !self.cpus.is_empty() {
             crate::sys::set_thread_affinity(&self.cpus);
+        }
+        if let Some(slice) = self.slice {
+            crate::sys::set_thread_slice(slice);
         }
         let mut state = lock(&self.state);
         loop {

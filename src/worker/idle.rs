@@ -440,7 +440,7 @@ mod tests {
         let runtime = Arc::new(RuntimeShared::new(
             workers.clone(),
             64 * 1024,
-            Pool::new(Vec::new(), TokioContext::default()),
+            Pool::new(Vec::new(), None, TokioContext::default()),
             false,
         ));
         let thief = Worker::new(runtime, workers[0].clone());
