@@ -16,6 +16,7 @@ use std::future::Future;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -193,6 +194,61 @@ impl<T: AsFd> Async<T> {
     /// Whatever `op` returns other than `WouldBlock`.
     pub fn write_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         self.op_with(WRITE, None, op)
+    }
+
+    /// `op_with` for reading, where `op` reads at most `len` bytes from a TCP socket:
+    /// skips the read that would fail with `WouldBlock` after one that drained the socket.
+    ///
+    /// `drained` holds, from one call to the next, one plus the tick read before the last
+    /// read that filled less than its `len` (0: the last read filled it, or none yet). That
+    /// read emptied the socket's receive queue, and data that came after it raises an edge
+    /// and moves the tick. So while the tick has not moved (and no hang-up came: see
+    /// `Source::quiet_since`), a read would fail: this call waits for the next event first,
+    /// and saves the system call. Only where a short read shows the queue empty, as TCP's
+    /// does; not for Unix stream sockets, whose reads stop early at a change of sender
+    /// credentials or at passed descriptors.
+    pub(crate) fn read_drained_with(
+        &self,
+        len: usize,
+        timeout: Option<Duration>,
+        drained: &AtomicU64,
+        mut op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if !crate::worker::in_fiber() {
+            // A plain thread blocks in `poll(2)`, which looks at the socket itself.
+            return self.op_with(READ, timeout, op);
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        crate::worker::spend_io_budget();
+        // The tick to wait from before the next read: the drained read's while it holds.
+        let mut wait_from = match drained.load(Ordering::Relaxed) {
+            0 => None,
+            mark => Some(mark - 1).filter(|&tick| self.source.quiet_since(tick)),
+        };
+        loop {
+            if let Some(tick) = wait_from {
+                self.wait_since(READ, Some(tick), deadline)?;
+            }
+            // The tick before the operation: an edge after it failed is not lost.
+            let tick = self.source.tick(READ);
+            match op(self.get_ref()) {
+                Ok(n) => {
+                    let mark = if 0 < n && n < len {
+                        tick.wrapping_add(1) // at `u64::MAX`, 0: no mark, no harm
+                    } else {
+                        0
+                    };
+                    if drained.load(Ordering::Relaxed) != mark {
+                        drained.store(mark, Ordering::Relaxed);
+                    }
+                    return Ok(n);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    wait_from = Some(tick);
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Runs `op` until it does not fail with `WouldBlock`, waiting for `direction` in
@@ -406,6 +462,14 @@ impl Registration {
     /// this call is counted either way (at worst as a spurious wake).
     fn tick(&self, direction: usize) -> u64 {
         self.source.get().map_or(0, |source| source.tick(direction))
+    }
+
+    /// Whether a read may be skipped (see [`Source::quiet_since`]); never before the
+    /// source is registered.
+    fn quiet_since(&self, tick: u64) -> bool {
+        self.source
+            .get()
+            .is_some_and(|source| source.quiet_since(tick))
     }
 
     /// Removes the registration, if there is one.

@@ -15,9 +15,16 @@
 //! * **Timers.** A map ordered by deadline; [`Reactor::react`] fires the due ones and
 //!   waits no longer than the next, with `epoll_pwait2`'s nanosecond timeout (a timeout
 //!   rounded up to the millisecond where the kernel lacks it).
-//! * **Waiting.** `polling` registers the descriptors; the wait itself is one
-//!   `epoll_pwait2` on the poller's epoll descriptor, interrupted by an edge-triggered
-//!   eventfd of green's own (see `sys::epoll`: `polling`'s wait makes five system calls).
+//! * **Waiting.** `polling` makes the epoll descriptor and deletes descriptors from it;
+//!   green adds them itself, asking also for `EPOLLRDHUP` (`sys::epoll::add_source`). The
+//!   wait is one `epoll_pwait2` on the poller's epoll descriptor, interrupted by an
+//!   edge-triggered eventfd of green's own (see `sys::epoll`: `polling`'s wait makes five
+//!   system calls).
+//! * **Drained reads.** A TCP read that fills less than its buffer emptied the receive
+//!   queue: until the next read event, another read would fail with `WouldBlock`, so a
+//!   fiber's next read waits for that event first and saves the system call
+//!   (`Async::read_drained_with`, [`Source::quiet_since`]). A hang-up, an error or urgent
+//!   data turns that off for the source for good: after them a short read proves nothing.
 //! * **Waking.** Wakers are collected under the locks and called after they are released,
 //!   each inside `catch_unwind` ([`wake_all`]): a user's waker that panics in `wake` is
 //!   reported on stderr and the worker goes on, rather than unwinding out of its loop.
@@ -176,12 +183,11 @@ impl Reactor {
         let mut sources = lock(&self.sources);
         let entry = sources.vacant_entry();
         let key = entry.key();
-        // SAFETY: the source is deleted from the poller (`remove_source`) before the
-        // descriptor is closed: `Async` removes it in its destructor before dropping the I/O.
-        unsafe {
-            self.poller
-                .add_with_mode(&fd, Event::all(key), PollMode::Edge)?;
-        }
+        // The source is deleted from the poller (`remove_source`) before the descriptor is
+        // closed: `Async` removes it in its destructor before dropping the I/O. Added by
+        // hand, not with `polling` (which deletes it): `polling` asks for no `EPOLLRDHUP`,
+        // and `Source::quiet_since` needs to learn of a half-close.
+        epoll::add_source(self.poller.as_raw_fd(), fd.as_raw_fd(), key)?;
         let source = Arc::new(Source {
             reactor: self.clone(),
             fd: fd.as_raw_fd(),
@@ -379,6 +385,9 @@ struct Direction {
     poll_tick: Option<u64>,
     /// Future-style waiters; a slot set to `None` has fired.
     waiters: Slab<Option<Waker>>,
+    /// For reading: an event said the peer closed its side, an error is pending, or
+    /// urgent data came. Never cleared: see [`Source::quiet_since`].
+    hung_up: bool,
 }
 
 impl Direction {
@@ -397,6 +406,9 @@ impl Source {
     /// stays armed: nothing to re-arm.
     fn dispatch(&self, ready: Ready, wakers: &mut Vec<Waker>) {
         let mut state = lock(&self.state);
+        if ready.hung_up {
+            state[READ].hung_up = true;
+        }
         if ready.readable {
             state[READ].fire(wakers);
         }
@@ -410,6 +422,21 @@ impl Source {
     /// operation would block.
     pub(crate) fn tick(&self, direction: usize) -> u64 {
         lock(&self.state)[direction].tick
+    }
+
+    /// Whether a read may be skipped: no read event came since `tick`, and none ever said
+    /// the peer closed, an error is pending, or urgent data came.
+    ///
+    /// For a TCP socket read by [`Async::read_drained_with`](crate::io::Async), which
+    /// passes the tick it read before a read that filled less than its buffer: that read
+    /// emptied the receive queue, and any data that came after it raises an edge, so the
+    /// next read would fail with `WouldBlock` unless the tick moved. Not after a hang-up:
+    /// data and the peer's FIN that come together raise one edge, the short read takes the
+    /// data, and no edge announces the end of file that the next read returns; nor after
+    /// urgent data, at whose mark a read stops with data left.
+    pub(crate) fn quiet_since(&self, tick: u64) -> bool {
+        let state = lock(&self.state);
+        state[READ].tick == tick && !state[READ].hung_up
     }
 
     /// Whether the descriptor is ready for `direction` right now, by a zero-timeout

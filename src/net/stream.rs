@@ -69,12 +69,32 @@ impl TryClone for std::os::unix::net::UnixStream {
     }
 }
 
+/// Whether a read that fills less than its buffer shows the socket's receive queue empty
+/// (see `Async::read_drained_with`): true for TCP, whose reads stop only there (or at
+/// urgent data, which the reactor reports); false for Unix stream sockets, whose reads
+/// also stop where the sender's credentials change or descriptors were passed.
+pub(crate) trait ShortReadDrains {
+    /// The answer for this socket type.
+    const SHORT_READ_DRAINS: bool;
+}
+
+impl ShortReadDrains for std::net::TcpStream {
+    const SHORT_READ_DRAINS: bool = true;
+}
+
+impl ShortReadDrains for std::os::unix::net::UnixStream {
+    const SHORT_READ_DRAINS: bool = false;
+}
+
 /// A stream socket: a registered nonblocking descriptor and its timeouts.
 pub(crate) struct Stream<T: AsFd> {
     /// Timeout of the blocking-style reads.
     read_timeout: Timeout,
     /// Timeout of the blocking-style writes.
     write_timeout: Timeout,
+    /// Where the last blocking-style read left the receive queue, for
+    /// `Async::read_drained_with`.
+    drained: AtomicU64,
     /// The registered descriptor.
     io: Async<T>,
 }
@@ -89,6 +109,7 @@ impl<T: AsFd> Stream<T> {
         Ok(Stream {
             read_timeout: Timeout::default(),
             write_timeout: Timeout::default(),
+            drained: AtomicU64::new(0),
             io: Async::new(io)?,
         })
     }
@@ -141,6 +162,28 @@ impl<T: AsFd> Stream<T> {
     /// What `op` returns; `TimedOut` once the read timeout has elapsed.
     pub(crate) fn read_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         self.io.op_with(READ, self.read_timeout.get(), op)
+    }
+
+    /// Reads into a buffer of `len` bytes with `op`, as [`read_with`](Stream::read_with),
+    /// skipping the read that would fail after one that drained a TCP socket.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_with`](Stream::read_with).
+    pub(crate) fn read_into(
+        &self,
+        len: usize,
+        op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize>
+    where
+        T: ShortReadDrains,
+    {
+        if T::SHORT_READ_DRAINS {
+            self.io
+                .read_drained_with(len, self.read_timeout.get(), &self.drained, op)
+        } else {
+            self.read_with(op)
+        }
     }
 
     /// As [`read_with`](Stream::read_with), for writing, with the write timeout.
@@ -290,15 +333,16 @@ macro_rules! stream_impls {
         impl ::std::io::Read for &$stream {
             fn read(&mut self, buf: &mut [u8]) -> ::std::io::Result<usize> {
                 self.inner
-                    .read_with(|mut io| ::std::io::Read::read(&mut io, buf))
+                    .read_into(buf.len(), |mut io| ::std::io::Read::read(&mut io, buf))
             }
 
             fn read_vectored(
                 &mut self,
                 bufs: &mut [::std::io::IoSliceMut<'_>],
             ) -> ::std::io::Result<usize> {
+                let len = bufs.iter().map(|buf| buf.len()).sum();
                 self.inner
-                    .read_with(|mut io| ::std::io::Read::read_vectored(&mut io, bufs))
+                    .read_into(len, |mut io| ::std::io::Read::read_vectored(&mut io, bufs))
             }
         }
 

@@ -15,6 +15,8 @@
 //!   per wait, whatever the number of notifications).
 //!
 //! An event's key is the `u64` that `polling` stores at registration: `key as u64`.
+//! Sources are added here too ([`add_source`]), for the one flag `polling` does not ask
+//! for, `EPOLLRDHUP`; `polling` deletes them.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -48,6 +50,10 @@ pub(crate) struct Ready {
     pub(crate) readable: bool,
     /// A write would not block (or fail at once).
     pub(crate) writable: bool,
+    /// The peer closed its side, an error is pending, or urgent data came: after these,
+    /// a read that fills less than its buffer no longer shows the receive queue empty
+    /// (see `Source::quiet_since`).
+    pub(crate) hung_up: bool,
 }
 
 impl Ready {
@@ -58,6 +64,7 @@ impl Ready {
             key: data as usize,
             readable: flag(libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLHUP | libc::EPOLLERR),
             writable: flag(libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR),
+            hung_up: flag(libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI),
         }
     }
 }
@@ -79,6 +86,34 @@ impl Events {
             Ready::decode(flags, data)
         })
     }
+}
+
+/// Adds `fd` to `epoll`, edge-triggered, for reading and writing, with the peer's
+/// half-close (`EPOLLRDHUP`) and urgent data (`EPOLLPRI`) reported as such, under `key`
+/// (as `polling` would store it: the event's data is `key as u64`).
+///
+/// # Errors
+///
+/// What `epoll_ctl(ADD)` returns: `EBADF` for a closed descriptor, `EPERM` for a regular
+/// file, `EEXIST` if it is there already.
+pub(crate) fn add_source(epoll: RawFd, fd: RawFd, key: usize) -> io::Result<()> {
+    let flags = libc::EPOLLIN
+        | libc::EPOLLOUT
+        | libc::EPOLLRDHUP
+        | libc::EPOLLPRI
+        | libc::EPOLLHUP
+        | libc::EPOLLERR
+        | libc::EPOLLET;
+    let mut event = libc::epoll_event {
+        events: flags as u32,
+        u64: key as u64,
+    };
+    // SAFETY: `event` is a valid epoll_event that the kernel only reads; bad descriptors
+    // are errors, not undefined behaviour.
+    if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Whether `epoll_pwait2` works here: 0 not tried yet, 1 yes, 2 no.
@@ -203,7 +238,8 @@ mod tests {
             Ready {
                 key: 7,
                 readable: true,
-                writable: false
+                writable: false,
+                hung_up: false
             }
         );
         assert_eq!(
@@ -211,7 +247,8 @@ mod tests {
             Ready {
                 key: (u64::from(u32::MAX) + 5) as usize,
                 readable: false,
-                writable: true
+                writable: true,
+                hung_up: false
             }
         );
         for both in [libc::EPOLLHUP, libc::EPOLLERR] {
@@ -219,6 +256,15 @@ mod tests {
             assert!(ready.readable && ready.writable, "{both:#x}");
         }
         assert!(!Ready::decode(libc::EPOLLRDHUP as u32, 1).readable);
+        for hang_up in [
+            libc::EPOLLRDHUP,
+            libc::EPOLLHUP,
+            libc::EPOLLERR,
+            libc::EPOLLPRI,
+        ] {
+            assert!(Ready::decode(hang_up as u32, 1).hung_up, "{hang_up:#x}");
+        }
+        assert!(!Ready::decode((libc::EPOLLIN | libc::EPOLLOUT) as u32, 1).hung_up);
     }
 
     /// An epoll descriptor with `notifier` registered edge-triggered under `key`.
