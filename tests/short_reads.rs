@@ -166,3 +166,24 @@ fn a_read_after_a_short_read_still_times_out() {
         },
     );
 }
+
+#[test]
+fn a_local_shutdown_wakes_a_read_that_follows_a_short_read() {
+    let (go, wait) = mpsc::channel();
+    with_connection(
+        b"x",
+        move |_client| {
+            wait.recv().unwrap(); // keeps the connection open until the server is done
+        },
+        move |stream| {
+            let stream = Arc::new(stream);
+            let other = stream.clone();
+            // One worker: this runs once the read below has parked, waiting for an event
+            // that only the shutdown raises.
+            let shutdown = green::spawn(move || other.shutdown(Shutdown::Read).unwrap());
+            assert_eq!(read_some(&stream), b"");
+            shutdown.join().unwrap();
+            go.send(()).unwrap();
+        },
+    );
+}
