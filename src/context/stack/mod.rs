@@ -211,18 +211,21 @@ impl Stack {
     }
 
     /// Usable bytes, guard excluded.
+    #[inline]
     pub fn size(&self) -> usize {
         self.len - guard_len()
     }
 
     /// The highest address of the stack (exclusive); 16-byte aligned. Stacks grow down
     /// from here.
+    #[inline]
     pub fn top(&self) -> *mut u8 {
         // SAFETY: `base + len` is one past the end of the mapping.
         unsafe { self.base.as_ptr().add(self.len) }
     }
 
     /// The lowest usable address, just above the guard.
+    #[inline]
     pub fn bottom(&self) -> *mut u8 {
         // SAFETY: the guard is the first `guard_len()` bytes of the mapping.
         unsafe { self.base.as_ptr().add(guard_len()) }
@@ -230,6 +233,7 @@ impl Stack {
 
     /// The guard's address range: [`GUARD_SIZE`] bytes rounded up to whole pages, just
     /// below [`bottom`](Stack::bottom).
+    #[inline]
     pub fn guard(&self) -> std::ops::Range<usize> {
         self.base.as_ptr() as usize..self.bottom() as usize
     }
@@ -289,29 +293,34 @@ pub(crate) fn resident_bytes_in(range: std::ops::Range<usize>) -> io::Result<usi
 }
 
 /// Checks a requested stack size and rounds it up to whole pages.
+///
+/// Inlined, with the errors out of line: this runs twice on every spawn.
+#[inline]
 pub(crate) fn checked_size(size: usize) -> io::Result<usize> {
-    if size < MIN_STACK_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "fiber stack size of {size} bytes is too small: the minimum is \
-                 {MIN_STACK_SIZE} bytes (16 KiB), the default {DEFAULT_STACK_SIZE} bytes"
-            ),
-        ));
+    if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&size) {
+        return Err(size_error(size));
     }
-    if size > MAX_STACK_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "fiber stack size of {size} bytes is too large: the maximum is \
-                 {MAX_STACK_SIZE} bytes (16 GiB)"
-            ),
-        ));
-    }
-    // A mask, not a division: the page size is a power of two, and this runs on every
-    // spawn.
+    // A mask, not a division: the page size is a power of two.
     let page = page_size();
     Ok((size + page - 1) & !(page - 1))
+}
+
+/// Why `size` is no stack size: below [`MIN_STACK_SIZE`] or above [`MAX_STACK_SIZE`].
+#[cold]
+#[inline(never)]
+fn size_error(size: usize) -> io::Error {
+    let message = if size < MIN_STACK_SIZE {
+        format!(
+            "fiber stack size of {size} bytes is too small: the minimum is \
+             {MIN_STACK_SIZE} bytes (16 KiB), the default {DEFAULT_STACK_SIZE} bytes"
+        )
+    } else {
+        format!(
+            "fiber stack size of {size} bytes is too large: the maximum is \
+             {MAX_STACK_SIZE} bytes (16 GiB)"
+        )
+    };
+    io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
 /// Memory mappings left to the rest of the process (malloc's large blocks, thread stacks,
@@ -439,6 +448,7 @@ fn limit_error(size: usize, cause: &str) -> io::Error {
 }
 
 /// Bytes of the guard below each stack: [`GUARD_SIZE`] rounded up to whole pages.
+#[inline]
 pub(crate) fn guard_len() -> usize {
     let page = page_size();
     // A mask, as in `checked_size`: the page size is a power of two.
@@ -446,19 +456,27 @@ pub(crate) fn guard_len() -> usize {
 }
 
 /// The system page size, read once.
+#[inline]
 pub(crate) fn page_size() -> usize {
-    static PAGE: AtomicUsize = AtomicUsize::new(0);
     match PAGE.load(Ordering::Relaxed) {
-        0 => {
-            // SAFETY: sysconf has no preconditions.
-            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-            let page = usize::try_from(page)
-                .ok()
-                .filter(|p| p.is_power_of_two())
-                .unwrap_or(4096);
-            PAGE.store(page, Ordering::Relaxed);
-            page
-        }
+        0 => read_page_size(),
         page => page,
     }
+}
+
+/// The page size once read; 0 before.
+static PAGE: AtomicUsize = AtomicUsize::new(0);
+
+/// Reads the page size from the system and keeps it in [`PAGE`].
+#[cold]
+#[inline(never)]
+fn read_page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = usize::try_from(page)
+        .ok()
+        .filter(|p| p.is_power_of_two())
+        .unwrap_or(4096);
+    PAGE.store(page, Ordering::Relaxed);
+    page
 }

@@ -334,10 +334,18 @@ struct Cache {
 
 impl Cache {
     /// Makes sure the cache holds a stack: from the shared part, else a new batch.
+    #[inline]
     fn refill(&mut self) -> io::Result<()> {
         if !self.stacks.is_empty() {
             return Ok(());
         }
+        self.refill_empty()
+    }
+
+    /// `refill` of an empty cache, out of line: the common case holds a stack.
+    #[cold]
+    #[inline(never)]
+    fn refill_empty(&mut self) -> io::Result<()> {
         self.shared.take_into(&mut self.stacks, CACHE_MOVE);
         if self.stacks.is_empty() {
             let kind = batch::guard_kind();
