@@ -62,7 +62,7 @@
 //! for its whole life, so every fiber on it has the context; so does each thread of the
 //! blocking pool ([`unblock`]), and [`block_on`] on a plain thread that has no tokio
 //! context of its own enters it for the length of the call. The runtime is the one given
-//! to [`Builder::tokio_handle`], or else one that green starts for the whole process on
+//! to `Builder::tokio_handle`, or else one that green starts for the whole process on
 //! first use: a current-thread tokio runtime on a thread of its own ("green-tokio"),
 //! which drives tokio's I/O and timers while green polls the futures in the fibers that
 //! wait for them. Tasks spawned with `tokio::spawn` run on that thread.
@@ -127,7 +127,7 @@
 //!   it was made in. The process-wide runtime never shuts down, so objects made in fibers
 //!   keep working after their green runtime is dropped ([`block_on`] them on a plain
 //!   thread, or in another runtime's fibers).
-//! - A runtime given to [`Builder::tokio_handle`] must outlive the green runtime:
+//! - A runtime given to `Builder::tokio_handle` must outlive the green runtime:
 //!   [`Builder::build`] refuses the handle of one that has shut down already, and after
 //!   it shuts down tokio's objects fail as tokio says (see that method's `# Shutdown`).
 //! - Dropping a green runtime unwinds the fibers that wait on tokio futures, which drops

@@ -298,7 +298,7 @@ impl Builder {
     ///
     /// [`io::ErrorKind::InvalidInput`] for a stack size out of range (below 16 KiB or above
     /// 16 GiB), zero workers, a signal [`dump_on_signal`](Builder::dump_on_signal) cannot
-    /// use, or (the `tokio` feature) a [`Builder::tokio_handle`] whose runtime has shut
+    /// use, or (the `tokio` feature) a `Builder::tokio_handle` whose runtime has shut
     /// down; otherwise what creating a poller, a thread or a signal handler returns (or,
     /// with the `tokio` feature, starting the process-wide tokio runtime).
     pub fn build(self) -> io::Result<Runtime> {

@@ -225,6 +225,15 @@ impl fmt::Debug for Incoming<'_> {
 ///     assert!(echoed.iter().all(|&byte| byte == 7));
 /// });
 /// ```
+///
+/// # System calls per read
+///
+/// In a fiber, a read that fills less than its buffer has emptied the socket's receive
+/// queue, so the next read parks until the reactor reports new data before it calls
+/// `recv`, rather than making a call that fails with `WouldBlock`. A request-response
+/// server with a buffer larger than its requests makes one `recv` per request. Once the
+/// peer has closed its side, or an error or urgent data was reported, every read calls
+/// `recv`. Nothing changes for the caller: the same bytes, end of file and errors.
 pub struct TcpStream {
     /// The registered socket with its timeouts.
     inner: Stream<std::net::TcpStream>,
