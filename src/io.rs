@@ -214,41 +214,26 @@ impl<T: AsFd> Async<T> {
         drained: &AtomicU64,
         mut op: impl FnMut(&T) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        if !crate::worker::in_fiber() {
-            // A plain thread blocks in `poll(2)`, which looks at the socket itself.
-            return self.op_with(READ, timeout, op);
-        }
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        crate::worker::spend_io_budget();
-        // The tick to wait from before the next read: the drained read's while it holds.
-        let mut wait_from = match drained.load(Ordering::Relaxed) {
+        let wait_first = |source: &Registration| match drained.load(Ordering::Relaxed) {
             0 => None,
-            mark => Some(mark - 1).filter(|&tick| self.source.quiet_since(tick)),
+            mark => Some(mark - 1).filter(|&tick| source.quiet_since(tick)),
         };
-        loop {
-            if let Some(tick) = wait_from {
-                self.wait_since(READ, Some(tick), deadline)?;
-            }
-            // The tick before the operation: an edge after it failed is not lost.
-            let tick = self.source.tick(READ);
-            match op(self.get_ref()) {
-                Ok(n) => {
-                    let mark = if 0 < n && n < len {
-                        tick.wrapping_add(1) // at `u64::MAX`, 0: no mark, no harm
-                    } else {
-                        0
-                    };
-                    if drained.load(Ordering::Relaxed) != mark {
-                        drained.store(mark, Ordering::Relaxed);
-                    }
-                    return Ok(n);
+        self.op_from(READ, timeout, wait_first, |io, tick| {
+            let n = op(io)?;
+            // Outside fibers (no tick) a plain thread blocks in `poll(2)`, which looks at
+            // the socket itself: no mark.
+            if let Some(tick) = tick {
+                let mark = if 0 < n && n < len {
+                    tick.wrapping_add(1) // at `u64::MAX`, 0: no mark, no harm
+                } else {
+                    0
+                };
+                if drained.load(Ordering::Relaxed) != mark {
+                    drained.store(mark, Ordering::Relaxed);
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    wait_from = Some(tick);
-                }
-                Err(error) => return Err(error),
             }
-        }
+            Ok(n)
+        })
     }
 
     /// Runs `op` until it does not fail with `WouldBlock`, waiting for `direction` in
@@ -259,15 +244,31 @@ impl<T: AsFd> Async<T> {
         timeout: Option<Duration>,
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
+        self.op_from(direction, timeout, |_| None, |io, _| op(io))
+    }
+
+    /// [`op_with`](Async::op_with), where in a fiber `wait_first` may name a tick to wait
+    /// from (for an event since it) before the first try, and `op` gets the tick read just
+    /// before it runs (`None` outside fibers).
+    fn op_from<R>(
+        &self,
+        direction: usize,
+        timeout: Option<Duration>,
+        wait_first: impl FnOnce(&Registration) -> Option<u64>,
+        mut op: impl FnMut(&T, Option<u64>) -> io::Result<R>,
+    ) -> io::Result<R> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let in_fiber = crate::worker::in_fiber();
         if in_fiber {
             crate::worker::spend_io_budget();
+            if let Some(tick) = wait_first(&self.source) {
+                self.wait_since(direction, Some(tick), deadline)?;
+            }
         }
         loop {
             // The tick before the operation: an edge after it failed is not lost.
             let tick = in_fiber.then(|| self.source.tick(direction));
-            match op(self.get_ref()) {
+            match op(self.get_ref(), tick) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 result => return result,
             }
