@@ -187,3 +187,41 @@ fn a_local_shutdown_wakes_a_read_that_follows_a_short_read() {
         },
     );
 }
+
+#[test]
+fn two_fibers_reading_one_socket_after_a_short_read_both_get_their_data() {
+    let (go, wait) = mpsc::channel();
+    with_connection(
+        b"x",
+        move |mut client| {
+            wait.recv().unwrap(); // both readers are spawned
+            client.write_all(b"a").unwrap();
+            wait.recv().unwrap(); // one reader has "a"
+            client.write_all(b"b").unwrap();
+            wait.recv().unwrap();
+        },
+        move |stream| {
+            let stream = Arc::new(stream);
+            let (got, results) = green::sync::channel();
+            // Both start after the short read of "x": both wait for an event first, on
+            // one source, and neither may be left waiting once data has come for it.
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (stream, got) = (stream.clone(), got.clone());
+                    green::spawn(move || got.send(read_some(&stream)).unwrap())
+                })
+                .collect();
+            go.send(()).unwrap();
+            let first = results.recv().unwrap();
+            go.send(()).unwrap();
+            let second = results.recv().unwrap();
+            go.send(()).unwrap();
+            let mut both = [first, second];
+            both.sort();
+            assert_eq!(both, [b"a".to_vec(), b"b".to_vec()]);
+            for reader in readers {
+                reader.join().unwrap();
+            }
+        },
+    );
+}
