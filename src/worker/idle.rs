@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::placement::BALANCE_SLACK;
+use super::queue::StartQueue;
 use super::{NOT_RUNNING, Unstarted, Worker, WorkerShared};
 use crate::context::stack;
 
@@ -121,18 +122,31 @@ impl Worker {
                 if !self.worth_stealing(victim, &view) {
                     return None;
                 }
-                let task = if view.stuck || view.lagging {
-                    victim.spawns.pop()
+                let (task, queued) = if view.stuck || view.lagging {
+                    // Half the difference of the loads: both end even.
+                    let own = self.shared.load.load(Ordering::Relaxed);
+                    let theirs = victim.load.load(Ordering::Relaxed);
+                    let half = theirs.saturating_sub(own) / 2;
+                    victim.spawns.steal_into(&self.shared.spawns, half.max(1))
                 } else {
-                    None
+                    (None, 0)
                 };
                 let task = task.or_else(|| view.stuck.then(|| victim.pinned.pop()).flatten());
-                if task.is_some() {
+                let taken = usize::from(task.is_some()) + queued;
+                if taken > 0 {
                     // Until the victim publishes its load again: the next steal sees this
                     // one.
                     let _ = victim
                         .load
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1));
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                            Some(l.saturating_sub(taken))
+                        });
+                }
+                for _ in 0..queued {
+                    self.mark_start(StartQueue::Spawns);
+                }
+                if queued > 0 {
+                    self.runtime.alert_blind_sleepers(self.shared.index);
                 }
                 task
             })
@@ -206,6 +220,9 @@ impl Worker {
         if stack::trim_step() {
             return;
         }
+        //    So is the buffer of a spawn queue that a burst grew, once it is empty.
+        self.shared.spawns.trim();
+        self.shared.pinned.trim();
         // 3. Sleep in the reactor until an event, a timer or a notification.
         self.runtime.sleepers.fetch_add(1, Ordering::SeqCst);
         self.shared.sleeping.store(true, Ordering::SeqCst);
@@ -432,6 +449,48 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_worker_steals_half_the_difference_of_the_loads_at_once() {
+        let workers = vec![
+            Arc::new(WorkerShared::new(0).unwrap()),
+            Arc::new(WorkerShared::new(1).unwrap()),
+        ];
+        let runtime = Arc::new(RuntimeShared::new(
+            workers.clone(),
+            64 * 1024,
+            Pool::new(Vec::new(), None, TokioContext::default()),
+            false,
+        ));
+        let thief = Worker::new(runtime, workers[0].clone());
+        let victim = &workers[1];
+        for _ in 0..12 {
+            victim.spawns.push(task());
+        }
+        // The victim's queue lags: 12 tasks and a fiber against none here.
+        let lagging = SiblingView {
+            lagging: true,
+            ..SiblingView::new(Instant::now())
+        };
+        thief.siblings.borrow_mut()[1] = lagging;
+        victim.load.store(13, Ordering::Relaxed);
+        let first = thief.steal();
+        assert!(first.is_some());
+        // 13 - 0 = 13, half is 6: one to start now, five queued here with their starts.
+        assert_eq!(thief.queue.borrow().starts(), 5);
+        assert_eq!(thief.shared.load.load(Ordering::Relaxed), 5);
+        assert_eq!(victim.load.load(Ordering::Relaxed), 7);
+        let mut here = 0;
+        while thief.shared.spawns.pop().is_some() {
+            here += 1;
+        }
+        assert_eq!(here, 5);
+        let mut left = 0;
+        while victim.spawns.pop().is_some() {
+            left += 1;
+        }
+        assert_eq!(left, 6);
+    }
+
+    #[test]
     fn an_idle_worker_steals_only_while_it_evens_the_loads_unless_the_sibling_is_stuck_long() {
         let workers = vec![
             Arc::new(WorkerShared::new(0).unwrap()),
@@ -462,6 +521,11 @@ mod tests {
             victim.load.load(Ordering::Relaxed),
             4,
             "the steal counts at once"
+        );
+        assert_eq!(
+            thief.shared.spawns.pop().map(|_| ()),
+            None,
+            "1 of 2: none queued"
         );
         thief.shared.load.store(4, Ordering::Relaxed); // the thief started the task
         assert!(!thief.may_steal_from(victim), "4 and 4: nothing to even");

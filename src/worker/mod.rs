@@ -13,11 +13,12 @@
 //!          Fiber(id)   -> resume it
 //!          Start(q)    -> create the fiber of the next task in queue q, resume it
 //!        every 64 resumes, poll the reactor without blocking so that I/O cannot starve
-//!     3. nothing to run: steal a task that has not started from a sibling's spawn queue
+//!     3. nothing to run: steal tasks that have not started from a sibling's spawn queue
 //!        (if that queue lags: the sibling ran 16 fibers while tasks waited there) or from
 //!        either of its queues (if it has been stuck in one fiber for 1 ms), while the
-//!        sibling has more than one fiber more than this worker (or has been stuck 10 ms);
-//!        failing that, spin up to 10 µs if that pays (a sibling is awake, fewer than half
+//!        sibling has more than one fiber more than this worker (or has been stuck 10 ms):
+//!        from the spawn queue, half the difference of the loads (at most 32) at once,
+//!        the first started now, the others queued here, still stealable; failing that, spin up to 10 µs if that pays (a sibling is awake, fewer than half
 //!        the workers spin, the OS has not preempted this thread lately), then wait in
 //!        the reactor for an event, a timer or a message, and while a sibling is awake,
 //!        at most a few milliseconds: it may queue a task and get stuck before starting it
@@ -42,7 +43,9 @@
 //! wake less (see `Worker::run_next_now`).
 //!
 //! Tasks wait to start in shared queues, not in the injector, so that a sibling can take
-//! them even from a worker that is stuck and reads no messages. A runtime with one worker
+//! them even from a worker that is stuck and reads no messages. Each is a deque under a
+//! lock (`queue::TaskQueue`), which keeps its buffer: no allocation per task, and none
+//! freed by a thief into the spawner's allocator arena. A runtime with one worker
 //! has nobody to steal for: its own spawns go to a plain `VecDeque`.
 //!
 //! Only tasks that have not started move between workers. A started fiber stays on its
@@ -57,7 +60,7 @@
 //!   worker/mod.rs        the loop, resume, the join shortcut, starting fibers
 //!   worker/current.rs    the fiber running on this thread: park, yield, panic state
 //!   worker/info.rs       names, ids and stack sizes of the fibers that have them
-//!   worker/queue.rs      the run queue and its typed entries
+//!   worker/queue.rs      the run queue and its typed entries; the task queues
 //!   worker/shared.rs     what other threads touch: injector, task queues, alerts
 //!   worker/unstarted.rs  tasks waiting to start, and how they start or are cancelled
 //!   worker/placement.rs  where a new task goes

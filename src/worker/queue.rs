@@ -1,6 +1,12 @@
-//! The run queue of a worker: what it runs next, in FIFO order, so that fibers take turns.
+//! The run queue of a worker: what it runs next, in FIFO order, so that fibers take turns;
+//! and the queues of tasks waiting to start, which sibling workers may steal from.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
+
+use super::Unstarted;
+use crate::sys::lock;
 
 /// Which queue of waiting tasks a start entry takes its task from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,5 +96,187 @@ impl RunQueue {
     pub(super) fn clear(&mut self) {
         self.entries.clear();
         self.starts = 0;
+    }
+}
+
+/// A queue of tasks waiting to start on a worker, which its siblings may steal from: a
+/// deque under a lock, its length mirrored in an atomic for the looks that must not take
+/// the lock (an idle sibling's, the sleepers' protocol).
+///
+/// Not a lock-free segmented queue: that one allocates a block every few dozen tasks, and
+/// whoever pops a block's last task frees it. A sibling that steals the tasks of a
+/// spawning fiber then frees into the spawner's allocator arena while the spawner
+/// allocates from it, and the two threads contend for the arena's lock: about 1,100
+/// contended `futex` calls per 30,000 tasks spawned by one fiber, half of them stolen.
+/// The deque keeps its buffer instead (see [`TaskQueue::trim`]).
+///
+/// Its own lock and atomics are std's even under loom, as the segmented queue's were: the
+/// models do not explore it.
+#[derive(Default)]
+pub(crate) struct TaskQueue {
+    /// The tasks, oldest first. Held only to move a task in or out: no user code (a
+    /// task's drop) runs under it.
+    tasks: Mutex<VecDeque<Unstarted>>,
+    /// `tasks.len()`, stored under the lock.
+    len: AtomicUsize,
+}
+
+/// A queue's buffer is shrunk, when it is empty, once it holds room for more tasks than
+/// this (see [`TaskQueue::trim`]).
+const KEEP_ROOM: usize = 16 * 1024;
+
+/// The most tasks one steal takes (see [`TaskQueue::steal_into`]).
+pub(crate) const STEAL_BATCH: usize = 32;
+
+impl TaskQueue {
+    /// Queues a task behind the others.
+    ///
+    /// Ends with a SeqCst fence, after the length's store: a spawner's next step reads
+    /// the count of blind sleepers (`RuntimeShared::alert_blind_sleepers`), and a sleeper
+    /// counts itself there (a SeqCst read-modify-write) before it looks at the queues
+    /// ([`TaskQueue::is_empty`], SeqCst): either the sleeper sees the task, or the
+    /// spawner sees the sleeper.
+    #[inline]
+    pub(crate) fn push(&self, task: Unstarted) {
+        let mut tasks = lock(&self.tasks);
+        tasks.push_back(task);
+        self.len.store(tasks.len(), Ordering::Relaxed);
+        drop(tasks);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Takes the oldest task.
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<Unstarted> {
+        let mut tasks = lock(&self.tasks);
+        let task = tasks.pop_front();
+        self.len.store(tasks.len(), Ordering::Relaxed);
+        task
+    }
+
+    /// Takes up to `max` of the oldest tasks (at most [`STEAL_BATCH`]): the first is
+    /// returned, the others are queued on `dest` (the thief's own queue), in order;
+    /// returns how many went there. One lock of each queue for the batch, not one of the
+    /// victim's per task: the victim's spawner pushes to the same lock meanwhile.
+    pub(crate) fn steal_into(&self, dest: &TaskQueue, max: usize) -> (Option<Unstarted>, usize) {
+        let mut taken: [Option<Unstarted>; STEAL_BATCH] = std::array::from_fn(|_| None);
+        let count = {
+            let mut tasks = lock(&self.tasks);
+            let count = max.min(STEAL_BATCH).min(tasks.len());
+            for (slot, task) in taken.iter_mut().zip(tasks.drain(..count)) {
+                *slot = Some(task);
+            }
+            self.len.store(tasks.len(), Ordering::Relaxed);
+            count
+        };
+        let first = taken[0].take();
+        if count > 1 {
+            let mut tasks = lock(&dest.tasks);
+            tasks.extend(taken[1..count].iter_mut().filter_map(Option::take));
+            dest.len.store(tasks.len(), Ordering::Relaxed);
+            drop(tasks);
+            fence(Ordering::SeqCst);
+        }
+        (first, count.saturating_sub(1))
+    }
+
+    /// Whether no task waits, as of the last push or pop (SeqCst: see `push`).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::SeqCst) == 0
+    }
+
+    /// Gives back the buffer of an empty queue that grew beyond `KEEP_ROOM` tasks (a
+    /// burst of spawns), keeping room for `KEEP_ROOM`: for a worker about to sleep.
+    /// Smaller buffers stay, so that a steady stream of spawns never regrows one.
+    pub(crate) fn trim(&self) {
+        let mut tasks = lock(&self.tasks);
+        if tasks.is_empty() && tasks.capacity() > KEEP_ROOM {
+            tasks.shrink_to(KEEP_ROOM);
+        }
+    }
+
+    /// How many tasks the buffer has room for, for tests.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        lock(&self.tasks).capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::Task;
+
+    /// A task that nobody joins, returning `n`.
+    fn task(n: usize) -> (crate::JoinHandle<usize>, Unstarted) {
+        let (handle, task) = Task::spawned(Some(move || n));
+        (handle, Unstarted::new(task, None))
+    }
+
+    #[test]
+    fn a_task_queue_is_fifo_and_mirrors_its_length() {
+        let queue = TaskQueue::default();
+        assert!(queue.is_empty());
+        let (_a, first) = task(1);
+        let (_b, second) = task(2);
+        let first_address = first.address();
+        queue.push(first);
+        queue.push(second);
+        assert!(!queue.is_empty());
+        assert_eq!(queue.pop().map(|t| t.address()), Some(first_address));
+        assert!(!queue.is_empty());
+        assert!(queue.pop().is_some());
+        assert!(queue.is_empty());
+        assert!(queue.pop().is_none());
+    }
+
+    #[test]
+    fn a_steal_takes_the_oldest_tasks_returns_the_first_and_queues_the_rest_in_order() {
+        let (victim, thief) = (TaskQueue::default(), TaskQueue::default());
+        let mut handles = Vec::new();
+        let mut addresses = Vec::new();
+        for n in 0..STEAL_BATCH + 8 {
+            let (handle, task) = task(n);
+            handles.push(handle);
+            addresses.push(task.address());
+            victim.push(task);
+        }
+        let (first, queued) = victim.steal_into(&thief, 3);
+        assert_eq!(first.map(|t| t.address()), Some(addresses[0]));
+        assert_eq!(queued, 2);
+        assert_eq!(thief.pop().map(|t| t.address()), Some(addresses[1]));
+        assert_eq!(thief.pop().map(|t| t.address()), Some(addresses[2]));
+        assert!(thief.is_empty());
+        // At most STEAL_BATCH, whatever is asked.
+        let (first, queued) = victim.steal_into(&thief, usize::MAX);
+        assert_eq!(first.map(|t| t.address()), Some(addresses[3]));
+        assert_eq!(queued, STEAL_BATCH - 1);
+        // Then what is left, however little.
+        let (first, queued) = victim.steal_into(&thief, usize::MAX);
+        assert_eq!(first.map(|t| t.address()), Some(addresses[3 + STEAL_BATCH]));
+        assert_eq!(queued, 4);
+        assert!(victim.is_empty());
+        assert_eq!(victim.steal_into(&thief, 5).1, 0);
+    }
+
+    #[test]
+    fn trim_gives_back_a_burst_s_buffer_only_once_the_queue_is_empty() {
+        let queue = TaskQueue::default();
+        let mut handles = Vec::new();
+        for n in 0..KEEP_ROOM * 2 {
+            let (handle, task) = task(n);
+            handles.push(handle);
+            queue.push(task);
+        }
+        let grown = queue.capacity();
+        assert!(grown >= KEEP_ROOM * 2);
+        queue.trim();
+        assert_eq!(queue.capacity(), grown, "not empty: kept");
+        while queue.pop().is_some() {}
+        queue.trim();
+        assert!(queue.capacity() < grown && queue.capacity() >= KEEP_ROOM);
+        // The tasks, dropped unstarted, resolved (to cancelled).
+        assert!(handles.iter().all(|handle| handle.is_finished()));
     }
 }

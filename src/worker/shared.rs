@@ -12,7 +12,7 @@ use crossbeam_queue::SegQueue;
 
 use super::dump::DumpOrder;
 use super::info::Listed;
-use super::queue::StartQueue;
+use super::queue::{StartQueue, TaskQueue};
 use super::{NOT_RUNNING, Unstarted, WORKER};
 use crate::blocking::pool::Pool;
 use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -41,10 +41,10 @@ pub(crate) struct WorkerShared {
     /// Wakes and spawns from other threads.
     pub(crate) injector: SegQueue<Message>,
     /// Tasks placed on this worker that have not started; other workers may steal them.
-    pub(crate) spawns: SegQueue<Unstarted>,
+    pub(crate) spawns: TaskQueue,
     /// Tasks another worker chose this worker for (to balance loads, or near a CPU): they
     /// start here unless this worker is stuck in one fiber (see `STUCK_AFTER`).
-    pub(super) pinned: SegQueue<Unstarted>,
+    pub(super) pinned: TaskQueue,
     /// True while the worker waits in the reactor; a producer that sees it calls `notify`.
     pub(crate) sleeping: AtomicBool,
     /// True while the worker waits in the reactor with no timeout (see `Worker::wait`).
@@ -79,8 +79,8 @@ impl WorkerShared {
         Ok(WorkerShared {
             index,
             injector: SegQueue::new(),
-            spawns: SegQueue::new(),
-            pinned: SegQueue::new(),
+            spawns: TaskQueue::default(),
+            pinned: TaskQueue::default(),
             sleeping: AtomicBool::new(false),
             blind: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -276,9 +276,9 @@ impl RuntimeShared {
     /// the task, and only a sibling that looks again can then take it (see `Worker::wait`).
     #[inline]
     pub(crate) fn alert_blind_sleepers(&self, placed: usize) {
-        // The queue's push was a SeqCst read-modify-write (crossbeam's `SegQueue`), and a
-        // sleeper counts itself here before it reads the queues with SeqCst loads: either
-        // it sees the task, or this load sees it.
+        // The queue's push ended with a SeqCst fence (`TaskQueue::push`), and a sleeper
+        // counts itself here before it reads the queues with SeqCst loads: either it sees
+        // the task, or this load sees it.
         if self.blind_sleepers.load(Ordering::SeqCst) > 0 {
             self.wake_a_blind_sleeper(placed);
         }

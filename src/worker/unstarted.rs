@@ -62,6 +62,13 @@ impl Unstarted {
             .is_some_and(|header| ptr::eq(header.as_ptr().cast_const().cast::<()>(), task))
     }
 
+    /// The address of the task's header, for tests.
+    #[cfg(test)]
+    pub(super) fn address(&self) -> *const () {
+        self.task
+            .map_or(ptr::null(), |header| header.as_ptr().cast_const().cast())
+    }
+
     /// Starts the task on `worker`.
     pub(super) fn start(self, worker: &Worker) -> Option<u64> {
         // Taken apart, not dropped: nothing is left to drop once the task and its options
