@@ -53,6 +53,15 @@ impl Worker {
             return Placement::Here;
         }
         let near_cpu = take_near_cpu();
+        // A fiber spawned right after `accept` serves a connection: long-lived, and talks
+        // to its socket, not to its spawner. Others often talk to their spawner first.
+        let connection = near_cpu != NO_CPU;
+        // Neither a connection nor a busy worker: here, whatever the loads. Decided
+        // before reading a sibling's load, whose cache line that sibling writes at each
+        // of its fibers' starts and ends: a burst of spawns would fetch it every time.
+        if !connection && !self.queue.borrow().has_fibers() {
+            return Placement::Here;
+        }
         let load = |w: &WorkerShared| w.load.load(Ordering::Relaxed);
         // The least loaded of two siblings picked at random (all of them when there are
         // two or three workers): a spawn reads a few cache lines, not one per worker,
@@ -78,17 +87,13 @@ impl Worker {
         // where its packets are. Unpinned ones move, and a connection stays on the
         // worker it starts on for good: balance comes first.
         let near_slack = if self.runtime.pinned { least / 4 } else { 0 };
-        if near_cpu != NO_CPU
+        if connection
             && let Some(near) = self.worker_on_cpu(near_cpu)
             && load(near) <= least + near_slack + BALANCE_SLACK
         {
             return Placement::Pinned(near.index);
         }
-        // A fiber spawned right after `accept` serves a connection: long-lived, and talks
-        // to its socket, not to its spawner. Others often talk to their spawner first.
-        let connection = near_cpu != NO_CPU;
-        if own > load(candidate) + BALANCE_SLACK && (connection || self.queue.borrow().has_fibers())
-        {
+        if own > load(candidate) + BALANCE_SLACK {
             Placement::Pinned(candidate.index)
         } else {
             Placement::Here
