@@ -448,8 +448,8 @@ mod tests {
         assert!(!view.stuck, "a resume ends it");
     }
 
-    #[test]
-    fn an_idle_worker_steals_half_the_difference_of_the_loads_at_once() {
+    /// Worker 0 of a two-worker runtime (not running), and what it sees of worker 1.
+    fn thief_and_victim() -> (Worker, Arc<WorkerShared>) {
         let workers = vec![
             Arc::new(WorkerShared::new(0).unwrap()),
             Arc::new(WorkerShared::new(1).unwrap()),
@@ -460,8 +460,13 @@ mod tests {
             Pool::new(Vec::new(), None, TokioContext::default()),
             false,
         ));
-        let thief = Worker::new(runtime, workers[0].clone());
-        let victim = &workers[1];
+        (Worker::new(runtime, workers[0].clone()), workers[1].clone())
+    }
+
+    #[test]
+    fn an_idle_worker_steals_half_the_difference_of_the_loads_at_once() {
+        let (thief, victim) = thief_and_victim();
+        let victim = &victim;
         for _ in 0..12 {
             victim.spawns.push(task());
         }
@@ -492,18 +497,8 @@ mod tests {
 
     #[test]
     fn an_idle_worker_steals_only_while_it_evens_the_loads_unless_the_sibling_is_stuck_long() {
-        let workers = vec![
-            Arc::new(WorkerShared::new(0).unwrap()),
-            Arc::new(WorkerShared::new(1).unwrap()),
-        ];
-        let runtime = Arc::new(RuntimeShared::new(
-            workers.clone(),
-            64 * 1024,
-            Pool::new(Vec::new(), None, TokioContext::default()),
-            false,
-        ));
-        let thief = Worker::new(runtime, workers[0].clone());
-        let victim = &workers[1];
+        let (thief, victim) = thief_and_victim();
+        let victim = &victim;
         for _ in 0..4 {
             victim.spawns.push(task());
         }
