@@ -466,7 +466,6 @@ mod tests {
     #[test]
     fn an_idle_worker_steals_half_the_difference_of_the_loads_at_once() {
         let (thief, victim) = thief_and_victim();
-        let victim = &victim;
         for _ in 0..12 {
             victim.spawns.push(task());
         }
@@ -498,7 +497,6 @@ mod tests {
     #[test]
     fn an_idle_worker_steals_only_while_it_evens_the_loads_unless_the_sibling_is_stuck_long() {
         let (thief, victim) = thief_and_victim();
-        let victim = &victim;
         for _ in 0..4 {
             victim.spawns.push(task());
         }
@@ -510,7 +508,7 @@ mod tests {
         thief.siblings.borrow_mut()[1] = stuck;
         thief.shared.load.store(3, Ordering::Relaxed);
         victim.load.store(5, Ordering::Relaxed);
-        assert!(thief.may_steal_from(victim));
+        assert!(thief.may_steal_from(&victim));
         assert!(thief.steal().is_some());
         assert_eq!(
             victim.load.load(Ordering::Relaxed),
@@ -523,11 +521,11 @@ mod tests {
             "1 of 2: none queued"
         );
         thief.shared.load.store(4, Ordering::Relaxed); // the thief started the task
-        assert!(!thief.may_steal_from(victim), "4 and 4: nothing to even");
+        assert!(!thief.may_steal_from(&victim), "4 and 4: nothing to even");
         assert!(thief.steal().is_none());
         thief.siblings.borrow_mut()[1].stuck_long = true;
         assert!(
-            thief.may_steal_from(victim),
+            thief.may_steal_from(&victim),
             "stuck long: taken whatever the loads"
         );
         assert!(thief.steal().is_some());

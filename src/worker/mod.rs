@@ -18,7 +18,8 @@
 //!        either of its queues (if it has been stuck in one fiber for 1 ms), while the
 //!        sibling has more than one fiber more than this worker (or has been stuck 10 ms):
 //!        from the spawn queue, half the difference of the loads (at most 32) at once,
-//!        the first started now, the others queued here, still stealable; failing that, spin up to 10 µs if that pays (a sibling is awake, fewer than half
+//!        the first started now, the others queued here, still stealable; failing that,
+//!        spin up to 10 µs if that pays (a sibling is awake, fewer than half
 //!        the workers spin, the OS has not preempted this thread lately), then wait in
 //!        the reactor for an event, a timer or a message, and while a sibling is awake,
 //!        at most a few milliseconds: it may queue a task and get stuck before starting it
