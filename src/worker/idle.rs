@@ -464,6 +464,32 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_whose_spawns_were_stolen_drops_their_starts_at_the_first_it_pops() {
+        let (thief, victim) = thief_and_victim();
+        let victim = Worker::new(thief.runtime.clone(), victim);
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                let (handle, task) = Task::spawned(Some(|| ()));
+                victim.place(Unstarted::new(task, None));
+                handle
+            })
+            .collect();
+        assert_eq!(victim.queue.borrow().starts(), 100);
+        while victim.shared.spawns.pop().is_some() {} // taken elsewhere (and dropped)
+        let Some(super::super::queue::Runnable::Start(queue)) = victim.queue.borrow_mut().pop()
+        else {
+            panic!("a start first");
+        };
+        assert!(victim.take_marked(queue).is_none());
+        assert!(
+            victim.queue.borrow().is_empty(),
+            "the other 99 starts went too"
+        );
+        assert_eq!(victim.queue.borrow().starts(), 0);
+        assert!(handles.iter().all(|handle| handle.is_finished()));
+    }
+
+    #[test]
     fn an_idle_worker_steals_half_the_difference_of_the_loads_at_once() {
         let (thief, victim) = thief_and_victim();
         for _ in 0..12 {

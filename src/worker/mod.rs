@@ -47,7 +47,10 @@
 //! them even from a worker that is stuck and reads no messages. Each is a deque under a
 //! lock (`queue::TaskQueue`), which keeps its buffer: no allocation per task, and none
 //! freed by a thief into the spawner's allocator arena. A runtime with one worker
-//! has nobody to steal for: its own spawns go to a plain `VecDeque`.
+//! has nobody to steal for: its own spawns go to a plain `VecDeque`. In the run queue,
+//! consecutive starts of one queue share an entry with a count: a fiber that spawns in
+//! a loop grows no buffer there, and once a start finds its queue empty (siblings took
+//! the tasks), the rest of its run is dropped at once.
 //!
 //! Only tasks that have not started move between workers. A started fiber stays on its
 //! worker for good: its stack may hold addresses of the thread's thread-local variables
@@ -347,13 +350,19 @@ impl Worker {
     }
 
     /// Takes the task that a start entry, just taken from the run queue, stands for: the
-    /// next of the queue it names (`None` if a sibling stole it).
+    /// next of the queue it names (`None` if a sibling stole it). Finding that queue
+    /// empty, drops the starts of it that come next in the run queue: stolen too (see
+    /// `RunQueue::discard_starts`), and the loop need not take them one by one.
     fn take_marked(&self, queue: StartQueue) -> Option<Unstarted> {
-        match queue {
+        let task = match queue {
             StartQueue::Spawns => self.shared.spawns.pop(),
             StartQueue::Pinned => self.shared.pinned.pop(),
             StartQueue::Local => self.local_spawns.borrow_mut().pop_front(),
+        };
+        if task.is_none() {
+            self.queue.borrow_mut().discard_starts(queue);
         }
+        task
     }
 
     /// Creates the fiber of a task taken for a Start entry; returns its id.

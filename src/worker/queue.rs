@@ -31,36 +31,83 @@ pub(super) enum Runnable {
 
 /// The run queue, with a count of its start entries: tasks placed here that have not
 /// started (or were stolen since), which count in the worker's load.
+///
+/// Consecutive starts of one queue are kept as one entry with a count: a fiber that
+/// spawns thousands of tasks in a loop adds one entry, not thousands (no buffer grown
+/// and copied on the spawner's path), and the starts of tasks that siblings stole are
+/// dropped together (see [`RunQueue::discard_starts`]).
 #[derive(Debug, Default)]
 pub(super) struct RunQueue {
     /// The entries, oldest first.
-    entries: VecDeque<Runnable>,
-    /// How many entries are `Start`s.
+    entries: VecDeque<Entry>,
+    /// How many starts the entries hold, counts included.
     starts: usize,
+    /// How many entries are runs of starts (the others are fibers).
+    runs: usize,
+}
+
+/// An entry of the run queue as stored: a fiber, or a run of starts of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// See [`Runnable::Fiber`].
+    Fiber(u64),
+    /// This many (one or more) [`Runnable::Start`]s of this queue in a row.
+    Starts(StartQueue, usize),
 }
 
 impl RunQueue {
     /// Queues a fiber behind the others.
     #[inline]
     pub(super) fn push_fiber(&mut self, id: u64) {
-        self.entries.push_back(Runnable::Fiber(id));
+        self.entries.push_back(Entry::Fiber(id));
     }
 
     /// Queues the start of the next task of `queue`.
     #[inline]
     pub(super) fn push_start(&mut self, queue: StartQueue) {
-        self.entries.push_back(Runnable::Start(queue));
+        match self.entries.back_mut() {
+            Some(Entry::Starts(last, count)) if *last == queue => *count += 1,
+            _ => {
+                self.entries.push_back(Entry::Starts(queue, 1));
+                self.runs += 1;
+            }
+        }
         self.starts += 1;
     }
 
     /// Takes the oldest entry.
     #[inline]
     pub(super) fn pop(&mut self) -> Option<Runnable> {
-        let next = self.entries.pop_front();
-        if let Some(Runnable::Start(_)) = next {
-            self.starts -= 1;
+        Some(match self.entries.pop_front()? {
+            Entry::Fiber(id) => Runnable::Fiber(id),
+            Entry::Starts(queue, count) => {
+                if count > 1 {
+                    self.entries.push_front(Entry::Starts(queue, count - 1));
+                } else {
+                    self.runs -= 1;
+                }
+                self.starts -= 1;
+                Runnable::Start(queue)
+            }
+        })
+    }
+
+    /// Drops the run of starts of `queue` that comes next, after a start of it found that
+    /// queue empty: siblings took their tasks. A start takes whichever task of its queue
+    /// comes first, so with the queue empty every start of it left here would find
+    /// nothing, and a task queued later brings a start of its own, queued behind. Returns
+    /// how many it dropped.
+    #[inline]
+    pub(super) fn discard_starts(&mut self, queue: StartQueue) -> usize {
+        match self.entries.front() {
+            Some(&Entry::Starts(front, count)) if front == queue => {
+                self.entries.pop_front();
+                self.starts -= count;
+                self.runs -= 1;
+                count
+            }
+            _ => 0,
         }
-        next
     }
 
     /// The start entry that the queue holds alone, if so: the one task the loop would
@@ -68,7 +115,7 @@ impl RunQueue {
     #[inline]
     pub(super) fn only_start(&self) -> Option<StartQueue> {
         match (self.entries.len(), self.entries.front()) {
-            (1, Some(&Runnable::Start(queue))) => Some(queue),
+            (1, Some(&Entry::Starts(queue, 1))) => Some(queue),
             _ => None,
         }
     }
@@ -77,7 +124,7 @@ impl RunQueue {
     /// of its own besides the tasks it was given to start.
     #[inline]
     pub(super) fn has_fibers(&self) -> bool {
-        self.entries.len() > self.starts
+        self.entries.len() > self.runs
     }
 
     /// How many start entries are queued.
@@ -96,6 +143,7 @@ impl RunQueue {
     pub(super) fn clear(&mut self) {
         self.entries.clear();
         self.starts = 0;
+        self.runs = 0;
     }
 }
 
@@ -212,6 +260,64 @@ mod tests {
     fn task(n: usize) -> (crate::JoinHandle<usize>, Unstarted) {
         let (handle, task) = Task::spawned(Some(move || n));
         (handle, Unstarted::new(task, None))
+    }
+
+    #[test]
+    fn a_run_queue_keeps_fifo_order_with_starts_in_runs() {
+        let mut queue = RunQueue::default();
+        queue.push_start(StartQueue::Spawns);
+        queue.push_start(StartQueue::Spawns);
+        queue.push_fiber(7);
+        queue.push_start(StartQueue::Spawns);
+        queue.push_start(StartQueue::Pinned);
+        queue.push_start(StartQueue::Pinned);
+        assert_eq!(queue.entries.len(), 4, "runs of one queue share an entry");
+        assert_eq!((queue.starts(), queue.has_fibers()), (5, true));
+        let order: Vec<_> = std::iter::from_fn(|| queue.pop()).collect();
+        use {Runnable::*, StartQueue::*};
+        let expected = [
+            Start(Spawns),
+            Start(Spawns),
+            Fiber(7),
+            Start(Spawns),
+            Start(Pinned),
+            Start(Pinned),
+        ];
+        assert_eq!(order, expected);
+        assert_eq!((queue.starts(), queue.has_fibers()), (0, false));
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn only_a_single_start_alone_is_the_only_start() {
+        let mut queue = RunQueue::default();
+        assert_eq!(queue.only_start(), None);
+        queue.push_start(StartQueue::Spawns);
+        assert_eq!(queue.only_start(), Some(StartQueue::Spawns));
+        queue.push_start(StartQueue::Spawns);
+        assert_eq!(queue.only_start(), None, "two starts in one entry");
+        queue.pop();
+        assert_eq!(queue.only_start(), Some(StartQueue::Spawns));
+        queue.push_fiber(1);
+        assert_eq!(queue.only_start(), None);
+    }
+
+    #[test]
+    fn discarding_starts_drops_the_run_at_the_front_only_if_it_is_of_that_queue() {
+        let mut queue = RunQueue::default();
+        for _ in 0..1000 {
+            queue.push_start(StartQueue::Spawns);
+        }
+        queue.push_fiber(3);
+        queue.push_start(StartQueue::Spawns);
+        assert_eq!(queue.pop(), Some(Runnable::Start(StartQueue::Spawns)));
+        assert_eq!(queue.discard_starts(StartQueue::Pinned), 0);
+        assert_eq!(queue.discard_starts(StartQueue::Spawns), 999);
+        assert_eq!(queue.starts(), 1);
+        assert_eq!(queue.discard_starts(StartQueue::Spawns), 0, "a fiber first");
+        assert_eq!(queue.pop(), Some(Runnable::Fiber(3)));
+        assert_eq!(queue.pop(), Some(Runnable::Start(StartQueue::Spawns)));
+        assert_eq!(queue.pop(), None);
     }
 
     #[test]
