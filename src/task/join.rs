@@ -120,15 +120,23 @@ impl<T> JoinCell<T> {
         }
     }
 
-    /// Runs `before` (which drops a closure, whose destructor may panic), then `complete`s
-    /// with `result` even if `before` panicked: a joiner is never left waiting.
-    pub(crate) fn complete_after(&self, result: Result<T, JoinError>, before: impl FnOnce()) {
+    /// Runs `before` (which drops a closure, whose destructor may panic), then, unless the
+    /// cell is done already, `complete`s it with `result()`, even if `before` panicked: a
+    /// joiner is never left waiting. The result is made only if it is used (a
+    /// `JoinError` is an allocation, and this runs at the end of every task).
+    pub(crate) fn complete_after(
+        &self,
+        result: impl FnOnce() -> Result<T, JoinError>,
+        before: impl FnOnce(),
+    ) {
         /// Completes the cell when dropped, on the way out or while unwinding.
-        struct Complete<'a, T>(&'a JoinCell<T>, Option<Result<T, JoinError>>);
-        impl<T> Drop for Complete<'_, T> {
+        struct Complete<'a, T, R: FnOnce() -> Result<T, JoinError>>(&'a JoinCell<T>, Option<R>);
+        impl<T, R: FnOnce() -> Result<T, JoinError>> Drop for Complete<'_, T, R> {
             fn drop(&mut self) {
-                if let Some(result) = self.1.take() {
-                    self.0.complete(result);
+                if let Some(result) = self.1.take()
+                    && !self.0.is_done()
+                {
+                    self.0.complete(result());
                 }
             }
         }
@@ -189,13 +197,16 @@ impl<T: Send + 'static, F: Send + 'static> Drop for CompleteOnDrop<T, F> {
         let task = &self.0;
         // The closure goes now, on the worker, before a joiner can see the cancellation:
         // not with the task's last reference, which may be a `JoinHandle` kept for long.
-        task.join.complete_after(Err(JoinError::cancelled()), || {
-            // Inline, not `drop_closure`: this runs at every task's end, on the task's own
-            // stack, and the closure is nearly always gone (taken by the body).
-            // SAFETY: the fiber's own guard, dropped on its worker after its body ran (and
-            // took the closure) or instead of it; the task's `Unstarted` is gone.
-            drop(unsafe { task.take_closure() });
-        });
+        task.join.complete_after(
+            || Err(JoinError::cancelled()),
+            || {
+                // Inline, not `drop_closure`: this runs at every task's end, on the task's own
+                // stack, and the closure is nearly always gone (taken by the body).
+                // SAFETY: the fiber's own guard, dropped on its worker after its body ran (and
+                // took the closure) or instead of it; the task's `Unstarted` is gone.
+                drop(unsafe { task.take_closure() });
+            },
+        );
     }
 }
 

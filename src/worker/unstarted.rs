@@ -129,12 +129,14 @@ where
                 crate::sys::catch_and_report(
                     "the destructor of a task that could not start",
                     || {
-                        task.join
-                            .complete_after(Err(JoinError::not_started(error)), || {
+                        task.join.complete_after(
+                            || Err(JoinError::not_started(error)),
+                            || {
                                 // SAFETY: no fiber was made, and the `Unstarted` is gone: ours
                                 // alone.
                                 unsafe { task.drop_closure() };
-                            })
+                            },
+                        )
                     },
                 );
             }
@@ -172,8 +174,11 @@ where
 {
     // SAFETY: as the caller guarantees.
     let task = unsafe { TaskRef::<T, F>::from_header(header) };
-    task.join.complete_after(Err(JoinError::cancelled()), || {
-        // SAFETY: the unstarted task is being dropped by the one thread that held it.
-        unsafe { task.drop_closure() };
-    });
+    task.join.complete_after(
+        || Err(JoinError::cancelled()),
+        || {
+            // SAFETY: the unstarted task is being dropped by the one thread that held it.
+            unsafe { task.drop_closure() };
+        },
+    );
 }
