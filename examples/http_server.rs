@@ -88,10 +88,12 @@ fn handle(stream: TcpStream) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     // Bytes read but not yet consumed: with pipelining, the start of the next request.
     let mut buffer = Vec::with_capacity(1024);
+    // What each read lands in, zeroed once per connection rather than once per read.
+    let mut chunk = vec![0; 4096];
     let mut response = Vec::with_capacity(256);
     loop {
         // 1. Read up to the blank line that ends the head; a close before is the end.
-        let Some(head_len) = read_head(&stream, &mut buffer)? else {
+        let Some(head_len) = read_head(&stream, &mut buffer, &mut chunk)? else {
             return Ok(());
         };
         // 2. Parse the request line and the headers we care about.
@@ -115,9 +117,14 @@ fn handle(stream: TcpStream) -> io::Result<()> {
     }
 }
 
-/// Reads into `buffer` until it holds a whole request head; returns the head's length
-/// (through the blank line), or `None` if the client closed the connection first.
-fn read_head(mut stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<Option<usize>> {
+/// Reads into `buffer` (through `chunk`) until it holds a whole request head; returns the
+/// head's length (through the blank line), or `None` if the client closed the connection
+/// first.
+fn read_head(
+    mut stream: &TcpStream,
+    buffer: &mut Vec<u8>,
+    chunk: &mut [u8],
+) -> io::Result<Option<usize>> {
     let mut searched = 0;
     loop {
         if let Some(end) = find_blank_line(buffer, searched) {
@@ -129,8 +136,7 @@ fn read_head(mut stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<Option<
         }
         // The blank line may straddle what we have and what comes next.
         searched = buffer.len().saturating_sub(3);
-        let mut chunk = [0; 4096];
-        match stream.read(&mut chunk)? {
+        match stream.read(chunk)? {
             0 if buffer.is_empty() => return Ok(None),
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
             n => buffer.extend_from_slice(&chunk[..n]),
@@ -148,6 +154,9 @@ fn find_blank_line(buffer: &[u8], from: usize) -> Option<usize> {
 
 /// Consumes a body of `len` bytes: first from `buffer`, then from the stream.
 fn skip_body(stream: &TcpStream, buffer: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
     let buffered = len.min(buffer.len());
     buffer.drain(..buffered);
     let rest = (len - buffered) as u64;
