@@ -55,7 +55,8 @@ pub use stall::StallReport;
 ///                               or from any worker stuck in one fiber for a
 ///                               millisecond (placed tasks included), while that worker
 ///                               has more than one fiber more than the thief (after
-///                               10 ms stuck, whatever the loads)
+///                               10 ms stuck, it may end lighter by 1, then 3, 7...
+///                               each 10 ms more)
 /// ```
 ///
 /// A worker's load is its number of fibers, running, parked or waiting to start. A busy

@@ -25,8 +25,23 @@ const CONTENTION_WINDOW: Duration = Duration::from_millis(2);
 const STUCK_AFTER: Duration = Duration::from_millis(1);
 
 /// How long a sibling must be stuck before an idle worker takes its tasks even if that
-/// leaves this worker with more fibers than the sibling (see `Worker::steal`).
+/// leaves this worker with more fibers than the sibling (see `Worker::steal`): one more
+/// after `STUCK_LONG`, and the excess doubles (plus one) with each further `STUCK_LONG`,
+/// 3, 7, 15... A sibling whose thread the OS preempted for a few milliseconds, and whose
+/// tasks are long-lived connections that can never move back, ends a fiber or two
+/// heavier, not half its burst; one that a fiber blocks for good has a thousand waiting
+/// tasks taken within a tenth of a second.
 const STUCK_LONG: Duration = Duration::from_millis(10);
+
+/// How many more fibers than a sibling stuck for `stuck_for` a worker may end with by
+/// taking its tasks (see `STUCK_LONG`).
+fn stuck_excess(stuck_for: Duration) -> usize {
+    let periods = stuck_for.as_nanos() / STUCK_LONG.as_nanos();
+    match u32::try_from(periods) {
+        Ok(periods) if periods < usize::BITS => (1usize << periods) - 1,
+        _ => usize::MAX,
+    }
+}
 
 /// How long an idle worker sleeps, at most, while a sibling is awake and has no task
 /// waiting to start: that sibling may queue one and get stuck before it starts it (see
@@ -58,8 +73,9 @@ pub(super) struct SiblingView {
     /// or blocking its thread. The tasks waiting to start on it may be stolen, pinned ones
     /// included.
     stuck: bool,
-    /// It has been stuck for `STUCK_LONG`: its tasks are taken whatever the loads.
-    stuck_long: bool,
+    /// How many more fibers than this sibling a worker may end with by taking its tasks:
+    /// 0 until it has been stuck for `STUCK_LONG`, then more the longer it stays stuck.
+    excess: usize,
     /// Its spawn queue has held tasks while it ran `LAG_TURNS` fibers or more: the tasks
     /// of that queue may be stolen.
     lagging: bool,
@@ -73,7 +89,7 @@ impl SiblingView {
             since: now,
             queued_since: None,
             stuck: false,
-            stuck_long: false,
+            excess: 0,
             lagging: false,
         }
     }
@@ -83,12 +99,12 @@ impl SiblingView {
         let ticks = worker.ticks.load(Ordering::Relaxed);
         if ticks != self.ticks {
             (self.ticks, self.since) = (ticks, now);
-            (self.stuck, self.stuck_long) = (false, false);
+            (self.stuck, self.excess) = (false, 0);
         } else {
             let running = worker.running.load(Ordering::Relaxed) != NOT_RUNNING;
             let stuck_for = now - self.since;
             self.stuck = running && stuck_for >= STUCK_AFTER;
-            self.stuck_long = running && stuck_for >= STUCK_LONG;
+            self.excess = if running { stuck_excess(stuck_for) } else { 0 };
         }
         if worker.spawns.is_empty() {
             self.queued_since = None;
@@ -108,10 +124,12 @@ impl Worker {
     /// The task's fiber will live here for good.
     ///
     /// It takes a task only while that evens the loads (the victim's is higher than its
-    /// own by more than `BALANCE_SLACK`), unless the victim has been stuck for
-    /// `STUCK_LONG`: a started fiber never moves, and a burst of connections accepted by
-    /// a fiber that ran a millisecond (or whose thread the OS preempted that long) would
-    /// otherwise all end up here for good.
+    /// own by more than `BALANCE_SLACK`): a started fiber never moves, and a burst of
+    /// connections accepted by a fiber that ran a millisecond (or whose thread the OS
+    /// preempted that long) would otherwise all end up here for good. A victim stuck for
+    /// `STUCK_LONG` or more may be left lighter than this worker, by an excess that grows
+    /// with the time it stays stuck, until a fiber that never lets its worker go has had
+    /// all of its waiting tasks taken.
     pub(super) fn steal(&self) -> Option<Unstarted> {
         let workers = &self.runtime.workers;
         let n = workers.len();
@@ -157,7 +175,7 @@ impl Worker {
     fn worth_stealing(&self, victim: &WorkerShared, view: &SiblingView) -> bool {
         let own = self.shared.load.load(Ordering::Relaxed);
         let theirs = victim.load.load(Ordering::Relaxed);
-        theirs > own.saturating_add(BALANCE_SLACK) || view.stuck_long
+        theirs.saturating_add(view.excess) > own.saturating_add(BALANCE_SLACK)
     }
 
     /// Whether `steal` would find something in `victim`'s queues, as of the last look.
@@ -431,19 +449,28 @@ mod tests {
     }
 
     #[test]
-    fn a_sibling_is_stuck_after_running_one_fiber_for_stuck_after_and_long_after_stuck_long() {
+    fn a_sibling_is_stuck_after_running_one_fiber_for_stuck_after_and_may_be_left_lighter_after_stuck_long()
+     {
         let start = Instant::now();
         let mut view = SiblingView::new(start);
         view.look(&sibling(5, true, 0), start);
         view.look(&sibling(5, true, 0), start + STUCK_AFTER / 2);
         assert!(!view.stuck);
         view.look(&sibling(5, true, 0), start + STUCK_AFTER);
-        assert!(view.stuck && !view.stuck_long);
+        assert!(view.stuck && view.excess == 0);
         view.look(&sibling(5, true, 0), start + STUCK_LONG);
-        assert!(view.stuck && view.stuck_long);
+        assert!(view.stuck && view.excess == 1);
+        view.look(&sibling(5, true, 0), start + STUCK_LONG * 3);
+        assert_eq!(view.excess, 7, "the excess grows with the time stuck");
+        view.look(&sibling(5, true, 0), start + STUCK_LONG * 200);
+        assert_eq!(
+            view.excess,
+            usize::MAX,
+            "stuck for good: every task is taken"
+        );
         // Same ticks, but no fiber runs: asleep, not stuck.
-        view.look(&sibling(5, false, 0), start + STUCK_LONG * 2);
-        assert!(!view.stuck && !view.stuck_long);
+        view.look(&sibling(5, false, 0), start + STUCK_LONG * 201);
+        assert!(!view.stuck && view.excess == 0);
         view.look(&sibling(6, true, 0), start + STUCK_LONG * 3);
         assert!(!view.stuck, "a resume ends it");
     }
@@ -521,7 +548,8 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_worker_steals_only_while_it_evens_the_loads_unless_the_sibling_is_stuck_long() {
+    fn an_idle_worker_steals_only_while_it_evens_the_loads_or_by_the_excess_a_long_stuck_sibling_allows()
+     {
         let (thief, victim) = thief_and_victim();
         for _ in 0..4 {
             victim.spawns.push(task());
@@ -549,11 +577,23 @@ mod tests {
         thief.shared.load.store(4, Ordering::Relaxed); // the thief started the task
         assert!(!thief.may_steal_from(&victim), "4 and 4: nothing to even");
         assert!(thief.steal().is_none());
-        thief.siblings.borrow_mut()[1].stuck_long = true;
+        // Stuck a while: the thief may end two fibers heavier, not more (one steal moves
+        // the difference by two).
+        thief.siblings.borrow_mut()[1].excess = 1;
+        assert!(!thief.may_steal_from(&victim), "4 and 4 would end 5 and 3");
+        thief.siblings.borrow_mut()[1].excess = 2;
+        assert!(thief.may_steal_from(&victim), "4 and 4: may end 5 and 3");
+        assert!(thief.steal().is_some());
+        thief.shared.load.store(5, Ordering::Relaxed);
+        assert_eq!(victim.load.load(Ordering::Relaxed), 3);
         assert!(
-            thief.may_steal_from(&victim),
-            "stuck long: taken whatever the loads"
+            !thief.may_steal_from(&victim),
+            "5 and 3: the excess is used"
         );
+        assert!(thief.steal().is_none());
+        // Stuck for good: taken whatever the loads.
+        thief.siblings.borrow_mut()[1].excess = usize::MAX;
+        assert!(thief.may_steal_from(&victim));
         assert!(thief.steal().is_some());
     }
 }

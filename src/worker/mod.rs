@@ -16,7 +16,8 @@
 //!     3. nothing to run: steal tasks that have not started from a sibling's spawn queue
 //!        (if that queue lags: the sibling ran 16 fibers while tasks waited there) or from
 //!        either of its queues (if it has been stuck in one fiber for 1 ms), while the
-//!        sibling has more than one fiber more than this worker (or has been stuck 10 ms):
+//!        sibling has more than one fiber more than this worker (stuck 10 ms, it may be
+//!        left lighter by 1; 20 ms, by 3; 30 ms, by 7; 0.1 s, by 1,023):
 //!        from the spawn queue, half the difference of the loads (at most 32) at once,
 //!        the first started now, the others queued here, still stealable; failing that,
 //!        spin up to 10 µs if that pays (a sibling is awake, fewer than half
