@@ -182,10 +182,10 @@ impl SchedulerCell {
 /// Kept small: with a closure and a result of 8 bytes each, a task takes 112 bytes, a
 /// 128-byte chunk in glibc's allocator, the largest size it keeps in its "fast bins"; a
 /// closure of 16 bytes (24 if it has a niche, as one holding a `String` does) still fits
-/// that chunk. Freed
-/// chunks of that size stay as they are, mapped, for the next burst of spawns; larger ones
-/// are merged and, past a threshold, given back to the OS, so that each burst faults its
-/// pages in again (a page fault costs about 3 µs on the VM of the README's figures).
+/// that chunk. Freed chunks of that size stay as they are, mapped, for the next burst of
+/// spawns; larger ones are merged and, past a threshold, given back to the OS, so that
+/// each burst faults its pages in again (a page fault costs about 3 µs on the VM of the
+/// README's figures).
 #[repr(C)]
 pub(crate) struct Task<T, F> {
     /// Must stay first: references point at it and `free` casts back to `Task<T, F>`.

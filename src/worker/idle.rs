@@ -449,8 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sibling_is_stuck_after_running_one_fiber_for_stuck_after_and_may_be_left_lighter_after_stuck_long()
-     {
+    fn a_sibling_is_stuck_after_stuck_after_and_may_be_left_lighter_after_stuck_long() {
         let start = Instant::now();
         let mut view = SiblingView::new(start);
         view.look(&sibling(5, true, 0), start);
@@ -548,8 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_worker_steals_only_while_it_evens_the_loads_or_by_the_excess_a_long_stuck_sibling_allows()
-     {
+    fn an_idle_worker_steals_only_to_even_the_loads_or_within_a_stuck_sibling_s_excess() {
         let (thief, victim) = thief_and_victim();
         for _ in 0..4 {
             victim.spawns.push(task());
