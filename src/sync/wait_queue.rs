@@ -31,14 +31,27 @@ use crate::task::{BlockedFiber, PendingWake, Waiter};
 /// and `notify_all` themselves, under the lock; wakers are handed back, to wake after
 /// unlocking, and so are the registrations that `register` displaces and `remove` removes,
 /// to drop after unlocking.
+///
+/// The first waiter of an idle queue takes an inline slot, [`FIRST`]: with one waiter at
+/// a time (a channel between two fibers, a lock handed back and forth), registering and
+/// removing touch neither the slab nor the deque. The slot's waiter, while waiting, is
+/// always the oldest: it is taken only when nobody waits, and one that registers again
+/// while others wait moves to the slab, behind them.
 pub(super) struct Waiters {
-    /// Each waiter's registration, or `None` once notified.
-    pub(super) slots: Slab<Option<Waiter>>,
-    /// Keys of the waiters not yet notified, oldest first (may hold removed keys).
-    pub(super) order: VecDeque<usize>,
-    /// How many slots hold a registration (waiters registered and not yet notified).
+    /// The inline slot: `None` if free; else its waiter's registration, or `None` once
+    /// notified.
+    first: Option<Option<Waiter>>,
+    /// Each other waiter's registration, or `None` once notified.
+    slots: Slab<Option<Waiter>>,
+    /// Keys of the waiters in `slots` not yet notified, oldest first (may hold removed
+    /// keys).
+    order: VecDeque<usize>,
+    /// How many waiters are registered and not yet notified, `first` included.
     pub(super) waiting: usize,
 }
+
+/// The key of [`Waiters`]' inline slot; the slab's keys are indices, never this large.
+const FIRST: usize = usize::MAX;
 
 /// What [`Waiters::register`] did.
 #[must_use = "a displaced waker is dropped after unlocking; a missing one is cloned then"]
@@ -77,6 +90,7 @@ impl Waiters {
     /// No waiters.
     pub(super) const fn new() -> Waiters {
         Waiters {
+            first: None,
             slots: Slab::new(),
             order: VecDeque::new(),
             waiting: 0,
@@ -96,7 +110,7 @@ impl Waiters {
         clone: &mut Option<Waker>,
     ) -> Registration {
         if let Some(k) = *key
-            && let Some(Some(Waiter::Waker(current))) = self.slots.get(k)
+            && let Some(Some(Waiter::Waker(current))) = self.slot(k)
             && current.will_wake(waker)
         {
             return Registration::Done(None);
@@ -125,7 +139,7 @@ impl Waiters {
         fiber: BlockedFiber,
     ) -> Option<Waiter> {
         if let Some(k) = *key
-            && let Some(Some(Waiter::Fiber(current))) = self.slots.get(k)
+            && let Some(Some(Waiter::Fiber(current))) = self.slot(k)
             && *current == fiber
         {
             return None;
@@ -133,12 +147,32 @@ impl Waiters {
         self.put(key, Waiter::Fiber(fiber))
     }
 
+    /// The slot under key `k`, if it is in use.
+    fn slot(&self, k: usize) -> Option<&Option<Waiter>> {
+        if k == FIRST {
+            self.first.as_ref()
+        } else {
+            self.slots.get(k)
+        }
+    }
+
     /// Stores a registration under `key`: in place if the waiter is registered, queued as
     /// a new arrival if it was notified, under a new key if it has none. Returns the
     /// registration it replaced, to drop after unlocking.
     fn put(&mut self, key: &mut Option<usize>, wake: Waiter) -> Option<Waiter> {
-        if let Some(k) = *key {
-            match self.slots.get_mut(k) {
+        match *key {
+            Some(FIRST) => match &mut self.first {
+                Some(Some(current)) => return Some(std::mem::replace(current, wake)),
+                Some(slot @ None) if self.waiting == 0 => {
+                    *slot = Some(wake);
+                    self.waiting += 1;
+                    return None;
+                }
+                // Others wait: queue behind them, in the slab.
+                Some(None) => self.first = None,
+                None => {}
+            },
+            Some(k) => match self.slots.get_mut(k) {
                 Some(Some(current)) => return Some(std::mem::replace(current, wake)),
                 Some(slot @ None) => {
                     *slot = Some(wake);
@@ -147,13 +181,44 @@ impl Waiters {
                     return None;
                 }
                 None => {}
-            }
+            },
+            None => {}
+        }
+        self.waiting += 1;
+        if self.first.is_none() && self.waiting == 1 {
+            self.first = Some(Some(wake));
+            *key = Some(FIRST);
+            return None;
         }
         let k = self.slots.insert(Some(wake));
         self.order.push_back(k);
-        self.waiting += 1;
         *key = Some(k);
         None
+    }
+
+    /// Takes the notification of a waiter that `key` names, if it was notified (the
+    /// waiter then is no longer registered) or is unknown (removed by a `remove` of its
+    /// own). Returns `false` if it still waits.
+    pub(super) fn take_notification(&mut self, key: &mut Option<usize>) -> bool {
+        let Some(k) = *key else {
+            return false;
+        };
+        match self.slot(k) {
+            Some(Some(_)) => false,
+            Some(None) => {
+                if k == FIRST {
+                    self.first = None;
+                } else {
+                    self.slots.remove(k);
+                }
+                *key = None;
+                true
+            }
+            None => {
+                *key = None;
+                true
+            }
+        }
     }
 
     /// Removes a waiter: says whether it had been notified, and hands back a registration
@@ -162,7 +227,12 @@ impl Waiters {
         let Some(k) = key.take() else {
             return Removed::Absent;
         };
-        match self.slots.try_remove(k) {
+        let slot = if k == FIRST {
+            self.first.take()
+        } else {
+            self.slots.try_remove(k)
+        };
+        match slot {
             Some(Some(wake)) => {
                 self.waiting -= 1;
                 if self.waiting == 0 {
@@ -180,9 +250,28 @@ impl Waiters {
 
     /// Marks the oldest waiter notified and returns its wake, to do after unlocking. A
     /// fiber's state changes here, under the lock (see `register_fiber`).
+    // The check inline (a channel's receive notifies its senders, usually nobody), the
+    // rest out of line.
+    #[inline]
     pub(super) fn notify_one(&mut self) -> Option<PendingWake> {
         if self.waiting == 0 {
             return None;
+        }
+        self.notify_oldest()
+    }
+
+    /// `notify_one` with somebody waiting.
+    #[inline(never)]
+    fn notify_oldest(&mut self) -> Option<PendingWake> {
+        // A waiter in the inline slot is the oldest.
+        if let Some(slot) = &mut self.first
+            && let Some(wake) = slot.take()
+        {
+            self.waiting -= 1;
+            if self.waiting == 0 {
+                self.order.clear();
+            }
+            return Self::wakeup(wake);
         }
         while let Some(k) = self.order.pop_front() {
             if let Some(slot) = self.slots.get_mut(k)
@@ -204,10 +293,20 @@ impl Waiters {
         if self.waiting == 0 {
             return Vec::new();
         }
-        let Waiters { slots, order, .. } = self;
-        let wakeups: Vec<PendingWake> = order
-            .drain(..)
-            .filter_map(|k| slots.get_mut(k).and_then(Option::take))
+        let Waiters {
+            first,
+            slots,
+            order,
+            ..
+        } = self;
+        let first = first.as_mut().and_then(Option::take);
+        let wakeups: Vec<PendingWake> = first
+            .into_iter()
+            .chain(
+                order
+                    .drain(..)
+                    .filter_map(|k| slots.get_mut(k).and_then(Option::take)),
+            )
             .filter_map(Self::wakeup)
             .collect();
         self.waiting = 0;
@@ -272,19 +371,8 @@ impl WaitQueue {
         let mut clone = None;
         loop {
             let mut waiters = lock(&self.inner);
-            if let Some(k) = *key {
-                match waiters.slots.get(k) {
-                    Some(None) => {
-                        waiters.slots.remove(k);
-                        *key = None;
-                        return true;
-                    }
-                    Some(Some(_)) => {}
-                    None => {
-                        *key = None;
-                        return true;
-                    }
-                }
+            if waiters.take_notification(key) {
+                return true;
             }
             let new = key.is_none();
             match waiters.register(key, waker, &mut clone) {
@@ -429,5 +517,139 @@ pub(super) struct RemoveOnDrop<'a> {
 impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
         self.queue.remove(self.key, true);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{Registration, Waiters};
+    use crate::task::PendingWake;
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    /// A waker that does nothing; each allocation is told apart by `will_wake`.
+    struct Distinct;
+
+    impl Wake for Distinct {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    /// Registers a waiter under `key`, with a waker of its own. (`_n` names it in the
+    /// tests; its index in `registered_wakers` is what they compare.)
+    fn register(waiters: &mut Waiters, key: &mut Option<usize>, _n: usize) {
+        let waker = Waker::from(Arc::new(Distinct));
+        let mut clone = Some(waker.clone());
+        match waiters.register(key, &waker, &mut clone) {
+            Registration::Done(displaced) => drop(displaced),
+            Registration::NeedsWaker => panic!("a clone was given"),
+        }
+    }
+
+    /// Which waiter `notify_one` wakes, by number.
+    fn notified(waiters: &mut Waiters, wakers: &[Waker]) -> Option<usize> {
+        match waiters.notify_one()? {
+            PendingWake::Waker(woken) => wakers.iter().position(|w| w.will_wake(&woken)),
+            PendingWake::Remote(_) => panic!("no fiber registered"),
+        }
+    }
+
+    /// Wakers that will_wake the registered ones: the registration keeps the clone, so
+    /// compare by what `register` stored.
+    fn registered_wakers(waiters: &Waiters, keys: &[Option<usize>]) -> Vec<Waker> {
+        keys.iter()
+            .map(|key| match waiters.slot(key.expect("registered")) {
+                Some(Some(crate::task::Waiter::Waker(w))) => w.clone(),
+                _ => panic!("not waiting"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_inline_waiter_is_woken_first_and_requeues_behind_later_ones() {
+        let mut waiters = Waiters::new();
+        let mut keys = [None, None, None];
+        for (n, key) in keys.iter_mut().enumerate() {
+            register(&mut waiters, key, n);
+        }
+        let wakers = registered_wakers(&waiters, &keys);
+        // Waiter 0 took the inline slot and is the oldest.
+        assert_eq!(notified(&mut waiters, &wakers), Some(0));
+        // It found its condition false and registers again, as a channel's waiter does
+        // (under the lock it notified in): behind 1 and 2.
+        register(&mut waiters, &mut keys[0], 0);
+        let wakers = registered_wakers(&waiters, &keys);
+        assert_eq!(notified(&mut waiters, &wakers), Some(1));
+        assert_eq!(notified(&mut waiters, &wakers), Some(2));
+        assert_eq!(notified(&mut waiters, &wakers), Some(0));
+        assert_eq!(notified(&mut waiters, &wakers), None);
+        assert_eq!(waiters.waiting, 0);
+        // As a `WaitQueue`'s waiter does: consumes the notification, then registers anew.
+        let mut key = keys[1];
+        assert!(waiters.take_notification(&mut key));
+        assert_eq!(key, None);
+    }
+
+    #[test]
+    fn a_lone_waiter_notified_and_registering_again_keeps_the_inline_slot() {
+        let mut waiters = Waiters::new();
+        let mut key = None;
+        register(&mut waiters, &mut key, 0);
+        assert_eq!(key, Some(super::FIRST));
+        let wakers = registered_wakers(&waiters, &[key]);
+        assert_eq!(notified(&mut waiters, &wakers), Some(0));
+        register(&mut waiters, &mut key, 0);
+        assert_eq!(key, Some(super::FIRST));
+        assert_eq!(waiters.waiting, 1);
+        assert!(!waiters.take_notification(&mut key));
+    }
+
+    #[test]
+    fn a_notified_waiter_that_gives_up_reports_it_and_frees_the_slot() {
+        let mut waiters = Waiters::new();
+        let (mut a, mut b) = (None, None);
+        register(&mut waiters, &mut a, 0);
+        register(&mut waiters, &mut b, 1);
+        let wakers = registered_wakers(&waiters, &[a, b]);
+        assert_eq!(notified(&mut waiters, &wakers), Some(0));
+        assert!(waiters.remove(&mut a).was_notified());
+        assert_eq!(a, None);
+        // The slot is free but 1 still waits: a newcomer queues behind it.
+        let mut c = None;
+        register(&mut waiters, &mut c, 2);
+        let wakers = registered_wakers(&waiters, &[b, c]);
+        assert_eq!(notified(&mut waiters, &wakers), Some(0)); // b
+        assert_eq!(notified(&mut waiters, &wakers), Some(1)); // c
+        // Nobody waits: the next one takes the inline slot again.
+        let mut d = None;
+        register(&mut waiters, &mut d, 3);
+        assert_eq!(d, Some(super::FIRST));
+        assert!(matches!(
+            waiters.remove(&mut d),
+            super::Removed::Waiting { .. }
+        ));
+        assert_eq!(waiters.waiting, 0);
+    }
+
+    #[test]
+    fn notify_all_wakes_the_inline_waiter_and_the_others_in_order() {
+        let mut waiters = Waiters::new();
+        let mut keys = [None, None, None];
+        for (n, key) in keys.iter_mut().enumerate() {
+            register(&mut waiters, key, n);
+        }
+        let wakers = registered_wakers(&waiters, &keys);
+        let order: Vec<usize> = waiters
+            .notify_all()
+            .into_iter()
+            .map(|wake| match wake {
+                PendingWake::Waker(w) => wakers.iter().position(|x| x.will_wake(&w)).unwrap(),
+                PendingWake::Remote(_) => panic!("no fiber registered"),
+            })
+            .collect();
+        assert_eq!(order, [0, 1, 2]);
+        assert_eq!(waiters.waiting, 0);
+        for key in &mut keys {
+            assert!(waiters.take_notification(key));
+        }
     }
 }
