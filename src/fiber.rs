@@ -119,6 +119,9 @@ enum State {
     Suspended,
     /// Returned or panicked; the stack holds nothing live.
     Finished,
+    /// Running, resumed through [`Fiber::begin_resume`]: its [`Running`] holds the context
+    /// until [`Fiber::end_resume`] gives it back.
+    Running,
 }
 
 /// A closure running on its own stack.
@@ -472,14 +475,60 @@ impl<T> Fiber<T> {
     }
 
     /// Marks an unstarted fiber as started, out of the path of every later resume;
-    /// panics for a finished one.
+    /// panics for a finished or running one.
     #[cold]
     fn start(&mut self) {
         assert!(
             self.state != State::Finished,
             "resumed a fiber that has finished"
         );
+        assert!(self.state != State::Running, "resumed a running fiber");
         self.state = State::Suspended;
+    }
+
+    /// The first half of a resume that leaves the `Fiber` where it is, for an owner that
+    /// cannot lend `&mut self` across the switch (a slab of fibers, which may move while
+    /// one of them runs): marks the fiber running and hands out a copy of its context to
+    /// switch with ([`Running::switch`]); [`end_resume`](Fiber::end_resume) takes the
+    /// outcome back. Saves moving the whole `Fiber` out of its place and back around each
+    /// resume. `None` if the fiber is running already.
+    ///
+    /// Dropping a running fiber aborts the process (its stack is in use), and so does
+    /// dropping the [`Running`] unswitched, if the fiber is then dropped.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the fiber has finished.
+    #[inline(always)]
+    pub(crate) fn begin_resume(&mut self) -> Option<Running> {
+        match self.state {
+            State::Suspended => {}
+            State::Running => return None,
+            _ => self.start(),
+        }
+        self.state = State::Running;
+        Some(Running {
+            context: self.context.clone(),
+        })
+    }
+
+    /// The second half of a resume begun by [`begin_resume`](Fiber::begin_resume): takes
+    /// back the context where the fiber stopped and turns its reply into a [`Resume`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if `switched` comes from another fiber's resume (its reply would be read as
+    /// this fiber's result).
+    #[inline(always)]
+    pub(crate) fn end_resume(&mut self, switched: Switched) -> Resume<T> {
+        assert!(
+            self.state == State::Running
+                && switched.context.stack_top() == self.context.stack_top(),
+            "end_resume given another fiber's switch"
+        );
+        self.context = switched.context;
+        self.state = State::Suspended;
+        self.outcome(switched.reply)
     }
 
     /// Names the fiber; the name appears in the stack overflow message.
@@ -495,6 +544,11 @@ impl<T> Fiber<T> {
         // SAFETY: the guard lives in our stack's header until we drop; only `set_name`
         // changes the name, and it needs `&mut self`.
         unsafe { (*self.guard.as_ptr()).name.as_deref() }
+    }
+
+    /// Whether the fiber runs, resumed by [`begin_resume`](Fiber::begin_resume).
+    pub(crate) fn is_running(&self) -> bool {
+        self.state == State::Running
     }
 
     /// Whether the fiber has returned or panicked.
@@ -571,6 +625,12 @@ impl<T> Drop for Fiber<T> {
             State::Unstarted => unsafe { (self.drop_closure)(self.closure) },
             State::Suspended => self.force_unwind(),
             State::Finished => {}
+            State::Running => {
+                // Its stack is in use (or its `Running` was lost): freeing it is not an
+                // option, nor is unwinding a process whose fiber we cannot account for.
+                eprintln!("green: a running fiber was dropped; aborting");
+                std::process::abort();
+            }
         }
         // SAFETY: registered by `with_stack` on this thread (a `Fiber` never leaves it) and
         // not since; the guard is not used after this point. The fiber has finished or never
@@ -593,6 +653,45 @@ impl<T> fmt::Debug for Fiber<T> {
             .field("state", &self.state)
             .field("stack", &*self.stack)
             .finish()
+    }
+}
+
+/// A fiber being resumed by [`Fiber::begin_resume`]: its context, to switch into it once.
+#[derive(Debug)]
+pub(crate) struct Running {
+    /// A copy of the fiber's context; the `Fiber`'s own is stale until `end_resume`.
+    context: Context,
+}
+
+/// A [`Running`] fiber that has switched back: where it stopped, and what it replied.
+#[derive(Debug)]
+#[must_use = "the fiber stays marked running until `end_resume` takes this"]
+pub(crate) struct Switched {
+    /// The fiber's context, with the stack pointer it left.
+    context: Context,
+    /// Its reply: `MSG_YIELDED`, or the address of its result.
+    reply: usize,
+}
+
+impl Running {
+    /// Top of the fiber's stack.
+    #[inline(always)]
+    pub(crate) fn stack_top(&self) -> *mut u8 {
+        self.context.stack_top()
+    }
+
+    /// Switches into the fiber until it suspends, returns or panics.
+    #[inline(always)]
+    pub(crate) fn switch(mut self) -> Switched {
+        // SAFETY: `begin_resume` made this copy of the context from a suspended (or
+        // unstarted) fiber and marked it running, so nothing else resumes it, nor drops
+        // it (that aborts), until `end_resume` takes the `Switched`; and this `Running`
+        // is consumed, so the switch happens once.
+        let reply = unsafe { context::resume(&mut self.context, MSG_RESUME) };
+        Switched {
+            context: self.context,
+            reply,
+        }
     }
 }
 
@@ -648,5 +747,47 @@ where
             stack_top,
             SHARED_FLOAT_CONTROL,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Fiber, Resume};
+
+    #[test]
+    fn a_split_resume_runs_the_fiber_as_resume_does() {
+        let mut fiber = Fiber::new(|suspender| {
+            suspender.suspend();
+            7
+        })
+        .unwrap();
+        let running = fiber.begin_resume().expect("suspended");
+        assert!(fiber.is_running());
+        // Running: a second resume is refused, not nested.
+        assert!(fiber.begin_resume().is_none());
+        let switched = running.switch();
+        assert!(matches!(fiber.end_resume(switched), Resume::Yielded));
+        assert!(!fiber.is_running());
+        // The context came back: the plain resume goes on from the same point.
+        assert!(matches!(fiber.resume(), Resume::Finished(7)));
+    }
+
+    #[test]
+    fn another_fibers_switch_is_refused() {
+        let mut a = Fiber::new(|suspender| suspender.suspend()).unwrap();
+        let mut b = Fiber::new(|suspender| suspender.suspend()).unwrap();
+        let switched_b = b.begin_resume().unwrap().switch();
+        let switched_a = a.begin_resume().unwrap().switch();
+        let wrong = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = a.end_resume(switched_b);
+        }));
+        assert!(wrong.is_err());
+        // `a` is still marked running: its own switch is taken.
+        assert!(matches!(a.end_resume(switched_a), Resume::Yielded));
+        drop(a);
+        // `b`'s switch was lost with the panic: it stays running, and dropping it would
+        // abort (its saved stack pointer is gone). Leaked, stack and all.
+        assert!(b.is_running());
+        std::mem::forget(b);
     }
 }

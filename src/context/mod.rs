@@ -106,13 +106,23 @@ pub(crate) const INITIAL_FRAME_SIZE: usize = arch::INITIAL_FRAME_SIZE;
 pub(crate) type Entry = unsafe extern "C" fn(arg: usize, stack_top: *mut u8, data: *mut u8) -> !;
 
 /// A fiber as its resumer sees it: where its stack is, and where it stopped.
-#[derive(Debug)]
+///
+/// A copy may switch in place of the original (see `fiber::Running`): [`resume`]'s
+/// contract is about the fiber, whichever copy names it.
+#[derive(Debug, Clone)]
 pub(crate) struct Context {
     /// Top of the fiber's stack, 16-byte aligned; the parent link lies just below it.
     stack_top: *mut u8,
     /// The fiber's saved stack pointer: its switch frame, left there by [`init`] or by its
     /// last [`suspend`]. Meaningless once the fiber has finished.
     stack_pointer: *mut u8,
+}
+
+impl Context {
+    /// Top of the fiber's stack.
+    pub(crate) fn stack_top(&self) -> *mut u8 {
+        self.stack_top
+    }
 }
 
 /// Lays out the initial frame so that the first [`resume`] of the returned context calls

@@ -56,6 +56,9 @@ pub(crate) enum NoBacktrace {
     NotStarted,
     /// It has finished.
     Finished,
+    /// It is running (its worker never asks this of its own fibers: it answers dumps
+    /// between turns).
+    Running,
     /// It is suspended with only this many bytes of its stack left, fewer than
     /// [`CAPTURE_ROOM`].
     LowStack(usize),
@@ -71,6 +74,7 @@ impl fmt::Display for NoBacktrace {
         match self {
             NoBacktrace::NotStarted => f.write_str("not started yet"),
             NoBacktrace::Finished => f.write_str("finished"),
+            NoBacktrace::Running => f.write_str("running"),
             NoBacktrace::LowStack(free) => write!(
                 f,
                 "only {free} bytes of its stack left, a capture needs {CAPTURE_ROOM}"
@@ -108,6 +112,7 @@ impl<T> Fiber<T> {
         match self.state {
             State::Unstarted => return Err(NoBacktrace::NotStarted),
             State::Finished => return Err(NoBacktrace::Finished),
+            State::Running => return Err(NoBacktrace::Running),
             State::Suspended => {}
         }
         let stack_top = self.stack_top();

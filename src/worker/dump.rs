@@ -246,12 +246,12 @@ impl Worker {
         let mut fibers = Vec::with_capacity(slab.len());
         for (slot, entry) in slab.iter_mut() {
             let id = slot as u64 | u64::from(entry.generation) << 32;
-            // A fiber is out of its entry only while it runs, which no fiber of this
-            // worker does between turns.
-            let Some(fiber) = entry.fiber.as_mut() else {
+            // No fiber of this worker runs between turns.
+            let fiber = &mut entry.fiber;
+            if fiber.is_running() {
                 debug_assert!(false, "fiber {id} runs while its worker answers a dump");
                 continue;
-            };
+            }
             if skip == Some(id) {
                 continue;
             }

@@ -149,8 +149,8 @@ pub(crate) struct Worker {
 
 /// A fiber in the slab.
 struct Entry {
-    /// The fiber; `None` while it runs.
-    fiber: Option<Fiber<()>>,
+    /// The fiber; marked running while it runs (see `Fiber::begin_resume`).
+    fiber: Fiber<()>,
     /// Its generation; queue entries with another generation are stale.
     generation: u32,
     /// Its task header, kept alive by the fiber's closure for as long as the fiber lives.
@@ -291,12 +291,14 @@ impl Worker {
     #[inline(always)]
     fn resume(&self, id: u64) {
         let (slot, generation) = ((id & 0xFFFF_FFFF) as usize, (id >> 32) as u32);
-        let (mut fiber, header) = {
+        // The fiber stays in its entry, marked running; the slab is not borrowed while it
+        // runs (a nested start may grow it).
+        let (running, header) = {
             let mut fibers = self.fibers.borrow_mut();
             match fibers.get_mut(slot) {
-                Some(entry) if entry.generation == generation => match entry.fiber.take() {
-                    Some(fiber) => (fiber, entry.header),
-                    None => return,
+                Some(entry) if entry.generation == generation => match entry.fiber.begin_resume() {
+                    Some(running) => (running, entry.header),
+                    None => return, // running: nothing to resume
                 },
                 _ => return, // a stale wake
             }
@@ -310,20 +312,21 @@ impl Worker {
         self.shared.running.store(id, Ordering::Relaxed);
         let current = Current {
             header,
-            stack_top: fiber.stack_top(),
+            stack_top: running.stack_top(),
         };
         let previous = CURRENT.with(|c| c.replace(current));
-        let outcome = fiber.resume();
+        let switched = running.switch();
         CURRENT.with(|c| c.set(previous));
         self.shared.running.store(resumer, Ordering::Relaxed);
+        let outcome = self.fibers.borrow_mut()[slot].fiber.end_resume(switched);
         match outcome {
-            Resume::Yielded => self.fibers.borrow_mut()[slot].fiber = Some(fiber),
+            Resume::Yielded => {}
             // The fiber's closure recorded its result in its task.
-            Resume::Finished(()) => self.remove_fiber(id, fiber),
+            Resume::Finished(()) => self.remove_fiber(id),
             // Only a destructor that panicked after the task completed (its closure's, or a
             // joiner's waker's) gets here: user code, whose payload is user code too.
             Resume::Panicked(payload) => {
-                self.remove_fiber(id, fiber);
+                self.remove_fiber(id);
                 crate::sys::drop_quietly(payload);
             }
         }
@@ -334,13 +337,13 @@ impl Worker {
 
     /// Removes the finished fiber `id`, whose stack goes back to the pool.
     #[inline(always)]
-    fn remove_fiber(&self, id: u64, fiber: Fiber<()>) {
+    fn remove_fiber(&self, id: u64) {
         let entry = self.fibers.borrow_mut().remove((id & 0xFFFF_FFFF) as usize);
         if entry.listed {
             self.unlist(id);
         }
         self.publish_load();
-        drop(fiber);
+        drop(entry);
     }
 
     /// Whether `REACT_EVERY` resumes (nested ones included) have passed since the last
@@ -498,7 +501,7 @@ impl Worker {
         };
         let mut fibers = self.fibers.borrow_mut();
         let key = fibers.insert(Entry {
-            fiber: Some(fiber),
+            fiber,
             generation,
             header,
             abandon: abandon_task::<T, G>,
