@@ -235,14 +235,16 @@ impl Reactor {
     fn fire_timers(&self, wakers: &mut Vec<Waker>) -> Option<Duration> {
         let now = Instant::now();
         let mut timers = lock(&self.timers);
-        // Split off the timers that are not due yet; what stays is due.
-        let pending = timers.split_off(&(now, u64::MAX));
-        let due = std::mem::replace(&mut *timers, pending);
-        wakers.extend(due.into_values());
-        timers
-            .keys()
-            .next()
-            .map(|(deadline, _)| deadline.saturating_duration_since(now))
+        // Oldest first, one at a time: most polls find none due, and a split of the map
+        // (`split_off`) would move its nodes and allocate on every poll.
+        while let Some(entry) = timers.first_entry() {
+            let (deadline, _) = *entry.key();
+            if deadline > now {
+                return Some(deadline.saturating_duration_since(now));
+            }
+            wakers.push(entry.remove());
+        }
+        None
     }
 
     /// Whether the poller holds events that a wait would return now, without taking them:
@@ -603,4 +605,67 @@ fn closed_error() -> io::Error {
         "the green runtime this I/O object was registered with has shut down; \
          create the object again in a running runtime",
     )
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Reactor;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+    use std::time::{Duration, Instant};
+
+    /// Counts its wakes.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn due_timers_fire_oldest_first_and_the_rest_wait() {
+        let reactor = Reactor::new().unwrap();
+        let counts: Vec<Arc<Count>> = (0..4)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(3600);
+        // Two due (inserted newest first), two pending.
+        reactor.insert_timer(
+            now - Duration::from_millis(1),
+            &Waker::from(counts[1].clone()),
+            false,
+        );
+        reactor.insert_timer(
+            now - Duration::from_millis(2),
+            &Waker::from(counts[0].clone()),
+            false,
+        );
+        reactor.insert_timer(later, &Waker::from(counts[2].clone()), false);
+        reactor.insert_timer(
+            later + Duration::from_secs(1),
+            &Waker::from(counts[3].clone()),
+            false,
+        );
+        let mut wakers = Vec::new();
+        let next = reactor.fire_timers(&mut wakers).expect("two still pending");
+        assert!(next > Duration::from_secs(3500) && next <= Duration::from_secs(3600));
+        assert_eq!(wakers.len(), 2);
+        // Oldest first: the first waker out is the earlier deadline's.
+        let mut wakers = wakers.into_iter();
+        wakers.next().unwrap().wake();
+        let woken = |counts: &[Arc<Count>]| -> Vec<usize> {
+            counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect()
+        };
+        assert_eq!(woken(&counts), [1, 0, 0, 0]);
+        wakers.for_each(Waker::wake);
+        assert_eq!(woken(&counts), [1, 1, 0, 0]);
+        let mut wakers = Vec::new();
+        // Nothing due now: a second look fires none and keeps both.
+        assert!(reactor.fire_timers(&mut wakers).is_some());
+        assert!(wakers.is_empty());
+        assert_eq!(reactor.timers.lock().unwrap().len(), 2);
+    }
 }
