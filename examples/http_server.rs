@@ -22,6 +22,10 @@ use green::net::{TcpListener, TcpStream};
 /// The body of every response.
 const BODY: &[u8] = b"hello\n";
 
+/// The start of every `200` response, written out rather than formatted per request.
+const OK_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n";
+const _: () = assert!(BODY.len() == 6, "OK_HEAD's Content-Length is BODY's length");
+
 /// The longest request head (request line and headers) accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -146,10 +150,22 @@ fn read_head(
 
 /// The end of the first `\r\n\r\n` in `buffer` at or after `from`.
 fn find_blank_line(buffer: &[u8], from: usize) -> Option<usize> {
-    buffer[from..]
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .map(|at| from + at + 4)
+    // Looks at every fourth byte from `from + 3`: each four bytes in a row hold one of
+    // them, so a blank line (four bytes, each `\r` or `\n`) shows in one, and only there
+    // are the windows that hold that byte compared, first to last.
+    let mut at = from + 3;
+    while at < buffer.len() {
+        if matches!(buffer[at], b'\r' | b'\n') {
+            let first = at.saturating_sub(3).max(from);
+            for start in first..=at {
+                if buffer[start..].starts_with(b"\r\n\r\n") {
+                    return Some(start + 4);
+                }
+            }
+        }
+        at += 4;
+    }
+    None
 }
 
 /// Consumes a body of `len` bytes: first from `buffer`, then from the stream.
@@ -191,11 +207,13 @@ enum Status {
 }
 
 impl Request {
-    /// Parses a request head (request line, headers, blank line).
+    /// Parses a request head (request line, headers, blank line), as bytes: header
+    /// values need not be UTF-8, and the names compared are ASCII.
     fn parse(head: &[u8]) -> Result<Request, Status> {
-        let head = std::str::from_utf8(head).map_err(|_| Status::BadRequest)?;
-        let mut lines = head.split("\r\n");
-        let mut request_line = lines.next().unwrap_or("").split(' ');
+        let mut lines = head
+            .split(|&byte| byte == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+        let mut request_line = lines.next().unwrap_or(b"").split(|&byte| byte == b' ');
         let (Some(method), Some(_target), Some(version), None) = (
             request_line.next(),
             request_line.next(),
@@ -205,30 +223,36 @@ impl Request {
             return Err(Status::BadRequest);
         };
         let http_1_0 = match version {
-            "HTTP/1.1" => false,
-            "HTTP/1.0" => true,
+            b"HTTP/1.1" => false,
+            b"HTTP/1.0" => true,
             _ => return Err(Status::BadRequest),
         };
         let mut request = Request {
-            head_only: method == "HEAD",
+            head_only: method == b"HEAD",
             keep_alive: !http_1_0,
             http_1_0,
             content_length: 0,
         };
         for line in lines.take_while(|line| !line.is_empty()) {
-            let (name, value) = line.split_once(':').ok_or(Status::BadRequest)?;
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("connection") {
-                for option in value.split(',').map(str::trim) {
-                    if option.eq_ignore_ascii_case("close") {
+            let colon = line
+                .iter()
+                .position(|&byte| byte == b':')
+                .ok_or(Status::BadRequest)?;
+            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            if name.eq_ignore_ascii_case(b"connection") {
+                for option in value.split(|&byte| byte == b',').map(<[u8]>::trim_ascii) {
+                    if option.eq_ignore_ascii_case(b"close") {
                         request.keep_alive = false;
-                    } else if option.eq_ignore_ascii_case("keep-alive") {
+                    } else if option.eq_ignore_ascii_case(b"keep-alive") {
                         request.keep_alive = true;
                     }
                 }
-            } else if name.eq_ignore_ascii_case("content-length") {
-                request.content_length = value.parse().map_err(|_| Status::BadRequest)?;
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                request.content_length = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|value| value.parse().ok())
+                    .ok_or(Status::BadRequest)?;
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 return Err(Status::NotImplemented);
             }
         }
@@ -237,8 +261,7 @@ impl Request {
 
     /// Writes the response to this request into `out`.
     fn respond(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n");
-        out.extend_from_slice(format!("Content-Length: {}\r\n", BODY.len()).as_bytes());
+        out.extend_from_slice(OK_HEAD);
         if !self.keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
         } else if self.http_1_0 {
@@ -259,4 +282,66 @@ fn error_response(status: Status) -> Vec<u8> {
         Status::NotImplemented => "501 Not Implemented",
     };
     format!("HTTP/1.1 {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Request, Status, find_blank_line};
+
+    #[test]
+    fn the_blank_line_is_found_first_wherever_it_starts() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for extra in 0..8 {
+            // Pipelined: a second head behind the first.
+            let mut buffer = b"x".repeat(extra);
+            buffer.extend_from_slice(head);
+            buffer.extend_from_slice(head);
+            for from in 0..=buffer.len() {
+                // A plain scan, as the reference.
+                let expected = (from..buffer.len().saturating_sub(3))
+                    .find(|&i| buffer[i..].starts_with(b"\r\n\r\n"))
+                    .map(|i| i + 4);
+                assert_eq!(find_blank_line(&buffer, from), expected, "{extra} {from}");
+            }
+        }
+        assert_eq!(find_blank_line(b"\r\n\r", 0), None);
+        assert_eq!(find_blank_line(b"\n\r\n\r\n", 0), Some(5));
+    }
+
+    #[test]
+    fn requests_parse_as_http_says() {
+        let get = Request::parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .ok()
+            .unwrap();
+        assert!(get.keep_alive && !get.http_1_0 && !get.head_only);
+        assert_eq!(get.content_length, 0);
+        let old = Request::parse(b"HEAD / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .ok()
+            .unwrap();
+        assert!(old.keep_alive && old.http_1_0 && old.head_only);
+        let close = Request::parse(
+            b"POST / HTTP/1.1\r\nconnection: x, close\r\nContent-Length:  12 \r\n\r\n",
+        )
+        .ok()
+        .unwrap();
+        assert!(!close.keep_alive);
+        assert_eq!(close.content_length, 12);
+        let bad = |head: &[u8]| Request::parse(head).err().map(|status| status as u8);
+        assert_eq!(bad(b"GET /\r\n\r\n"), Some(Status::BadRequest as u8));
+        assert_eq!(bad(b"GET / HTTP/2\r\n\r\n"), Some(Status::BadRequest as u8));
+        assert_eq!(
+            bad(b"GET / HTTP/1.1\r\nno colon\r\n\r\n"),
+            Some(Status::BadRequest as u8)
+        );
+        assert_eq!(
+            bad(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            Some(Status::BadRequest as u8)
+        );
+        assert_eq!(
+            bad(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some(Status::NotImplemented as u8)
+        );
+        // Header values need not be UTF-8.
+        assert!(Request::parse(b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n").is_ok());
+    }
 }
