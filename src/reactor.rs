@@ -59,10 +59,9 @@
 //! first waited on outside fibers stays registered with it, and a fiber that waits on it
 //! later is woken from that thread, as from another worker's reactor.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -73,6 +72,11 @@ use slab::Slab;
 
 use crate::sys::epoll::{self, Events, Notifier, Ready};
 use crate::sys::{catch_and_report, lock};
+
+mod timers;
+
+pub(crate) use timers::TimerId;
+use timers::Timers;
 
 /// The key of the [`Notifier`] in the poller: no source's (sources are keyed by slab
 /// index), nor `polling`'s own notifier's (`usize::MAX`).
@@ -95,10 +99,8 @@ pub(crate) struct Reactor {
     /// Event buffer; only the thread that drives the reactor waits, so the lock is never
     /// contended.
     events: Mutex<Events>,
-    /// Pending timers by (deadline, id).
-    timers: Mutex<BTreeMap<(Instant, u64), Waker>>,
-    /// Next timer id; ids make timers with equal deadlines distinct.
-    next_timer: AtomicU64,
+    /// Pending timers.
+    timers: Mutex<Timers>,
     /// Set when the worker that drives this reactor has stopped for good; never for the
     /// plain-thread reactor.
     closed: AtomicBool,
@@ -142,8 +144,7 @@ impl Reactor {
             notifier,
             sources: Mutex::new(Slab::new()),
             events: Mutex::new(Events::new()),
-            timers: Mutex::new(BTreeMap::new()),
-            next_timer: AtomicU64::new(0),
+            timers: Mutex::new(Timers::default()),
             closed: AtomicBool::new(false),
         })
     }
@@ -157,9 +158,7 @@ impl Reactor {
     /// closure instead of waiting for ever: I/O waits fail, timers move to another reactor.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        let mut wakers: Vec<Waker> = std::mem::take(&mut *lock(&self.timers))
-            .into_values()
-            .collect();
+        let mut wakers: Vec<Waker> = lock(&self.timers).take_all();
         for (_, source) in lock(&self.sources).iter() {
             let mut state = lock(&source.state);
             state[READ].fire(&mut wakers);
@@ -213,11 +212,10 @@ impl Reactor {
 
     /// Registers a timer; returns its id. `remote` says the caller is not the reactor's
     /// worker thread, which may then be waiting with a later timeout and is notified.
-    pub(crate) fn insert_timer(&self, deadline: Instant, waker: &Waker, remote: bool) -> u64 {
+    pub(crate) fn insert_timer(&self, deadline: Instant, waker: &Waker, remote: bool) -> TimerId {
         // Cloned before locking: a clone is user code.
         let waker = waker.clone();
-        let id = self.next_timer.fetch_add(1, Ordering::Relaxed);
-        lock(&self.timers).insert((deadline, id), waker);
+        let id = lock(&self.timers).insert(deadline, waker);
         if remote {
             self.notify();
         }
@@ -225,26 +223,15 @@ impl Reactor {
     }
 
     /// Removes a timer (no effect if it has fired).
-    pub(crate) fn remove_timer(&self, deadline: Instant, id: u64) {
-        let removed = lock(&self.timers).remove(&(deadline, id));
+    pub(crate) fn remove_timer(&self, id: TimerId) {
+        let removed = lock(&self.timers).remove(id);
         // Dropped after unlocking (the guard above is gone): a drop is user code.
         drop(removed);
     }
 
     /// Fires due timers into `wakers`; returns the time until the next one.
     fn fire_timers(&self, wakers: &mut Vec<Waker>) -> Option<Duration> {
-        let now = Instant::now();
-        let mut timers = lock(&self.timers);
-        // Oldest first, one at a time: most polls find none due, and a split of the map
-        // (`split_off`) would move its nodes and allocate on every poll.
-        while let Some(entry) = timers.first_entry() {
-            let (deadline, _) = *entry.key();
-            if deadline > now {
-                return Some(deadline.saturating_duration_since(now));
-            }
-            wakers.push(entry.remove());
-        }
-        None
+        lock(&self.timers).fire(Instant::now(), wakers)
     }
 
     /// Whether the poller holds events that a wait would return now, without taking them:
@@ -609,7 +596,7 @@ fn closed_error() -> io::Error {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::Reactor;
+    use super::{Reactor, lock};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::{Wake, Waker};
@@ -666,6 +653,6 @@ mod tests {
         // Nothing due now: a second look fires none and keeps both.
         assert!(reactor.fire_timers(&mut wakers).is_some());
         assert!(wakers.is_empty());
-        assert_eq!(reactor.timers.lock().unwrap().len(), 2);
+        assert_eq!(lock(&reactor.timers).len(), 2);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::reactor::Reactor;
+use crate::reactor::{Reactor, TimerId};
 use crate::task::Wait;
 use crate::worker;
 
@@ -86,7 +86,7 @@ pub struct Timer {
     /// When it fires; `None` never.
     deadline: Option<Instant>,
     /// While registered: the reactor, the timer's id and the waker it holds.
-    registration: Option<(Arc<Reactor>, u64, Waker)>,
+    registration: Option<(Arc<Reactor>, TimerId, Waker)>,
 }
 
 impl Timer {
@@ -121,9 +121,8 @@ impl Timer {
 
     /// Removes the registration, if any.
     fn deregister(&mut self) {
-        if let (Some((reactor, id, _)), Some(deadline)) = (self.registration.take(), self.deadline)
-        {
-            reactor.remove_timer(deadline, id);
+        if let Some((reactor, id, _)) = self.registration.take() {
+            reactor.remove_timer(id);
         }
     }
 }
