@@ -334,3 +334,67 @@ fn fibers_blocked_in_channels_unwind_at_shutdown_while_threads_use_them() {
         );
     }
 }
+
+#[test]
+fn a_bounded_channel_passes_a_fiber_and_a_threads_values_in_order() {
+    let runtime = two_workers();
+    let (sender, receiver) = sync::bounded::<usize>(2);
+    let sent = Arc::new(AtomicUsize::new(0));
+    // A fiber and a plain thread send 50 values each into room for 2.
+    let fiber = {
+        let (sender, sent) = (sender.clone(), sent.clone());
+        runtime.spawn(move || {
+            for i in 0..50 {
+                sender.send(i).unwrap();
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let thread = {
+        let (sender, sent) = (sender.clone(), sent.clone());
+        thread::spawn(move || {
+            for i in 100..150 {
+                sender.send(i).unwrap();
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    drop(sender);
+    let mut received = Vec::new();
+    // Nobody receives until the senders have filled the channel.
+    while sent.load(Ordering::SeqCst) < 2 {
+        thread::yield_now();
+    }
+    // Nothing received yet: no more than the capacity went through.
+    assert_eq!(sent.load(Ordering::SeqCst), 2);
+    while let Ok(value) = receiver.recv() {
+        received.push(value);
+    }
+    fiber.join().unwrap();
+    thread.join().unwrap();
+    // Each sender's values arrive in order, all of them.
+    let (from_fiber, from_thread): (Vec<usize>, Vec<usize>) =
+        received.iter().partition(|&&value| value < 100);
+    assert_eq!(from_fiber, (0..50).collect::<Vec<_>>());
+    assert_eq!(from_thread, (100..150).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_sender_waiting_for_room_fails_when_the_receivers_go() {
+    let runtime = two_workers();
+    let (sender, receiver) = sync::bounded::<u32>(1);
+    sender.send(1).unwrap();
+    let waiting = runtime.spawn(move || sender.send(2));
+    // The fiber waits for room: once a dump shows it parked there, the receiver goes.
+    while runtime
+        .dump()
+        .fibers()
+        .iter()
+        .all(|fiber| fiber.state() != green::FiberState::Parked("channel send"))
+    {
+        thread::yield_now();
+    }
+    drop(receiver);
+    let error = waiting.join().unwrap().unwrap_err();
+    assert_eq!(error.0, 2);
+}

@@ -340,6 +340,30 @@ impl<T> Sender<T> {
     ///
     /// [`SendError`] with the value if every receiver is gone.
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        let channel = &*self.channel;
+        // With room (an unbounded channel always has some), a send never waits: one
+        // critical section, and no waiter to set up in any context.
+        let mut state = channel.state.lock();
+        if state.receiver_count == 0 {
+            drop(state);
+            return Err(SendError(value));
+        }
+        if state.queue.len() < channel.capacity {
+            state.queue.push_back(value);
+            let wakeup = state.receivers.notify_one();
+            drop(state);
+            if let Some(wakeup) = wakeup {
+                wakeup.wake();
+            }
+            return Ok(());
+        }
+        drop(state);
+        self.send_full(value)
+    }
+
+    /// `send` on a full channel: waits for room.
+    #[inline(never)]
+    fn send_full(&self, value: T) -> Result<(), SendError<T>> {
         let Some(fiber) = worker::current() else {
             return crate::await_blocking(self.send_async(value));
         };
