@@ -12,8 +12,10 @@
 //!   the descriptor's current readiness with a zero-timeout `poll(2)` instead
 //!   ([`Source::ready_now`]). Adding a descriptor that is already ready queues an event,
 //!   so readiness from before the registration is not lost either.
-//! * **Timers.** A map ordered by deadline; [`Reactor::react`] fires the due ones and
-//!   waits no longer than the next, with `epoll_pwait2`'s nanosecond timeout (a timeout
+//! * **Timers.** A queue of deadlines added in order (one delay for all, as I/O timeouts
+//!   are) and a heap for the others, over a slab of wakers; a removal is O(1) amortized
+//!   (see `timers`). [`Reactor::react`] fires the due ones and waits no longer than the
+//!   next, with `epoll_pwait2`'s nanosecond timeout (a timeout
 //!   rounded up to the millisecond where the kernel lacks it).
 //! * **Waiting.** `polling` makes the epoll descriptor and deletes descriptors from it;
 //!   green adds them itself, asking also for `EPOLLRDHUP` (`sys::epoll::add_source`). The
