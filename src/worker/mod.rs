@@ -128,7 +128,8 @@ pub(crate) struct Worker {
     pub(crate) runtime: Arc<RuntimeShared>,
     /// What other threads see of this worker.
     pub(crate) shared: Arc<WorkerShared>,
-    /// The fibers; a fiber is taken out of its entry while it runs.
+    /// The fibers; one that runs stays in its entry, marked running, and the slab is not
+    /// borrowed meanwhile (see `Worker::resume`).
     fibers: RefCell<Slab<Entry>>,
     /// What runs next: fibers by (slot, generation) id, and starts of waiting tasks.
     queue: RefCell<RunQueue>,
