@@ -318,12 +318,20 @@ fn parent(options: &Options) {
 
 /// Runs every job `options.runs` times (or its own minimum, if higher), run after run,
 /// so that a noisy minute spreads over every runtime alike; combines each job's runs.
+/// Within each scenario the runtimes take turns going first (run 2 starts with the
+/// second, ...), so that none always follows the same neighbour (the heaviest scenario
+/// before it, say, whose closed sockets and busy CPUs linger for a moment).
 fn run_all<'a>(options: &Options, jobs: impl Iterator<Item = &'a Job> + Clone) -> Outcomes {
     let job_runs = |job: &Job| job.runs(options.runs);
     let rounds = jobs.clone().map(job_runs).max().unwrap_or(1);
     let mut outcomes: BTreeMap<(&'static str, &'static str), Vec<Outcome>> = BTreeMap::new();
     for run in 1..=rounds {
-        for job in jobs.clone().filter(|job| run <= job_runs(job)) {
+        let mut order: Vec<&Job> = jobs.clone().filter(|job| run <= job_runs(job)).collect();
+        for group in order.chunk_by_mut(|a, b| a.scenario == b.scenario) {
+            let len = group.len();
+            group.rotate_left((run - 1) % len);
+        }
+        for job in order {
             let runs = job_runs(job);
             if runs > 1 {
                 eprint!("run {run}/{runs} ");
