@@ -222,6 +222,9 @@ impl Request {
         ) else {
             return Err(Status::BadRequest);
         };
+        if method.is_empty() || !method.iter().all(|&byte| is_token_byte(byte)) {
+            return Err(Status::BadRequest);
+        }
         let http_1_0 = match version {
             b"HTTP/1.1" => false,
             b"HTTP/1.0" => true,
@@ -272,6 +275,11 @@ impl Request {
             out.extend_from_slice(BODY);
         }
     }
+}
+
+/// Whether `byte` may appear in a token (a method, a header name): RFC 9110's `tchar`.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// A complete response for an error, after which the connection closes.
@@ -341,6 +349,11 @@ mod tests {
             bad(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Some(Status::NotImplemented as u8)
         );
+        assert_eq!(
+            bad(b"\xff / HTTP/1.1\r\n\r\n"),
+            Some(Status::BadRequest as u8)
+        );
+        assert_eq!(bad(b" / HTTP/1.1\r\n\r\n"), Some(Status::BadRequest as u8));
         // Header values need not be UTF-8.
         assert!(Request::parse(b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n").is_ok());
     }
