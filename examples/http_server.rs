@@ -334,26 +334,25 @@ mod tests {
         .unwrap();
         assert!(!close.keep_alive);
         assert_eq!(close.content_length, 12);
-        let bad = |head: &[u8]| Request::parse(head).err().map(|status| status as u8);
-        assert_eq!(bad(b"GET /\r\n\r\n"), Some(Status::BadRequest as u8));
-        assert_eq!(bad(b"GET / HTTP/2\r\n\r\n"), Some(Status::BadRequest as u8));
-        assert_eq!(
-            bad(b"GET / HTTP/1.1\r\nno colon\r\n\r\n"),
-            Some(Status::BadRequest as u8)
-        );
-        assert_eq!(
-            bad(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
-            Some(Status::BadRequest as u8)
-        );
-        assert_eq!(
-            bad(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Some(Status::NotImplemented as u8)
-        );
-        assert_eq!(
-            bad(b"\xff / HTTP/1.1\r\n\r\n"),
-            Some(Status::BadRequest as u8)
-        );
-        assert_eq!(bad(b" / HTTP/1.1\r\n\r\n"), Some(Status::BadRequest as u8));
+        let cases: [(&[u8], Status); 7] = [
+            (b"GET /\r\n\r\n", Status::BadRequest),
+            (b"GET / HTTP/2\r\n\r\n", Status::BadRequest),
+            (b"GET / HTTP/1.1\r\nno colon\r\n\r\n", Status::BadRequest),
+            (
+                b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                Status::BadRequest,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Status::NotImplemented,
+            ),
+            (b"\xff / HTTP/1.1\r\n\r\n", Status::BadRequest),
+            (b" / HTTP/1.1\r\n\r\n", Status::BadRequest),
+        ];
+        for (head, status) in cases {
+            let got = Request::parse(head).err().map(|status| status as u8);
+            assert_eq!(got, Some(status as u8), "{}", head.escape_ascii());
+        }
         // Header values need not be UTF-8.
         assert!(Request::parse(b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n").is_ok());
     }
