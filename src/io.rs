@@ -52,6 +52,9 @@ pub struct Async<T: AsFd> {
     source: Registration,
     /// The I/O object; `None` only inside `into_inner` and `drop`.
     io: Option<T>,
+    /// Per direction, the timer of the last wait with a timeout, kept registered for the
+    /// next one (see `Timer::extend`).
+    timers: [Mutex<Option<Timer>>; 2],
 }
 
 impl<T: AsFd> Async<T> {
@@ -70,6 +73,7 @@ impl<T: AsFd> Async<T> {
                 fd: io.as_fd().as_raw_fd(),
             },
             io: Some(io),
+            timers: [Mutex::new(None), Mutex::new(None)],
         })
     }
 
@@ -300,16 +304,35 @@ impl<T: AsFd> Async<T> {
         } else {
             Wait::Write
         };
-        match deadline {
-            None => await_blocking_on(ready, wait),
-            Some(deadline) => await_blocking_on(
-                WithDeadline {
-                    ready,
-                    timer: Timer::at(deadline),
-                },
-                wait,
-            ),
+        let Some(deadline) = deadline else {
+            return await_blocking_on(ready, wait);
+        };
+        // The direction's timer from the last wait, still registered for its deadline,
+        // which comes before ours: it is moved, not registered again, unless it fires
+        // first (once per timeout, for a connection whose reads each wait a little). A
+        // wait on the same direction at the same time on another fiber makes its own.
+        let slot = &self.timers[direction];
+        let kept = slot.try_lock().ok().and_then(|mut kept| kept.take());
+        let mut timer = match kept {
+            Some(mut timer) => {
+                timer.extend(deadline);
+                timer
+            }
+            None => Timer::at(deadline),
+        };
+        let waited = await_blocking_on(
+            WithDeadline {
+                ready,
+                timer: &mut timer,
+            },
+            wait,
+        );
+        if let Ok(mut kept) = slot.try_lock()
+            && kept.is_none()
+        {
+            *kept = Some(timer);
         }
+        waited
     }
 
     /// A readiness wait for `direction`; see [`Ready`] for `tick`.
@@ -554,7 +577,7 @@ struct WithDeadline<'a> {
     /// The readiness wait.
     ready: Ready<'a>,
     /// The deadline.
-    timer: Timer,
+    timer: &'a mut Timer,
 }
 
 impl Future for WithDeadline<'_> {
@@ -564,7 +587,7 @@ impl Future for WithDeadline<'_> {
         if let Poll::Ready(result) = Pin::new(&mut self.ready).poll(cx) {
             return Poll::Ready(result);
         }
-        match Pin::new(&mut self.timer).poll(cx) {
+        match Pin::new(&mut *self.timer).poll(cx) {
             Poll::Ready(_) => Poll::Ready(Err(timed_out())),
             Poll::Pending => Poll::Pending,
         }
@@ -666,5 +689,47 @@ where
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_flush(cx)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Async;
+    use crate::reactor::READ;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    #[test]
+    fn waits_with_a_timeout_on_one_object_register_one_timer() {
+        let runtime = crate::Runtime::builder().workers(1).build().unwrap();
+        let (registered, read) = runtime.run(|| {
+            let (a, b) = UnixStream::pair().unwrap();
+            let (a, b) = (Async::new(a).unwrap(), Async::new(b).unwrap());
+            let (reactor, _) = crate::executor::current_reactor();
+            let before = reactor.timers_registered();
+            let writer = crate::spawn(move || {
+                for _ in 0..20 {
+                    // The reader waits meanwhile, its timer registered or extended.
+                    crate::sleep(Duration::from_millis(1));
+                    b.get_ref().write_all(b"x").unwrap();
+                }
+            });
+            let mut read = 0;
+            for _ in 0..20 {
+                let mut byte = [0; 1];
+                read += a
+                    .op_with(READ, Some(Duration::from_secs(60)), |mut io| {
+                        io.read(&mut byte)
+                    })
+                    .unwrap();
+            }
+            writer.join().unwrap();
+            (reactor.timers_registered() - before, read)
+        });
+        assert_eq!(read, 20);
+        // The writer's 20 sleeps, and one registration for the reader, extended by each
+        // later wait (without: one per wait, 40 in all).
+        assert_eq!(registered, 20 + 1);
     }
 }

@@ -224,6 +224,12 @@ impl Reactor {
         id
     }
 
+    /// How many timers were ever registered here.
+    #[cfg(test)]
+    pub(crate) fn timers_registered(&self) -> u64 {
+        lock(&self.timers).registered()
+    }
+
     /// Removes a timer (no effect if it has fired).
     pub(crate) fn remove_timer(&self, id: TimerId) {
         let removed = lock(&self.timers).remove(id);

@@ -86,7 +86,20 @@ pub struct Timer {
     /// When it fires; `None` never.
     deadline: Option<Instant>,
     /// While registered: the reactor, the timer's id and the waker it holds.
-    registration: Option<(Arc<Reactor>, TimerId, Waker)>,
+    registration: Option<Registered>,
+}
+
+/// A [`Timer`]'s registration with a reactor.
+struct Registered {
+    /// The reactor that fires it.
+    reactor: Arc<Reactor>,
+    /// Its id there.
+    id: TimerId,
+    /// The waker it holds.
+    waker: Waker,
+    /// When the reactor fires it: the deadline it was registered for, which is the
+    /// timer's, or earlier after [`Timer::extend`].
+    armed: Instant,
 }
 
 impl Timer {
@@ -121,9 +134,25 @@ impl Timer {
 
     /// Removes the registration, if any.
     fn deregister(&mut self) {
-        if let Some((reactor, id, _)) = self.registration.take() {
-            reactor.remove_timer(id);
+        if let Some(registered) = self.registration.take() {
+            registered.reactor.remove_timer(registered.id);
         }
+    }
+
+    /// Moves the deadline to `deadline`. A registration made for an earlier deadline is
+    /// kept: it fires early, and the poll that follows registers again for the new one
+    /// (one early wake, instead of a registration per move). For an I/O timeout that
+    /// starts afresh at each wait, a connection's timer is then registered about once
+    /// per timeout, not once per wait. A later registration is removed.
+    pub(crate) fn extend(&mut self, deadline: Instant) {
+        if self
+            .registration
+            .as_ref()
+            .is_some_and(|registered| registered.armed > deadline)
+        {
+            self.deregister();
+        }
+        self.deadline = Some(deadline);
     }
 }
 
@@ -135,18 +164,28 @@ impl Future for Timer {
         let Some(deadline) = this.deadline else {
             return Poll::Pending;
         };
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             this.deregister();
             return Poll::Ready(deadline);
         }
         match &this.registration {
-            // Registered with a reactor that is still driven, for this task: nothing to do.
-            Some((reactor, _, waker)) if waker.will_wake(cx.waker()) && !reactor.is_closed() => {}
+            // Registered with a reactor that is still driven, for this task, and not yet
+            // fired (one armed early by `extend` fires before the deadline): nothing to do.
+            Some(registered)
+                if registered.waker.will_wake(cx.waker())
+                    && !registered.reactor.is_closed()
+                    && now < registered.armed => {}
             _ => {
                 this.deregister();
                 let (reactor, remote) = crate::executor::current_reactor();
                 let id = reactor.insert_timer(deadline, cx.waker(), remote);
-                this.registration = Some((reactor, id, cx.waker().clone()));
+                this.registration = Some(Registered {
+                    reactor,
+                    id,
+                    waker: cx.waker().clone(),
+                    armed: deadline,
+                });
             }
         }
         Poll::Pending

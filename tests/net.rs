@@ -255,6 +255,39 @@ fn read_timeout_in_a_fiber_gives_timed_out_not_before_the_timeout() {
 }
 
 #[test]
+fn a_read_timeout_kept_from_an_earlier_read_neither_fires_early_nor_is_lost() {
+    // The first read waits 10 ms, then gets a byte: its timer stays registered for its
+    // own deadline (start + 100 ms). The second read starts 50 ms later: the kept
+    // registration fires before the second read's deadline, which must then still come,
+    // on time, not early.
+    let timeout = Duration::from_millis(100);
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(green::run(move || {
+            let (client, server) = tcp_pair();
+            client.set_read_timeout(Some(timeout)).unwrap();
+            let writer = green::spawn(move || {
+                green::sleep(Duration::from_millis(10));
+                (&server).write_all(b"x").unwrap();
+                server
+            });
+            assert_eq!((&client).read(&mut [0; 1]).unwrap(), 1);
+            let _server = writer.join().unwrap();
+            green::sleep(Duration::from_millis(50));
+            let start = Instant::now();
+            let error = (&client).read(&mut [0; 1]).unwrap_err();
+            (error.kind(), start.elapsed())
+        }));
+    });
+    // A lost timeout would leave the read waiting for ever.
+    let (kind, elapsed) = outcome
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the second read's timeout never fired");
+    assert_eq!(kind, io::ErrorKind::TimedOut);
+    assert!(elapsed >= timeout, "timed out after {elapsed:?}");
+}
+
+#[test]
 fn read_timeout_on_a_plain_thread_gives_timed_out_not_before_the_timeout() {
     let timeout = Duration::from_millis(50);
     let (client, _server) = tcp_pair();

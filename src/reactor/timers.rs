@@ -127,6 +127,12 @@ impl Timers {
         self.live.len()
     }
 
+    /// How many timers were ever added.
+    #[cfg(test)]
+    pub(super) fn registered(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Removes every timer; returns their wakers.
     pub(super) fn take_all(&mut self) -> Vec<Waker> {
         self.queue.clear();
