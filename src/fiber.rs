@@ -683,10 +683,9 @@ impl Running {
     /// Switches into the fiber until it suspends, returns or panics.
     #[inline(always)]
     pub(crate) fn switch(mut self) -> Switched {
-        // SAFETY: `begin_resume` made this copy of the context from a suspended (or
-        // unstarted) fiber and marked it running, so nothing else resumes it, nor drops
-        // it (that aborts), until `end_resume` takes the `Switched`; and this `Running`
-        // is consumed, so the switch happens once.
+        // SAFETY: `begin_resume` copied this context from a suspended or unstarted fiber
+        // and marked it running (nothing resumes it, nor drops it, until `end_resume`);
+        // `self` is consumed, so the switch happens once.
         let reply = unsafe { context::resume(&mut self.context, MSG_RESUME) };
         Switched {
             context: self.context,
