@@ -38,6 +38,14 @@ pub(super) struct ChannelState<T> {
     pub(super) senders: Waiters,
 }
 
+/// Why [`Channel::put`] handed a value back.
+enum Refused<T> {
+    /// Every receiver is gone.
+    Disconnected(T),
+    /// A bounded channel is full.
+    Full(T),
+}
+
 /// Which side of a channel a waiter waits on.
 #[derive(Clone, Copy)]
 pub(super) enum Side {
@@ -57,22 +65,43 @@ impl<T> ChannelState<T> {
 }
 
 impl<T> Channel<T> {
-    /// A send attempt under the lock: `Some(true)` and the receiver's waker to wake if
-    /// `value` was queued, `Some(false)` if every receiver is gone (the value stays),
-    /// `None` if the channel is full.
+    /// A send under the lock: queues `value` and returns the receiver's waker to wake, or
+    /// hands `value` back, saying whether every receiver is gone or the channel is full.
+    #[inline]
+    fn put(
+        &self,
+        state: &mut ChannelState<T>,
+        value: T,
+    ) -> Result<Option<PendingWake>, Refused<T>> {
+        if state.receiver_count == 0 {
+            return Err(Refused::Disconnected(value));
+        }
+        if state.queue.len() < self.capacity {
+            state.queue.push_back(value);
+            return Ok(state.receivers.notify_one());
+        }
+        Err(Refused::Full(value))
+    }
+
+    /// `put` for a waiting send (`Channel::wait`): `Some(true)` and the receiver's waker
+    /// to wake if `value` was queued, `Some(false)` if every receiver is gone (the value
+    /// stays), `None` if the channel is full (the value stays).
     fn try_put(
         &self,
         state: &mut ChannelState<T>,
         value: &mut Option<T>,
     ) -> Option<(bool, Option<PendingWake>)> {
-        if state.receiver_count == 0 {
-            return Some((false, None));
+        match self.put(state, value.take().expect("sent once")) {
+            Ok(wakeup) => Some((true, wakeup)),
+            Err(Refused::Disconnected(back)) => {
+                *value = Some(back);
+                Some((false, None))
+            }
+            Err(Refused::Full(back)) => {
+                *value = Some(back);
+                None
+            }
         }
-        if state.queue.len() < self.capacity {
-            state.queue.push_back(value.take().expect("sent once"));
-            return Some((true, state.receivers.notify_one()));
-        }
-        None
     }
 
     /// Waits on `side` until `attempt` (run under the channel's lock) gives a result and,
@@ -343,22 +372,17 @@ impl<T> Sender<T> {
         let channel = &*self.channel;
         // With room (an unbounded channel always has some), a send never waits: one
         // critical section, and no waiter to set up in any context.
-        let mut state = channel.state.lock();
-        if state.receiver_count == 0 {
-            drop(state);
-            return Err(SendError(value));
-        }
-        if state.queue.len() < channel.capacity {
-            state.queue.push_back(value);
-            let wakeup = state.receivers.notify_one();
-            drop(state);
-            if let Some(wakeup) = wakeup {
-                wakeup.wake();
+        let put = channel.put(&mut channel.state.lock(), value);
+        match put {
+            Ok(wakeup) => {
+                if let Some(wakeup) = wakeup {
+                    wakeup.wake();
+                }
+                Ok(())
             }
-            return Ok(());
+            Err(Refused::Disconnected(value)) => Err(SendError(value)),
+            Err(Refused::Full(value)) => self.send_full(value),
         }
-        drop(state);
-        self.send_full(value)
     }
 
     /// `send` on a full channel: waits for room.

@@ -156,6 +156,24 @@ impl Waiters {
         }
     }
 
+    /// Takes the slot under key `k` out of the queue (frees it), if it is in use.
+    fn take_slot(&mut self, k: usize) -> Option<Option<Waiter>> {
+        if k == FIRST {
+            self.first.take()
+        } else {
+            self.slots.try_remove(k)
+        }
+    }
+
+    /// Counts one waiter less as waiting (notified or removed).
+    fn one_less_waiting(&mut self) {
+        self.waiting -= 1;
+        if self.waiting == 0 {
+            // Only removed keys remain: drop them before they pile up.
+            self.order.clear();
+        }
+    }
+
     /// Stores a registration under `key`: in place if the waiter is registered, queued as
     /// a new arrival if it was notified, under a new key if it has none. Returns the
     /// registration it replaced, to drop after unlocking.
@@ -206,11 +224,7 @@ impl Waiters {
         match self.slot(k) {
             Some(Some(_)) => false,
             Some(None) => {
-                if k == FIRST {
-                    self.first = None;
-                } else {
-                    self.slots.remove(k);
-                }
+                self.take_slot(k);
                 *key = None;
                 true
             }
@@ -227,18 +241,9 @@ impl Waiters {
         let Some(k) = key.take() else {
             return Removed::Absent;
         };
-        let slot = if k == FIRST {
-            self.first.take()
-        } else {
-            self.slots.try_remove(k)
-        };
-        match slot {
+        match self.take_slot(k) {
             Some(Some(wake)) => {
-                self.waiting -= 1;
-                if self.waiting == 0 {
-                    // Only removed keys remain: drop them before they pile up.
-                    self.order.clear();
-                }
+                self.one_less_waiting();
                 Removed::Waiting {
                     _registration: wake,
                 }
@@ -267,21 +272,14 @@ impl Waiters {
         if let Some(slot) = &mut self.first
             && let Some(wake) = slot.take()
         {
-            self.waiting -= 1;
-            if self.waiting == 0 {
-                self.order.clear();
-            }
+            self.one_less_waiting();
             return Self::wakeup(wake);
         }
         while let Some(k) = self.order.pop_front() {
             if let Some(slot) = self.slots.get_mut(k)
                 && let Some(wake) = slot.take()
             {
-                self.waiting -= 1;
-                if self.waiting == 0 {
-                    // Only removed keys remain: drop them before they pile up.
-                    self.order.clear();
-                }
+                self.one_less_waiting();
                 return Self::wakeup(wake);
             }
         }
@@ -534,9 +532,9 @@ mod tests {
         fn wake(self: Arc<Self>) {}
     }
 
-    /// Registers a waiter under `key`, with a waker of its own. (`_n` names it in the
-    /// tests; its index in `registered_wakers` is what they compare.)
-    fn register(waiters: &mut Waiters, key: &mut Option<usize>, _n: usize) {
+    /// Registers a waiter under `key`, with a waker of its own (told apart by its index
+    /// in `registered_wakers`).
+    fn register(waiters: &mut Waiters, key: &mut Option<usize>) {
         let waker = Waker::from(Arc::new(Distinct));
         let mut clone = Some(waker.clone());
         match waiters.register(key, &waker, &mut clone) {
@@ -545,12 +543,18 @@ mod tests {
         }
     }
 
-    /// Which waiter `notify_one` wakes, by number.
-    fn notified(waiters: &mut Waiters, wakers: &[Waker]) -> Option<usize> {
-        match waiters.notify_one()? {
+    /// Which of `wakers` a wake is for.
+    fn index_of(wake: PendingWake, wakers: &[Waker]) -> usize {
+        match wake {
             PendingWake::Waker(woken) => wakers.iter().position(|w| w.will_wake(&woken)),
             PendingWake::Remote(_) => panic!("no fiber registered"),
         }
+        .expect("a registered waker")
+    }
+
+    /// Which waiter `notify_one` wakes, by number.
+    fn notified(waiters: &mut Waiters, wakers: &[Waker]) -> Option<usize> {
+        Some(index_of(waiters.notify_one()?, wakers))
     }
 
     /// Wakers that will_wake the registered ones: the registration keeps the clone, so
@@ -568,15 +572,15 @@ mod tests {
     fn the_inline_waiter_is_woken_first_and_requeues_behind_later_ones() {
         let mut waiters = Waiters::new();
         let mut keys = [None, None, None];
-        for (n, key) in keys.iter_mut().enumerate() {
-            register(&mut waiters, key, n);
+        for key in &mut keys {
+            register(&mut waiters, key);
         }
         let wakers = registered_wakers(&waiters, &keys);
         // Waiter 0 took the inline slot and is the oldest.
         assert_eq!(notified(&mut waiters, &wakers), Some(0));
         // It found its condition false and registers again, as a channel's waiter does
         // (under the lock it notified in): behind 1 and 2.
-        register(&mut waiters, &mut keys[0], 0);
+        register(&mut waiters, &mut keys[0]);
         let wakers = registered_wakers(&waiters, &keys);
         assert_eq!(notified(&mut waiters, &wakers), Some(1));
         assert_eq!(notified(&mut waiters, &wakers), Some(2));
@@ -593,11 +597,11 @@ mod tests {
     fn a_lone_waiter_notified_and_registering_again_keeps_the_inline_slot() {
         let mut waiters = Waiters::new();
         let mut key = None;
-        register(&mut waiters, &mut key, 0);
+        register(&mut waiters, &mut key);
         assert_eq!(key, Some(super::FIRST));
         let wakers = registered_wakers(&waiters, &[key]);
         assert_eq!(notified(&mut waiters, &wakers), Some(0));
-        register(&mut waiters, &mut key, 0);
+        register(&mut waiters, &mut key);
         assert_eq!(key, Some(super::FIRST));
         assert_eq!(waiters.waiting, 1);
         assert!(!waiters.take_notification(&mut key));
@@ -607,21 +611,21 @@ mod tests {
     fn a_notified_waiter_that_gives_up_reports_it_and_frees_the_slot() {
         let mut waiters = Waiters::new();
         let (mut a, mut b) = (None, None);
-        register(&mut waiters, &mut a, 0);
-        register(&mut waiters, &mut b, 1);
+        register(&mut waiters, &mut a);
+        register(&mut waiters, &mut b);
         let wakers = registered_wakers(&waiters, &[a, b]);
         assert_eq!(notified(&mut waiters, &wakers), Some(0));
         assert!(waiters.remove(&mut a).was_notified());
         assert_eq!(a, None);
         // The slot is free but 1 still waits: a newcomer queues behind it.
         let mut c = None;
-        register(&mut waiters, &mut c, 2);
+        register(&mut waiters, &mut c);
         let wakers = registered_wakers(&waiters, &[b, c]);
         assert_eq!(notified(&mut waiters, &wakers), Some(0)); // b
         assert_eq!(notified(&mut waiters, &wakers), Some(1)); // c
         // Nobody waits: the next one takes the inline slot again.
         let mut d = None;
-        register(&mut waiters, &mut d, 3);
+        register(&mut waiters, &mut d);
         assert_eq!(d, Some(super::FIRST));
         assert!(matches!(
             waiters.remove(&mut d),
@@ -634,17 +638,14 @@ mod tests {
     fn notify_all_wakes_the_inline_waiter_and_the_others_in_order() {
         let mut waiters = Waiters::new();
         let mut keys = [None, None, None];
-        for (n, key) in keys.iter_mut().enumerate() {
-            register(&mut waiters, key, n);
+        for key in &mut keys {
+            register(&mut waiters, key);
         }
         let wakers = registered_wakers(&waiters, &keys);
         let order: Vec<usize> = waiters
             .notify_all()
             .into_iter()
-            .map(|wake| match wake {
-                PendingWake::Waker(w) => wakers.iter().position(|x| x.will_wake(&w)).unwrap(),
-                PendingWake::Remote(_) => panic!("no fiber registered"),
-            })
+            .map(|wake| index_of(wake, &wakers))
             .collect();
         assert_eq!(order, [0, 1, 2]);
         assert_eq!(waiters.waiting, 0);
