@@ -85,8 +85,13 @@ pub(crate) fn await_blocking_on<F: Future>(fut: F, wait: Wait) -> F::Output {
         // A blocking call of green's inside the poll (a channel, a lock, a sleep, a
         // join) parks this same fiber, and its park may have consumed the wake meant for
         // `fut`: poll again rather than wait for a wake that came already.
-        if current.parks() == parks {
-            current.park(wait);
+        //
+        // A future that woke itself during its poll (an async `yield_now`, a budget that
+        // ran out) is polled again at once, as one step of the fiber's turn: like an I/O
+        // operation, it spends the turn's budget, so that a future that keeps waking
+        // itself gives way to the other fibers and the reactor every `IO_BUDGET` polls.
+        if current.parks() == parks && !current.park(wait) {
+            current.spend_io_budget();
         }
     }
 }

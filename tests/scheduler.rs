@@ -1138,6 +1138,87 @@ fn a_fiber_whose_socket_is_always_ready_yields_after_its_io_budget() {
     );
 }
 
+/// An async `yield_now`: pending once, after waking itself.
+async fn async_yield() {
+    let mut woke = false;
+    std::future::poll_fn(|cx| {
+        if woke {
+            return std::task::Poll::Ready(());
+        }
+        woke = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// In `await_blocking` on one worker, polls a future that yields (wakes itself) until
+/// `done` is set, at most `limit` times; returns how many polls it took.
+fn yield_in_await_blocking_until(done: &AtomicBool, limit: usize) -> usize {
+    green::await_blocking(async {
+        let mut polls = 0;
+        while !done.load(Ordering::SeqCst) && polls < limit {
+            async_yield().await;
+            polls += 1;
+        }
+        polls
+    })
+}
+
+#[test]
+fn a_future_that_keeps_waking_itself_gives_way_after_the_io_budget() {
+    // A self-wake during the poll needs no park: `await_blocking` polls again at once,
+    // but as one I/O operation of the fiber's turn, so the fiber yields before its 129th
+    // (before, it polled for as long as the future kept waking itself: a livelock when
+    // the future waits for another fiber of the worker).
+    const LIMIT: usize = 100_000;
+    let polls = one_worker_with_watchdog(|| {
+        let done = Arc::new(AtomicBool::new(false));
+        let other = {
+            let done = done.clone();
+            green::spawn(move || done.store(true, Ordering::SeqCst))
+        };
+        let polls = yield_in_await_blocking_until(&done, LIMIT);
+        other.join().unwrap();
+        polls
+    });
+    // The yield pending when the fiber gave way completes (and counts) before the loop
+    // sees `done`: 128 + 1.
+    assert!(
+        (1..=129).contains(&polls),
+        "the other fiber ran after {polls} polls of a future that yields"
+    );
+}
+
+#[test]
+fn a_future_that_keeps_waking_itself_delays_a_ready_socket_by_a_bounded_number_of_polls() {
+    // The reader parks in the reactor; the reactor is polled every 64 resumes, and each
+    // turn of the yielding fiber is at most 128 polls: the reader runs within about
+    // 64 x 128 polls, not never.
+    const BOUND: usize = 65 * 128;
+    let polls = one_worker_with_watchdog(|| {
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let mut theirs = Async::new(theirs).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let done = done.clone();
+            green::spawn(move || {
+                theirs.read_exact(&mut [0]).unwrap();
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        green::yield_now(); // the reader parks in its read
+        ours.write_all(&[1]).unwrap();
+        let polls = yield_in_await_blocking_until(&done, 100 * BOUND);
+        reader.join().unwrap();
+        polls
+    });
+    assert!(
+        polls <= BOUND,
+        "the ready socket waited {polls} polls of a future that yields"
+    );
+}
+
 /// The time slice a worker asks the kernel for (`Builder::worker_slice`), read back with
 /// `sched_getattr`.
 mod worker_slice {

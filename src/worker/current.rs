@@ -91,32 +91,29 @@ pub(crate) fn in_fiber() -> bool {
 pub(crate) const IO_BUDGET: u32 = 128;
 
 thread_local! {
-    /// The worker's `ticks` when the running fiber's turn began, as far as I/O goes, and
-    /// how many operations it has made since (see `spend_io_budget`).
-    static IO_SPENT: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) };
+    /// How many I/O operations the running fiber has made in its turn (see
+    /// `spend_io_budget`): the worker sets it to 0 around every resume (`new_turn`).
+    static IO_SPENT: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Counts an I/O operation of the running fiber, and yields first if the fiber has
-/// already made `IO_BUDGET` of them in this turn: a fiber whose sockets are always ready
-/// (a fast peer, a listener with a backlog) would otherwise keep its worker, and the
-/// other fibers and the reactor waiting, for as long as that lasts. Any resume on the
-/// worker (the worker's `ticks` moves) starts a new turn. Outside fibers, does nothing.
+/// Starts a new turn as far as the I/O budget goes: the worker calls this as it resumes a
+/// fiber. A fiber that ran another nested (see `run_next_now`) goes on with what that one
+/// left: it may yield sooner, never later.
+#[inline(always)]
+pub(super) fn new_turn() {
+    IO_SPENT.with(|spent| spent.set(0));
+}
+
+/// Counts an I/O operation of the running fiber (or a poll in `await_blocking` after which
+/// the future had woken itself), and yields first if the fiber has already made
+/// `IO_BUDGET` of them in this turn: a fiber whose sockets are always ready (a fast peer,
+/// a listener with a backlog) would otherwise keep its worker, and the other fibers and
+/// the reactor waiting, for as long as that lasts. Any resume on the worker starts a new
+/// turn. Outside fibers, does nothing.
 #[inline]
 pub(crate) fn spend_io_budget() {
-    let Some(current) = current() else {
-        return;
-    };
-    let ticks = with_worker(|worker| worker.map(|w| w.shared.ticks.load(Ordering::Relaxed)));
-    let Some(ticks) = ticks else {
-        return;
-    };
-    let (turn, spent) = IO_SPENT.with(Cell::get);
-    if turn != ticks {
-        IO_SPENT.with(|c| c.set((ticks, 1)));
-    } else if spent < IO_BUDGET {
-        IO_SPENT.with(|c| c.set((ticks, spent + 1)));
-    } else {
-        current.yield_now(); // the turn that follows counts this operation afresh
+    if let Some(current) = current() {
+        current.spend_io_budget();
     }
 }
 
@@ -211,13 +208,26 @@ impl Current {
         }
     }
 
+    /// `spend_io_budget` for the running fiber.
+    #[inline(always)]
+    pub(crate) fn spend_io_budget(&self) {
+        let spent = IO_SPENT.with(Cell::get);
+        if spent < IO_BUDGET {
+            IO_SPENT.with(|c| c.set(spent + 1));
+        } else {
+            self.yield_now(); // the turn that follows counts this operation
+            IO_SPENT.with(|c| c.set(1));
+        }
+    }
+
     /// Parks the fiber until its waker is woken (returns at once if it already was), then
     /// forgets the notification before the caller checks its condition again
     /// (`State::reset_after_park`), and unwinds if the fiber was cancelled. `wait` says
-    /// what it waits for, for fiber dumps.
+    /// what it waits for, for fiber dumps. Returns whether the fiber suspended (`false`:
+    /// the wake came first).
     #[inline(always)]
-    pub(crate) fn park(&self, wait: Wait) {
-        self.park_then_reset(wait, State::reset_after_park);
+    pub(crate) fn park(&self, wait: Wait) -> bool {
+        self.park_then_reset(wait, State::reset_after_park)
     }
 
     /// `park`, for a caller that checks its condition again under a lock which its
@@ -227,9 +237,9 @@ impl Current {
         self.park_then_reset(wait, State::reset_after_park_locked);
     }
 
-    /// Parks unless notified, then resets with `reset`.
+    /// Parks unless notified, then resets with `reset`; returns whether it suspended.
     #[inline(always)]
-    fn park_then_reset(&self, wait: Wait, reset: impl FnOnce(&State)) {
+    fn park_then_reset(&self, wait: Wait, reset: impl FnOnce(&State)) -> bool {
         let header = self.header();
         header.state.set_wait(wait);
         // The wake that finds us PARKED needs our scheduler.
@@ -241,11 +251,13 @@ impl Current {
                     .clone()
             })
         });
-        if header.state.transition_to_parked() {
+        let suspends = header.state.transition_to_parked();
+        if suspends {
             self.suspend();
         }
         reset(&header.state);
         self.check_cancel();
+        suspends
     }
 
     /// Queues the fiber behind the others and switches to its resumer.

@@ -34,7 +34,9 @@
 //! timer became ready is queued within 64 resumes, then waits its turn: at most 64
 //! resumes plus one turn of each runnable fiber. A turn ends when the fiber suspends, or
 //! before its 129th I/O operation of the turn (`IO_BUDGET`, see `spend_io_budget`): a
-//! fiber whose sockets are always ready yields then. A fiber that computes without
+//! fiber whose sockets are always ready yields then. A poll in `await_blocking` after
+//! which the future had woken itself counts as one: a future that keeps waking itself
+//! (an async `yield_now` in a loop) yields too. A fiber that computes without
 //! suspending holds its worker for as long as it runs (see `Builder::stall_warning`).
 //!
 //! One shortcut: a fiber that joins a task which the loop would start next anyway (the
@@ -316,6 +318,7 @@ impl Worker {
             stack_top: running.stack_top(),
         };
         let previous = CURRENT.with(|c| c.replace(current));
+        current::new_turn();
         let switched = running.switch();
         CURRENT.with(|c| c.set(previous));
         self.shared.running.store(resumer, Ordering::Relaxed);
