@@ -232,7 +232,7 @@ pub use executor::{
 };
 pub use executor::{Dump, FiberDump, FiberState, WorkerState};
 pub use scope::{Scope, ScopedJoinHandle, scope};
-pub use task::{JoinError, JoinHandle};
+pub use task::{JoinError, JoinHandle, is_cancellation};
 pub use time::{sleep, sleep_until};
 
 /// Runs `fn main`'s body as the main fiber of a green runtime, and returns what it

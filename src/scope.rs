@@ -240,10 +240,11 @@ impl ScopeData {
 
     /// Waits (parks a fiber, blocks a thread) until every scoped closure is gone.
     ///
-    /// The wait may unwind: the calling fiber cancelled by its runtime's shutdown. The
-    /// fibers may still use the borrowed data then, so a guard waits again before the
-    /// unwinding goes on. That second wait does not unwind: a fiber's cancellation is
-    /// delivered once, and never while it unwinds.
+    /// The wait may unwind: the calling fiber cancelled by `abort` or its runtime's
+    /// shutdown. The fibers may still use the borrowed data then, so a guard waits again
+    /// before the unwinding goes on. That second wait does not unwind: a cancellation is
+    /// never delivered into a fiber that unwinds. (A cancellation that unwound the closure
+    /// does not come again here: `scope` holds its payload and goes on with it.)
     fn wait_for_fibers(&self) {
         /// Waits again if the first wait unwinds.
         struct WaitAgain<'a>(&'a ScopeData);

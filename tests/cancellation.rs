@@ -228,3 +228,136 @@ fn cancelled_fibers_end_when_the_runtime_drops_even_if_they_were_never_resumed()
     );
     assert_eq!(drops.load(Ordering::SeqCst), 20);
 }
+
+/// An hour: a sleep that a test only gets past by being cancelled.
+const FOREVER: Duration = Duration::from_secs(3600);
+
+#[test]
+fn a_fiber_that_catches_its_cancellation_unwinds_again_at_its_next_suspension() {
+    // The cancellation comes with one wake. A fiber that catches its unwinding and parks
+    // again must unwind there, before it parks: nothing would wake it a second time.
+    let (caught, went_on, cancelled) = within(60, "a caught cancellation", || {
+        one_worker().run(|| {
+            let caught = Arc::new(AtomicUsize::new(0));
+            let went_on = Arc::new(AtomicUsize::new(0));
+            let task = {
+                let (caught, went_on) = (caught.clone(), went_on.clone());
+                green::spawn(move || {
+                    let first = std::panic::catch_unwind(|| green::sleep(FOREVER));
+                    if first.is_err() {
+                        caught.fetch_add(1, Ordering::SeqCst);
+                    }
+                    drop(first); // the payload: the cancellation is requested again
+                    green::sleep(FOREVER);
+                    went_on.fetch_add(1, Ordering::SeqCst);
+                })
+            };
+            green::yield_now(); // the task parks in its first sleep
+            task.abort();
+            let cancelled = task.join().unwrap_err().is_cancelled();
+            (
+                caught.load(Ordering::SeqCst),
+                went_on.load(Ordering::SeqCst),
+                cancelled,
+            )
+        })
+    });
+    assert_eq!((caught, went_on, cancelled), (1, 0, true));
+}
+
+#[test]
+fn a_cancellation_delivered_in_a_fiber_of_the_task_s_own_unwinds_the_task_at_its_next_park() {
+    // The cancellation unwinds the user's `Fiber` in which the task slept; the fiber hands
+    // the payload back as `Panicked`. The task, which goes on, is cancelled at its next
+    // suspension: joining it gives a cancelled error, not the value it would return.
+    let (panicked, joined_cancelled) = within(60, "a cancellation caught by a Fiber", || {
+        one_worker().run(|| {
+            let (tx, rx) = mpsc::channel();
+            let task = green::spawn(move || {
+                let mut fiber =
+                    green::fiber::Fiber::new(|_: &green::fiber::Suspender| green::sleep(FOREVER))
+                        .unwrap();
+                let panicked = matches!(fiber.resume(), green::fiber::Resume::Panicked(_));
+                tx.send(panicked).unwrap();
+                green::sleep(FOREVER);
+                7
+            });
+            green::yield_now(); // the task's fiber parks in its sleep
+            task.abort();
+            let joined = task.join();
+            (rx.recv().unwrap(), joined.is_err_and(|e| e.is_cancelled()))
+        })
+    });
+    assert_eq!((panicked, joined_cancelled), (true, true));
+}
+
+#[test]
+fn dropping_a_runtime_ends_a_fiber_that_caught_its_cancellation_and_parked_again() {
+    // A server loop: it parks for the next request outside its `catch_unwind`, and its
+    // request handler, inside, parks too. The shutdown's cancellation, delivered in the
+    // handler, is caught there; the loop parks again for the next request and must unwind
+    // there, or the runtime's drop would wait for ever.
+    let caught = within(60, "dropping the runtime", || {
+        let runtime = one_worker();
+        let (handling_tx, handling_rx) = mpsc::channel();
+        let (caught_tx, caught_rx) = mpsc::channel();
+        runtime.spawn(move || {
+            let (requests_tx, requests) = green::sync::channel::<()>();
+            requests_tx.send(()).unwrap();
+            while requests.recv().is_ok() {
+                let handled = std::panic::catch_unwind(|| {
+                    handling_tx.send(()).unwrap();
+                    green::sleep(FOREVER);
+                });
+                caught_tx.send(handled.is_err()).unwrap();
+            }
+        });
+        handling_rx.recv().unwrap();
+        drop(runtime);
+        caught_rx.try_iter().collect::<Vec<_>>()
+    });
+    assert_eq!(
+        caught,
+        [true],
+        "the handler caught the cancellation once, then the loop ended"
+    );
+}
+
+#[test]
+fn a_supervisor_that_re_raises_cancellations_ends_when_its_runtime_drops() {
+    // The pattern the docs of `is_cancellation` give: panics restart the service, a
+    // cancellation goes through.
+    let (restarts, cancellations) = within(60, "a supervisor at shutdown", || {
+        let runtime = one_worker();
+        let restarts = Arc::new(AtomicUsize::new(0));
+        let (serving_tx, serving_rx) = mpsc::channel();
+        let (seen_tx, seen_rx) = mpsc::channel();
+        {
+            let restarts = restarts.clone();
+            runtime.spawn(move || {
+                let mut first = true;
+                loop {
+                    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        if std::mem::take(&mut first) {
+                            panic!("the service fails once");
+                        }
+                        serving_tx.send(()).unwrap();
+                        green::sleep(FOREVER);
+                    }));
+                    match served {
+                        Err(payload) if green::is_cancellation(&*payload) => {
+                            seen_tx.send(()).unwrap();
+                            std::panic::resume_unwind(payload);
+                        }
+                        Err(_) => restarts.fetch_add(1, Ordering::SeqCst),
+                        Ok(()) => return,
+                    };
+                }
+            });
+        }
+        serving_rx.recv().unwrap();
+        drop(runtime);
+        (restarts.load(Ordering::SeqCst), seen_rx.try_iter().count())
+    });
+    assert_eq!((restarts, cancellations), (1, 1));
+}

@@ -3,6 +3,43 @@
 use std::any::Any;
 use std::fmt;
 
+/// Whether a payload caught with [`std::panic::catch_unwind`] is green unwinding a
+/// cancelled fiber ([`JoinHandle::abort`](crate::JoinHandle::abort), a runtime's
+/// shutdown) or a suspended [`Fiber`](crate::fiber::Fiber) being dropped, rather than a
+/// panic.
+///
+/// A fiber that catches its cancellation and runs on is cancelled again at its next
+/// suspension point. Code that catches panics in a loop that suspends (a supervisor that
+/// restarts a service) should re-raise a cancellation, or the loop never ends: each
+/// restart is unwound at its first suspension, and caught again.
+///
+/// # Examples
+///
+/// ```
+/// use std::panic::{self, AssertUnwindSafe};
+/// use std::time::Duration;
+///
+/// fn serve() {
+///     green::sleep(Duration::from_secs(3600)); // waits for requests
+/// }
+///
+/// green::run(|| {
+///     let supervisor = green::spawn(|| loop {
+///         match panic::catch_unwind(AssertUnwindSafe(serve)) {
+///             Err(payload) if green::is_cancellation(&*payload) => panic::resume_unwind(payload),
+///             Err(_) => eprintln!("the service panicked; restarting it"),
+///             Ok(()) => return,
+///         }
+///     });
+///     green::yield_now();
+///     supervisor.abort();
+///     assert!(supervisor.join().unwrap_err().is_cancelled());
+/// });
+/// ```
+pub fn is_cancellation(payload: &(dyn Any + Send)) -> bool {
+    payload.is::<crate::worker::Cancelled>() || payload.is::<crate::fiber::ForcedUnwind>()
+}
+
 /// Why joining a fiber gave no value.
 pub struct JoinError {
     /// What happened. Boxed: a `JoinError` is one pointer, so every task's result slot

@@ -286,10 +286,15 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// Cancels the fiber: if it has not finished, it is unwound at its next suspension point
     /// (or never started), and joining it gives a cancelled [`JoinError`].
     ///
-    /// The fiber unwinds once: the destructors that run meanwhile may block (sleep, lock,
-    /// join) like any code, and their suspensions do not raise the cancellation again. A
-    /// fiber already unwinding from a panic of its own is cancelled only if it catches
-    /// that panic and suspends again. A destructor that panics during the cancellation
+    /// The destructors that run while the fiber unwinds may block (sleep, lock, join)
+    /// like any code: their suspensions do not raise the cancellation again. A fiber that
+    /// catches the unwinding (`catch_unwind`, or a [`Fiber`](crate::fiber::Fiber) of its
+    /// own in which it was suspended) and runs on unwinds again at its next suspension
+    /// point, before it parks; one that returns without suspending again keeps its
+    /// result (code that catches panics in a loop tells a cancellation apart with
+    /// [`is_cancellation`](crate::is_cancellation), and re-raises it). A fiber already
+    /// unwinding from a panic of its own is cancelled only if it catches that panic and
+    /// suspends again. A destructor that panics during the cancellation
     /// aborts the process, as any panic out of a destructor during unwinding does: see
     /// [Shutdown](crate::Runtime#shutdown) for why, and what to write instead.
     ///

@@ -35,7 +35,7 @@ pub(crate) mod wait;
 pub(crate) mod waiter;
 pub(crate) mod waker;
 
-pub use error::JoinError;
+pub use error::{JoinError, is_cancellation};
 pub use join::JoinHandle;
 pub(crate) use join::{CompleteOnDrop, JoinCell};
 pub(crate) use state::State;

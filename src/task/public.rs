@@ -6,6 +6,7 @@
 //!   `std::thread::Builder` does for threads;
 //! * [`current`] tells the running task its [`Id`] and name ([`Current`]);
 //! * [`JoinHandle`] and [`JoinError`] (also at the crate's root) wait for a fiber's result.
+//! * [`is_cancellation`] (also at the root) tells a caught cancellation from a panic.
 //!
 //! A name shows where green speaks of a fiber: the stack overflow message, the stall
 //! warning ([`crate::Builder::stall_warning`]), the fiber dump ([`crate::Runtime::dump`],
@@ -32,6 +33,6 @@
 mod layer;
 
 pub(crate) use layer::*;
-pub use layer::{JoinError, JoinHandle};
+pub use layer::{JoinError, JoinHandle, is_cancellation};
 
 pub use crate::executor::task::{Builder, Current, Id, current, try_current};

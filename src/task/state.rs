@@ -18,8 +18,11 @@
 //!
 //! `NOT_CANCELLED` → `CANCEL_REQUESTED` (by `JoinHandle::abort`, or at shutdown) →
 //! `CANCEL_DELIVERED` (by the fiber, as it starts to unwind). A request is made only from
-//! `NOT_CANCELLED`, so a fiber unwinds for a cancellation at most once, and the suspensions
-//! of the destructors that run meanwhile are plain ones.
+//! `NOT_CANCELLED`, and the suspensions of the destructors that run while the fiber
+//! unwinds are plain ones. A fiber whose code catches the unwinding and drops its payload
+//! goes back to `CANCEL_REQUESTED` (`State::rearm_cancel`), and unwinds again at its next
+//! suspension point, before it parks (`Current::check_cancel`): nothing wakes it for
+//! that.
 
 use crate::loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
@@ -140,6 +143,17 @@ impl State {
     #[inline(always)]
     pub(crate) fn cancel_pending(&self) -> bool {
         self.cancel.load(Ordering::Acquire) == CANCEL_REQUESTED
+    }
+
+    /// A delivered cancellation is requested again: the fiber caught its unwinding and
+    /// dropped the payload (see `worker::Cancelled`). Only the fiber calls this.
+    pub(crate) fn rearm_cancel(&self) {
+        let _ = self.cancel.compare_exchange(
+            CANCEL_DELIVERED,
+            CANCEL_REQUESTED,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// The fiber starts to unwind for its cancellation. Only the fiber calls this, after

@@ -12,14 +12,44 @@ use crate::fiber::{self, ForbidSuspend, Suspender};
 use crate::task::waker::WAKER_VTABLE;
 use crate::task::{BlockedFiber, Header, NO_CPU, State, Wait};
 
-/// Panic payload that unwinds a fiber cancelled by `JoinHandle::abort`.
-pub(crate) struct Cancelled;
+/// Panic payload that unwinds a fiber cancelled by `JoinHandle::abort` or a shutdown.
+///
+/// Dropped on the fiber it unwound, unless the task's own catch disarmed it: user code
+/// caught the unwinding (`catch_unwind`, or a `Fiber` of its own in which the
+/// cancellation was delivered, which hands the payload back) and drops the payload. The
+/// cancellation is then requested again, so that the fiber unwinds at its next
+/// suspension point instead of running on as if it had not been cancelled.
+pub(crate) struct Cancelled {
+    /// The address of the header of the fiber it unwinds: compared with the running
+    /// fiber's at drop, never dereferenced.
+    header: usize,
+    /// Set by the task's own catch, where the cancellation ends the task as it should.
+    pub(super) disarmed: bool,
+}
 
-/// Unwinds a fiber cancelled by `JoinHandle::abort`.
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if self.disarmed {
+            return;
+        }
+        // Dropped elsewhere (sent to another thread, or dropped by the worker's loop), the
+        // payload tells nothing about the fiber it came from, which may have ended.
+        if let Some(current) = current()
+            && current.header as usize == self.header
+        {
+            current.header().state.rearm_cancel();
+        }
+    }
+}
+
+/// Unwinds the running fiber, cancelled by `JoinHandle::abort` or a shutdown.
 #[cold]
 #[inline(never)]
-fn unwind_cancelled() -> ! {
-    panic::resume_unwind(Box::new(Cancelled))
+fn unwind_cancelled(header: *const Header) -> ! {
+    panic::resume_unwind(Box::new(Cancelled {
+        header: header as usize,
+        disarmed: false,
+    }))
 }
 
 /// The fiber running on this thread, if any.
@@ -163,7 +193,10 @@ impl Current {
 
     /// Unwinds the fiber if a cancellation waits for it, unless it is unwinding already
     /// (a destructor that blocks, during a panic or a cancellation: its suspensions are
-    /// plain ones, and the cancellation waits for the panic to be caught).
+    /// plain ones, and the cancellation waits for the panic to be caught). Called after
+    /// every suspension, and before every park and yield: a cancellation requested again
+    /// (its payload dropped by user code that caught it, see `Cancelled`) has no wake to
+    /// come with it.
     #[inline(always)]
     fn check_cancel(&self) {
         if self.header().state.cancel_pending() {
@@ -178,7 +211,7 @@ impl Current {
             return;
         }
         self.header().state.cancel_delivered();
-        unwind_cancelled();
+        unwind_cancelled(self.header);
     }
 
     /// The fiber's (slot, generation) id on its worker.
@@ -240,6 +273,7 @@ impl Current {
     /// Parks unless notified, then resets with `reset`; returns whether it suspended.
     #[inline(always)]
     fn park_then_reset(&self, wait: Wait, reset: impl FnOnce(&State)) -> bool {
+        self.check_cancel();
         let header = self.header();
         header.state.set_wait(wait);
         // The wake that finds us PARKED needs our scheduler.
@@ -263,6 +297,7 @@ impl Current {
     /// Queues the fiber behind the others and switches to its resumer.
     #[inline(always)]
     pub(crate) fn yield_now(&self) {
+        self.check_cancel();
         let id = self.header().id.load(Ordering::Relaxed);
         with_worker(|worker| {
             worker

@@ -103,8 +103,10 @@ mod unstarted;
 use idle::SiblingView;
 use queue::{RunQueue, Runnable, StartQueue};
 
-use current::{CURRENT, Cancelled};
-pub(crate) use current::{Current, current, in_fiber, panicking, spawn_near_cpu, spend_io_budget};
+use current::CURRENT;
+pub(crate) use current::{
+    Cancelled, Current, current, in_fiber, panicking, spawn_near_cpu, spend_io_budget,
+};
 pub(crate) use dump::{Answer, DumpRequest, FiberReport, requester_in};
 pub(crate) use info::{SpawnOptions, current_stack, current_task};
 pub(crate) use placement::Placement;
@@ -487,7 +489,10 @@ impl Worker {
             }
             let result = match panic::catch_unwind(AssertUnwindSafe(|| body(&guard.0))) {
                 Ok(value) => Ok(value),
-                Err(payload) if payload.is::<ForcedUnwind>() || payload.is::<Cancelled>() => {
+                Err(mut payload) if payload.is::<ForcedUnwind>() || payload.is::<Cancelled>() => {
+                    if let Some(cancelled) = payload.downcast_mut::<Cancelled>() {
+                        cancelled.disarmed = true; // the task ends cancelled, as it should
+                    }
                     Err(JoinError::cancelled())
                 }
                 Err(payload) => Err(JoinError::panic(payload)),
