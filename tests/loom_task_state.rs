@@ -184,3 +184,19 @@ fn a_task_run_nested_by_its_joiner_wakes_it_after_parking() {
         assert_eq!(queue.try_next(), None);
     });
 }
+
+#[test]
+fn a_handle_dropped_while_its_task_completes_leaves_the_result_to_one_side() {
+    // The completer drops the result itself if the handle was dropped first (`DETACHED`);
+    // otherwise it stays for the task's last reference. Loom fails the model if the
+    // completer's take and the free's drop of the result slot could race.
+    loom::model(|| {
+        let (task, handle) = model::task(1);
+        let completer = thread::spawn(move || {
+            task.complete(42);
+            drop(task);
+        });
+        drop(handle);
+        completer.join().unwrap();
+    });
+}

@@ -908,3 +908,45 @@ fn a_fiber_that_parks_right_after_it_starts_touches_one_page_of_its_stack() {
         assert_eq!(resident, 4096, "pages touched by the start and park paths");
     }
 }
+
+#[test]
+fn a_detached_fiber_s_result_is_dropped_when_it_ends_though_a_waker_of_it_is_kept() {
+    // A waker of the task kept elsewhere (a timer's, a channel's, a user's) holds the
+    // task: a result nobody can take must not live as long as that waker.
+    struct Signals(Option<green::sync::Sender<()>>);
+    impl Drop for Signals {
+        fn drop(&mut self) {
+            let _ = self.0.take().unwrap().send(());
+        }
+    }
+    let waker_kept = common::within(60, "a detached result", || {
+        green::Runtime::builder()
+            .workers(1)
+            .build()
+            .unwrap()
+            .run(|| {
+                let kept: Arc<Mutex<Option<Waker>>> = Arc::default();
+                let (go_tx, go_rx) = green::sync::channel::<()>();
+                let (dropped_tx, dropped_rx) = green::sync::channel::<()>();
+                let handle = {
+                    let kept = kept.clone();
+                    green::spawn(move || {
+                        go_rx.recv().unwrap();
+                        green::await_blocking(std::future::poll_fn(|cx| {
+                            *kept.lock().unwrap() = Some(cx.waker().clone());
+                            Poll::Ready(())
+                        }));
+                        Signals(Some(dropped_tx))
+                    })
+                };
+                drop(handle); // detached before it ends
+                go_tx.send(()).unwrap();
+                dropped_rx.recv().unwrap(); // the result went as the fiber ended
+                kept.lock().unwrap().is_some()
+            })
+    });
+    assert!(
+        waker_kept,
+        "the test needs the waker kept while the result is dropped"
+    );
+}

@@ -24,6 +24,10 @@ const JOIN_WAKER: u8 = 2;
 /// `JoinCell::state` bit: the completer is done with the registration it found (it woke
 /// the joiner); a joiner blocked in a fiber waits for it before it leaves `join`.
 const WOKEN: u8 = 4;
+/// `JoinCell::state` bit: the `JoinHandle` was dropped before the result came; the
+/// completer drops the result at once instead of keeping it for nobody (a waker of the
+/// task kept somewhere, a timer's or a channel's, would keep it as long as the task).
+const DETACHED: u8 = 8;
 
 /// Where a task's result goes, and who waits for it.
 ///
@@ -89,6 +93,15 @@ impl<T> JoinCell<T> {
             return;
         }
         let state = self.state.fetch_or(DONE, Ordering::AcqRel);
+        if state & DETACHED != 0 {
+            // SAFETY: the JoinHandle is gone (it set `DETACHED` as it dropped, before
+            // `DONE`), and only it reads the result: the slot is ours.
+            let result = self.result.with_mut(|slot| unsafe { (*slot).take() });
+            crate::sys::catch_and_report("the destructor of a detached fiber's result", || {
+                drop(result)
+            });
+            return;
+        }
         if state & JOIN_WAKER != 0 {
             // A user's waker is woken in the slot; a fiber is copied out of it, as it may
             // leave `join`, and free the slot, once `WOKEN` is set.
@@ -170,6 +183,16 @@ impl<T> JoinCell<T> {
             .is_ok()
     }
 
+    /// The `JoinHandle` is dropped: if the result has not come, its completer drops it
+    /// (`DETACHED`). Called by the handle only, which no joiner uses then: no registration
+    /// of a fiber is pending, so the completer's plain stores of the word (`direct`,
+    /// `WOKEN`) do not happen with this `fetch_or`.
+    pub(crate) fn detach(&self) {
+        if self.state.load(Ordering::Acquire) & DONE == 0 {
+            self.state.fetch_or(DETACHED, Ordering::AcqRel);
+        }
+    }
+
     /// The state word (`DONE`, `JOIN_WAKER`, `WOKEN`), for a joiner's first look.
     pub(crate) fn load_state(&self) -> u8 {
         self.state.load(Ordering::Acquire)
@@ -244,6 +267,7 @@ impl<T> Unpin for JoinHandle<T> {}
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
+        self.join_cell().detach();
         // SAFETY: the handle owns one reference.
         unsafe { Header::release(self.header) };
     }
