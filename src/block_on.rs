@@ -190,6 +190,11 @@ impl<T: Send + 'static> JoinHandle<T> {
     ///
     /// A [`JoinError`] if the fiber panicked or was cancelled (aborted, or its runtime shut
     /// down before it finished).
+    ///
+    /// # Panics
+    ///
+    /// If the calling fiber joins itself (its own handle, passed to it): it would wait for
+    /// ever, as `std::thread::JoinHandle::join` would, which panics too.
     pub fn join(mut self) -> Result<T, JoinError> {
         match worker::current() {
             Some(fiber) => join_in_fiber(&mut self, fiber),
@@ -209,6 +214,10 @@ fn join_in_fiber<T: Send + 'static>(
     if state & DONE != 0 {
         return handle.take();
     }
+    assert!(
+        !fiber.is_task(handle.header()),
+        "green: a fiber cannot join itself: it would wait for ever"
+    );
     // A task that the worker would run next anyway runs now, nested in this fiber: if
     // it finishes without blocking, there is nothing to wait for. (Not if an earlier
     // poll left a waker in the cell, which the task's completion would wake.)

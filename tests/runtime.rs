@@ -950,3 +950,30 @@ fn a_detached_fiber_s_result_is_dropped_when_it_ends_though_a_waker_of_it_is_kep
         "the test needs the waker kept while the result is dropped"
     );
 }
+
+#[test]
+fn a_fiber_that_joins_itself_panics_with_a_clear_message() {
+    // As std's `JoinHandle::join` on its own thread: a deadlock made into a panic.
+    let message = common::within(60, "a fiber joining itself", || {
+        green::Runtime::builder()
+            .workers(1)
+            .build()
+            .unwrap()
+            .run(|| {
+                let (handle_tx, handle_rx) = green::sync::channel::<green::JoinHandle<()>>();
+                let (message_tx, message_rx) = green::sync::channel::<String>();
+                let me = green::spawn(move || {
+                    let me = handle_rx.recv().unwrap();
+                    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let _ = me.join();
+                    }))
+                    .unwrap_err();
+                    let message = payload.downcast_ref::<&str>().map(|s| s.to_string());
+                    message_tx.send(message.unwrap_or_default()).unwrap();
+                });
+                handle_tx.send(me).unwrap();
+                message_rx.recv().unwrap()
+            })
+    });
+    assert!(message.contains("cannot join itself"), "{message}");
+}

@@ -66,6 +66,31 @@ fn a_mutex_held_by_a_panicking_fiber_is_poisoned() {
 }
 
 #[test]
+fn a_mutex_held_by_a_fiber_cancelled_in_its_critical_section_is_poisoned() {
+    // The cancellation unwinds the holder from a suspension point inside the critical
+    // section, which may have left the data half updated: as a panic would.
+    let poisoned = green::Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap()
+        .run(|| {
+            let mutex = Arc::new(Mutex::new(5));
+            let holder = {
+                let mutex = mutex.clone();
+                green::spawn(move || {
+                    let _guard = mutex.lock().unwrap();
+                    green::sleep(std::time::Duration::from_secs(3600));
+                })
+            };
+            green::yield_now(); // the holder sleeps with the lock
+            holder.abort();
+            assert!(holder.join().unwrap_err().is_cancelled());
+            mutex.is_poisoned()
+        });
+    assert!(poisoned);
+}
+
+#[test]
 fn try_lock_fails_while_the_mutex_is_held() {
     let mutex = Mutex::new(());
     let guard = mutex.try_lock().unwrap();

@@ -11,6 +11,11 @@ use crate::loom::sync::atomic::{AtomicBool, Ordering};
 
 /// A mutual-exclusion lock whose `lock` parks the fiber (or blocks the thread) while
 /// another holds it.
+///
+/// Poisoned as std's: by a holder that unwinds with the guard, whether it panicked or was
+/// cancelled ([`JoinHandle::abort`](crate::JoinHandle::abort), a runtime's shutdown) at
+/// a suspension point inside its critical section, which may have left the data half
+/// updated. (A `std::sync::Mutex` held by a cancelled fiber is poisoned too.)
 pub struct Mutex<T: ?Sized> {
     /// Whether a guard exists.
     pub(super) locked: AtomicBool,
@@ -92,7 +97,8 @@ impl<T: ?Sized> Mutex<T> {
     ///
     /// # Errors
     ///
-    /// A [`PoisonError`] holding the guard if a holder panicked.
+    /// A [`PoisonError`] holding the guard if a holder panicked or was cancelled while it
+    /// held the lock (see [`Mutex`]).
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         if self.try_acquire() {
             return self.guard();

@@ -241,6 +241,11 @@ impl Current {
         }
     }
 
+    /// Whether `header` is this fiber's task.
+    pub(crate) fn is_task(&self, header: &Header) -> bool {
+        ptr::eq(self.header, header)
+    }
+
     /// `spend_io_budget` for the running fiber.
     #[inline(always)]
     pub(crate) fn spend_io_budget(&self) {
