@@ -920,30 +920,26 @@ fn a_detached_fiber_s_result_is_dropped_when_it_ends_though_a_waker_of_it_is_kep
         }
     }
     let waker_kept = common::within(60, "a detached result", || {
-        green::Runtime::builder()
-            .workers(1)
-            .build()
-            .unwrap()
-            .run(|| {
-                let kept: Arc<Mutex<Option<Waker>>> = Arc::default();
-                let (go_tx, go_rx) = green::sync::channel::<()>();
-                let (dropped_tx, dropped_rx) = green::sync::channel::<()>();
-                let handle = {
-                    let kept = kept.clone();
-                    green::spawn(move || {
-                        go_rx.recv().unwrap();
-                        green::await_blocking(std::future::poll_fn(|cx| {
-                            *kept.lock().unwrap() = Some(cx.waker().clone());
-                            Poll::Ready(())
-                        }));
-                        Signals(Some(dropped_tx))
-                    })
-                };
-                drop(handle); // detached before it ends
-                go_tx.send(()).unwrap();
-                dropped_rx.recv().unwrap(); // the result went as the fiber ended
-                kept.lock().unwrap().is_some()
-            })
+        common::one_worker().run(|| {
+            let kept: Arc<Mutex<Option<Waker>>> = Arc::default();
+            let (go_tx, go_rx) = green::sync::channel::<()>();
+            let (dropped_tx, dropped_rx) = green::sync::channel::<()>();
+            let handle = {
+                let kept = kept.clone();
+                green::spawn(move || {
+                    go_rx.recv().unwrap();
+                    green::await_blocking(std::future::poll_fn(|cx| {
+                        *kept.lock().unwrap() = Some(cx.waker().clone());
+                        Poll::Ready(())
+                    }));
+                    Signals(Some(dropped_tx))
+                })
+            };
+            drop(handle); // detached before it ends
+            go_tx.send(()).unwrap();
+            dropped_rx.recv().unwrap(); // the result went as the fiber ended
+            kept.lock().unwrap().is_some()
+        })
     });
     assert!(
         waker_kept,
@@ -955,25 +951,21 @@ fn a_detached_fiber_s_result_is_dropped_when_it_ends_though_a_waker_of_it_is_kep
 fn a_fiber_that_joins_itself_panics_with_a_clear_message() {
     // As std's `JoinHandle::join` on its own thread: a deadlock made into a panic.
     let message = common::within(60, "a fiber joining itself", || {
-        green::Runtime::builder()
-            .workers(1)
-            .build()
-            .unwrap()
-            .run(|| {
-                let (handle_tx, handle_rx) = green::sync::channel::<green::JoinHandle<()>>();
-                let (message_tx, message_rx) = green::sync::channel::<String>();
-                let me = green::spawn(move || {
-                    let me = handle_rx.recv().unwrap();
-                    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let _ = me.join();
-                    }))
-                    .unwrap_err();
-                    let message = payload.downcast_ref::<&str>().map(|s| s.to_string());
-                    message_tx.send(message.unwrap_or_default()).unwrap();
-                });
-                handle_tx.send(me).unwrap();
-                message_rx.recv().unwrap()
-            })
+        common::one_worker().run(|| {
+            let (handle_tx, handle_rx) = green::sync::channel::<green::JoinHandle<()>>();
+            let (message_tx, message_rx) = green::sync::channel::<String>();
+            let me = green::spawn(move || {
+                let me = handle_rx.recv().unwrap();
+                let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let _ = me.join();
+                }))
+                .unwrap_err();
+                let message = payload.downcast_ref::<&str>().map(|s| s.to_string());
+                message_tx.send(message.unwrap_or_default()).unwrap();
+            });
+            handle_tx.send(me).unwrap();
+            message_rx.recv().unwrap()
+        })
     });
     assert!(message.contains("cannot join itself"), "{message}");
 }

@@ -354,12 +354,11 @@ impl<T: Send + 'static> JoinHandle<T> {
 
     /// Takes the result, which must be there.
     pub(crate) fn take(&mut self) -> Result<T, JoinError> {
-        // SAFETY: `done` was seen (Acquire), so the result is written and the writer is done
-        // with it; only this handle reads it, through `&mut self`.
-        let result = self
-            .join_cell()
-            .result
-            .with_mut(|slot| unsafe { (*slot).take() });
+        let result = self.join_cell().result.with_mut(|slot| {
+            // SAFETY: `done` was seen (Acquire), so the result is written and the writer is
+            // done with it; only this handle reads it, through `&mut self`.
+            unsafe { (*slot).take() }
+        });
         result.unwrap_or_else(|| Err(JoinError::taken()))
     }
 }

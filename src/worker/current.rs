@@ -122,7 +122,7 @@ pub(crate) const IO_BUDGET: u32 = 128;
 
 thread_local! {
     /// How many I/O operations the running fiber has made in its turn (see
-    /// `spend_io_budget`): the worker sets it to 0 around every resume (`new_turn`).
+    /// `spend_io_budget`): the worker sets it to 0 as it resumes a fiber (`new_turn`).
     static IO_SPENT: Cell<u32> = const { Cell::new(0) };
 }
 
