@@ -69,6 +69,56 @@ fn spawned_fibers_are_joined_with_their_values() {
     assert_eq!(sum, (0..100u64).map(|i| i * i).sum());
 }
 
+/// A closure capturing `N` bytes and a drop counter, returning their sum and a `u128`
+/// (16-byte aligned).
+fn sized_task<const N: usize>(
+    bytes: [u8; N],
+    drops: &Arc<AtomicUsize>,
+) -> impl FnOnce() -> (u64, u128) + Send + 'static {
+    let counted = Counted(drops.clone());
+    move || {
+        let _counted = counted;
+        let sum = bytes.iter().map(|&b| u64::from(b)).sum();
+        (sum, u128::MAX - sum as u128)
+    }
+}
+
+#[test]
+fn tasks_of_every_size_run_and_drop_their_captures_once() {
+    // Tasks of up to 128 and 256 bytes take recycled blocks, larger ones a box of their
+    // own: each size, many times over (blocks go round), joined and detached, on one
+    // worker and then on the default runtime's (blocks freed on other threads), whose
+    // threads exit.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let rounds = 300;
+    for runtime in [common::one_worker(), green::Runtime::new().unwrap()] {
+        let drops = drops.clone();
+        common::within(60, "spawning tasks of every size", move || {
+            runtime.run(move || {
+                let mut handles = Vec::new();
+                for i in 0..rounds {
+                    let b = (i % 200) as u8;
+                    handles.push(green::spawn(sized_task([b; 1], &drops)));
+                    handles.push(green::spawn(sized_task([b; 60], &drops)));
+                    handles.push(green::spawn(sized_task([b; 180], &drops)));
+                    handles.push(green::spawn(sized_task([b; 400], &drops)));
+                    drop(green::spawn(sized_task([b; 100], &drops)));
+                }
+                for (n, handle) in handles.into_iter().enumerate() {
+                    let (i, len) = (n / 4, [1u64, 60, 180, 400][n % 4]);
+                    let expected = (i % 200) as u64 * len;
+                    assert_eq!(
+                        handle.join().unwrap(),
+                        (expected, u128::MAX - expected as u128)
+                    );
+                }
+            })
+        });
+    }
+    // Every closure was dropped once (by its fiber) by the time its runtime was dropped.
+    assert_eq!(drops.load(Ordering::SeqCst), 2 * rounds * 5);
+}
+
 #[test]
 fn spawn_outside_a_runtime_uses_the_global_runtime() {
     let handle = green::spawn(|| {

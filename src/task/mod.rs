@@ -1,6 +1,7 @@
 //! Tasks: the state a spawned fiber shares with its wakers and its [`JoinHandle`].
 //!
-//! One allocation per spawn, a [`Task`], holds both:
+//! One allocation per spawn, a [`Task`] (in a recycled block, [`blocks`], unless it is
+//! large), holds both:
 //!
 //! * the [`Header`] every waker sees: the state words ([`state`]), the fiber's slab slot
 //!   and generation on its worker, and the scheduler it lives on (through the small
@@ -13,6 +14,7 @@
 //! release frees it. Wakers ([`waker`]) hold one each.
 //!
 //! ```text
+//!   task/blocks.rs  the recycled memory of small tasks
 //!   task/state.rs   the park and cancel words and every transition on them
 //!   task/wait.rs    what a parked fiber waits for, as fiber dumps print it
 //!   task/waker.rs   the one waker vtable
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use crate::loom::cell::UnsafeCell;
 use crate::loom::sync::atomic::{self, AtomicU64, AtomicUsize, Ordering};
 
+mod blocks;
 mod error;
 pub(crate) mod join;
 pub(crate) mod state;
@@ -179,13 +182,10 @@ impl SchedulerCell {
 
 /// A task: the header, the join cell, and the closure until its fiber first runs.
 ///
-/// Kept small: with a closure and a result of 8 bytes each, a task takes 112 bytes, a
-/// 128-byte chunk in glibc's allocator, the largest size it keeps in its "fast bins"; a
+/// Kept small: with a closure and a result of 8 bytes each, a task takes 112 bytes, and
+/// takes its memory from the smallest class of recycled blocks ([`blocks`]: 128 bytes); a
 /// closure of 16 bytes (24 if it has a niche, as one holding a `String` does) still fits
-/// that chunk. Freed chunks of that size stay as they are, mapped, for the next burst of
-/// spawns; larger ones are merged and, past a threshold, given back to the OS, so that
-/// each burst faults its pages in again (a page fault costs about 3 µs on the VM of the
-/// README's figures).
+/// it. Tasks of up to 256 bytes take a block of the second class, larger ones a box.
 #[repr(C)]
 pub(crate) struct Task<T, F> {
     /// Must stay first: references point at it and `free` casts back to `Task<T, F>`.
@@ -214,12 +214,14 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
     pub(crate) fn spawned(closure: Option<F>) -> (JoinHandle<T>, TaskRef<T, F>) {
         // Written in place, field by field: `Box::new(Task { .. })` builds the task on the
         // stack first, and debug builds copy the closure several times more on the way.
-        let mut task = Box::<Task<T, F>>::new_uninit();
-        let place = task.as_mut_ptr();
-        // SAFETY: `place` points at the box's memory, valid for writes and aligned for a
-        // `Task`; each field is written once, through a raw pointer (no reference to the
-        // uninitialised whole), and all three are written before `assume_init`.
-        let task = unsafe {
+        let place: *mut Task<T, F> = match const { blocks::class_of::<Task<T, F>>() } {
+            Some(class) => blocks::take(class).as_ptr().cast(),
+            None => Box::into_raw(Box::<Task<T, F>>::new_uninit()).cast(),
+        };
+        // SAFETY: `place` points at memory of the task's size and alignment (a block of
+        // its class, or a box), valid for writes; each field is written once, through a
+        // raw pointer (no reference to the uninitialised whole).
+        unsafe {
             (&raw mut (*place).closure).write(UnsafeCell::new(closure));
             (&raw mut (*place).header).write(Header {
                 state: State::new(),
@@ -229,10 +231,10 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
                 free: free::<T, F>,
             });
             (&raw mut (*place).join).write(JoinCell::new());
-            task.assume_init()
-        };
-        let task = NonNull::from(Box::leak(task));
-        // SAFETY: `task` points at the task just leaked, with one reference for the handle.
+        }
+        // SAFETY: not null (a block, or a box's pointer), and initialised above.
+        let task = unsafe { NonNull::new_unchecked(place) };
+        // SAFETY: `task` points at the task just made, with one reference for the handle.
         let handle = unsafe { JoinHandle::new(task.cast(), NonNull::from(&task.as_ref().join)) };
         (handle, TaskRef(task))
     }
@@ -271,8 +273,19 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
 ///
 /// `header` heads a `Task<T, F>` made by `Task::spawned` whose last reference was released.
 unsafe fn free<T, F>(header: NonNull<Header>) {
-    // SAFETY: the task came from `Box::leak` in `Task::spawned`, and nobody refers to it now.
-    drop(unsafe { Box::from_raw(header.cast::<Task<T, F>>().as_ptr()) });
+    let task = header.cast::<Task<T, F>>();
+    match const { blocks::class_of::<Task<T, F>>() } {
+        Some(class) => {
+            // SAFETY: the task was written into a block of this class by `Task::spawned`,
+            // and nobody refers to it now: dropped once, then its memory is given back.
+            unsafe {
+                task.drop_in_place();
+                blocks::give_back(class, task.cast());
+            }
+        }
+        // SAFETY: the task was boxed by `Task::spawned`, and nobody refers to it now.
+        None => drop(unsafe { Box::from_raw(task.as_ptr()) }),
+    }
 }
 
 /// One counted reference to a `Task<T, F>` of known type, as an `Arc` would be.
@@ -326,23 +339,27 @@ impl<T, F> Drop for TaskRef<T, F> {
 mod tests {
     use super::*;
 
-    /// The size of the task of `_closure`, returning `T`.
-    fn task_size<T, F: FnOnce() -> T>(_closure: &F) -> usize {
-        size_of::<Task<T, F>>()
+    /// The block class of the task of `_closure`, returning `T`, and its size.
+    fn task_class<T, F: FnOnce() -> T>(_closure: &F) -> (Option<usize>, usize) {
+        (blocks::class_of::<Task<T, F>>(), size_of::<Task<T, F>>())
     }
 
     #[test]
-    fn a_task_of_a_small_closure_fits_the_allocator_s_fast_bins() {
+    fn a_task_of_a_small_closure_takes_a_block_of_the_smallest_class() {
+        if cfg!(any(loom, green_asan, green_tsan)) {
+            return; // every task is boxed
+        }
         let i = 7u64;
-        // glibc's chunk: the request plus 8 bytes, rounded up to 16; fast bins take up to
-        // 128 bytes.
-        let chunk = |size: usize| (size + 8).div_ceil(16) * 16;
-        assert!(chunk(task_size::<u64, _>(&move || i * 2)) <= 128);
+        assert_eq!(task_class::<u64, _>(&move || i * 2).0, Some(0));
         let shared = std::sync::Arc::new(i);
-        assert!(chunk(task_size::<usize, _>(&move || *shared as usize)) <= 128);
+        assert_eq!(task_class::<usize, _>(&move || *shared as usize).0, Some(0));
         let (a, b) = (1u64, 2u64);
-        assert!(chunk(task_size::<u64, _>(&move || a + b)) <= 128);
+        assert_eq!(task_class::<u64, _>(&move || a + b).0, Some(0));
         let line = String::from("GET /");
-        assert!(chunk(task_size::<usize, _>(&move || line.len())) <= 128);
+        assert_eq!(task_class::<usize, _>(&move || line.len()).0, Some(0));
+        let big = [0u8; 100];
+        assert_eq!(task_class::<u8, _>(&move || big[0]).0, Some(1));
+        let huge = [0u8; 1000];
+        assert_eq!(task_class::<u8, _>(&move || huge[0]).0, None);
     }
 }

@@ -1,0 +1,253 @@
+//! Recycled memory for small tasks.
+//!
+//! Every spawn allocates its [`Task`](super::Task), and a burst of spawns keeps thousands
+//! alive at once (spawn them all, then join them). From the allocator, each costs a trip
+//! through its slow path (no per-thread cache holds that many), and after a runtime's
+//! worker threads exit, the next runtime's threads may be given each other's memory
+//! arenas, so that a burst faults its pages in again. Small tasks therefore take their
+//! memory from here: fixed-size blocks, of two classes (128 and 256 bytes), kept for reuse
+//! as the stack pool keeps stacks, in a cache per thread in front of a part shared by the
+//! process.
+//!
+//! * A thread's cache holds up to [`CACHE_MAX`] blocks of each class; a full one passes
+//!   [`CACHE_MOVE`] of its oldest to the shared part, an empty one takes as many back (or
+//!   asks the allocator for one block). A thread that exits passes all of its blocks on.
+//! * The shared part keeps up to [`SHARED_MAX`] blocks of each class (8 MiB and 16 MiB);
+//!   blocks beyond go back to the allocator. That much memory stays with the process after
+//!   a burst, as it would in the allocator's own bins; it is reused by the next burst, on
+//!   any thread, without a page fault.
+//!
+//! Every block is one allocation of its class's layout, made by the global allocator: any
+//! block may go back to it at any time. Builds for the sanitizers and the loom models
+//! allocate each task on its own instead, so that a use after free stays visible.
+
+use std::alloc::{self, Layout};
+use std::cell::RefCell;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::sys::lock;
+
+/// The size of each class's blocks.
+const CLASS_SIZES: [usize; 2] = [128, 256];
+
+/// The alignment of every block: enough for any task of this crate's targets' usual types.
+const ALIGN: usize = 16;
+
+/// Blocks of each class a thread keeps at hand.
+const CACHE_MAX: usize = 128;
+
+/// Blocks moved at once between a thread's cache and the shared part.
+const CACHE_MOVE: usize = 64;
+
+/// Blocks of each class the shared part keeps; more go back to the allocator.
+const SHARED_MAX: usize = 1 << 16;
+
+/// Whether tasks of type `X` take a block, and of which class.
+pub(crate) const fn class_of<X>() -> Option<usize> {
+    let (size, align) = (size_of::<X>(), align_of::<X>());
+    if cfg!(any(loom, green_asan, green_tsan)) || size == 0 || align > ALIGN {
+        None
+    } else if size <= CLASS_SIZES[0] {
+        Some(0)
+    } else if size <= CLASS_SIZES[1] {
+        Some(1)
+    } else {
+        None
+    }
+}
+
+/// The layout of the blocks of `class`.
+fn layout(class: usize) -> Layout {
+    // A power of two no larger than the size: always valid.
+    Layout::from_size_align(CLASS_SIZES[class], ALIGN).expect("a valid block layout")
+}
+
+/// A free block of memory, owned by whoever holds it.
+struct Block(NonNull<u8>);
+
+// SAFETY: a free block is plain memory that nobody else refers to; any thread may reuse it
+// or give it back to the global allocator.
+unsafe impl Send for Block {}
+
+impl Block {
+    /// Gives the block back to the global allocator.
+    fn release(self, class: usize) {
+        // SAFETY: every block was allocated by the global allocator with this class's
+        // layout (`take`), and the caller owns it.
+        unsafe { alloc::dealloc(self.0.as_ptr(), layout(class)) };
+    }
+}
+
+/// The shared part: free blocks of each class, and their count for readers without the
+/// lock.
+static SHARED: [Shared; 2] = [Shared::new(), Shared::new()];
+
+/// The shared free blocks of one class.
+struct Shared {
+    /// The blocks, most recently given back last.
+    blocks: Mutex<Vec<Block>>,
+    /// `blocks.len()`, read without the lock.
+    count: AtomicUsize,
+}
+
+impl Shared {
+    /// An empty part.
+    const fn new() -> Shared {
+        Shared {
+            blocks: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    /// Moves up to `wanted` blocks into `into`.
+    fn take_into(&self, into: &mut Vec<Block>, wanted: usize) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut blocks = lock(&self.blocks);
+        let start = blocks.len().saturating_sub(wanted);
+        into.extend(blocks.drain(start..));
+        self.count.store(blocks.len(), Ordering::Relaxed);
+    }
+
+    /// Keeps `given` blocks of `class`, as far as [`SHARED_MAX`] allows, and gives the rest
+    /// back to the allocator (outside the lock).
+    fn put(&self, class: usize, mut given: impl Iterator<Item = Block>) {
+        {
+            let mut blocks = lock(&self.blocks);
+            let room = SHARED_MAX.saturating_sub(blocks.len());
+            blocks.extend(given.by_ref().take(room));
+            self.count.store(blocks.len(), Ordering::Relaxed);
+        }
+        for block in given {
+            block.release(class);
+        }
+    }
+}
+
+/// A thread's free blocks, per class; passed to the shared part when the thread exits.
+struct Cache([Vec<Block>; 2]);
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        for (class, blocks) in self.0.iter_mut().enumerate() {
+            SHARED[class].put(class, blocks.drain(..));
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's free blocks.
+    static CACHE: RefCell<Cache> = const { RefCell::new(Cache([Vec::new(), Vec::new()])) };
+}
+
+/// A block of `class`: uninitialised memory of the class's size, aligned to 16 bytes.
+/// Aborts, as `Box::new` does, if the allocator has no memory.
+pub(crate) fn take(class: usize) -> NonNull<u8> {
+    let cached = CACHE.try_with(|cache| {
+        let mut cache = cache.try_borrow_mut().ok()?;
+        let blocks = &mut cache.0[class];
+        if blocks.is_empty() {
+            SHARED[class].take_into(blocks, CACHE_MOVE);
+        }
+        blocks.pop()
+    });
+    match cached {
+        Ok(Some(block)) => block.0,
+        // An empty pool, or a thread whose cache is gone (it exits) or in use (the
+        // allocator called back into a spawn): a new block.
+        _ => {
+            let layout = layout(class);
+            // SAFETY: the layout's size is not zero.
+            let memory = unsafe { alloc::alloc(layout) };
+            NonNull::new(memory).unwrap_or_else(|| alloc::handle_alloc_error(layout))
+        }
+    }
+}
+
+/// Gives back a block of `class`, for reuse.
+///
+/// # Safety
+///
+/// `block` came from [`take`] with the same class, and nothing refers to its memory any
+/// more (what it held was dropped).
+pub(crate) unsafe fn give_back(class: usize, block: NonNull<u8>) {
+    let mut block = Some(Block(block));
+    let _ = CACHE.try_with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            let blocks = &mut cache.0[class];
+            if blocks.len() >= CACHE_MAX {
+                SHARED[class].put(class, blocks.drain(..CACHE_MOVE));
+            }
+            blocks.extend(block.take());
+        }
+    });
+    if let Some(block) = block {
+        // The thread exits (its cache is gone), or its cache is in use (the allocator
+        // called back into a spawn): straight to the shared part.
+        SHARED[class].put(class, std::iter::once(block));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_types_take_a_block_of_the_smallest_class_that_holds_them() {
+        if cfg!(any(loom, green_asan, green_tsan)) {
+            return;
+        }
+        assert_eq!(class_of::<[u8; 1]>(), Some(0));
+        assert_eq!(class_of::<[u64; 16]>(), Some(0));
+        assert_eq!(class_of::<[u64; 17]>(), Some(1));
+        assert_eq!(class_of::<[u64; 32]>(), Some(1));
+        assert_eq!(class_of::<[u64; 33]>(), None);
+        assert_eq!(class_of::<()>(), None);
+        #[repr(align(32))]
+        struct Wide {
+            _byte: u8,
+        }
+        assert_eq!(class_of::<Wide>(), None);
+    }
+
+    #[test]
+    fn a_block_given_back_is_taken_again_by_the_same_thread() {
+        std::thread::spawn(|| {
+            let a = take(0);
+            // SAFETY: `a` came from `take(0)` and holds nothing.
+            unsafe { give_back(0, a) };
+            let b = take(0);
+            assert_eq!(a, b);
+            // SAFETY: as above.
+            unsafe { give_back(0, b) };
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn blocks_are_aligned_and_usable_across_threads() {
+        let blocks: Vec<usize> = (0..(CACHE_MAX * 3))
+            .map(|i| {
+                let block = take(i % 2);
+                assert_eq!(block.as_ptr() as usize % ALIGN, 0);
+                // SAFETY: the block is ours and at least 128 bytes long.
+                unsafe { block.as_ptr().write_bytes(i as u8, CLASS_SIZES[0]) };
+                block.as_ptr() as usize
+            })
+            .collect();
+        // Given back on another thread, whose cache passes them on when it exits.
+        std::thread::spawn(move || {
+            for (i, address) in blocks.into_iter().enumerate() {
+                let block = NonNull::new(address as *mut u8).unwrap();
+                // SAFETY: each block came from `take` with this class and holds nothing.
+                unsafe { give_back(i % 2, block) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}
