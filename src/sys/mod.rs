@@ -3,6 +3,7 @@
 
 pub(crate) mod epoll;
 pub(crate) mod socket;
+pub(crate) mod valgrind;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Mutex, MutexGuard};

@@ -19,7 +19,9 @@
 //!
 //! Every block is one allocation of its class's layout, made by the global allocator: any
 //! block may go back to it at any time. Builds for the sanitizers and the loom models
-//! allocate each task on its own instead, so that a use after free stays visible.
+//! allocate each task on its own instead, so that a use after free stays visible; under
+//! Valgrind, free blocks are marked as no-access (a client request, a few no-op
+//! instructions outside it), so that Memcheck reports a use after free of a task too.
 
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
@@ -27,7 +29,7 @@ use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::sys::lock;
+use crate::sys::{lock, valgrind};
 
 /// The size of each class's blocks.
 const CLASS_SIZES: [usize; 2] = [128, 256];
@@ -74,6 +76,7 @@ unsafe impl Send for Block {}
 impl Block {
     /// Gives the block back to the global allocator.
     fn release(self, class: usize) {
+        valgrind::mark_undefined(self.0.as_ptr(), CLASS_SIZES[class]);
         // SAFETY: every block was allocated by the global allocator with this class's
         // layout (`take`), and the caller owns it.
         unsafe { alloc::dealloc(self.0.as_ptr(), layout(class)) };
@@ -155,7 +158,10 @@ pub(crate) fn take(class: usize) -> NonNull<u8> {
         blocks.pop()
     });
     match cached {
-        Ok(Some(block)) => block.0,
+        Ok(Some(block)) => {
+            valgrind::mark_undefined(block.0.as_ptr(), CLASS_SIZES[class]);
+            block.0
+        }
         // An empty pool, or a thread whose cache is gone (it exits) or in use (the
         // allocator called back into a spawn): a new block.
         _ => {
@@ -174,6 +180,7 @@ pub(crate) fn take(class: usize) -> NonNull<u8> {
 /// `block` came from [`take`] with the same class, and nothing refers to its memory any
 /// more (what it held was dropped).
 pub(crate) unsafe fn give_back(class: usize, block: NonNull<u8>) {
+    valgrind::mark_no_access(block.as_ptr(), CLASS_SIZES[class]);
     let mut block = Some(Block(block));
     let _ = CACHE.try_with(|cache| {
         if let Ok(mut cache) = cache.try_borrow_mut() {
@@ -223,6 +230,25 @@ mod tests {
             assert_eq!(a, b);
             // SAFETY: as above.
             unsafe { give_back(0, b) };
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn memcheck_takes_a_free_block_for_freed_memory() {
+        std::thread::spawn(|| {
+            let block = take(1);
+            let size = CLASS_SIZES[1];
+            assert_ne!(valgrind::addressable(block.as_ptr(), size), Some(false));
+            // SAFETY: the block came from `take(1)` and holds nothing.
+            unsafe { give_back(1, block) };
+            // Outside Valgrind (`None`), nothing to check.
+            assert_ne!(valgrind::addressable(block.as_ptr(), size), Some(true));
+            assert_eq!(take(1), block);
+            assert_ne!(valgrind::addressable(block.as_ptr(), size), Some(false));
+            // SAFETY: as above.
+            unsafe { give_back(1, block) };
         })
         .join()
         .unwrap();

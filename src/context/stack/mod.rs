@@ -88,7 +88,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod batch;
 mod pool;
-mod valgrind;
 
 pub use pool::{
     BATCH_SIZE, KEEP_IDLE, KEEP_WARM, PoolStats, StackPool, guard_regions, pool_stats,
@@ -191,7 +190,7 @@ impl Stack {
             valgrind_id: 0,
             mappings,
         };
-        stack.valgrind_id = valgrind::stack_register(stack.bottom(), stack.top());
+        stack.valgrind_id = crate::sys::valgrind::stack_register(stack.bottom(), stack.top());
         stack
     }
 
@@ -200,7 +199,7 @@ impl Stack {
     pub(crate) fn into_range(self) -> std::ops::Range<usize> {
         let stack = std::mem::ManuallyDrop::new(self);
         LIVE_MAPPINGS.fetch_sub(stack.mappings, Ordering::Relaxed);
-        valgrind::stack_deregister(stack.valgrind_id);
+        crate::sys::valgrind::stack_deregister(stack.valgrind_id);
         stack.range()
     }
 
@@ -260,7 +259,7 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         LIVE_MAPPINGS.fetch_sub(self.mappings, Ordering::Relaxed);
-        valgrind::stack_deregister(self.valgrind_id);
+        crate::sys::valgrind::stack_deregister(self.valgrind_id);
         // SAFETY: `base..base + len` is the mapping this stack owns; nothing runs on it any
         // more (a fiber gives its stack back only once it has ended).
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };

@@ -1,14 +1,24 @@
-//! Valgrind client requests that tell Valgrind where the stacks are, so it does not take a
-//! switch for a wild stack-pointer move. Outside Valgrind each request is a few no-op
-//! instructions that return the default.
+//! Valgrind client requests: where the stacks are, so that Valgrind does not take a switch
+//! for a wild stack-pointer move, and which recycled task blocks are free, so that
+//! Memcheck reports an access to one as it would an access to freed memory. Outside
+//! Valgrind each request is a few no-op instructions that return the default.
 
 /// `VG_USERREQ__STACK_REGISTER` from valgrind.h.
 const STACK_REGISTER: usize = 0x1501;
 /// `VG_USERREQ__STACK_DEREGISTER` from valgrind.h.
 const STACK_DEREGISTER: usize = 0x1502;
 
+/// `VG_USERREQ__MAKE_MEM_NOACCESS` from memcheck.h (the tool's base, 'M' 'C', plus 0).
+const MAKE_MEM_NOACCESS: usize = 0x4d43_0000;
+/// `VG_USERREQ__MAKE_MEM_UNDEFINED` from memcheck.h (the tool's base plus 1).
+const MAKE_MEM_UNDEFINED: usize = 0x4d43_0001;
+
+/// `VG_USERREQ__GET_VBITS` from memcheck.h (the tool's base plus 8).
+#[cfg(test)]
+const GET_VBITS: usize = 0x4d43_0008;
+
 /// Registers `[bottom, top)` as a stack; returns Valgrind's id for it (0 outside).
-pub(super) fn stack_register(bottom: *mut u8, top: *mut u8) -> usize {
+pub(crate) fn stack_register(bottom: *mut u8, top: *mut u8) -> usize {
     // Valgrind takes the highest addressable byte, not one past it.
     request(
         0,
@@ -17,9 +27,42 @@ pub(super) fn stack_register(bottom: *mut u8, top: *mut u8) -> usize {
 }
 
 /// Forgets a stack registered by [`stack_register`].
-pub(super) fn stack_deregister(id: usize) {
+pub(crate) fn stack_deregister(id: usize) {
     if id != 0 {
         request(0, [STACK_DEREGISTER, id, 0, 0, 0, 0]);
+    }
+}
+
+/// Tells Memcheck that nothing may touch the `len` bytes at `start` (a free block).
+pub(crate) fn mark_no_access(start: *const u8, len: usize) {
+    request(0, [MAKE_MEM_NOACCESS, start as usize, len, 0, 0, 0]);
+}
+
+/// Tells Memcheck that the `len` bytes at `start` may be written, and hold nothing
+/// defined yet (a block handed out, or given back to the allocator).
+pub(crate) fn mark_undefined(start: *const u8, len: usize) {
+    request(0, [MAKE_MEM_UNDEFINED, start as usize, len, 0, 0, 0]);
+}
+
+/// Whether Memcheck lets the program touch the `len` bytes at `start`; `None` outside
+/// Memcheck.
+#[cfg(test)]
+pub(crate) fn addressable(start: *const u8, len: usize) -> Option<bool> {
+    let mut bits = vec![0u8; len];
+    // 0: not under Valgrind; 1: copied; 3: some byte may not be touched.
+    match request(
+        0,
+        [
+            GET_VBITS,
+            start as usize,
+            bits.as_mut_ptr() as usize,
+            len,
+            0,
+            0,
+        ],
+    ) {
+        0 => None,
+        result => Some(result == 1),
     }
 }
 
