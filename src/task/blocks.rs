@@ -5,7 +5,7 @@
 //! through its slow path (no per-thread cache holds that many), and after a runtime's
 //! worker threads exit, the next runtime's threads may be given each other's memory
 //! arenas, so that a burst faults its pages in again. Small tasks therefore take their
-//! memory from here: fixed-size blocks, of two classes (128 and 256 bytes), kept for reuse
+//! memory from here: fixed-size blocks, of two classes (120 and 248 bytes), kept for reuse
 //! as the stack pool keeps stacks, in a cache per thread in front of a part shared by the
 //! process.
 //!
@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::sys::{lock, valgrind};
 
-/// The size of each class's blocks.
-const CLASS_SIZES: [usize; 2] = [128, 256];
+/// The size of each class's blocks: 8 bytes short of 128 and 256, so that each block,
+/// with the allocator's 8-byte chunk header (glibc), takes a 128- or 256-byte chunk.
+const CLASS_SIZES: [usize; 2] = [120, 248];
 
 /// The alignment of every block: enough for any task of this crate's targets' usual types.
 const ALIGN: usize = 16;
@@ -208,10 +209,10 @@ mod tests {
             return;
         }
         assert_eq!(class_of::<[u8; 1]>(), Some(0));
-        assert_eq!(class_of::<[u64; 16]>(), Some(0));
-        assert_eq!(class_of::<[u64; 17]>(), Some(1));
-        assert_eq!(class_of::<[u64; 32]>(), Some(1));
-        assert_eq!(class_of::<[u64; 33]>(), None);
+        assert_eq!(class_of::<[u64; 15]>(), Some(0));
+        assert_eq!(class_of::<[u64; 16]>(), Some(1));
+        assert_eq!(class_of::<[u64; 31]>(), Some(1));
+        assert_eq!(class_of::<[u64; 32]>(), None);
         assert_eq!(class_of::<()>(), None);
         #[repr(align(32))]
         struct Wide {
@@ -260,7 +261,7 @@ mod tests {
             .map(|i| {
                 let block = take(i % 2);
                 assert_eq!(block.as_ptr() as usize % ALIGN, 0);
-                // SAFETY: the block is ours and at least 128 bytes long.
+                // SAFETY: the block is ours and at least `CLASS_SIZES[0]` bytes long.
                 unsafe { block.as_ptr().write_bytes(i as u8, CLASS_SIZES[0]) };
                 block.as_ptr() as usize
             })
