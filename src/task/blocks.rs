@@ -199,6 +199,28 @@ pub(crate) unsafe fn give_back(class: usize, block: NonNull<u8>) {
     }
 }
 
+/// Drops the value at `value`, which sits in a block of `class`, and gives the block back,
+/// even if the value's destructor panics (as a box is freed then).
+///
+/// # Safety
+///
+/// `value` points at the start of a block that came from [`take`] with this class, holding
+/// an initialised `X` that nothing else refers to or drops.
+pub(crate) unsafe fn drop_in_block<X>(class: usize, value: NonNull<X>) {
+    /// Gives the block back when dropped: after the value, or while its panic unwinds.
+    struct GiveBack(usize, NonNull<u8>);
+    impl Drop for GiveBack {
+        fn drop(&mut self) {
+            // SAFETY: the block came from `take` with this class (the caller's promise),
+            // and the value in it was dropped (this runs after `drop_in_place`).
+            unsafe { give_back(self.0, self.1) };
+        }
+    }
+    let _give_back = GiveBack(class, value.cast());
+    // SAFETY: as the caller guarantees: initialised, dropped once, here.
+    unsafe { value.drop_in_place() };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +253,32 @@ mod tests {
             assert_eq!(a, b);
             // SAFETY: as above.
             unsafe { give_back(0, b) };
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_block_goes_back_even_when_its_value_s_destructor_panics() {
+        struct Bomb(#[allow(dead_code)] u64);
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("a destructor that panics");
+            }
+        }
+        std::thread::spawn(|| {
+            let block = take(0);
+            let value = block.cast::<Bomb>();
+            // SAFETY: a block is aligned to 16 and holds 120 bytes: room for a `Bomb`.
+            unsafe { value.write(Bomb(7)) };
+            let dropped = std::panic::catch_unwind(|| {
+                // SAFETY: the block came from `take(0)` and holds a `Bomb`, dropped here.
+                unsafe { drop_in_block(0, value) }
+            });
+            assert!(dropped.is_err());
+            assert_eq!(take(0), block, "the block was given back");
+            // SAFETY: the block came from `take(0)` and holds nothing.
+            unsafe { give_back(0, block) };
         })
         .join()
         .unwrap();

@@ -275,14 +275,9 @@ impl<T: Send + 'static, F: Send + 'static> Task<T, F> {
 unsafe fn free<T, F>(header: NonNull<Header>) {
     let task = header.cast::<Task<T, F>>();
     match const { blocks::class_of::<Task<T, F>>() } {
-        Some(class) => {
-            // SAFETY: the task was written into a block of this class by `Task::spawned`,
-            // and nobody refers to it now: dropped once, then its memory is given back.
-            unsafe {
-                task.drop_in_place();
-                blocks::give_back(class, task.cast());
-            }
-        }
+        // SAFETY: the task was written into a block of this class by `Task::spawned`, and
+        // nobody refers to it now.
+        Some(class) => unsafe { blocks::drop_in_block(class, task) },
         // SAFETY: the task was boxed by `Task::spawned`, and nobody refers to it now.
         None => drop(unsafe { Box::from_raw(task.as_ptr()) }),
     }
