@@ -5,17 +5,17 @@
 //! through its slow path (no per-thread cache holds that many), and after a runtime's
 //! worker threads exit, the next runtime's threads may be given each other's memory
 //! arenas, so that a burst faults its pages in again. Small tasks therefore take their
-//! memory from here: fixed-size blocks, of two classes (120 and 248 bytes), kept for reuse
+//! memory from here: fixed-size blocks, of nine classes (120 to 248 bytes), kept for reuse
 //! as the stack pool keeps stacks, in a cache per thread in front of a part shared by the
 //! process.
 //!
 //! * A thread's cache holds up to [`CACHE_MAX`] blocks of each class; a full one passes
 //!   [`CACHE_MOVE`] of its oldest to the shared part, an empty one takes as many back (or
 //!   asks the allocator for one block). A thread that exits passes all of its blocks on.
-//! * The shared part keeps up to [`SHARED_MAX`] blocks of each class (8 MiB and 16 MiB);
-//!   blocks beyond go back to the allocator. That much memory stays with the process after
-//!   a burst, as it would in the allocator's own bins; it is reused by the next burst, on
-//!   any thread, without a page fault.
+//! * The shared part keeps up to [`SHARED_BYTES`] (16 MiB) of blocks, all classes
+//!   together; blocks beyond go back to the allocator. That much memory stays with the
+//!   process after a burst, as it would in the allocator's own bins; it is reused by the
+//!   next burst, on any thread, without a page fault.
 //!
 //! Every block is one allocation of its class's layout, made by the global allocator: any
 //! block may go back to it at any time. Builds for the sanitizers and the loom models
@@ -31,21 +31,40 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::sys::{lock, valgrind};
 
-/// The size of each class's blocks: 8 bytes short of 128 and 256, so that each block,
-/// with the allocator's 8-byte chunk header (glibc), takes a 128- or 256-byte chunk.
-const CLASS_SIZES: [usize; 2] = [120, 248];
+/// How many classes of blocks there are.
+const CLASSES: usize = 9;
+
+/// The size of each class's blocks, 16 bytes apart from 120 to 248: 8 bytes short of 128,
+/// 144, ... 256, so that each block, with the allocator's 8-byte chunk header (glibc),
+/// takes the chunk the task would take alone. (With blocks 32 bytes apart, a 128-byte
+/// task took a 160-byte chunk instead of a 144-byte one, and the burst benchmark's
+/// resident memory grew by 87 bytes per task, not 16: its 144-byte temporaries were no
+/// longer reused for tasks.)
+const CLASS_SIZES: [usize; CLASSES] = {
+    let mut sizes = [0; CLASSES];
+    let mut class = 0;
+    while class < CLASSES {
+        sizes[class] = 120 + 16 * class;
+        class += 1;
+    }
+    sizes
+};
 
 /// The alignment of every block: enough for any task of this crate's targets' usual types.
 const ALIGN: usize = 16;
 
 /// Blocks of each class a thread keeps at hand.
-const CACHE_MAX: usize = 128;
+const CACHE_MAX: usize = 64;
 
 /// Blocks moved at once between a thread's cache and the shared part.
-const CACHE_MOVE: usize = 64;
+const CACHE_MOVE: usize = 32;
 
-/// Blocks of each class the shared part keeps; more go back to the allocator.
-const SHARED_MAX: usize = 1 << 16;
+/// Bytes of blocks, all classes together, that the shared part keeps; more go back to the
+/// allocator.
+const SHARED_BYTES: usize = 16 << 20;
+
+/// Bytes of blocks the shared part holds now, all classes together.
+static SHARED_HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether tasks of type `X` take a block, and of which class.
 pub(crate) const fn class_of<X>() -> Option<usize> {
@@ -54,8 +73,8 @@ pub(crate) const fn class_of<X>() -> Option<usize> {
         None
     } else if size <= CLASS_SIZES[0] {
         Some(0)
-    } else if size <= CLASS_SIZES[1] {
-        Some(1)
+    } else if size <= CLASS_SIZES[CLASSES - 1] {
+        Some((size - CLASS_SIZES[0]).div_ceil(16))
     } else {
         None
     }
@@ -86,7 +105,7 @@ impl Block {
 
 /// The shared part: free blocks of each class, and their count for readers without the
 /// lock.
-static SHARED: [Shared; 2] = [Shared::new(), Shared::new()];
+static SHARED: [Shared; CLASSES] = [const { Shared::new() }; CLASSES];
 
 /// The shared free blocks of one class.
 struct Shared {
@@ -106,23 +125,30 @@ impl Shared {
     }
 
     /// Moves up to `wanted` blocks into `into`.
-    fn take_into(&self, into: &mut Vec<Block>, wanted: usize) {
+    fn take_into(&self, class: usize, into: &mut Vec<Block>, wanted: usize) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
         let mut blocks = lock(&self.blocks);
         let start = blocks.len().saturating_sub(wanted);
+        let taken = blocks.len() - start;
         into.extend(blocks.drain(start..));
+        SHARED_HELD.fetch_sub(taken * CLASS_SIZES[class], Ordering::Relaxed);
         self.count.store(blocks.len(), Ordering::Relaxed);
     }
 
-    /// Keeps `given` blocks of `class`, as far as [`SHARED_MAX`] allows, and gives the rest
+    /// Keeps `given` blocks of `class`, as far as [`SHARED_BYTES`] allows, and gives the rest
     /// back to the allocator (outside the lock).
     fn put(&self, class: usize, mut given: impl Iterator<Item = Block>) {
         {
             let mut blocks = lock(&self.blocks);
-            let room = SHARED_MAX.saturating_sub(blocks.len());
+            let size = CLASS_SIZES[class];
+            // Racy across classes (each has its own lock): the bound may be passed by a
+            // batch per class, never more.
+            let room = SHARED_BYTES.saturating_sub(SHARED_HELD.load(Ordering::Relaxed)) / size;
+            let before = blocks.len();
             blocks.extend(given.by_ref().take(room));
+            SHARED_HELD.fetch_add((blocks.len() - before) * size, Ordering::Relaxed);
             self.count.store(blocks.len(), Ordering::Relaxed);
         }
         for block in given {
@@ -132,7 +158,7 @@ impl Shared {
 }
 
 /// A thread's free blocks, per class; passed to the shared part when the thread exits.
-struct Cache([Vec<Block>; 2]);
+struct Cache([Vec<Block>; CLASSES]);
 
 impl Drop for Cache {
     fn drop(&mut self) {
@@ -144,7 +170,7 @@ impl Drop for Cache {
 
 thread_local! {
     /// This thread's free blocks.
-    static CACHE: RefCell<Cache> = const { RefCell::new(Cache([Vec::new(), Vec::new()])) };
+    static CACHE: RefCell<Cache> = const { RefCell::new(Cache([const { Vec::new() }; CLASSES])) };
 }
 
 /// A block of `class`: uninitialised memory of the class's size, aligned to 16 bytes.
@@ -154,7 +180,7 @@ pub(crate) fn take(class: usize) -> NonNull<u8> {
         let mut cache = cache.try_borrow_mut().ok()?;
         let blocks = &mut cache.0[class];
         if blocks.is_empty() {
-            SHARED[class].take_into(blocks, CACHE_MOVE);
+            SHARED[class].take_into(class, blocks, CACHE_MOVE);
         }
         blocks.pop()
     });
@@ -233,8 +259,20 @@ mod tests {
         assert_eq!(class_of::<[u8; 1]>(), Some(0));
         assert_eq!(class_of::<[u64; 15]>(), Some(0));
         assert_eq!(class_of::<[u64; 16]>(), Some(1));
-        assert_eq!(class_of::<[u64; 31]>(), Some(1));
+        assert_eq!(class_of::<[u64; 17]>(), Some(1));
+        assert_eq!(class_of::<[u64; 18]>(), Some(2));
+        assert_eq!(class_of::<[u64; 31]>(), Some(8));
         assert_eq!(class_of::<[u64; 32]>(), None);
+        // Each class's edges.
+        assert_eq!(class_of::<[u8; 120]>(), Some(0));
+        assert_eq!(class_of::<[u8; 121]>(), Some(1));
+        assert_eq!(class_of::<[u8; 136]>(), Some(1));
+        assert_eq!(class_of::<[u8; 137]>(), Some(2));
+        assert_eq!(class_of::<[u8; 232]>(), Some(7));
+        assert_eq!(class_of::<[u8; 233]>(), Some(8));
+        assert_eq!(class_of::<[u8; 248]>(), Some(8));
+        assert_eq!(class_of::<[u8; 249]>(), None);
+        assert_eq!(CLASS_SIZES[CLASSES - 1], 248);
         assert_eq!(class_of::<()>(), None);
         #[repr(align(32))]
         struct Wide {
@@ -307,7 +345,7 @@ mod tests {
     fn blocks_are_aligned_and_usable_across_threads() {
         let blocks: Vec<usize> = (0..(CACHE_MAX * 3))
             .map(|i| {
-                let block = take(i % 2);
+                let block = take(i % CLASSES);
                 assert_eq!(block.as_ptr() as usize % ALIGN, 0);
                 // SAFETY: the block is ours and at least `CLASS_SIZES[0]` bytes long.
                 unsafe { block.as_ptr().write_bytes(i as u8, CLASS_SIZES[0]) };
@@ -319,7 +357,7 @@ mod tests {
             for (i, address) in blocks.into_iter().enumerate() {
                 let block = NonNull::new(address as *mut u8).unwrap();
                 // SAFETY: each block came from `take` with this class and holds nothing.
-                unsafe { give_back(i % 2, block) };
+                unsafe { give_back(i % CLASSES, block) };
             }
         })
         .join()
