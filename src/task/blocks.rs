@@ -175,6 +175,7 @@ thread_local! {
 
 /// A block of `class`: uninitialised memory of the class's size, aligned to 16 bytes.
 /// Aborts, as `Box::new` does, if the allocator has no memory.
+#[inline]
 pub(crate) fn take(class: usize) -> NonNull<u8> {
     let cached = CACHE.try_with(|cache| {
         let mut cache = cache.try_borrow_mut().ok()?;
@@ -206,6 +207,7 @@ pub(crate) fn take(class: usize) -> NonNull<u8> {
 ///
 /// `block` came from [`take`] with the same class, and nothing refers to its memory any
 /// more (what it held was dropped).
+#[inline]
 pub(crate) unsafe fn give_back(class: usize, block: NonNull<u8>) {
     valgrind::mark_no_access(block.as_ptr(), CLASS_SIZES[class]);
     let mut block = Some(Block(block));
