@@ -157,6 +157,42 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Gives every block of the part (of `class`) back to the allocator; returns how many.
+    fn release_all(&self, class: usize) -> usize {
+        let blocks = {
+            let mut blocks = lock(&self.blocks);
+            let taken = std::mem::take(&mut *blocks);
+            SHARED_HELD.fetch_sub(taken.len() * CLASS_SIZES[class], Ordering::Relaxed);
+            self.count.store(0, Ordering::Relaxed);
+            taken
+        };
+        let released = blocks.len();
+        for block in blocks {
+            block.release(class);
+        }
+        released
+    }
+}
+
+/// Gives every free block of the shared part and of the calling thread's cache back to the
+/// allocator (other threads' caches are not touched): `stack::release_pools`, for a
+/// process done with fibers for a long while.
+pub(crate) fn release() {
+    let _ = CACHE.try_with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            for (class, blocks) in cache.0.iter_mut().enumerate() {
+                for block in blocks.drain(..) {
+                    block.release(class);
+                }
+            }
+        }
+    });
+    for (class, shared) in SHARED.iter().enumerate() {
+        shared.release_all(class);
+    }
+}
+
 /// A thread's free blocks, per class; passed to the shared part when the thread exits.
 struct Cache([Vec<Block>; CLASSES]);
 
@@ -322,6 +358,17 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn release_all_gives_every_block_back() {
+        // A part of its own: the process's is shared with the other tests.
+        let part = Shared::new();
+        part.put(2, (0..10).map(|_| Block(take(2))));
+        assert_eq!(part.count.load(Ordering::Relaxed), 10);
+        assert_eq!(part.release_all(2), 10);
+        assert_eq!(part.count.load(Ordering::Relaxed), 0);
+        assert_eq!(part.release_all(2), 0);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub(crate) mod wait;
 pub(crate) mod waiter;
 pub(crate) mod waker;
 
+pub(crate) use blocks::release as release_blocks;
 pub use error::{JoinError, is_cancellation};
 pub use join::JoinHandle;
 pub(crate) use join::{CompleteOnDrop, JoinCell};

@@ -496,10 +496,12 @@ pub fn trim_pools() {
     }
 }
 
-/// Unmaps every idle stack of the process-wide pool (and of the calling thread's cache):
-/// for a process that is done with fibers for a long while. Other threads' caches are
-/// not touched.
+/// Unmaps every idle stack of the process-wide pool (and of the calling thread's cache),
+/// and gives the recycled memory of finished tasks (see the README's "Task memory") back
+/// to the allocator: for a process that is done with fibers for a long while. Other
+/// threads' caches are not touched.
 pub fn release_pools() {
+    crate::task::release_blocks();
     flush_cache();
     let pools: Vec<&'static SharedPool> = lock(&SHARED_POOLS).clone();
     for pool in pools {
