@@ -181,7 +181,8 @@
 //!   scope         scoped fibers, which borrow from their caller: scope, Scope,
 //!                 ScopedJoinHandle, on top of spawn and join
 //!   io, net/, time, sync/   what users call, built on the layers above
-//!   sys           a lock that ignores poison, catching user panics, CPU system calls
+//!   sys           a lock that ignores poison, catching user panics, CPU system calls,
+//!                 Valgrind client requests, the recycled memory of small tasks (blocks.rs)
 //!   tokio_context the tokio runtime context that worker, pool and block_on threads enter
 //!                 (the `tokio` feature), and the check that a fiber left any other one
 //!                 before it parks

@@ -1,6 +1,8 @@
 //! Small helpers the whole crate shares: a lock that ignores poison, catching the panics
-//! of user code, and the thin system calls for CPUs.
+//! of user code, the thin system calls for CPUs, Valgrind's client requests
+//! (`valgrind.rs`), and the recycled memory of small tasks (`blocks.rs`).
 
+pub(crate) mod blocks;
 pub(crate) mod epoll;
 pub(crate) mod socket;
 pub(crate) mod valgrind;

@@ -1,7 +1,7 @@
 //! Tasks: the state a spawned fiber shares with its wakers and its [`JoinHandle`].
 //!
-//! One allocation per spawn, a [`Task`] (in a recycled block, [`blocks`], unless it is
-//! large), holds both:
+//! One allocation per spawn, a [`Task`] (in a recycled block, `sys/blocks.rs`, unless it
+//! is large), holds both:
 //!
 //! * the [`Header`] every waker sees: the state words ([`state`]), the fiber's slab slot
 //!   and generation on its worker, and the scheduler it lives on (through the small
@@ -14,7 +14,6 @@
 //! release frees it. Wakers ([`waker`]) hold one each.
 //!
 //! ```text
-//!   task/blocks.rs  the recycled memory of small tasks
 //!   task/state.rs   the park and cancel words and every transition on them
 //!   task/wait.rs    what a parked fiber waits for, as fiber dumps print it
 //!   task/waker.rs   the one waker vtable
@@ -29,8 +28,8 @@ use std::sync::Arc;
 
 use crate::loom::cell::UnsafeCell;
 use crate::loom::sync::atomic::{self, AtomicU64, AtomicUsize, Ordering};
+use crate::sys::blocks;
 
-mod blocks;
 mod error;
 pub(crate) mod join;
 pub(crate) mod state;
@@ -38,7 +37,6 @@ pub(crate) mod wait;
 pub(crate) mod waiter;
 pub(crate) mod waker;
 
-pub(crate) use blocks::release as release_blocks;
 pub use error::{JoinError, is_cancellation};
 pub use join::JoinHandle;
 pub(crate) use join::{CompleteOnDrop, JoinCell};
@@ -357,5 +355,27 @@ mod tests {
         assert!(task_class::<u8, _>(&move || big[0]).0 > Some(0));
         let huge = [0u8; 1000];
         assert_eq!(task_class::<u8, _>(&move || huge[0]).0, None);
+        // The closures of tests/runtime.rs's `tasks_of_every_size_...`: bytes and a counter
+        // (an `Arc`), each size in the class that test says it covers.
+        let counter = std::sync::Arc::new(0u8);
+        let sized = |n: usize| {
+            let (c, b1, b60, b100, b400) =
+                (counter.clone(), [0u8; 1], [0u8; 60], [0u8; 100], [0u8; 400]);
+            match n {
+                1 => task_class::<u64, _>(&move || u64::from(*c + b1[0])),
+                60 => task_class::<u64, _>(&move || u64::from(*c + b60[0])),
+                100 => task_class::<u64, _>(&move || u64::from(*c + b100[0])),
+                _ => task_class::<u64, _>(&move || u64::from(*c + b400[0])),
+            }
+        };
+        assert_eq!(sized(1).0, Some(0));
+        assert!(sized(60).0 > Some(0) && sized(100).0 > sized(60).0);
+        assert_eq!(sized(400).0, None);
+        let (c, b) = (counter.clone(), 0u8);
+        let wide = task_class::<u128, _>(&move || u128::from(*c + b));
+        assert!(
+            wide.0 > Some(0),
+            "a 16-byte-aligned task still takes a block"
+        );
     }
 }

@@ -501,7 +501,7 @@ pub fn trim_pools() {
 /// to the allocator: for a process that is done with fibers for a long while. Other
 /// threads' caches are not touched.
 pub fn release_pools() {
-    crate::task::release_blocks();
+    crate::sys::blocks::release();
     flush_cache();
     let pools: Vec<&'static SharedPool> = lock(&SHARED_POOLS).clone();
     for pool in pools {

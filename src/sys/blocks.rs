@@ -1,27 +1,33 @@
 //! Recycled memory for small tasks.
 //!
-//! Every spawn allocates its [`Task`](super::Task), and a burst of spawns keeps thousands
+//! Every spawn allocates its task (`crate::task::Task`), and a burst of spawns keeps thousands
 //! alive at once (spawn them all, then join them). From the allocator, each costs a trip
 //! through its slow path (no per-thread cache holds that many), and after a runtime's
 //! worker threads exit, the next runtime's threads may be given each other's memory
 //! arenas, so that a burst faults its pages in again. Small tasks therefore take their
-//! memory from here: fixed-size blocks, of nine classes (120 to 248 bytes), kept for reuse
-//! as the stack pool keeps stacks, in a cache per thread in front of a part shared by the
-//! process.
+//! memory from here: fixed-size blocks, of nine classes (120 to 248 bytes, aligned to 16;
+//! a task aligned to more is boxed), kept for reuse as the stack pool keeps stacks, in a
+//! cache per thread in front of a part shared by the process.
 //!
 //! * A thread's cache holds up to [`CACHE_MAX`] blocks of each class; a full one passes
 //!   [`CACHE_MOVE`] of its oldest to the shared part, an empty one takes as many back (or
 //!   asks the allocator for one block). A thread that exits passes all of its blocks on.
 //! * The shared part keeps up to [`SHARED_BYTES`] (16 MiB) of blocks, all classes
-//!   together; blocks beyond go back to the allocator. That much memory stays with the
-//!   process after a burst, as it would in the allocator's own bins; it is reused by the
-//!   next burst, on any thread, without a page fault.
+//!   together (the allocator's chunks add 8 bytes to each, and the lists of free blocks 8
+//!   more, shrinking as they empty); blocks beyond go back to the allocator. That much
+//!   memory stays with the process after a burst, as it would in the allocator's own bins;
+//!   it is reused by the next burst, on any thread, without a page fault.
+//!   `stack::release_pools` gives it back.
 //!
 //! Every block is one allocation of its class's layout, made by the global allocator: any
 //! block may go back to it at any time. Builds for the sanitizers and the loom models
 //! allocate each task on its own instead, so that a use after free stays visible; under
 //! Valgrind, free blocks are marked as no-access (a client request, a few no-op
 //! instructions outside it), so that Memcheck reports a use after free of a task too.
+//!
+//! As with the stack pool, a child process forked while another thread held one of the
+//! shared part's locks would deadlock at its first spawn; `fork` then `exec` (what
+//! `std::process::Command` does) is unaffected.
 
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
@@ -66,6 +72,10 @@ const SHARED_BYTES: usize = 16 << 20;
 /// Bytes of blocks the shared part holds now, all classes together.
 static SHARED_HELD: AtomicUsize = AtomicUsize::new(0);
 
+/// Capacity past which a list of free blocks that was drained shrinks: four times its
+/// length, plus this.
+const SHRINK_SLACK: usize = 4 * CACHE_MOVE;
+
 /// Whether tasks of type `X` take a block, and of which class.
 pub(crate) const fn class_of<X>() -> Option<usize> {
     let (size, align) = (size_of::<X>(), align_of::<X>());
@@ -87,7 +97,11 @@ fn layout(class: usize) -> Layout {
 }
 
 /// A free block of memory, owned by whoever holds it.
-struct Block(NonNull<u8>);
+struct Block(
+    /// The block's start: an allocation of its class's layout by the global allocator,
+    /// which holds nothing and which nothing else refers to.
+    NonNull<u8>,
+);
 
 // SAFETY: a free block is plain memory that nobody else refers to; any thread may reuse it
 // or give it back to the global allocator.
@@ -103,9 +117,8 @@ impl Block {
     }
 }
 
-/// The shared part: free blocks of each class, and their count for readers without the
-/// lock.
-static SHARED: [Shared; CLASSES] = [const { Shared::new() }; CLASSES];
+/// The shared part: free blocks of each class, the process's parts sharing one bound.
+static SHARED: [Shared; CLASSES] = [const { Shared::new(&SHARED_HELD, SHARED_BYTES) }; CLASSES];
 
 /// The shared free blocks of one class.
 struct Shared {
@@ -113,14 +126,24 @@ struct Shared {
     blocks: Mutex<Vec<Block>>,
     /// `blocks.len()`, read without the lock.
     count: AtomicUsize,
+    /// Bytes of blocks held by this part and the parts it shares its bound with (the
+    /// process's: [`SHARED_HELD`]); changed only under the lock of the part whose blocks
+    /// come or go, so it never counts a block twice or goes below zero.
+    held: &'static AtomicUsize,
+    /// Most bytes `held` may count; racy across parts (each has its own lock), so passed
+    /// at most by what a thread's cache passes on at once to each (64 blocks, about
+    /// 124 KiB over the nine classes).
+    max_bytes: usize,
 }
 
 impl Shared {
-    /// An empty part.
-    const fn new() -> Shared {
+    /// An empty part, counting its blocks in `held` against `max_bytes`.
+    const fn new(held: &'static AtomicUsize, max_bytes: usize) -> Shared {
         Shared {
             blocks: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
+            held,
+            max_bytes,
         }
     }
 
@@ -133,8 +156,14 @@ impl Shared {
         let start = blocks.len().saturating_sub(wanted);
         let taken = blocks.len() - start;
         into.extend(blocks.drain(start..));
-        SHARED_HELD.fetch_sub(taken * CLASS_SIZES[class], Ordering::Relaxed);
+        self.held
+            .fetch_sub(taken * CLASS_SIZES[class], Ordering::Relaxed);
         self.count.store(blocks.len(), Ordering::Relaxed);
+        // A list that held a burst and was drained gives its memory back.
+        if blocks.capacity() > 4 * blocks.len() + SHRINK_SLACK {
+            let keep = 2 * blocks.len();
+            blocks.shrink_to(keep);
+        }
     }
 
     /// Keeps `given` blocks of `class`, as far as [`SHARED_BYTES`] allows, and gives the rest
@@ -143,27 +172,26 @@ impl Shared {
         {
             let mut blocks = lock(&self.blocks);
             let size = CLASS_SIZES[class];
-            // Racy across classes (each has its own lock): the bound may be passed by a
-            // batch per class, never more.
-            let room = SHARED_BYTES.saturating_sub(SHARED_HELD.load(Ordering::Relaxed)) / size;
+            let held = self.held.load(Ordering::Relaxed);
+            let room = self.max_bytes.saturating_sub(held) / size;
             let before = blocks.len();
             blocks.extend(given.by_ref().take(room));
-            SHARED_HELD.fetch_add((blocks.len() - before) * size, Ordering::Relaxed);
+            self.held
+                .fetch_add((blocks.len() - before) * size, Ordering::Relaxed);
             self.count.store(blocks.len(), Ordering::Relaxed);
         }
         for block in given {
             block.release(class);
         }
     }
-}
 
-impl Shared {
     /// Gives every block of the part (of `class`) back to the allocator; returns how many.
     fn release_all(&self, class: usize) -> usize {
         let blocks = {
             let mut blocks = lock(&self.blocks);
             let taken = std::mem::take(&mut *blocks);
-            SHARED_HELD.fetch_sub(taken.len() * CLASS_SIZES[class], Ordering::Relaxed);
+            self.held
+                .fetch_sub(taken.len() * CLASS_SIZES[class], Ordering::Relaxed);
             self.count.store(0, Ordering::Relaxed);
             taken
         };
@@ -194,7 +222,10 @@ pub(crate) fn release() {
 }
 
 /// A thread's free blocks, per class; passed to the shared part when the thread exits.
-struct Cache([Vec<Block>; CLASSES]);
+struct Cache(
+    /// The free blocks of each class, at most [`CACHE_MAX`], most recently given back last.
+    [Vec<Block>; CLASSES],
+);
 
 impl Drop for Cache {
     fn drop(&mut self) {
@@ -272,7 +303,12 @@ pub(crate) unsafe fn give_back(class: usize, block: NonNull<u8>) {
 /// an initialised `X` that nothing else refers to or drops.
 pub(crate) unsafe fn drop_in_block<X>(class: usize, value: NonNull<X>) {
     /// Gives the block back when dropped: after the value, or while its panic unwinds.
-    struct GiveBack(usize, NonNull<u8>);
+    struct GiveBack(
+        /// The block's class.
+        usize,
+        /// The block, which holds the value until it is dropped.
+        NonNull<u8>,
+    );
     impl Drop for GiveBack {
         fn drop(&mut self) {
             // SAFETY: the block came from `take` with this class (the caller's promise),
@@ -312,6 +348,11 @@ mod tests {
         assert_eq!(class_of::<[u8; 249]>(), None);
         assert_eq!(CLASS_SIZES[CLASSES - 1], 248);
         assert_eq!(class_of::<()>(), None);
+        #[repr(align(16))]
+        struct Aligned {
+            _bytes: [u8; 128],
+        }
+        assert_eq!(class_of::<Aligned>(), Some(1));
         #[repr(align(32))]
         struct Wide {
             _byte: u8,
@@ -360,15 +401,51 @@ mod tests {
         .unwrap();
     }
 
+    /// A part of its own, with a bound of `max_blocks` blocks of `class` and a counter of
+    /// its own: the process's parts are shared with the other tests.
+    fn own_part(class: usize, max_blocks: usize) -> Shared {
+        let held = Box::leak(Box::new(AtomicUsize::new(0)));
+        Shared::new(held, max_blocks * CLASS_SIZES[class])
+    }
+
     #[test]
-    fn release_all_gives_every_block_back() {
-        // A part of its own: the process's is shared with the other tests.
-        let part = Shared::new();
-        part.put(2, (0..10).map(|_| Block(take(2))));
-        assert_eq!(part.count.load(Ordering::Relaxed), 10);
-        assert_eq!(part.release_all(2), 10);
+    fn a_shared_part_keeps_blocks_up_to_its_bound_and_counts_them() {
+        let class = 2;
+        let size = CLASS_SIZES[class];
+        let part = own_part(class, 10);
+        part.put(class, (0..15).map(|_| Block(take(class))));
+        assert_eq!(
+            part.count.load(Ordering::Relaxed),
+            10,
+            "5 went to the allocator"
+        );
+        assert_eq!(part.held.load(Ordering::Relaxed), 10 * size);
+        let mut taken = Vec::new();
+        part.take_into(class, &mut taken, 4);
+        assert_eq!(taken.len(), 4);
+        assert_eq!(part.held.load(Ordering::Relaxed), 6 * size);
+        part.put(class, taken.into_iter());
+        assert_eq!(part.held.load(Ordering::Relaxed), 10 * size);
+        assert_eq!(part.release_all(class), 10);
         assert_eq!(part.count.load(Ordering::Relaxed), 0);
-        assert_eq!(part.release_all(2), 0);
+        assert_eq!(part.held.load(Ordering::Relaxed), 0);
+        assert_eq!(part.release_all(class), 0);
+    }
+
+    #[test]
+    fn a_drained_list_gives_its_memory_back() {
+        let class = 3;
+        let part = own_part(class, 10_000);
+        part.put(class, (0..5_000).map(|_| Block(take(class))));
+        let mut taken = Vec::new();
+        part.take_into(class, &mut taken, 4_990);
+        let capacity = lock(&part.blocks).capacity();
+        assert!(
+            capacity <= 4 * 10 + SHRINK_SLACK,
+            "capacity {capacity} for 10 blocks"
+        );
+        part.put(class, taken.into_iter());
+        assert_eq!(part.release_all(class), 5_000);
     }
 
     #[test]
@@ -394,10 +471,12 @@ mod tests {
     fn blocks_are_aligned_and_usable_across_threads() {
         let blocks: Vec<usize> = (0..(CACHE_MAX * 3))
             .map(|i| {
-                let block = take(i % CLASSES);
+                let class = i % CLASSES;
+                let block = take(class);
                 assert_eq!(block.as_ptr() as usize % ALIGN, 0);
-                // SAFETY: the block is ours and at least `CLASS_SIZES[0]` bytes long.
-                unsafe { block.as_ptr().write_bytes(i as u8, CLASS_SIZES[0]) };
+                // SAFETY: the block is ours and its class's size long (under Valgrind, a
+                // shorter allocation would be reported).
+                unsafe { block.as_ptr().write_bytes(i as u8, CLASS_SIZES[class]) };
                 block.as_ptr() as usize
             })
             .collect();
