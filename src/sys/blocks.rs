@@ -13,8 +13,9 @@
 //!   [`CACHE_MOVE`] of its oldest to the shared part, an empty one takes as many back (or
 //!   asks the allocator for one block). A thread that exits passes all of its blocks on.
 //! * The shared part keeps up to [`SHARED_BYTES`] (16 MiB) of blocks, all classes
-//!   together (the allocator's chunks add 8 bytes to each, and the lists of free blocks 8
-//!   more, shrinking as they empty); blocks beyond go back to the allocator. That much
+//!   together (the allocator's chunks add 8 bytes to each; the shared lists are linked
+//!   through the free blocks themselves, and take no memory of their own); blocks beyond
+//!   go back to the allocator. That much
 //!   memory stays with the process after a burst, as it would in the allocator's own bins;
 //!   it is reused by the next burst, on any thread, without a page fault.
 //!   `stack::release_pools` gives it back.
@@ -72,10 +73,6 @@ const SHARED_BYTES: usize = 16 << 20;
 /// Bytes of blocks the shared part holds now, all classes together.
 static SHARED_HELD: AtomicUsize = AtomicUsize::new(0);
 
-/// Capacity past which a list of free blocks that was drained shrinks: four times its
-/// length, plus this.
-const SHRINK_SLACK: usize = 4 * CACHE_MOVE;
-
 /// Whether tasks of type `X` take a block, and of which class.
 pub(crate) const fn class_of<X>() -> Option<usize> {
     let (size, align) = (size_of::<X>(), align_of::<X>());
@@ -122,9 +119,9 @@ static SHARED: [Shared; CLASSES] = [const { Shared::new(&SHARED_HELD, SHARED_BYT
 
 /// The shared free blocks of one class.
 struct Shared {
-    /// The blocks, most recently given back last.
-    blocks: Mutex<Vec<Block>>,
-    /// `blocks.len()`, read without the lock.
+    /// The blocks.
+    list: Mutex<List>,
+    /// The list's length, read without the lock.
     count: AtomicUsize,
     /// Bytes of blocks held by this part and the parts it shares its bound with (the
     /// process's: [`SHARED_HELD`]); changed only under the lock of the part whose blocks
@@ -136,11 +133,53 @@ struct Shared {
     max_bytes: usize,
 }
 
+/// Free blocks linked through their first word, most recently given back first: a list
+/// that takes no memory of its own, however many blocks it holds.
+struct List {
+    /// The first block; its first word points at the next (null after the last).
+    head: Option<Block>,
+    /// How many blocks the list holds.
+    len: usize,
+}
+
+impl List {
+    /// Puts `block` first.
+    fn push(&mut self, block: Block) {
+        let next = self
+            .head
+            .take()
+            .map_or(std::ptr::null_mut(), |b| b.0.as_ptr());
+        let link = block.0.as_ptr().cast::<*mut u8>();
+        // The block is marked no-access while free; its first word becomes the link.
+        valgrind::mark_undefined(link.cast(), LINK);
+        // SAFETY: the block is ours (free, nothing refers to it), at least 120 bytes long and
+        // aligned to 16: room for an aligned pointer at its start.
+        unsafe { link.write(next) };
+        self.head = Some(block);
+        self.len += 1;
+    }
+
+    /// Takes the first block.
+    fn pop(&mut self) -> Option<Block> {
+        let block = self.head.take()?;
+        // SAFETY: the block is on the list, so `push` wrote its first word, and nothing else
+        // touches a listed block.
+        let next = unsafe { block.0.as_ptr().cast::<*mut u8>().read() };
+        self.head = NonNull::new(next).map(Block);
+        self.len -= 1;
+        valgrind::mark_no_access(block.0.as_ptr(), LINK);
+        Some(block)
+    }
+}
+
+/// The bytes of a free block on a shared list that hold its link.
+const LINK: usize = size_of::<*mut u8>();
+
 impl Shared {
     /// An empty part, counting its blocks in `held` against `max_bytes`.
     const fn new(held: &'static AtomicUsize, max_bytes: usize) -> Shared {
         Shared {
-            blocks: Mutex::new(Vec::new()),
+            list: Mutex::new(List { head: None, len: 0 }),
             count: AtomicUsize::new(0),
             held,
             max_bytes,
@@ -152,33 +191,34 @@ impl Shared {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let mut blocks = lock(&self.blocks);
-        let start = blocks.len().saturating_sub(wanted);
-        let taken = blocks.len() - start;
-        into.extend(blocks.drain(start..));
-        self.held
-            .fetch_sub(taken * CLASS_SIZES[class], Ordering::Relaxed);
-        self.count.store(blocks.len(), Ordering::Relaxed);
-        // A list that held a burst and was drained gives its memory back.
-        if blocks.capacity() > 4 * blocks.len() + SHRINK_SLACK {
-            let keep = 2 * blocks.len();
-            blocks.shrink_to(keep);
+        let mut list = lock(&self.list);
+        let before = list.len;
+        for _ in 0..wanted {
+            match list.pop() {
+                Some(block) => into.push(block),
+                None => break,
+            }
         }
+        self.held
+            .fetch_sub((before - list.len) * CLASS_SIZES[class], Ordering::Relaxed);
+        self.count.store(list.len, Ordering::Relaxed);
     }
 
     /// Keeps `given` blocks of `class`, as far as [`SHARED_BYTES`] allows, and gives the rest
     /// back to the allocator (outside the lock).
     fn put(&self, class: usize, mut given: impl Iterator<Item = Block>) {
         {
-            let mut blocks = lock(&self.blocks);
+            let mut list = lock(&self.list);
             let size = CLASS_SIZES[class];
             let held = self.held.load(Ordering::Relaxed);
             let room = self.max_bytes.saturating_sub(held) / size;
-            let before = blocks.len();
-            blocks.extend(given.by_ref().take(room));
+            let before = list.len;
+            for block in given.by_ref().take(room) {
+                list.push(block);
+            }
             self.held
-                .fetch_add((blocks.len() - before) * size, Ordering::Relaxed);
-            self.count.store(blocks.len(), Ordering::Relaxed);
+                .fetch_add((list.len - before) * size, Ordering::Relaxed);
+            self.count.store(list.len, Ordering::Relaxed);
         }
         for block in given {
             block.release(class);
@@ -187,16 +227,10 @@ impl Shared {
 
     /// Gives every block of the part (of `class`) back to the allocator; returns how many.
     fn release_all(&self, class: usize) -> usize {
-        let blocks = {
-            let mut blocks = lock(&self.blocks);
-            let taken = std::mem::take(&mut *blocks);
-            self.held
-                .fetch_sub(taken.len() * CLASS_SIZES[class], Ordering::Relaxed);
-            self.count.store(0, Ordering::Relaxed);
-            taken
-        };
-        let released = blocks.len();
-        for block in blocks {
+        let mut taken = Vec::new();
+        self.take_into(class, &mut taken, usize::MAX);
+        let released = taken.len();
+        for block in taken {
             block.release(class);
         }
         released
@@ -433,16 +467,18 @@ mod tests {
     }
 
     #[test]
-    fn a_drained_list_gives_its_memory_back() {
+    fn a_shared_list_hands_blocks_back_most_recent_first() {
         let class = 3;
         let part = own_part(class, 10_000);
-        part.put(class, (0..5_000).map(|_| Block(take(class))));
+        let blocks: Vec<usize> = (0..5_000).map(|_| take(class).as_ptr() as usize).collect();
+        let block = |address: usize| Block(NonNull::new(address as *mut u8).unwrap());
+        part.put(class, blocks.iter().map(|&a| block(a)));
         let mut taken = Vec::new();
-        part.take_into(class, &mut taken, 4_990);
-        let capacity = lock(&part.blocks).capacity();
-        assert!(
-            capacity <= 4 * 10 + SHRINK_SLACK,
-            "capacity {capacity} for 10 blocks"
+        part.take_into(class, &mut taken, 3);
+        let taken_addresses: Vec<usize> = taken.iter().map(|b| b.0.as_ptr() as usize).collect();
+        assert_eq!(
+            taken_addresses,
+            [blocks[4_999], blocks[4_998], blocks[4_997]]
         );
         part.put(class, taken.into_iter());
         assert_eq!(part.release_all(class), 5_000);
