@@ -1,13 +1,13 @@
 //! Recycled memory for small tasks.
 //!
-//! Every spawn allocates its task (`crate::task::Task`), and a burst of spawns keeps thousands
-//! alive at once (spawn them all, then join them). From the allocator, each costs a trip
-//! through its slow path (no per-thread cache holds that many), and after a runtime's
-//! worker threads exit, the next runtime's threads may be given each other's memory
-//! arenas, so that a burst faults its pages in again. Small tasks therefore take their
-//! memory from here: fixed-size blocks, of nine classes (120 to 248 bytes, aligned to 16;
-//! a task aligned to more is boxed), kept for reuse as the stack pool keeps stacks, in a
-//! cache per thread in front of a part shared by the process.
+//! Every spawn allocates its task (`crate::task::Task`), and a burst of spawns keeps
+//! thousands alive at once (spawn them all, then join them). From the allocator, each
+//! costs a trip through its slow path (no per-thread cache holds that many), and after a
+//! runtime's worker threads exit, the next runtime's threads may be given each other's
+//! memory arenas, so that a burst faults its pages in again. Small tasks therefore take
+//! their memory from here: fixed-size blocks, of nine classes (120 to 248 bytes, aligned to
+//! 16; a task aligned to more is boxed), kept for reuse as the stack pool keeps stacks, in
+//! a cache per thread in front of a part shared by the process.
 //!
 //! * A thread's cache holds up to [`CACHE_MAX`] blocks of each class; a full one passes
 //!   [`CACHE_MOVE`] of its oldest to the shared part, an empty one takes as many back (or
@@ -15,16 +15,16 @@
 //! * The shared part keeps up to [`SHARED_BYTES`] (16 MiB) of blocks, all classes
 //!   together (the allocator's chunks add 8 bytes to each; the shared lists are linked
 //!   through the free blocks themselves, and take no memory of their own); blocks beyond
-//!   go back to the allocator. That much
-//!   memory stays with the process after a burst, as it would in the allocator's own bins;
-//!   it is reused by the next burst, on any thread, without a page fault.
-//!   `stack::release_pools` gives it back.
+//!   go back to the allocator. That much memory stays with the process after a burst, as
+//!   it would in the allocator's own bins; it is reused by the next burst, on any thread,
+//!   without a page fault. `stack::release_pools` gives it back.
 //!
 //! Every block is one allocation of its class's layout, made by the global allocator: any
 //! block may go back to it at any time. Builds for the sanitizers and the loom models
 //! allocate each task on its own instead, so that a use after free stays visible; under
-//! Valgrind, free blocks are marked as no-access (a client request, a few no-op
-//! instructions outside it), so that Memcheck reports a use after free of a task too.
+//! Valgrind, free blocks are marked as no-access (client requests, a few no-op
+//! instructions outside it; on a shared list, all but the link word), so that Memcheck
+//! reports a use after free of a task too.
 //!
 //! As with the stack pool, a child process forked while another thread held one of the
 //! shared part's locks would deadlock at its first spawn; `fork` then `exec` (what
