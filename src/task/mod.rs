@@ -184,7 +184,8 @@ impl SchedulerCell {
 /// Kept small: with a closure and a result of 8 bytes each, a task takes 112 bytes, and
 /// takes its memory from the smallest class of recycled blocks ([`blocks`]: 120 bytes); a
 /// closure of 16 bytes (24 if it has a niche, as one holding a `String` does) still fits
-/// it. Tasks of up to 248 bytes take a block of a larger class, larger ones a box.
+/// it. Tasks of up to 248 bytes take a block of a larger class; larger or over-aligned
+/// ones, a box.
 #[repr(C)]
 pub(crate) struct Task<T, F> {
     /// Must stay first: references point at it and `free` casts back to `Task<T, F>`.
