@@ -220,6 +220,40 @@ fn trimming_keeps_keep_warm_stacks_with_pages_and_keep_idle_mapped() {
 }
 
 #[test]
+fn a_fiber_s_stack_serves_the_next_fiber_of_its_size_on_the_thread() {
+    const SIZE: usize = 120 * 1024;
+    const OTHER: usize = 128 * 1024;
+    // Where on its stack a fiber of `size` runs.
+    let frame = |size| {
+        let mut fiber = Fiber::with_stack_size(size, |_| {
+            let local = 0u8;
+            std::hint::black_box(&local) as *const u8 as usize
+        })
+        .unwrap();
+        match fiber.resume() {
+            Resume::Finished(address) => address / PAGE,
+            _ => unreachable!(),
+        }
+    };
+    let first = frame(SIZE);
+    assert_eq!(frame(SIZE), first);
+    // A fiber of another size between them takes another stack, and the first comes back.
+    assert_ne!(frame(OTHER), first);
+    assert_eq!(frame(SIZE), first);
+}
+
+#[test]
+fn the_stacks_of_a_thread_that_exits_stay_in_the_pool() {
+    const SIZE: usize = 136 * 1024;
+    std::thread::spawn(|| run_fibers_at_once(3, SIZE))
+        .join()
+        .unwrap();
+    // The batch the thread reserved, every stack of it (the last given back too), is
+    // idle in the shared part; none was unmapped.
+    assert_eq!(stack::pool_stats(SIZE).idle(), BATCH_SIZE);
+}
+
+#[test]
 fn releasing_the_pools_unmaps_every_idle_stack() {
     const SIZE: usize = 104 * 1024;
     run_fibers_at_once(10, SIZE);

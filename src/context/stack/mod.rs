@@ -43,7 +43,9 @@
 //! * **Cached per thread.** Each thread keeps up to 64 idle stacks at hand and trades 32 at
 //!   a time with the shared part under one lock, so that spawning and ending fibers
 //!   takes no lock most of the time, and a stack freed on one worker serves a fiber
-//!   started on another.
+//!   started on another. In front of the caches, one slot per thread holds the stack it
+//!   gave back last: a fiber that ends hands it to the next one started, and a spawn's
+//!   check that a stack can be had reads the slot's size, with no lookup of the cache.
 //! * **Given back with no system call.** A finished fiber's stack goes back to the pool as
 //!   it is, pages and all.
 //! * **Trimmed off the hot path.** When a runtime's worker runs out of work (and when a

@@ -2,7 +2,7 @@
 //! process-wide pool behind every fiber (see the [module docs](super#the-pool) for its
 //! policy).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -381,6 +381,60 @@ thread_local! {
     static CACHES: RefCell<Vec<Cache>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The stack this thread gave back last, in front of its caches: a fiber that ends and
+/// the next one to start (a loop that spawns and joins, a join that runs the task it
+/// waits for) trade it with no lookup by size and no borrow of the caches.
+struct Slot {
+    /// The size of the stack in the slot; 0 if it is empty.
+    size: Cell<usize>,
+    /// The stack.
+    stack: Cell<Option<Stack>>,
+}
+
+impl Slot {
+    /// Takes the stack if it has `size` (page-rounded) bytes.
+    #[inline]
+    fn take(&self, size: usize) -> Option<Stack> {
+        if self.size.get() != size {
+            return None;
+        }
+        self.size.set(0);
+        self.stack.take()
+    }
+
+    /// Puts `stack` in the slot; returns the one it held.
+    #[inline]
+    fn replace(&self, stack: Stack) -> Option<Stack> {
+        self.size.set(stack.size());
+        self.stack.replace(Some(stack))
+    }
+
+    /// Empties the slot.
+    fn clear(&self) -> Option<Stack> {
+        self.size.set(0);
+        self.stack.take()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The thread exits: its stack stays in the process for other threads.
+        if let Some(stack) = self.clear() {
+            shared_pool(stack.size()).put(std::iter::once(stack));
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's slot (see `Slot`).
+    static SLOT: Slot = const {
+        Slot {
+            size: Cell::new(0),
+            stack: Cell::new(None),
+        }
+    };
+}
+
 /// Runs `f` on this thread's cache for stacks of `size` (page-rounded) bytes, made if
 /// missing; `None` while the thread exits and its caches are gone.
 fn with_cache<R>(size: usize, f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
@@ -403,10 +457,19 @@ fn with_cache<R>(size: usize, f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
         .ok()
 }
 
-/// Takes a stack of `size` bytes from the process-wide pool (this thread's cache first),
-/// reserving a new batch if it is empty.
+/// Takes a stack of `size` bytes from the process-wide pool (this thread's slot and cache
+/// first), reserving a new batch if it is empty.
+#[inline]
 pub(crate) fn take(size: usize) -> io::Result<Stack> {
     let size = checked_size(size)?;
+    match SLOT.try_with(|slot| slot.take(size)) {
+        Ok(Some(stack)) => Ok(stack),
+        _ => take_cached(size),
+    }
+}
+
+/// `take` past the slot: from this thread's cache, or the shared part.
+fn take_cached(size: usize) -> io::Result<Stack> {
     let taken = with_cache(size, |cache| {
         cache.refill()?;
         Ok(cache.stacks.pop().expect("refilled"))
@@ -425,15 +488,38 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
     }
 }
 
-/// Checks that a stack of `size` bytes can be had on this thread: one is at hand, or a
-/// batch could be reserved (and is now at hand).
+/// Checks that a stack of `size` bytes can be had on this thread: one is in the slot, or
+/// one is taken from the cache (or a new batch) and put there. A burst of spawns then
+/// finds it there each time but the first.
+#[inline]
 pub(crate) fn reserve(size: usize) -> io::Result<()> {
     let size = checked_size(size)?;
-    with_cache(size, Cache::refill).unwrap_or(Ok(()))
+    if SLOT.try_with(|slot| slot.size.get() == size) == Ok(true) {
+        return Ok(());
+    }
+    fill_slot(size)
+}
+
+/// `reserve` with the slot empty or holding another size.
+#[inline(never)]
+fn fill_slot(size: usize) -> io::Result<()> {
+    give_back(take_cached(size)?);
+    Ok(())
 }
 
 /// Gives a stack back to the pool: no system call on this path (but past [`IDLE_CAP`]).
+#[inline]
 pub(crate) fn give_back(stack: Stack) {
+    // Into the slot; the stack it held, if any, goes on to the cache.
+    let mut stack = Some(stack);
+    let _ = SLOT.try_with(|slot| stack = slot.replace(stack.take().expect("once")));
+    if let Some(stack) = stack {
+        give_back_cached(stack);
+    }
+}
+
+/// `give_back` past the slot: to this thread's cache, or the shared part.
+fn give_back_cached(stack: Stack) {
     let size = stack.size();
     let mut stack = Some(stack);
     with_cache(size, |cache| cache.put(stack.take().expect("once")));
@@ -461,9 +547,12 @@ pub(crate) fn trim_step() -> bool {
     true
 }
 
-/// Moves the calling thread's cached stacks to the shared parts, so that a trim sees
-/// them.
+/// Moves the calling thread's cached stacks (its slot's too) to the shared parts, so
+/// that a trim sees them.
 fn flush_cache() {
+    if let Ok(Some(stack)) = SLOT.try_with(Slot::clear) {
+        shared_pool(stack.size()).put(std::iter::once(stack));
+    }
     let _ = CACHES.try_with(|caches| {
         for cache in caches.borrow_mut().iter_mut() {
             cache.shared.put(cache.stacks.drain(..));
@@ -496,10 +585,10 @@ pub fn trim_pools() {
     }
 }
 
-/// Unmaps every idle stack of the process-wide pool (and of the calling thread's cache),
-/// and gives the recycled memory of finished tasks (see the README's "Task memory") back
-/// to the allocator: for a process that is done with fibers for a long while. Other
-/// threads' caches are not touched.
+/// Unmaps every idle stack of the process-wide pool (and of the calling thread's slot and
+/// cache), and gives the recycled memory of finished tasks (see the README's "Task
+/// memory") back to the allocator: for a process that is done with fibers for a long
+/// while. Other threads' slots and caches are not touched.
 pub fn release_pools() {
     crate::sys::blocks::release();
     flush_cache();
@@ -513,7 +602,7 @@ pub fn release_pools() {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PoolStats {
     /// Idle stacks that may hold pages: the shared part's warm ones and the calling
-    /// thread's cache.
+    /// thread's slot and cache.
     pub warm: usize,
     /// Idle stacks whose pages were released.
     pub cold: usize,
@@ -529,8 +618,8 @@ impl PoolStats {
 }
 
 /// Figures about the process-wide pool's idle stacks of `stack_size` bytes (rounded to
-/// pages as [`Stack::new`] does): its shared part and the calling thread's cache; other
-/// threads' caches (at most 64 stacks each) are not counted.
+/// pages as [`Stack::new`] does): its shared part and the calling thread's slot and
+/// cache; other threads' (at most 65 stacks each) are not counted.
 ///
 /// # Examples
 ///
@@ -559,6 +648,13 @@ pub fn pool_stats(stack_size: usize) -> PoolStats {
         resident_bytes: resident(&cache.stacks),
     })
     .unwrap_or_default();
+    let _ = SLOT.try_with(|slot| {
+        if let Some(stack) = slot.take(size) {
+            stats.warm += 1;
+            stats.resident_bytes += stack.resident_bytes().unwrap_or(0);
+            slot.replace(stack);
+        }
+    });
     let idle = lock(&shared_pool(size).idle);
     stats.warm += idle.warm.len();
     stats.cold += idle.cold.len();
