@@ -102,7 +102,11 @@ pub use stall::StallReport;
 ///    in the moment between the deadline and its next check, after `shutdown_timeout`
 ///    has returned;
 /// 6. joins the worker threads and the runtime's blocking pool ([`crate::unblock`]), up to
-///    the deadline for `shutdown_timeout`;
+///    the deadline for `shutdown_timeout`. A worker thread that abandoned fibers parks for
+///    good instead of exiting, and is not joined: a frame of an abandoned fiber may lend
+///    out one of that thread's thread-locals (from inside `LocalKey::with`, to a thread
+///    of `std::thread::scope` or to a fiber of [`crate::scope`]), and the thread's exit
+///    would free it under the borrower;
 /// 7. every outstanding [`JoinHandle`] resolves to a cancelled [`JoinError`](crate::JoinError).
 ///
 /// [`JoinHandle::abort`] cancels one fiber the same way, at its next suspension point.
@@ -162,10 +166,11 @@ pub use stall::StallReport;
 pub struct Runtime {
     /// What the workers share.
     shared: Arc<RuntimeShared>,
-    /// The worker threads, joined at shutdown.
+    /// The worker threads, joined at shutdown (but those that abandoned fibers).
     threads: Vec<thread::JoinHandle<()>>,
-    /// Each worker thread sends its id here as it exits.
-    exited: Mutex<mpsc::Receiver<thread::ThreadId>>,
+    /// Each worker thread sends its id here as its worker ends, and whether it abandoned
+    /// fibers (it then never exits).
+    exited: Mutex<mpsc::Receiver<(thread::ThreadId, bool)>>,
     /// The stall monitor thread and its stop flag.
     monitor: Option<(thread::JoinHandle<()>, StopSignal)>,
     /// Set once shut down (`shutdown_timeout`), so that dropping does not do it again.
@@ -387,12 +392,15 @@ impl Runtime {
                     .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                     .ok(),
             };
-            let Some(exited) = exited else {
+            let Some((exited, abandoned)) = exited else {
                 in_time = false;
                 break;
             };
             if let Some(index) = waiting.iter().position(|t| t.thread().id() == exited) {
-                let _ = waiting.swap_remove(index).join();
+                let thread = waiting.swap_remove(index);
+                if !abandoned {
+                    let _ = thread.join();
+                } // else it parks for good, and its handle is dropped (detached)
             }
         }
         drop(exited_threads);

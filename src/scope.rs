@@ -94,10 +94,14 @@ const SWEEP_MIN: usize = 64;
 /// is the sound choice, not a lapse: the abandoned fiber's frames are forgotten, and code
 /// in them may rely on the borrowed data staying put (a `std::thread::scope` whose
 /// threads still use it, say). In practice the caller is a fiber of the same runtime,
-/// abandoned as well (it waits in `scope`), so the borrowed data, on its leaked stack or
-/// owned by it, stays valid for good; a plain thread's scope spawns on the global
-/// runtime, which never shuts down. Dropping the runtime, which waits for every fiber,
-/// never abandons one.
+/// abandoned as well (it waits in `scope`), so the borrowed data, on its leaked stack,
+/// owned by it, or a thread-local of its worker's thread (which then never exits), stays
+/// valid for good; a plain thread's scope spawns on the global runtime, which never
+/// shuts down. Dropping the runtime, which waits for every fiber, never abandons one.
+///
+/// [`JoinHandle::abort`](crate::JoinHandle::abort) of the fiber that called `scope`
+/// cancels that fiber, not its scoped fibers: it unwinds out of `scope` only once they
+/// have ended on their own, as `scope` always waits for them.
 ///
 /// # Examples
 ///

@@ -170,6 +170,67 @@ fn shutdown_timeout_abandons_a_destructor_that_never_returns_and_resolves_its_ha
     assert!(handle.join().unwrap_err().is_cancelled());
 }
 
+thread_local! {
+    /// What a fiber lends out in `a_worker_that_abandons_fibers_...`.
+    static LENT: Vec<u64> = vec![7; 1024];
+}
+
+/// Whether a thread of this process is named `name`.
+fn thread_named(name: &str) -> bool {
+    std::fs::read_dir("/proc/self/task").unwrap().any(|task| {
+        let comm = task.unwrap().path().join("comm");
+        std::fs::read_to_string(comm).is_ok_and(|comm| comm.trim_end() == name)
+    })
+}
+
+#[test]
+fn a_worker_that_abandons_fibers_keeps_its_thread_and_the_thread_locals_they_lend() {
+    struct SleepsWhenDropped;
+    impl Drop for SleepsWhenDropped {
+        fn drop(&mut self) {
+            green::sleep(Duration::from_secs(3600));
+        }
+    }
+    let (read_tx, read_rx) = mpsc::channel::<()>();
+    let (sum_tx, sum_rx) = mpsc::channel();
+    within(
+        60,
+        "a fiber that lends a thread-local, abandoned",
+        move || {
+            let runtime = green::Runtime::builder()
+                .workers(1)
+                .name("lender")
+                .build()
+                .unwrap();
+            let (ready_tx, ready_rx) = mpsc::channel();
+            // The fiber lends its worker thread's `LENT` to a scoped thread, then blocks for
+            // good in a destructor as it unwinds: the scope never ends.
+            runtime.spawn(move || {
+                LENT.with(|lent| {
+                    std::thread::scope(|threads| {
+                        threads.spawn(move || {
+                            while read_rx.recv().is_ok() {
+                                sum_tx.send(lent.iter().sum::<u64>()).unwrap();
+                            }
+                        });
+                        let _sleeps = SleepsWhenDropped;
+                        ready_tx.send(()).unwrap();
+                        green::sleep(Duration::from_secs(3600));
+                    })
+                })
+            });
+            ready_rx.recv().unwrap();
+            assert!(!runtime.shutdown_timeout(Duration::from_millis(100)));
+        },
+    );
+    // The worker's thread did not exit: `LENT` is still alive for the scoped thread.
+    assert!(thread_named("lender-0"));
+    let churn: Vec<Vec<u64>> = (0..256).map(|i| vec![i; 1024]).collect();
+    read_tx.send(()).unwrap();
+    assert_eq!(sum_rx.recv().unwrap(), 7 * 1024);
+    drop(churn);
+}
+
 #[test]
 fn shutdown_timeout_does_not_wait_for_a_blocking_job_past_its_timeout() {
     let (release_tx, release_rx) = mpsc::channel::<()>();

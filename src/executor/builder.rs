@@ -362,8 +362,16 @@ impl Builder {
                 if let Some(slice) = slice {
                     sys::set_thread_slice(slice); // best effort
                 }
-                tokio.enter_for(|| Worker::new(runtime_shared, worker_shared).run());
-                let _ = exited_sender.send(thread::current().id());
+                let abandoned =
+                    tokio.enter_for(|| Worker::new(runtime_shared, worker_shared).run());
+                let _ = exited_sender.send((thread::current().id(), abandoned));
+                if abandoned {
+                    // Fibers left suspended here may lend out this thread's thread-locals:
+                    // it must never exit and free them (see `Worker::abandon_fibers`).
+                    loop {
+                        thread::park();
+                    }
+                }
             })?;
             runtime.threads.push(thread);
         }

@@ -225,7 +225,11 @@ impl Worker {
     /// the loop goes on. A panic that escapes the loop anyway is a bug of green's: the
     /// worker's fibers can then never be unwound, so it aborts the process with a
     /// message, as std does for a panic during a panic.
-    pub(crate) fn run(&self) {
+    ///
+    /// Returns whether fibers were abandoned at a shutdown's deadline: the thread must
+    /// then never exit (see `Worker::abandon_fibers`).
+    #[must_use = "a thread whose worker abandoned fibers must never exit"]
+    pub(crate) fn run(&self) -> bool {
         let mut on_this_thread = OnThisThread::enter(self);
         self.note_cpu();
         let switches = crate::sys::involuntary_switches().unwrap_or(0);
@@ -261,8 +265,9 @@ impl Worker {
                 }
             }
         }
-        self.shut_down();
+        let abandoned = self.shut_down();
         on_this_thread.finished = true;
+        abandoned
     }
 
     /// Moves wakes and start messages from the injector into the run queue.

@@ -20,8 +20,11 @@ impl Worker {
     ///    stderr, left suspended with their stacks leaked, their tasks resolved as
     ///    cancelled;
     /// 4. refuses messages and closes the reactor.
-    pub(super) fn shut_down(&self) {
+    ///
+    /// Returns whether it abandoned fibers.
+    pub(super) fn shut_down(&self) -> bool {
         let deadline = self.runtime.deadline();
+        let mut abandoned = false;
         for entry in self.fibers.borrow().iter().map(|(_, entry)| entry) {
             // SAFETY: a fiber in the slab keeps its task alive.
             let header = unsafe { &*entry.header };
@@ -47,6 +50,7 @@ impl Worker {
                 None if self.fibers.borrow().is_empty() => break,
                 None if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
                     self.abandon_fibers();
+                    abandoned = true;
                     break;
                 }
                 None => self.wait_until(deadline),
@@ -59,6 +63,7 @@ impl Worker {
         while self.shared.injector.pop().is_some() {}
         self.drop_unstarted();
         self.queue.borrow_mut().clear();
+        abandoned
     }
 
     /// Drops the tasks waiting to start here: their handles resolve to cancelled.
@@ -92,6 +97,11 @@ impl Worker {
     /// reference count (a wait list of `green::sync`, a join cell; see [`BlockedFiber`]),
     /// and a later notifier must find its task header alive. Its wake then goes to this
     /// closed worker and is dropped.
+    ///
+    /// The worker's thread then never exits (it parks for good once the runtime is told):
+    /// a frame on an abandoned fiber's stack may lend out one of the thread's
+    /// thread-locals (inside `LocalKey::with`, to a thread of `std::thread::scope` or a
+    /// fiber of `green::scope`), which the thread's exit would free under the borrower.
     pub(super) fn abandon_fibers(&self) {
         let left: Vec<Entry> = self.fibers.borrow_mut().drain().collect();
         eprintln!(
