@@ -38,6 +38,12 @@
 //! unwound again, and if it keeps doing so the process aborts with a message, since the
 //! fiber's destructors can then never complete.
 //!
+//! A fiber suspended in the middle of unwinding a panic of its own (a destructor that
+//! suspends) is not unwound again when dropped, since no panic may leave a destructor
+//! during an unwinding: it is resumed instead (its `suspend` returns) and goes on with
+//! its own unwinding. While it is suspended so, `std::thread::panicking()` is true on its
+//! whole thread: std counts panics per thread, not per stack.
+//!
 //! # Threads
 //!
 //! A fiber is `!Send`: once it has run, its stack may hold addresses of the thread's
@@ -141,6 +147,9 @@ pub struct Fiber<T> {
     /// The guard page's description for the overflow handler: in the stack's header,
     /// registered on this thread from `with_stack` until the fiber drops.
     guard: NonNull<Guard>,
+    /// It suspended in the middle of unwinding a panic of its own (a destructor that
+    /// suspends), as far as [`resume`](Fiber::resume) can tell (see `switch_noting`).
+    unwinding: bool,
     /// `T` comes out of the fiber; `*mut` makes the fiber `!Send` and `!Sync`.
     _marker: PhantomData<*mut T>,
 }
@@ -447,6 +456,7 @@ impl<T: 'static> Fiber<T> {
             closure,
             drop_closure: drop_closure::<F>,
             guard,
+            unwinding: false,
             _marker: PhantomData,
         })
     }
@@ -470,8 +480,23 @@ impl<T> Fiber<T> {
         if self.state != State::Suspended {
             self.start();
         }
-        let message = self.switch_in(MSG_RESUME);
+        let message = self.switch_noting(MSG_RESUME);
         self.outcome(message)
+    }
+
+    /// `switch_in`, noting whether the fiber suspends in the middle of unwinding a panic
+    /// of its own. std counts panics per thread: such a fiber leaves the count raised
+    /// after it suspends, so a count that was zero before the switch and is not after it
+    /// is the fiber's; one that was raised already (the fiber resumed from a destructor
+    /// during the resumer's unwinding, or it was unwinding before) leaves what was known.
+    #[inline]
+    fn switch_noting(&mut self, message: usize) -> usize {
+        let panicking_before = std::thread::panicking();
+        let reply = self.switch_in(message);
+        self.unwinding = reply == MSG_YIELDED
+            && std::thread::panicking()
+            && (self.unwinding || !panicking_before);
+        reply
     }
 
     /// Marks an unstarted fiber as started, out of the path of every later resume;
@@ -600,7 +625,15 @@ impl<T> Fiber<T> {
     /// Unwinds a suspended fiber's stack so its destructors run.
     fn force_unwind(&mut self) {
         for _ in 0..MAX_UNWIND_ATTEMPTS {
-            let reply = self.switch_in(MSG_UNWIND);
+            // One that suspended in the middle of unwinding (in a destructor) cannot take
+            // another unwind there: it would leave a destructor during an unwinding, which
+            // aborts the process. Resumed plainly, it goes on with its own.
+            let message = if self.unwinding {
+                MSG_RESUME
+            } else {
+                MSG_UNWIND
+            };
+            let reply = self.switch_noting(message);
             if reply != MSG_YIELDED {
                 // The value or payload (normally our own `ForcedUnwind`) is dropped here; a
                 // panic from its destructor is not ours to report.

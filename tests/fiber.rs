@@ -142,6 +142,37 @@ fn nested_frames(depth: usize, count: &Rc<Cell<usize>>, suspender: &green::fiber
 }
 
 #[test]
+fn dropping_a_fiber_suspended_as_it_unwinds_lets_it_unwind_on() {
+    // A destructor that suspends as its fiber unwinds from a panic: the fiber cannot take
+    // a forced unwind there (the process would abort); dropping it goes on with its own.
+    struct SuspendsWhenDropped<'a> {
+        suspender: &'a green::fiber::Suspender,
+        _count: Counted,
+    }
+    impl Drop for SuspendsWhenDropped<'_> {
+        fn drop(&mut self) {
+            self.suspender.suspend();
+        }
+    }
+    let drops = Rc::new(Cell::new(0));
+    let count = drops.clone();
+    let mut fiber = Fiber::new(move |suspender| {
+        let _outer = Counted(count.clone());
+        let _suspends = SuspendsWhenDropped {
+            suspender,
+            _count: Counted(count.clone()),
+        };
+        panic!("the fiber's own panic");
+    })
+    .unwrap();
+    expect_yield(fiber.resume());
+    assert_eq!(drops.get(), 0);
+    drop(fiber);
+    assert_eq!(drops.get(), 2, "both destructors ran");
+    assert!(!std::thread::panicking());
+}
+
+#[test]
 fn dropping_an_unstarted_fiber_drops_its_closure_once() {
     let drops = Rc::new(Cell::new(0));
     let captured = Counted(drops.clone());
