@@ -13,12 +13,15 @@ fn main() -> std::io::Result<()> {
     let mut fibers = Vec::new();
     for name in ["ping", "pong"] {
         let log = log.clone();
-        fibers.push(Fiber::new(move |suspender| {
-            for count in 1..=3 {
-                log.borrow_mut().push(format!("{name} {count}"));
-                suspender.suspend();
-            }
-        })?);
+        // SAFETY: the fiber is not leaked while started.
+        fibers.push(unsafe {
+            Fiber::new(move |suspender| {
+                for count in 1..=3 {
+                    log.borrow_mut().push(format!("{name} {count}"));
+                    suspender.suspend();
+                }
+            })
+        }?);
     }
     while fibers.iter().any(|fiber| !fiber.is_finished()) {
         for fiber in fibers.iter_mut().filter(|fiber| !fiber.is_finished()) {
@@ -32,14 +35,17 @@ fn main() -> std::io::Result<()> {
     // 2. A generator: the fiber hands out values through shared state, one per resume.
     let next = Rc::new(RefCell::new(None));
     let slot = next.clone();
-    let mut fibonacci = Fiber::new(move |suspender| {
-        let (mut a, mut b) = (0u64, 1u64);
-        loop {
-            *slot.borrow_mut() = Some(a);
-            suspender.suspend();
-            (a, b) = (b, a + b);
-        }
-    })?;
+    // SAFETY: the fiber is not leaked while started.
+    let mut fibonacci = unsafe {
+        Fiber::new(move |suspender| {
+            let (mut a, mut b) = (0u64, 1u64);
+            loop {
+                *slot.borrow_mut() = Some(a);
+                suspender.suspend();
+                (a, b) = (b, a + b);
+            }
+        })
+    }?;
     let mut values = Vec::new();
     for _ in 0..10 {
         let _: Resume<()> = fibonacci.resume();
@@ -51,7 +57,8 @@ fn main() -> std::io::Result<()> {
 
     // 3. A panic stays inside its fiber and comes back as a value.
     std::panic::set_hook(Box::new(|_| {}));
-    let mut failing = Fiber::<()>::new(|_| panic!("something went wrong"))?;
+    // SAFETY: the fiber is not leaked while started.
+    let mut failing = unsafe { Fiber::<()>::new(|_| panic!("something went wrong")) }?;
     if let Resume::Panicked(payload) = failing.resume() {
         println!("caught: {}", payload.downcast_ref::<&str>().unwrap_or(&"?"));
     }

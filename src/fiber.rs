@@ -6,13 +6,16 @@
 //! ```
 //! use green::fiber::{Fiber, Resume};
 //!
-//! let mut fiber = Fiber::new(|suspender| {
-//!     for i in 0..3 {
-//!         println!("fiber: step {i}");
-//!         suspender.suspend();
-//!     }
-//!     "done"
-//! })
+//! // SAFETY: the fiber is not leaked (see "Leaking a started fiber").
+//! let mut fiber = unsafe {
+//!     Fiber::new(|suspender| {
+//!         for i in 0..3 {
+//!             println!("fiber: step {i}");
+//!             suspender.suspend();
+//!         }
+//!         "done"
+//!     })
+//! }
 //! .unwrap();
 //!
 //! let mut steps = 0;
@@ -43,6 +46,29 @@
 //! during an unwinding: it is resumed instead (its `suspend` returns) and goes on with
 //! its own unwinding. While it is suspended so, `std::thread::panicking()` is true on its
 //! whole thread: std counts panics per thread, not per stack.
+//!
+//! # Leaking a started fiber
+//!
+//! Making a fiber is `unsafe`, for one rule its caller keeps: **once a fiber has started,
+//! it must not be leaked (`mem::forget`, a reference cycle, `Box::leak`) before it has
+//! finished, unless its thread never exits.** Dropping it is always fine (the drop unwinds
+//! it), and so is leaking one that never started or has finished.
+//!
+//! A leaked fiber keeps the frames on its stack for good, never run again and never
+//! unwound, and its stack stays mapped: data those frames own stays valid. The thread's
+//! thread-locals do not stay: they are freed when the thread exits. A frame inside
+//! `LocalKey::with` may have lent one to another thread (through `std::thread::scope`,
+//! whose scope never ends while its frame is kept), which would then read freed memory
+//! once the fiber's thread has exited. Rust cannot forbid the leak, nor can green stop
+//! the thread's exit in time, so the rule falls to the caller. green's runtimes keep it
+//! for the fibers of their tasks: they unwind every fiber at shutdown, and a worker
+//! thread that has to abandon fibers at a deadline never exits.
+//!
+//! Without `unsafe`, no fiber is made:
+//!
+//! ```compile_fail,E0133
+//! let fiber = green::fiber::Fiber::new(|_| ());
+//! ```
 //!
 //! # Threads
 //!
@@ -365,11 +391,16 @@ impl<T: 'static> Fiber<T> {
     ///
     /// As [`Stack::new`], if the pool is empty and a new stack cannot be mapped (for example
     /// past `vm.max_map_count`).
-    pub fn new<F>(f: F) -> io::Result<Fiber<T>>
+    ///
+    /// # Safety
+    ///
+    /// Once started, the fiber must not be leaked before it has finished if its thread can
+    /// exit afterwards (see [Leaking a started fiber](self#leaking-a-started-fiber)).
+    pub unsafe fn new<F>(f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,
     {
-        Fiber::with_stack_size(DEFAULT_STACK_SIZE, f)
+        Fiber::on_stack::<F, false>(stack::take(DEFAULT_STACK_SIZE)?, f)
     }
 
     /// A fiber with a stack of `size` bytes (rounded up to pages) from this thread's pool.
@@ -378,11 +409,16 @@ impl<T: 'static> Fiber<T> {
     ///
     /// [`io::ErrorKind::InvalidInput`] for a size out of range, otherwise as
     /// [`Stack::new`].
-    pub fn with_stack_size<F>(size: usize, f: F) -> io::Result<Fiber<T>>
+    ///
+    /// # Safety
+    ///
+    /// Once started, the fiber must not be leaked before it has finished if its thread can
+    /// exit afterwards (see [Leaking a started fiber](self#leaking-a-started-fiber)).
+    pub unsafe fn with_stack_size<F>(size: usize, f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,
     {
-        Fiber::with_stack(stack::take(size)?, f)
+        Fiber::on_stack::<F, false>(stack::take(size)?, f)
     }
 
     /// A fiber on the given stack. When the fiber drops, the stack goes to this thread's
@@ -392,7 +428,23 @@ impl<T: 'static> Fiber<T> {
     ///
     /// [`io::ErrorKind::InvalidInput`] if the closure is too large to fit in a quarter of
     /// the stack.
-    pub fn with_stack<F>(stack: Stack, f: F) -> io::Result<Fiber<T>>
+    ///
+    /// # Safety
+    ///
+    /// Once started, the fiber must not be leaked before it has finished if its thread can
+    /// exit afterwards (see [Leaking a started fiber](self#leaking-a-started-fiber)).
+    pub unsafe fn with_stack<F>(stack: Stack, f: F) -> io::Result<Fiber<T>>
+    where
+        F: FnOnce(&Suspender) -> T + 'static,
+    {
+        Fiber::on_stack::<F, false>(stack, f)
+    }
+
+    /// `with_stack` for the runtime's own fibers, which keep the rule of
+    /// [Leaking a started fiber](self#leaking-a-started-fiber): a worker unwinds every
+    /// fiber it holds before its thread exits, or never exits (see
+    /// `Worker::abandon_fibers`).
+    pub(crate) fn for_task<F>(stack: Stack, f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,
     {
@@ -788,10 +840,13 @@ mod tests {
 
     #[test]
     fn a_split_resume_runs_the_fiber_as_resume_does() {
-        let mut fiber = Fiber::new(|suspender| {
-            suspender.suspend();
-            7
-        })
+        // SAFETY: the fiber is not leaked while started.
+        let mut fiber = unsafe {
+            Fiber::new(|suspender| {
+                suspender.suspend();
+                7
+            })
+        }
         .unwrap();
         let running = fiber.begin_resume().expect("suspended");
         assert!(fiber.is_running());
@@ -806,8 +861,13 @@ mod tests {
 
     #[test]
     fn another_fibers_switch_is_refused() {
-        let mut a = Fiber::new(|suspender| suspender.suspend()).unwrap();
-        let mut b = Fiber::new(|suspender| suspender.suspend()).unwrap();
+        // SAFETY: neither fiber is leaked while started.
+        let (mut a, mut b) = unsafe {
+            (
+                Fiber::new(|suspender| suspender.suspend()).unwrap(),
+                Fiber::new(|suspender| suspender.suspend()).unwrap(),
+            )
+        };
         let switched_b = b.begin_resume().unwrap().switch();
         let switched_a = a.begin_resume().unwrap().switch();
         let wrong = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -335,9 +335,11 @@ fn a_cancellation_delivered_in_a_fiber_of_the_task_s_own_unwinds_the_task_at_its
         one_worker().run(|| {
             let (tx, rx) = mpsc::channel();
             let task = green::spawn(move || {
-                let mut fiber =
+                // SAFETY: the fiber is not leaked while started.
+                let mut fiber = unsafe {
                     green::fiber::Fiber::new(|_: &green::fiber::Suspender| green::sleep(FOREVER))
-                        .unwrap();
+                }
+                .unwrap();
                 let panicked = matches!(fiber.resume(), green::fiber::Resume::Panicked(_));
                 tx.send(panicked).unwrap();
                 green::sleep(FOREVER);

@@ -39,7 +39,8 @@ fn expect_finished<T>(resume: Resume<T>) -> T {
 fn nothing_runs_before_the_first_resume() {
     let ran = Rc::new(Cell::new(false));
     let flag = ran.clone();
-    let mut fiber = Fiber::new(move |_| flag.set(true)).unwrap();
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe { Fiber::new(move |_| flag.set(true)) }.unwrap();
     assert!(!ran.get());
     assert!(!fiber.is_started());
     expect_finished(fiber.resume());
@@ -51,13 +52,16 @@ fn nothing_runs_before_the_first_resume() {
 fn resume_runs_until_each_suspend_then_returns_the_value() {
     let log = Rc::new(RefCell::new(Vec::new()));
     let inner = log.clone();
-    let mut fiber = Fiber::new(move |suspender| {
-        for step in 0..3 {
-            inner.borrow_mut().push(format!("fiber {step}"));
-            suspender.suspend();
-        }
-        String::from("result")
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::new(move |suspender| {
+            for step in 0..3 {
+                inner.borrow_mut().push(format!("fiber {step}"));
+                suspender.suspend();
+            }
+            String::from("result")
+        })
+    }
     .unwrap();
     for step in 0..3 {
         expect_yield(fiber.resume());
@@ -72,10 +76,13 @@ fn resume_runs_until_each_suspend_then_returns_the_value() {
 
 #[test]
 fn a_panic_in_the_fiber_comes_back_as_its_payload() {
-    let mut fiber = Fiber::<()>::new(|suspender| {
-        suspender.suspend();
-        panic!("fiber failed with code {}", black_box(7));
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::<()>::new(|suspender| {
+            suspender.suspend();
+            panic!("fiber failed with code {}", black_box(7));
+        })
+    }
     .unwrap();
     expect_yield(fiber.resume());
     match fiber.resume() {
@@ -93,9 +100,11 @@ fn a_panic_in_the_fiber_comes_back_as_its_payload() {
 #[test]
 fn the_resumer_keeps_running_after_a_fiber_panics() {
     for round in 0..10 {
-        let mut fiber = Fiber::<u32>::new(move |_| panic!("round {round}")).unwrap();
+        // SAFETY: the fiber is not leaked while started.
+        let mut fiber = unsafe { Fiber::<u32>::new(move |_| panic!("round {round}")) }.unwrap();
         assert!(matches!(fiber.resume(), Resume::Panicked(_)));
-        let mut healthy = Fiber::new(move |_| round * 2).unwrap();
+        // SAFETY: the fiber is not leaked while started.
+        let mut healthy = unsafe { Fiber::new(move |_| round * 2) }.unwrap();
         assert_eq!(expect_finished(healthy.resume()), round * 2);
     }
 }
@@ -103,7 +112,8 @@ fn the_resumer_keeps_running_after_a_fiber_panics() {
 #[test]
 #[should_panic(expected = "resumed a fiber that has finished")]
 fn resuming_a_finished_fiber_panics_with_a_clear_message() {
-    let mut fiber = Fiber::new(|_| ()).unwrap();
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe { Fiber::new(|_| ()) }.unwrap();
     expect_finished(fiber.resume());
     let _ = fiber.resume();
 }
@@ -113,11 +123,14 @@ fn dropping_a_suspended_fiber_runs_every_destructor_on_its_stack() {
     let drops = Rc::new(Cell::new(0));
     let after_suspend = Rc::new(Cell::new(false));
     let (count, flag) = (drops.clone(), after_suspend.clone());
-    let mut fiber = Fiber::new(move |suspender| {
-        let _outer = Counted(count.clone());
-        nested_frames(3, &count, suspender);
-        flag.set(true);
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::new(move |suspender| {
+            let _outer = Counted(count.clone());
+            nested_frames(3, &count, suspender);
+            flag.set(true);
+        })
+    }
     .unwrap();
     expect_yield(fiber.resume());
     assert_eq!(drops.get(), 0);
@@ -156,14 +169,17 @@ fn dropping_a_fiber_suspended_as_it_unwinds_lets_it_unwind_on() {
     }
     let drops = Rc::new(Cell::new(0));
     let count = drops.clone();
-    let mut fiber = Fiber::new(move |suspender| {
-        let _outer = Counted(count.clone());
-        let _suspends = SuspendsWhenDropped {
-            suspender,
-            _count: Counted(count.clone()),
-        };
-        panic!("the fiber's own panic");
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::new(move |suspender| {
+            let _outer = Counted(count.clone());
+            let _suspends = SuspendsWhenDropped {
+                suspender,
+                _count: Counted(count.clone()),
+            };
+            panic!("the fiber's own panic");
+        })
+    }
     .unwrap();
     expect_yield(fiber.resume());
     assert_eq!(drops.get(), 0);
@@ -176,7 +192,8 @@ fn dropping_a_fiber_suspended_as_it_unwinds_lets_it_unwind_on() {
 fn dropping_an_unstarted_fiber_drops_its_closure_once() {
     let drops = Rc::new(Cell::new(0));
     let captured = Counted(drops.clone());
-    let fiber = Fiber::new(move |_| drop(captured)).unwrap();
+    // SAFETY: the fiber is not leaked while started.
+    let fiber = unsafe { Fiber::new(move |_| drop(captured)) }.unwrap();
     assert_eq!(drops.get(), 0);
     drop(fiber);
     assert_eq!(drops.get(), 1);
@@ -187,10 +204,13 @@ fn a_finished_fiber_drops_its_captures_and_result_exactly_once() {
     let drops = Rc::new(Cell::new(0));
     let captured = Counted(drops.clone());
     let result_count = drops.clone();
-    let mut fiber = Fiber::new(move |_| {
-        let _keep = captured;
-        Counted(result_count)
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::new(move |_| {
+            let _keep = captured;
+            Counted(result_count)
+        })
+    }
     .unwrap();
     let result = expect_finished(fiber.resume());
     assert_eq!(
@@ -212,12 +232,15 @@ fn a_finished_fiber_drops_its_captures_and_result_exactly_once() {
 fn the_forced_unwind_carries_a_forced_unwind_payload() {
     let seen = Rc::new(Cell::new(false));
     let flag = seen.clone();
-    let mut fiber = Fiber::new(move |suspender| {
-        let caught = panic::catch_unwind(AssertUnwindSafe(|| suspender.suspend()));
-        let payload = caught.expect_err("the suspension must unwind");
-        flag.set(payload.is::<ForcedUnwind>());
-        panic::resume_unwind(payload);
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::new(move |suspender| {
+            let caught = panic::catch_unwind(AssertUnwindSafe(|| suspender.suspend()));
+            let payload = caught.expect_err("the suspension must unwind");
+            flag.set(payload.is::<ForcedUnwind>());
+            panic::resume_unwind(payload);
+        })
+    }
     .unwrap();
     expect_yield(fiber.resume());
     drop(fiber);
@@ -229,15 +252,18 @@ fn a_fiber_that_swallows_the_unwind_and_suspends_again_is_unwound_again() {
     let unwinds = Rc::new(Cell::new(0));
     let drops = Rc::new(Cell::new(0));
     let (seen, count) = (unwinds.clone(), drops.clone());
-    let mut fiber = Fiber::new(move |suspender| {
-        let _guard = Counted(count.clone());
-        for _ in 0..3 {
-            let _inner = Counted(count.clone());
-            if panic::catch_unwind(AssertUnwindSafe(|| suspender.suspend())).is_err() {
-                seen.set(seen.get() + 1);
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::new(move |suspender| {
+            let _guard = Counted(count.clone());
+            for _ in 0..3 {
+                let _inner = Counted(count.clone());
+                if panic::catch_unwind(AssertUnwindSafe(|| suspender.suspend())).is_err() {
+                    seen.set(seen.get() + 1);
+                }
             }
-        }
-    })
+        })
+    }
     .unwrap();
     expect_yield(fiber.resume());
     drop(fiber);
@@ -253,22 +279,25 @@ fn a_fiber_that_swallows_the_unwind_and_suspends_again_is_unwound_again() {
 fn nested_fibers_switch_in_the_expected_order() {
     let log = Rc::new(RefCell::new(Vec::<&'static str>::new()));
     let outer_log = log.clone();
-    let mut outer = Fiber::new(move |outer_suspender| {
-        let inner_log = outer_log.clone();
-        let mut inner = Fiber::new(move |inner_suspender| {
-            inner_log.borrow_mut().push("inner 1");
-            inner_suspender.suspend();
-            inner_log.borrow_mut().push("inner 2");
-            10
+    // SAFETY: the fiber is not leaked while started.
+    let mut outer = unsafe {
+        Fiber::new(move |outer_suspender| {
+            let inner_log = outer_log.clone();
+            let mut inner = Fiber::new(move |inner_suspender| {
+                inner_log.borrow_mut().push("inner 1");
+                inner_suspender.suspend();
+                inner_log.borrow_mut().push("inner 2");
+                10
+            })
+            .unwrap();
+            outer_log.borrow_mut().push("outer 1");
+            expect_yield(inner.resume());
+            outer_log.borrow_mut().push("outer 2");
+            outer_suspender.suspend();
+            outer_log.borrow_mut().push("outer 3");
+            expect_finished(inner.resume()) + 1
         })
-        .unwrap();
-        outer_log.borrow_mut().push("outer 1");
-        expect_yield(inner.resume());
-        outer_log.borrow_mut().push("outer 2");
-        outer_suspender.suspend();
-        outer_log.borrow_mut().push("outer 3");
-        expect_finished(inner.resume()) + 1
-    })
+    }
     .unwrap();
     expect_yield(outer.resume());
     log.borrow_mut().push("main");
@@ -287,13 +316,16 @@ fn many_fibers_interleave_round_robin() {
     let mut fibers: Vec<_> = (0..fibers_count)
         .map(|id| {
             let log = log.clone();
-            Fiber::new(move |suspender| {
-                for step in 0..steps {
-                    log.borrow_mut().push((step, id));
-                    suspender.suspend();
-                }
-                id
-            })
+            // SAFETY: the fiber is not leaked while started.
+            unsafe {
+                Fiber::new(move |suspender| {
+                    for step in 0..steps {
+                        log.borrow_mut().push((step, id));
+                        suspender.suspend();
+                    }
+                    id
+                })
+            }
             .unwrap()
         })
         .collect();
@@ -327,7 +359,8 @@ fn deep_but_legal_recursion_completes() {
     // 60 frames of over 1 KiB each (about 3 KiB in debug builds) on the default stack.
     let depth = 60;
     let expected = recurse(depth);
-    let mut fiber = Fiber::new(move |_| recurse(depth)).unwrap();
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe { Fiber::new(move |_| recurse(depth)) }.unwrap();
     assert_eq!(expect_finished(fiber.resume()), expected);
 }
 
@@ -335,7 +368,9 @@ fn deep_but_legal_recursion_completes() {
 fn recursion_close_to_a_custom_stack_size_completes() {
     let depth = 400; // ~400 KiB of frames
     let expected = recurse(depth);
-    let mut fiber = Fiber::with_stack_size(2 * 1024 * 1024, move |_| recurse(depth)).unwrap();
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber =
+        unsafe { Fiber::with_stack_size(2 * 1024 * 1024, move |_| recurse(depth)) }.unwrap();
     assert_eq!(fiber.stack_size(), 2 * 1024 * 1024);
     assert_eq!(expect_finished(fiber.resume()), expected);
 }
@@ -364,16 +399,19 @@ fn aligned_locals_at_depth(depth: u32) -> (usize, usize) {
 
 #[test]
 fn aligned_locals_are_aligned_inside_a_fiber() {
-    let mut fiber = Fiber::new(|suspender| {
-        let mut addresses = Vec::new();
-        for depth in 0..4 {
-            addresses.push(aligned_locals_at_depth(depth));
-            suspender.suspend();
-            let local = Aligned16([3; 16]);
-            addresses.push((black_box(&local) as *const Aligned16 as usize, 0));
-        }
-        addresses
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::new(|suspender| {
+            let mut addresses = Vec::new();
+            for depth in 0..4 {
+                addresses.push(aligned_locals_at_depth(depth));
+                suspender.suspend();
+                let local = Aligned16([3; 16]);
+                addresses.push((black_box(&local) as *const Aligned16 as usize, 0));
+            }
+            addresses
+        })
+    }
     .unwrap();
     let addresses = loop {
         match fiber.resume() {
@@ -390,16 +428,19 @@ fn aligned_locals_are_aligned_inside_a_fiber() {
 
 #[test]
 fn a_fiber_keeps_floating_point_values_across_suspensions() {
-    let mut fiber = Fiber::new(|suspender| {
-        let mut x = black_box(1.0f64);
-        let mut y = black_box(0.5f32);
-        for _ in 0..100 {
-            x = x * 1.000_001 + 0.25;
-            y = y * 0.999 + 0.125;
-            suspender.suspend();
-        }
-        (x, y)
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::new(|suspender| {
+            let mut x = black_box(1.0f64);
+            let mut y = black_box(0.5f32);
+            for _ in 0..100 {
+                x = x * 1.000_001 + 0.25;
+                y = y * 0.999 + 0.125;
+                suspender.suspend();
+            }
+            (x, y)
+        })
+    }
     .unwrap();
     let (mut x, mut y) = (black_box(1.0f64), black_box(0.5f32));
     for _ in 0..100 {
@@ -426,7 +467,10 @@ fn marker_frame_resuming_fiber(fiber: &mut Fiber<String>) -> String {
 
 #[test]
 fn a_backtrace_inside_a_fiber_walks_into_the_resumer() {
-    assert_backtrace_walks_into_the_resumer(Fiber::new(|_| marker_frame_inside_fiber()).unwrap());
+    // SAFETY: the fiber is not leaked while started.
+    assert_backtrace_walks_into_the_resumer(
+        unsafe { Fiber::new(|_| marker_frame_inside_fiber()) }.unwrap(),
+    );
 }
 
 /// Runs `fiber`, which returns a backtrace taken inside it, and checks that the backtrace
@@ -452,10 +496,13 @@ fn assert_backtrace_walks_into_the_resumer(mut fiber: Fiber<String>) {
 
 #[test]
 fn a_backtrace_walks_out_of_nested_fibers() {
-    let mut outer = Fiber::new(|_| {
-        let mut inner = Fiber::new(|_| marker_frame_inside_fiber()).unwrap();
-        marker_frame_resuming_fiber(&mut inner)
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut outer = unsafe {
+        Fiber::new(|_| {
+            let mut inner = Fiber::new(|_| marker_frame_inside_fiber()).unwrap();
+            marker_frame_resuming_fiber(&mut inner)
+        })
+    }
     .unwrap();
     let trace = expect_finished(outer.resume());
     assert_eq!(
@@ -470,7 +517,8 @@ fn a_backtrace_walks_out_of_nested_fibers() {
 
 #[test]
 fn a_fiber_has_its_name() {
-    let mut fiber = Fiber::new(|_| ()).unwrap();
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe { Fiber::new(|_| ()) }.unwrap();
     assert_eq!(fiber.name(), None);
     fiber.set_name("worker-7");
     assert_eq!(fiber.name(), Some("worker-7"));
@@ -486,10 +534,13 @@ fn a_fiber_has_its_name() {
 )]
 fn a_dropped_fiber_stack_is_reused_by_the_next_fiber() {
     fn local_address() -> usize {
-        let mut fiber = Fiber::new(|_| {
-            let local = black_box(0u8);
-            &local as *const u8 as usize
-        })
+        // SAFETY: the fiber is not leaked while started.
+        let mut fiber = unsafe {
+            Fiber::new(|_| {
+                let local = black_box(0u8);
+                &local as *const u8 as usize
+            })
+        }
         .unwrap();
         expect_finished(fiber.resume())
     }
@@ -504,7 +555,8 @@ fn a_dropped_fiber_stack_is_reused_by_the_next_fiber() {
 #[test]
 fn stack_sizes_out_of_range_are_refused_with_a_clear_error() {
     for size in [0, 1, 4096, 16 * 1024 - 1, usize::MAX] {
-        let error = Fiber::with_stack_size(size, |_| ()).unwrap_err();
+        // SAFETY: the fiber is not leaked while started.
+        let error = unsafe { Fiber::with_stack_size(size, |_| ()) }.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
         let message = error.to_string();
         assert!(message.contains(&size.to_string()), "{message}");
@@ -517,7 +569,8 @@ fn stack_sizes_out_of_range_are_refused_with_a_clear_error() {
 
 #[test]
 fn stack_sizes_round_up_to_whole_pages() {
-    let fiber = Fiber::with_stack_size(20_000, |_| ()).unwrap();
+    // SAFETY: the fiber is not leaked while started.
+    let fiber = unsafe { Fiber::with_stack_size(20_000, |_| ()) }.unwrap();
     let page = 4096;
     assert_eq!(fiber.stack_size(), 20_000usize.div_ceil(page) * page);
 }
@@ -525,14 +578,17 @@ fn stack_sizes_round_up_to_whole_pages() {
 #[test]
 fn thousands_of_switches_keep_state_on_both_sides() {
     let rounds: u64 = if NATIVE { 100_000 } else { 5_000 };
-    let mut fiber = Fiber::new(move |suspender| {
-        let mut sum = 0u64;
-        for i in 0..rounds {
-            sum = sum.wrapping_add(i * i);
-            suspender.suspend();
-        }
-        sum
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::new(move |suspender| {
+            let mut sum = 0u64;
+            for i in 0..rounds {
+                sum = sum.wrapping_add(i * i);
+                suspender.suspend();
+            }
+            sum
+        })
+    }
     .unwrap();
     let mut expected = 0u64;
     for i in 0..rounds {
@@ -544,10 +600,8 @@ fn thousands_of_switches_keep_state_on_both_sides() {
 
 /// A fiber that shares its thread's floating-point control state, with the default stack.
 fn shared_fiber<T: 'static>(f: impl FnOnce(&green::fiber::Suspender) -> T + 'static) -> Fiber<T> {
-    Builder::new()
-        .float_control(FloatControl::Shared)
-        .build(f)
-        .unwrap()
+    // SAFETY: the tests do not leak their fibers while started.
+    unsafe { Builder::new().float_control(FloatControl::Shared).build(f) }.unwrap()
 }
 
 #[test]
@@ -594,15 +648,18 @@ fn a_backtrace_walks_out_of_a_fiber_that_shares_float_control() {
 fn fibers_of_both_float_controls_nest_inside_each_other() {
     // Each fiber resumes one of the other kind, so every pairing of switch variants runs.
     let mut outer = shared_fiber(|suspender| {
-        let mut inner = Fiber::new(|suspender| {
-            let mut innermost = shared_fiber(|suspender| {
+        // SAFETY: the fiber is not leaked while started.
+        let mut inner = unsafe {
+            Fiber::new(|suspender| {
+                let mut innermost = shared_fiber(|suspender| {
+                    suspender.suspend();
+                    3
+                });
+                expect_yield(innermost.resume());
                 suspender.suspend();
-                3
-            });
-            expect_yield(innermost.resume());
-            suspender.suspend();
-            expect_finished(innermost.resume()) * 2
-        })
+                expect_finished(innermost.resume()) * 2
+            })
+        }
         .unwrap();
         expect_yield(inner.resume());
         suspender.suspend();
@@ -614,11 +671,14 @@ fn fibers_of_both_float_controls_nest_inside_each_other() {
 
 #[test]
 fn the_builder_sets_stack_size_and_name() {
-    let mut fiber = Builder::new()
-        .stack_size(300_000)
-        .name("parser")
-        .build(|_| recurse(40))
-        .unwrap();
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Builder::new()
+            .stack_size(300_000)
+            .name("parser")
+            .build(|_| recurse(40))
+    }
+    .unwrap();
     assert_eq!(fiber.stack_size(), 300_000usize.div_ceil(4096) * 4096);
     assert_eq!(fiber.name(), Some("parser"));
     assert_eq!(expect_finished(fiber.resume()), recurse(40));
@@ -626,7 +686,8 @@ fn the_builder_sets_stack_size_and_name() {
 
 #[test]
 fn the_builder_refuses_a_stack_size_out_of_range() {
-    let error = Builder::new().stack_size(4096).build(|_| ()).unwrap_err();
+    // SAFETY: no fiber is made.
+    let error = unsafe { Builder::new().stack_size(4096).build(|_| ()) }.unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     assert!(error.to_string().contains("too small"), "{error}");
 }

@@ -35,10 +35,13 @@ fn gdb_marker_resuming_fiber(fiber: &mut Fiber<u32>) -> u32 {
 
 /// Runs a fiber with the given control-state treatment that stops at a breakpoint trap.
 fn stop_inside_a_fiber(float_control: FloatControl) {
-    let mut fiber = Builder::new()
-        .float_control(float_control)
-        .build(|_| gdb_marker_inside_fiber())
-        .unwrap();
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Builder::new()
+            .float_control(float_control)
+            .build(|_| gdb_marker_inside_fiber())
+    }
+    .unwrap();
     assert_eq!(gdb_marker_resuming_fiber(&mut fiber), 7);
 }
 

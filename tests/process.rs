@@ -339,7 +339,9 @@ fn recurse_forever(depth: u64) -> u64 {
 
 fn fiber_overflow_is_reported_and_aborts() {
     let (exit, stderr) = in_child(|| {
-        let mut fiber = Fiber::with_stack_size(64 * 1024, |_| recurse_forever(0)).unwrap();
+        // SAFETY: the fiber is not leaked while started.
+        let mut fiber =
+            unsafe { Fiber::with_stack_size(64 * 1024, |_| recurse_forever(0)) }.unwrap();
         fiber.set_name("deep-recursion");
         let _ = fiber.resume();
     });
@@ -397,7 +399,8 @@ fn a_stall_warning_names_its_task() {
 
 fn unnamed_fiber_overflow_names_its_stack() {
     let (exit, stderr) = in_child(|| {
-        let mut fiber = Fiber::new(|_| recurse_forever(0)).unwrap();
+        // SAFETY: the fiber is not leaked while started.
+        let mut fiber = unsafe { Fiber::new(|_| recurse_forever(0)) }.unwrap();
         let _ = fiber.resume();
     });
     assert_eq!(exit, Exit::Signal(libc::SIGABRT), "stderr: {stderr}");
@@ -407,12 +410,15 @@ fn unnamed_fiber_overflow_names_its_stack() {
 
 fn overflow_in_a_nested_fiber_is_reported_for_that_fiber() {
     let (exit, stderr) = in_child(|| {
-        let mut outer = Fiber::new(|_| {
-            let mut inner = Fiber::with_stack_size(32 * 1024, |_| recurse_forever(0)).unwrap();
+        let body = |_: &green::fiber::Suspender| {
+            // SAFETY: the fiber is not leaked while started.
+            let mut inner =
+                unsafe { Fiber::with_stack_size(32 * 1024, |_| recurse_forever(0)) }.unwrap();
             inner.set_name("inner");
             let _ = inner.resume();
-        })
-        .unwrap();
+        };
+        // SAFETY: the fiber is not leaked while started.
+        let mut outer = unsafe { Fiber::new(body) }.unwrap();
         outer.set_name("outer");
         let _ = outer.resume();
     });
@@ -441,12 +447,15 @@ fn a_32_kib_frame_overflowing_its_stack_is_reported() {
     let (exit, stderr) = in_child(|| {
         let stack = Stack::new(64 * 1024).unwrap();
         let bottom = stack.bottom() as usize;
-        let mut fiber = Fiber::with_stack(stack, move |_| {
-            // A few hundred bytes above the bottom, then a frame of 32 KiB.
-            descend_to(bottom + 2048, &mut || {
-                black_box(large_frame());
-            });
-        })
+        // SAFETY: the fiber is not leaked while started.
+        let mut fiber = unsafe {
+            Fiber::with_stack(stack, move |_| {
+                // A few hundred bytes above the bottom, then a frame of 32 KiB.
+                descend_to(bottom + 2048, &mut || {
+                    black_box(large_frame());
+                });
+            })
+        }
         .unwrap();
         fiber.set_name("large-frame");
         let _ = fiber.resume();
@@ -461,7 +470,8 @@ fn a_32_kib_frame_overflowing_its_stack_is_reported() {
 fn main_thread_overflow_still_gets_std_report() {
     let (exit, stderr) = in_child(|| {
         // Install green's handler first, as any program using fibers does.
-        let mut fiber = Fiber::new(|_| ()).unwrap();
+        // SAFETY: the fiber is not leaked while started.
+        let mut fiber = unsafe { Fiber::new(|_| ()) }.unwrap();
         let _ = fiber.resume();
         recurse_forever(0);
     });
@@ -474,7 +484,8 @@ fn main_thread_overflow_still_gets_std_report() {
 
 fn other_faults_keep_their_default_action() {
     let (exit, stderr) = in_child(|| {
-        let mut fiber = Fiber::new(|_| ()).unwrap();
+        // SAFETY: the fiber is not leaked while started.
+        let mut fiber = unsafe { Fiber::new(|_| ()) }.unwrap();
         let _ = fiber.resume();
         let stack = Stack::new(64 * 1024).unwrap();
         // SAFETY: not safe, on purpose: the child writes to the guard page of a stack no
@@ -487,11 +498,14 @@ fn other_faults_keep_their_default_action() {
 
 fn a_fiber_that_never_lets_its_unwind_finish_aborts_with_a_message() {
     let (exit, stderr) = in_child(|| {
-        let mut fiber = Fiber::new(|suspender| {
-            loop {
-                let _ = panic::catch_unwind(AssertUnwindSafe(|| suspender.suspend()));
-            }
-        })
+        // SAFETY: the fiber is not leaked while started.
+        let mut fiber = unsafe {
+            Fiber::new(|suspender| {
+                loop {
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| suspender.suspend()));
+                }
+            })
+        }
         .unwrap();
         assert!(matches!(fiber.resume(), Resume::<()>::Yielded));
         drop(fiber);

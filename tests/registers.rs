@@ -788,8 +788,9 @@ fn patterned_fiber(side: Side) -> Fiber<Vec<Mismatch>> {
 /// [`patterned_fiber`] with the given treatment of its floating-point control state.
 fn patterned_fiber_with(side: Side, float_control: FloatControl) -> Fiber<Vec<Mismatch>> {
     let builder = Builder::new().float_control(float_control);
-    builder
-        .build(move |suspender: &Suspender| {
+    // SAFETY: the tests do not leak their fibers while started.
+    unsafe {
+        builder.build(move |suspender: &Suspender| {
             let mut found = Vec::new();
             for round in 0..ROUNDS {
                 let mask = suspend_with_pattern(suspender, seed(round, side));
@@ -797,7 +798,8 @@ fn patterned_fiber_with(side: Side, float_control: FloatControl) -> Fiber<Vec<Mi
             }
             found
         })
-        .unwrap()
+    }
+    .unwrap()
 }
 
 /// Resumes `fiber` with the patterns of `side` until it finishes, expecting [`ROUNDS`]
@@ -896,32 +898,39 @@ fn a_fiber_that_shares_float_control_keeps_every_other_callee_saved_register() {
 #[test]
 fn callee_saved_registers_survive_switches_between_nested_fibers() {
     // Each round: thread -> outer -> inner -> outer -> thread, every hop patterned.
-    let mut outer = Fiber::new(|suspender: &Suspender| {
-        let mut inner = patterned_fiber(Side::NestedFiber);
-        let mut found = Vec::new();
-        for round in 0..ROUNDS {
-            let (mask, outcome) = resume_with_pattern(&mut inner, seed(round, Side::NestedResumer));
-            record(&mut found, Side::NestedResumer, round, mask);
-            assert!(
-                matches!(outcome, Resume::Yielded),
-                "round {round}: {outcome:?}"
-            );
-            let mask = suspend_with_pattern(suspender, seed(round, Side::Fiber));
-            record(&mut found, Side::Fiber, round, mask);
-        }
-        let (mask, outcome) = resume_with_pattern(&mut inner, seed(ROUNDS, Side::NestedResumer));
-        record(&mut found, Side::NestedResumer, ROUNDS, mask);
-        match outcome {
-            Resume::Finished(from_inner) => found.extend(from_inner),
-            Resume::Panicked(payload) => panic::resume_unwind(payload),
-            Resume::Yielded => {
-                // Dropping it would unwind it from inside `suspend_fiber`, and abort.
-                std::mem::forget(inner);
-                panic!("the inner fiber suspended more than {ROUNDS} times");
+    // SAFETY: the fiber is not leaked while started.
+    let mut outer = unsafe {
+        Fiber::new(|suspender: &Suspender| {
+            let mut inner = patterned_fiber(Side::NestedFiber);
+            let mut found = Vec::new();
+            for round in 0..ROUNDS {
+                let (mask, outcome) =
+                    resume_with_pattern(&mut inner, seed(round, Side::NestedResumer));
+                record(&mut found, Side::NestedResumer, round, mask);
+                assert!(
+                    matches!(outcome, Resume::Yielded),
+                    "round {round}: {outcome:?}"
+                );
+                let mask = suspend_with_pattern(suspender, seed(round, Side::Fiber));
+                record(&mut found, Side::Fiber, round, mask);
             }
-        }
-        found
-    })
+            let (mask, outcome) =
+                resume_with_pattern(&mut inner, seed(ROUNDS, Side::NestedResumer));
+            record(&mut found, Side::NestedResumer, ROUNDS, mask);
+            match outcome {
+                Resume::Finished(from_inner) => found.extend(from_inner),
+                Resume::Panicked(payload) => panic::resume_unwind(payload),
+                Resume::Yielded => {
+                    // Dropping it would unwind it from inside `suspend_fiber`, and abort.
+                    // Leaked while started: its frames lend out none of the thread's
+                    // thread-locals, and the test fails here anyway.
+                    std::mem::forget(inner);
+                    panic!("the inner fiber suspended more than {ROUNDS} times");
+                }
+            }
+            found
+        })
+    }
     .unwrap();
     let found = run_patterned(&mut outer, Side::Resumer);
     assert_no_mismatches(&found);
@@ -963,15 +972,18 @@ fn changed_across(seed: u64, switch: impl FnOnce()) -> Vec<&'static str> {
 
 #[test]
 fn values_live_across_suspend_and_resume_keep_their_values() {
-    let mut fiber = Fiber::new(|suspender: &Suspender| {
-        for round in 0..ROUNDS {
-            let changed = changed_across(seed(round, Side::Fiber), || suspender.suspend());
-            assert!(
-                changed.is_empty(),
-                "round {round}, in the fiber: {changed:?}"
-            );
-        }
-    })
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Fiber::new(|suspender: &Suspender| {
+            for round in 0..ROUNDS {
+                let changed = changed_across(seed(round, Side::Fiber), || suspender.suspend());
+                assert!(
+                    changed.is_empty(),
+                    "round {round}, in the fiber: {changed:?}"
+                );
+            }
+        })
+    }
     .unwrap();
     for round in 0..=ROUNDS {
         let mut outcome = None;
@@ -1038,7 +1050,8 @@ fn a_new_fiber_starts_with_the_float_control_state_of_the_thread_that_made_it() 
     let made_with = (original.0 | 0x6000, original.1 | 0x0C00);
     // SAFETY: only the rounding mode changes, and it is put back before any arithmetic.
     unsafe { set_float_control(made_with.0, made_with.1) };
-    let fiber = Fiber::new(|_| float_control());
+    // SAFETY: the fiber is not leaked while started.
+    let fiber = unsafe { Fiber::new(|_| float_control()) };
     // SAFETY: the state read above, unchanged.
     unsafe { set_float_control(original.0, original.1) };
     // The first resume runs the fiber under the maker's state, the last switch back
@@ -1070,7 +1083,7 @@ fn a_new_fiber_starts_with_the_float_control_state_of_the_thread_that_made_it() 
 fn each_side_keeps_its_float_control_when_the_fiber_flips(mxcsr_bits: u32, control_word_bits: u16) {
     let original = float_control();
     let own = (original.0 ^ mxcsr_bits, original.1 ^ control_word_bits);
-    let mut fiber = Fiber::new(move |suspender: &Suspender| {
+    let body = move |suspender: &Suspender| {
         // SAFETY: only rounding bits flip; the fiber puts the original back before it
         // returns, and does no arithmetic meanwhile.
         unsafe { set_float_control(own.0, own.1) };
@@ -1079,8 +1092,9 @@ fn each_side_keeps_its_float_control_when_the_fiber_flips(mxcsr_bits: u32, contr
         // SAFETY: the state read before the fiber was made.
         unsafe { set_float_control(original.0, original.1) };
         after_suspend
-    })
-    .unwrap();
+    };
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe { Fiber::new(body) }.unwrap();
     assert!(matches!(fiber.resume(), Resume::Yielded));
     let resumer = float_control();
     let fiber_after = match fiber.resume() {
@@ -1119,17 +1133,21 @@ fn a_fiber_that_shares_float_control_runs_with_the_threads_and_leaves_its_own() 
     // Rounding toward zero (0b11) set by the resumer, down (0b01) by the fiber.
     let resumers = (original.0 | 0x6000, original.1 | 0x0C00);
     let fibers = (original.0 & !0x6000 | 0x2000, original.1 & !0x0C00 | 0x0400);
-    let mut fiber = Builder::new()
-        .float_control(FloatControl::Shared)
-        .build(move |suspender: &Suspender| {
-            let at_start = float_control();
-            // SAFETY: only rounding bits change, and the resumer puts the original back
-            // before any arithmetic; the fiber does none meanwhile.
-            unsafe { set_float_control(fibers.0, fibers.1) };
-            suspender.suspend();
-            (at_start, float_control())
-        })
-        .unwrap();
+    let body = move |suspender: &Suspender| {
+        let at_start = float_control();
+        // SAFETY: only rounding bits change, and the resumer puts the original back
+        // before any arithmetic; the fiber does none meanwhile.
+        unsafe { set_float_control(fibers.0, fibers.1) };
+        suspender.suspend();
+        (at_start, float_control())
+    };
+    // SAFETY: the fiber is not leaked while started.
+    let mut fiber = unsafe {
+        Builder::new()
+            .float_control(FloatControl::Shared)
+            .build(body)
+    }
+    .unwrap();
     // The state is set after the fiber was made: a shared fiber takes the thread's at
     // each resume, not its maker's.
     // SAFETY: as above.

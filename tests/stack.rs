@@ -170,7 +170,11 @@ fn a_cold_stack_reads_as_zero_when_reused() {
 /// then drops them all: their stacks go back to the pool.
 fn run_fibers_at_once(count: usize, size: usize) {
     let mut fibers: Vec<_> = (0..count)
-        .map(|i| Fiber::with_stack_size(size, move |_| std::hint::black_box([i; 64])[3]).unwrap())
+        // SAFETY: the fiber is not leaked while started.
+        .map(|i| {
+            unsafe { Fiber::with_stack_size(size, move |_| std::hint::black_box([i; 64])[3]) }
+                .unwrap()
+        })
         .collect();
     for fiber in &mut fibers {
         assert!(matches!(fiber.resume(), Resume::Finished(_)));
@@ -225,10 +229,13 @@ fn a_fiber_s_stack_serves_the_next_fiber_of_its_size_on_the_thread() {
     const OTHER: usize = 128 * 1024;
     // Where on its stack a fiber of `size` runs.
     let frame = |size| {
-        let mut fiber = Fiber::with_stack_size(size, |_| {
-            let local = 0u8;
-            std::hint::black_box(&local) as *const u8 as usize
-        })
+        // SAFETY: the fiber is not leaked while started.
+        let mut fiber = unsafe {
+            Fiber::with_stack_size(size, |_| {
+                let local = 0u8;
+                std::hint::black_box(&local) as *const u8 as usize
+            })
+        }
         .unwrap();
         match fiber.resume() {
             Resume::Finished(address) => address / PAGE,

@@ -39,12 +39,15 @@ fn a_user_fiber_cannot_suspend_from_the_poll_of_its_own_await_blocking() {
                 // The first task resumes the fiber, whose poll tries to suspend it, then
                 // keeps it for a second task, after the first has ended.
                 let first = green::spawn(|| {
-                    let mut fiber = Fiber::new(|suspender: &Suspender| {
-                        green::await_blocking(poll_fn(|_| {
-                            suspender.suspend();
-                            Poll::Ready(())
-                        }));
-                    })
+                    // SAFETY: the fiber is not leaked while started.
+                    let mut fiber = unsafe {
+                        Fiber::new(|suspender: &Suspender| {
+                            green::await_blocking(poll_fn(|_| {
+                                suspender.suspend();
+                                Poll::Ready(())
+                            }));
+                        })
+                    }
                     .unwrap();
                     let outcome = fiber.resume();
                     KEPT.with(|kept| *kept.borrow_mut() = Some(fiber));
@@ -74,11 +77,14 @@ fn a_user_fiber_may_suspend_between_its_blocking_calls_and_block_again_in_anothe
     let steps = within(30, "a user fiber resumed by two tasks", || {
         one_worker().run(|| {
             let first = green::spawn(|| {
-                let mut fiber = Fiber::new(|suspender: &Suspender| {
-                    green::sleep(std::time::Duration::from_millis(1)); // parks the task
-                    suspender.suspend();
-                    green::sleep(std::time::Duration::from_millis(1)); // another task now
-                })
+                // SAFETY: the fiber is not leaked while started.
+                let mut fiber = unsafe {
+                    Fiber::new(|suspender: &Suspender| {
+                        green::sleep(std::time::Duration::from_millis(1)); // parks the task
+                        suspender.suspend();
+                        green::sleep(std::time::Duration::from_millis(1)); // another task now
+                    })
+                }
                 .unwrap();
                 let outcome = fiber.resume();
                 KEPT.with(|kept| *kept.borrow_mut() = Some(fiber));
@@ -100,16 +106,18 @@ fn a_suspender_used_on_another_stack_is_refused() {
     // A fiber nested in the first reaches the first's suspender through a pointer; its
     // suspend would save the nested stack in the first fiber's name.
     let message = within(30, "a suspend from a nested fiber", || {
-        let mut outer = Fiber::new(|suspender: &Suspender| {
+        let body = |suspender: &Suspender| {
             let suspender: *const Suspender = suspender;
-            let mut nested = Fiber::new(move |_: &Suspender| {
+            let nested_body = move |_: &Suspender| {
                 // SAFETY (test): the outer fiber, and its suspender, outlive this call.
                 unsafe { (*suspender).suspend() };
-            })
-            .unwrap();
+            };
+            // SAFETY: the fiber is not leaked while started.
+            let mut nested = unsafe { Fiber::new(nested_body) }.unwrap();
             panic_message(nested.resume())
-        })
-        .unwrap();
+        };
+        // SAFETY: the fiber is not leaked while started.
+        let mut outer = unsafe { Fiber::new(body) }.unwrap();
         match outer.resume() {
             Resume::Finished(message) => message,
             _ => String::from("the outer fiber did not finish"),

@@ -27,13 +27,16 @@ use crate::context::stack::{self, DEFAULT_STACK_SIZE};
 /// ```
 /// use green::fiber::{Builder, FloatControl, Resume};
 ///
-/// let mut fiber = Builder::new()
-///     .float_control(FloatControl::Shared)
-///     .build(|suspender| {
-///         suspender.suspend();
-///         1.5f64 * 2.0
-///     })
-///     .unwrap();
+/// // SAFETY: the fiber is not leaked.
+/// let mut fiber = unsafe {
+///     Builder::new()
+///         .float_control(FloatControl::Shared)
+///         .build(|suspender| {
+///             suspender.suspend();
+///             1.5f64 * 2.0
+///         })
+/// }
+/// .unwrap();
 /// assert!(matches!(fiber.resume(), Resume::Yielded));
 /// assert!(matches!(fiber.resume(), Resume::Finished(3.0)));
 /// ```
@@ -54,11 +57,14 @@ pub enum FloatControl {
 /// ```
 /// use green::fiber::{Builder, Resume};
 ///
-/// let mut fiber = Builder::new()
-///     .stack_size(512 * 1024)
-///     .name("parser")
-///     .build(|_| 42)
-///     .unwrap();
+/// // SAFETY: the fiber is not leaked.
+/// let mut fiber = unsafe {
+///     Builder::new()
+///         .stack_size(512 * 1024)
+///         .name("parser")
+///         .build(|_| 42)
+/// }
+/// .unwrap();
 /// assert_eq!(fiber.name(), Some("parser"));
 /// assert!(matches!(fiber.resume(), Resume::Finished(42)));
 /// ```
@@ -104,7 +110,12 @@ impl Builder {
     /// # Errors
     ///
     /// As [`Fiber::with_stack_size`].
-    pub fn build<F, T>(self, f: F) -> io::Result<Fiber<T>>
+    ///
+    /// # Safety
+    ///
+    /// Once started, the fiber must not be leaked before it has finished if its thread can
+    /// exit afterwards (see [Leaking a started fiber](super#leaking-a-started-fiber)).
+    pub unsafe fn build<F, T>(self, f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,
         T: 'static,

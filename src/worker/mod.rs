@@ -484,7 +484,7 @@ impl Worker {
             task.header.state.request_cancel();
         }
         let guard = CompleteOnDrop(task);
-        let mut fiber = Fiber::with_stack(stack, move |_: &Suspender| {
+        let mut fiber = Fiber::for_task(stack, move |_: &Suspender| {
             let guard = guard;
             if guard.0.header.state.cancel_pending() {
                 // Aborted (or shut down) first: the guard drops the closure and reports

@@ -629,7 +629,8 @@ impl PoolStats {
 ///
 /// // A size of its own: the pool is the process's, shared with other code.
 /// const SIZE: usize = 72 * 1024;
-/// let mut fiber = Fiber::with_stack_size(SIZE, |_| 1).unwrap();
+/// // SAFETY: the fiber is not leaked while started.
+/// let mut fiber = unsafe { Fiber::with_stack_size(SIZE, |_| 1) }.unwrap();
 /// fiber.resume();
 /// let before = pool_stats(SIZE).idle();
 /// drop(fiber); // its stack goes back to the pool
