@@ -1,6 +1,7 @@
 //! Behaviour of `Stack` and `StackPool`: guard pages, lazy commit, reuse and trimming.
 
 use std::io;
+use std::sync::{Mutex, MutexGuard};
 
 use green::fiber::{Fiber, Resume};
 use green::stack::{
@@ -164,7 +165,15 @@ fn a_cold_stack_reads_as_zero_when_reused() {
 }
 
 // The tests below use the process-wide pool, which tests running in parallel share: each
-// uses a stack size of its own, since the pool keeps stacks of each size apart.
+// uses a stack size of its own, since the pool keeps stacks of each size apart, and holds
+// `pool_lock`, since a trim unmaps every idle stack of a size that is not common,
+// whichever test's it is.
+
+/// Held by each test of the process-wide pool.
+fn pool_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Runs `count` fibers of `size` bytes at once, each touching a little of its stack,
 /// then drops them all: their stacks go back to the pool.
@@ -181,30 +190,123 @@ fn run_fibers_at_once(count: usize, size: usize) {
     }
 }
 
+/// Stacks the pool maps for `count` fibers of a size new to it, alive at once on one
+/// thread: batches of 1, 2, 4 and so on up to `BATCH_SIZE`, until they add up to `count`.
+fn mapped_for(count: usize) -> usize {
+    let (mut mapped, mut batch) = (0, 1);
+    while mapped < count {
+        mapped += batch;
+        batch = (batch * 2).min(BATCH_SIZE);
+    }
+    mapped
+}
+
 #[test]
 fn fibers_return_their_stacks_to_the_process_wide_pool() {
+    let _pool = pool_lock();
     const SIZE: usize = 80 * 1024;
     assert_eq!(stack::pool_stats(SIZE).idle(), 0);
     run_fibers_at_once(20, SIZE);
-    // The first fiber reserved a batch; the 20 used and the 44 not yet used are idle.
+    // Batches of 1 to 16 stacks served them; the 20 used and the 11 not yet used are idle.
     let stats = stack::pool_stats(SIZE);
-    assert_eq!((stats.warm, stats.cold), (BATCH_SIZE, 0));
+    assert_eq!((stats.warm, stats.cold), (mapped_for(20), 0));
+    assert_eq!(mapped_for(20), 31);
     if NATIVE {
         // The fibers touched their top pages; the unused stacks hold none.
         assert!(stats.resident_bytes >= 20 * PAGE, "{stats:?}");
         assert!(stats.resident_bytes <= 20 * 4 * PAGE, "{stats:?}");
     }
     // Taken again, from the pool: no new batch.
-    run_fibers_at_once(BATCH_SIZE, SIZE);
-    assert_eq!(stack::pool_stats(SIZE).idle(), BATCH_SIZE);
+    run_fibers_at_once(31, SIZE);
+    assert_eq!(stack::pool_stats(SIZE).idle(), 31);
+}
+
+#[test]
+fn a_stack_size_used_once_maps_one_stack() {
+    let _pool = pool_lock();
+    const SIZE: usize = 84 * 1024;
+    run_fibers_at_once(1, SIZE);
+    // Regression: every new size reserved a batch of 64, kept for ever.
+    assert_eq!(stack::pool_stats(SIZE).idle(), 1);
+}
+
+#[test]
+fn batches_of_a_size_double_until_it_is_common_and_the_default_size_starts_there() {
+    let _pool = pool_lock();
+    const SIZE: usize = 88 * 1024;
+    // Each burst needs one batch more than the stacks idle: 1, 2, 4, ... 64, 64.
+    for count in [1, 3, 7, 15, 31, 63, 127, 191] {
+        run_fibers_at_once(count, SIZE);
+        assert_eq!(
+            stack::pool_stats(SIZE).idle(),
+            count,
+            "{count} fibers at once"
+        );
+    }
+    // Common now: a trim keeps its stacks, up to the keep limits.
+    stack::trim_pools();
+    assert_eq!(stack::pool_stats(SIZE).idle(), 191);
+    // The default size reserves whole batches from its first fiber (other tests' fibers
+    // may have mapped some already).
+    let before = stack::pool_stats(DEFAULT_STACK_SIZE).idle();
+    run_fibers_at_once(before + 1, DEFAULT_STACK_SIZE);
+    assert_eq!(
+        stack::pool_stats(DEFAULT_STACK_SIZE).idle(),
+        before + BATCH_SIZE
+    );
+}
+
+#[test]
+fn a_trim_unmaps_every_idle_stack_of_a_size_that_is_not_common() {
+    let _pool = pool_lock();
+    const SIZE: usize = 92 * 1024;
+    run_fibers_at_once(20, SIZE);
+    assert_eq!(stack::pool_stats(SIZE).idle(), mapped_for(20));
+    stack::trim_pools();
+    // Regression: a trim kept up to `KEEP_IDLE` of every size, so each size used once
+    // kept its whole batch.
+    assert_eq!(stack::pool_stats(SIZE), stack::PoolStats::default());
+}
+
+#[test]
+fn spawning_once_each_of_many_stack_sizes_keeps_few_stacks_of_each_and_none_after_a_trim() {
+    // Regression: each size kept a batch of 64 stacks (128 if its task started on
+    // another worker than its spawner) for ever, and some 960 sizes took every mapping
+    // `vm.max_map_count` allows, so spawning failed with two fibers alive.
+    let _pool = pool_lock();
+    const SIZES: usize = 300;
+    let size = |i: usize| 2 * 1024 * 1024 + i * PAGE;
+    let runtime = green::Runtime::builder().workers(2).build().unwrap();
+    let most_idle = runtime.run(move || {
+        (0..SIZES)
+            .map(|i| {
+                let task = green::task::Builder::new().stack_size(size(i));
+                assert_eq!(task.spawn(move || i).unwrap().join().unwrap(), i);
+                // The batch of 1 its spawner reserved, and one of 2 if its task started
+                // on the other worker, as seen from this worker (and the shared part).
+                stack::pool_stats(size(i)).idle()
+            })
+            .max()
+            .unwrap()
+    });
+    assert!(
+        most_idle <= 3,
+        "a size used once has {most_idle} idle stacks"
+    );
+    drop(runtime);
+    // The workers' slots and caches went to the shared part as their threads exited,
+    // and the shutdown's trim unmapped them.
+    let idle: usize = (0..SIZES).map(|i| stack::pool_stats(size(i)).idle()).sum();
+    assert_eq!(idle, 0);
 }
 
 #[test]
 fn trimming_keeps_keep_warm_stacks_with_pages_and_keep_idle_mapped() {
+    let _pool = pool_lock();
     const SIZE: usize = 96 * 1024;
     let count = KEEP_IDLE + 2 * BATCH_SIZE;
     run_fibers_at_once(count, SIZE);
-    assert_eq!(stack::pool_stats(SIZE).idle(), count);
+    assert_eq!(stack::pool_stats(SIZE).idle(), mapped_for(count));
     stack::trim_pools();
     let trimmed = stack::pool_stats(SIZE);
     assert_eq!(
@@ -225,6 +327,7 @@ fn trimming_keeps_keep_warm_stacks_with_pages_and_keep_idle_mapped() {
 
 #[test]
 fn a_fiber_s_stack_serves_the_next_fiber_of_its_size_on_the_thread() {
+    let _pool = pool_lock();
     const SIZE: usize = 120 * 1024;
     const OTHER: usize = 128 * 1024;
     // Where on its stack a fiber of `size` runs.
@@ -251,20 +354,22 @@ fn a_fiber_s_stack_serves_the_next_fiber_of_its_size_on_the_thread() {
 
 #[test]
 fn the_stacks_of_a_thread_that_exits_stay_in_the_pool() {
+    let _pool = pool_lock();
     const SIZE: usize = 136 * 1024;
     std::thread::spawn(|| run_fibers_at_once(3, SIZE))
         .join()
         .unwrap();
-    // The batch the thread reserved, every stack of it (the last given back too), is
+    // The batches the thread reserved, every stack of them (the last given back too), are
     // idle in the shared part; none was unmapped.
-    assert_eq!(stack::pool_stats(SIZE).idle(), BATCH_SIZE);
+    assert_eq!(stack::pool_stats(SIZE).idle(), mapped_for(3));
 }
 
 #[test]
 fn releasing_the_pools_unmaps_every_idle_stack() {
+    let _pool = pool_lock();
     const SIZE: usize = 104 * 1024;
     run_fibers_at_once(10, SIZE);
-    assert_eq!(stack::pool_stats(SIZE).idle(), BATCH_SIZE);
+    assert_eq!(stack::pool_stats(SIZE).idle(), mapped_for(10));
     stack::release_pools();
     assert_eq!(stack::pool_stats(SIZE), stack::PoolStats::default());
 }

@@ -302,8 +302,9 @@ impl Builder {
     /// down; otherwise what creating a poller, a thread or a signal handler returns (or,
     /// with the `tokio` feature, starting the process-wide tokio runtime).
     pub fn build(self) -> io::Result<Runtime> {
-        // Check the size now rather than at the first spawn.
-        stack::StackPool::new(self.stack_size)?;
+        // Check the size now rather than at the first spawn; it is the runtime's fibers'
+        // default, so the stack pool reserves full batches of it from the start.
+        stack::make_common(self.stack_size)?;
         let count = match self.workers {
             Some(0) => {
                 return Err(io::Error::new(

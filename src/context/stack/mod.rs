@@ -38,31 +38,52 @@
 //! to pay each of them as seldom as possible, and never on a fiber's way out:
 //!
 //! * **Reserved in batches.** When the pool is empty, one `mmap` reserves
-//!   [`BATCH_SIZE`] stacks (64; fewer near the mapping limit) and their guards are made in
-//!   the same pass (see *Guards* below).
-//! * **Cached per thread.** Each thread keeps up to 64 idle stacks at hand and trades 32 at
-//!   a time with the shared part under one lock, so that spawning and ending fibers
-//!   takes no lock most of the time, and a stack freed on one worker serves a fiber
-//!   started on another. In front of the caches, one slot per thread holds the stack it
-//!   gave back last: a fiber that ends hands it to the next one started, and a spawn's
-//!   check that a stack can be had reads the slot's size, with no lookup of the cache.
+//!   [`BATCH_SIZE`] stacks (64; fewer near the mapping limit) of a *common* size (see
+//!   below) and their guards are made in the same pass (see *Guards* below).
+//! * **Cached per thread.** Each thread keeps up to 64 idle stacks of each common size at
+//!   hand and trades 32 at a time with the shared part under one lock, so that spawning
+//!   and ending fibers takes no lock most of the time, and a stack freed on one worker
+//!   serves a fiber started on another. In front of the caches, one slot per thread holds
+//!   the stack it gave back last: a fiber that ends hands it to the next one started, and
+//!   a spawn's check that a stack can be had reads the slot's size, with no lookup of the
+//!   cache.
 //! * **Given back with no system call.** A finished fiber's stack goes back to the pool as
 //!   it is, pages and all.
 //! * **Trimmed off the hot path.** When a runtime's worker runs out of work (and when a
 //!   runtime shuts down), it trims the pool if it holds more than the keep limits:
-//!   [`KEEP_WARM`] idle stacks of each size (256) keep their pages, for reuse without a
-//!   page fault; up to [`KEEP_IDLE`] (4096) stay mapped with their pages released
-//!   (`madvise(MADV_DONTNEED)`: reuse costs a page fault, not a system call); the rest are
-//!   unmapped. The oldest idle stacks go first, and neighbours go together: one system
-//!   call for each run of adjacent stacks, so that 30 000 fibers ending together cost
-//!   some 500 `munmap` calls at the next idle moment, not 30 000 on their way out. A worker
-//!   trims at most 4096 stacks before it looks at its queues again. A process with no
-//!   runtime worker to trim (fibers made by hand on plain threads) is trimmed inline once
-//!   more than 65 536 stacks of one size are idle; [`trim_pools`] and [`release_pools`]
-//!   trim or empty the pool on demand.
+//!   [`KEEP_WARM`] idle stacks of each common size (256) keep their pages, for reuse
+//!   without a page fault; up to [`KEEP_IDLE`] (4096) stay mapped with their pages
+//!   released (`madvise(MADV_DONTNEED)`: reuse costs a page fault, not a system call); the
+//!   rest are unmapped, and so is every idle stack of a size that is not common. The
+//!   oldest idle stacks go first, and neighbours go together: one system call for each
+//!   run of adjacent stacks, so that 30 000 fibers ending together cost some 500 `munmap`
+//!   calls at the next idle moment, not 30 000 on their way out. A worker trims at most
+//!   4096 stacks before it looks at its queues again. A process with no runtime worker to
+//!   trim (fibers made by hand on plain threads) is trimmed inline once more than 65 536
+//!   stacks of one size are idle; [`trim_pools`] and [`release_pools`] trim or empty the
+//!   pool on demand.
 //!
 //! Stacks of a thread that exits go to the shared part, so that they serve the next
 //! runtime: a runtime dropped and made again maps no new stacks.
+//!
+//! ## Common sizes
+//!
+//! A process may use any number of stack sizes (a task's size can be computed), and a
+//! size that got a batch of 64, a cache of 64 on each thread and 4096 idle stacks past a
+//! trim would keep thousands of stacks mapped for a fiber that ran once: a few hundred
+//! such sizes would take every mapping the kernel allows. So a size earns the pool's
+//! reserves by use. Its first batch is **one** stack, and each batch after maps twice as
+//! many as the last: 1, 2, 4, ... 32, then 64. A size whose batches have reached 64 (after
+//! six batches, 63 stacks, for fibers alive at once or in turn between trims) is *common*:
+//! the batches, caches and keep limits above are for it. The default size
+//! ([`DEFAULT_STACK_SIZE`]) and every runtime's stack size are common from the start, so
+//! their path is the one described above. The stacks of a size that is not common skip
+//! the threads' caches for the shared part (one lock, on a path such a size takes seldom),
+//! where a trim unmaps every one of them that is idle. So a size used once by a spawn
+//! maps one stack (three, if its task started on another worker than its spawner), idle
+//! from its fiber's end until the next trim, or until the slot it lies in takes another
+//! stack; and a size used often but never by many fibers at once pays at most six maps
+//! before it is common.
 //!
 //! # Guards
 //!
@@ -95,7 +116,7 @@ pub use pool::{
     BATCH_SIZE, KEEP_IDLE, KEEP_WARM, PoolStats, StackPool, guard_regions, pool_stats,
     release_pools, trim_pools,
 };
-pub(crate) use pool::{give_back, reserve, take, trim_step};
+pub(crate) use pool::{give_back, make_common, reserve, take, trim_step};
 
 /// The stack size fibers get when none is given: 256 KiB (see the module docs for why).
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;

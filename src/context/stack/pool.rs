@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::batch::{self, GuardKind};
-use super::{Stack, checked_size};
+use super::{DEFAULT_STACK_SIZE, Stack, checked_size};
 use crate::sys::lock;
 
 /// Idle stacks a `StackPool` keeps with their pages by default.
@@ -18,19 +18,21 @@ const DEFAULT_MAX_WARM: usize = 16;
 /// Idle stacks a `StackPool` keeps mapped without their pages by default.
 const DEFAULT_MAX_COLD: usize = 1024;
 
-/// Stacks one `mmap` reserves when the process-wide pool is empty (fewer near the
-/// mapping limit).
+/// Stacks one `mmap` reserves for a common size when the process-wide pool has none idle
+/// (fewer near the mapping limit). Another size's first batch is one stack, and each of its
+/// batches doubles the last until it reaches this: see the [module docs](super#the-pool).
 pub const BATCH_SIZE: usize = 64;
 
-/// Idle stacks of each size that the process-wide pool keeps with their pages when it is
-/// trimmed: reused without a page fault.
+/// Idle stacks of each common size that the process-wide pool keeps with their pages when
+/// it is trimmed: reused without a page fault. A trim keeps none of other sizes.
 pub const KEEP_WARM: usize = 256;
 
-/// Idle stacks of each size that the process-wide pool keeps mapped when it is trimmed
-/// (warm ones included); the rest are unmapped.
+/// Idle stacks of each common size that the process-wide pool keeps mapped when it is
+/// trimmed (warm ones included); the rest are unmapped. A trim keeps none of other sizes.
 pub const KEEP_IDLE: usize = 4096;
 
-/// Idle stacks a thread keeps at hand, per size, before it passes some to the shared part.
+/// Idle stacks a thread keeps at hand, per common size, before it passes some to the
+/// shared part.
 const CACHE_MAX: usize = 64;
 
 /// Stacks moved at once between a thread's cache and the shared part.
@@ -183,6 +185,10 @@ struct SharedPool {
     idle: Mutex<Idle>,
     /// `idle.warm.len() + idle.cold.len()`, for readers that do not take the lock.
     count: AtomicUsize,
+    /// Stacks the next batch of this size maps: 1 for a new size, doubled by each batch
+    /// up to [`BATCH_SIZE`], which marks a common size (the default size and a runtime's
+    /// start there). Never lowered.
+    batch: AtomicUsize,
 }
 
 /// Idle stacks of the shared part.
@@ -207,16 +213,62 @@ fn shared_pool(size: usize) -> &'static SharedPool {
     if let Some(pool) = pools.iter().find(|p| p.size == size) {
         return pool;
     }
+    let batch = if size == DEFAULT_STACK_SIZE {
+        BATCH_SIZE
+    } else {
+        1
+    };
     let pool = Box::leak(Box::new(SharedPool {
         size,
         idle: Mutex::new(Idle::default()),
         count: AtomicUsize::new(0),
+        batch: AtomicUsize::new(batch),
     }));
     pools.push(pool);
     pool
 }
 
+/// Makes `size` a common size of the process-wide pool from now on, as if it had been
+/// used enough: full batches, per-thread caches, and the trim's keep limits. For the
+/// stack size of a runtime, its fibers' default.
+///
+/// # Errors
+///
+/// [`io::ErrorKind::InvalidInput`] if the size is out of range, as [`Stack::new`].
+pub(crate) fn make_common(size: usize) -> io::Result<()> {
+    let pool = shared_pool(checked_size(size)?);
+    pool.batch.store(BATCH_SIZE, Ordering::Relaxed);
+    Ok(())
+}
+
 impl SharedPool {
+    /// Whether this is a common size: one whose batches have grown to [`BATCH_SIZE`].
+    fn common(&self) -> bool {
+        self.batch.load(Ordering::Relaxed) >= BATCH_SIZE
+    }
+
+    /// Idle stacks a trim keeps, warm and in all: the keep limits for a common size, none
+    /// for another.
+    fn keep(&self) -> (usize, usize) {
+        if self.common() {
+            (KEEP_WARM, KEEP_IDLE)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// Maps a new batch of this size, and doubles the next one's count if it has not
+    /// reached [`BATCH_SIZE`].
+    fn map_batch(&self) -> io::Result<Vec<Stack>> {
+        let count = self.batch.load(Ordering::Relaxed);
+        let stacks = batch::map_batch(self.size, count, batch::guard_kind())?;
+        if count < BATCH_SIZE {
+            let next = (count * 2).min(BATCH_SIZE);
+            self.batch.fetch_max(next, Ordering::Relaxed);
+        }
+        Ok(stacks)
+    }
+
     /// Moves up to `wanted` idle stacks into `into`, the most recently given back first.
     fn take_into(&self, into: &mut Vec<Stack>, wanted: usize) {
         if self.count.load(Ordering::Relaxed) == 0 {
@@ -240,14 +292,21 @@ impl SharedPool {
             idle.warm.extend(stacks);
             let count = idle.warm.len() + idle.cold.len();
             self.count.store(count, Ordering::Relaxed);
-            if idle.warm.len() > KEEP_WARM || count > KEEP_IDLE {
+            let (keep_warm, keep_idle) = self.keep();
+            if idle.warm.len() > keep_warm || count > keep_idle {
                 TRIM_DUE.store(true, Ordering::Relaxed);
             }
             count
         };
         if count > IDLE_CAP {
-            while self.trim(TRIM_STEP, KEEP_WARM, KEEP_IDLE) {}
+            while self.trim_to_keep(TRIM_STEP) {}
         }
+    }
+
+    /// `trim` to this size's keep limits (see `keep`).
+    fn trim_to_keep(&self, budget: usize) -> bool {
+        let (keep_warm, keep_idle) = self.keep();
+        self.trim(budget, keep_warm, keep_idle)
     }
 
     /// Releases up to `budget` idle stacks beyond the limits: unmaps the coldest beyond
@@ -255,6 +314,9 @@ impl SharedPool {
     /// Returns whether stacks beyond the limits remain. The system calls are made outside
     /// the lock, one per run of neighbouring stacks.
     fn trim(&self, budget: usize, keep_warm: usize, keep_idle: usize) -> bool {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return false; // Most sizes, once a process has used many.
+        }
         // 1. Pick, under the lock, the stacks to unmap and those to make cold.
         let (unmap, mut cool) = {
             let mut idle = lock(&self.idle);
@@ -328,11 +390,31 @@ fn release_pages(run: Range<usize>) {
 struct Cache {
     /// The shared part for the same size.
     shared: &'static SharedPool,
-    /// Idle stacks, most recently given back last; at most [`CACHE_MAX`].
+    /// Idle stacks, most recently given back last; at most `max`.
     stacks: Vec<Stack>,
+    /// Most stacks kept: [`CACHE_MAX`] for a common size; 0 for another, whose stacks go
+    /// to the shared part, where trims see them (raised when the size becomes common).
+    max: usize,
 }
 
 impl Cache {
+    /// An empty cache in front of `shared`.
+    fn new(shared: &'static SharedPool) -> Cache {
+        Cache {
+            shared,
+            stacks: Vec::new(),
+            max: if shared.common() { CACHE_MAX } else { 0 },
+        }
+    }
+
+    /// Raises `max` if the size has become common since; returns whether it is common.
+    fn common(&mut self) -> bool {
+        if self.max == 0 && self.shared.common() {
+            self.max = CACHE_MAX;
+        }
+        self.max > 0
+    }
+
     /// Makes sure the cache holds a stack: from the shared part, else a new batch.
     #[inline]
     fn refill(&mut self) -> io::Result<()> {
@@ -346,11 +428,13 @@ impl Cache {
     #[cold]
     #[inline(never)]
     fn refill_empty(&mut self) -> io::Result<()> {
-        self.shared.take_into(&mut self.stacks, CACHE_MOVE);
+        // The stack wanted, and as many more as the cache keeps.
+        let keep = if self.common() { CACHE_MAX } else { 1 };
+        self.shared
+            .take_into(&mut self.stacks, keep.min(CACHE_MOVE));
         if self.stacks.is_empty() {
-            let kind = batch::guard_kind();
-            let mut batch = batch::map_batch(self.shared.size, BATCH_SIZE, kind)?;
-            let spare = batch.len().saturating_sub(CACHE_MAX);
+            let mut batch = self.shared.map_batch()?;
+            let spare = batch.len().saturating_sub(keep);
             if spare > 0 {
                 self.shared.put(batch.drain(..spare));
             }
@@ -362,7 +446,21 @@ impl Cache {
 
     /// Keeps `stack`, passing [`CACHE_MOVE`] of the oldest to the shared part when full.
     fn put(&mut self, stack: Stack) {
-        if self.stacks.len() >= CACHE_MAX {
+        if self.stacks.len() >= self.max {
+            return self.spill(stack);
+        }
+        self.stacks.push(stack);
+    }
+
+    /// `put` to a full cache, out of line: the common case has room.
+    #[cold]
+    #[inline(never)]
+    fn spill(&mut self, stack: Stack) {
+        if !self.common() {
+            // Not a common size: to the shared part, where a trim sees it.
+            return self.shared.put(std::iter::once(stack));
+        }
+        if self.stacks.len() >= self.max {
             self.shared.put(self.stacks.drain(..CACHE_MOVE));
         }
         self.stacks.push(stack);
@@ -444,11 +542,7 @@ fn with_cache<R>(size: usize, f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
             let index = match caches.iter().position(|c| c.shared.size == size) {
                 Some(index) => index,
                 None => {
-                    let shared = shared_pool(size);
-                    caches.push(Cache {
-                        shared,
-                        stacks: Vec::new(),
-                    });
+                    caches.push(Cache::new(shared_pool(size)));
                     caches.len() - 1
                 }
             };
@@ -508,7 +602,12 @@ fn fill_slot(size: usize) -> io::Result<()> {
 }
 
 /// Gives a stack back to the pool: no system call on this path (but past [`IDLE_CAP`]).
-#[inline]
+///
+/// A call, with `give_back_cached` out of it: the slot's path then compiles to the same
+/// short function whatever the slower paths hold, rather than as the compiler's inlining
+/// heuristics decide at each caller (inlined into `Fiber`'s drop, it measured a few
+/// percent slower on a loop that spawns and joins).
+#[inline(never)]
 pub(crate) fn give_back(stack: Stack) {
     // Into the slot; the stack it held, if any, goes on to the cache.
     let mut stack = Some(stack);
@@ -519,6 +618,7 @@ pub(crate) fn give_back(stack: Stack) {
 }
 
 /// `give_back` past the slot: to this thread's cache, or the shared part.
+#[inline(never)]
 fn give_back_cached(stack: Stack) {
     let size = stack.size();
     let mut stack = Some(stack);
@@ -539,7 +639,7 @@ pub(crate) fn trim_step() -> bool {
     let pools: Vec<&'static SharedPool> = lock(&SHARED_POOLS).clone();
     let mut more = false;
     for pool in pools {
-        more |= pool.trim(TRIM_STEP, KEEP_WARM, KEEP_IDLE);
+        more |= pool.trim_to_keep(TRIM_STEP);
     }
     if more {
         TRIM_DUE.store(true, Ordering::Relaxed);
@@ -560,10 +660,11 @@ fn flush_cache() {
     });
 }
 
-/// Trims the process-wide pool now, as an idle worker of a runtime does: of each stack
-/// size, [`KEEP_WARM`] idle stacks keep their pages, [`KEEP_IDLE`] stay mapped, the rest
-/// are unmapped. Stacks cached by other threads (at most 64 of each size a thread) are not
-/// touched.
+/// Trims the process-wide pool now, as an idle worker of a runtime does: of each common
+/// stack size (see the [module docs](super#the-pool)), [`KEEP_WARM`] idle stacks keep
+/// their pages, [`KEEP_IDLE`] stay mapped, the rest are unmapped; of other sizes, every
+/// idle stack is unmapped. Stacks cached by other threads (at most 64 of each common size
+/// a thread, and the one in its slot) are not touched.
 ///
 /// # Examples
 ///
@@ -581,7 +682,7 @@ pub fn trim_pools() {
     flush_cache();
     let pools: Vec<&'static SharedPool> = lock(&SHARED_POOLS).clone();
     for pool in pools {
-        while pool.trim(usize::MAX, KEEP_WARM, KEEP_IDLE) {}
+        while pool.trim_to_keep(usize::MAX) {}
     }
 }
 
@@ -619,7 +720,8 @@ impl PoolStats {
 
 /// Figures about the process-wide pool's idle stacks of `stack_size` bytes (rounded to
 /// pages as [`Stack::new`] does): its shared part and the calling thread's slot and
-/// cache; other threads' (at most 65 stacks each) are not counted.
+/// cache; other threads' (one stack in a slot, and up to 64 in a cache of a common size)
+/// are not counted.
 ///
 /// # Examples
 ///
