@@ -79,11 +79,12 @@
 //! ([`DEFAULT_STACK_SIZE`]) and every runtime's stack size are common from the start, so
 //! their path is the one described above. The stacks of a size that is not common skip
 //! the threads' caches for the shared part (one lock, on a path such a size takes seldom),
-//! where a trim unmaps every one of them that is idle. So a size used once by a spawn
-//! maps one stack (three, if its task started on another worker than its spawner), idle
-//! from its fiber's end until the next trim, or until the slot it lies in takes another
-//! stack; and a size used often but never by many fibers at once pays at most six maps
-//! before it is common.
+//! where a trim unmaps every one of them that is idle, and so does a new batch of another
+//! size that is not common (a runtime that never idles would not trim). So a size used
+//! once by a spawn maps one stack (three, if its task started on another worker than its
+//! spawner), idle from its fiber's end until the next trim or such batch, or until the
+//! slot it lies in takes another stack; and a size used often but never by many fibers
+//! at once pays at most six maps before it is common.
 //!
 //! # Guards
 //!

@@ -258,9 +258,22 @@ impl SharedPool {
     }
 
     /// Maps a new batch of this size, and doubles the next one's count if it has not
-    /// reached [`BATCH_SIZE`].
+    /// reached [`BATCH_SIZE`]. Before a batch of a size that is not common, unmaps the
+    /// idle stacks of the other sizes that are not common, as a trim would: a runtime
+    /// that never idles then keeps no stack idle for every size it used once.
     fn map_batch(&self) -> io::Result<Vec<Stack>> {
         let count = self.batch.load(Ordering::Relaxed);
+        if count < BATCH_SIZE {
+            let pools: Vec<&'static SharedPool> = lock(&SHARED_POOLS)
+                .iter()
+                .copied()
+                .filter(|p| p.count.load(Ordering::Relaxed) > 0)
+                .filter(|p| p.size != self.size && !p.common())
+                .collect();
+            for pool in pools {
+                pool.unmap_idle(usize::MAX, true);
+            }
+        }
         let stacks = batch::map_batch(self.size, count, batch::guard_kind())?;
         if count < BATCH_SIZE {
             let next = (count * 2).min(BATCH_SIZE);
@@ -337,12 +350,7 @@ impl SharedPool {
             (unmap, cool)
         };
         // 2. Unmap, then release pages, a run of neighbours at a time.
-        let mut ranges: Vec<Range<usize>> = unmap.into_iter().map(Stack::into_range).collect();
-        for run in runs(&mut ranges) {
-            // SAFETY: every range of the run was owned by a stack given up by
-            // `into_range` above: idle, in no pool, and nothing points into it.
-            unsafe { libc::munmap(run.start as *mut libc::c_void, run.end - run.start) };
-        }
+        unmap_runs(unmap);
         cool.sort_unstable_by_key(|stack| stack.range().start);
         let mut ranges: Vec<Range<usize>> = cool.iter().map(Stack::range).collect();
         for run in runs(&mut ranges) {
@@ -354,6 +362,55 @@ impl SharedPool {
         let count = idle.warm.len() + idle.cold.len();
         self.count.store(count, Ordering::Relaxed);
         idle.warm.len() > keep_warm || count > keep_idle
+    }
+
+    /// Unmaps idle stacks whatever the keep limits, the cold ones first, then (if
+    /// `warm_too`) the oldest warm ones, until they counted for `mappings` memory
+    /// mappings (or none is left); returns how many stacks and mappings.
+    fn unmap_idle(&self, mappings: usize, warm_too: bool) -> (usize, usize) {
+        if mappings == 0 || self.count.load(Ordering::Relaxed) == 0 {
+            return (0, 0);
+        }
+        let (unmap, freed) = {
+            let mut idle = lock(&self.idle);
+            let (from_cold, mut freed) = front_counting(&idle.cold, mappings);
+            let mut unmap: Vec<Stack> = idle.cold.drain(..from_cold).collect();
+            if warm_too {
+                let (from_warm, more) = front_counting(&idle.warm, mappings - freed);
+                unmap.extend(idle.warm.drain(..from_warm));
+                freed += more;
+            }
+            self.count
+                .store(idle.warm.len() + idle.cold.len(), Ordering::Relaxed);
+            (unmap, freed)
+        };
+        let stacks = unmap.len();
+        unmap_runs(unmap);
+        (stacks, freed)
+    }
+}
+
+/// How many stacks from the front of `stacks` count for `mappings` memory mappings (all of
+/// them if they count for fewer), and the mappings they count for.
+fn front_counting(stacks: &[Stack], mappings: usize) -> (usize, usize) {
+    let (mut taken, mut counted) = (0, 0);
+    for stack in stacks {
+        if counted >= mappings {
+            break;
+        }
+        taken += 1;
+        counted += stack.mappings;
+    }
+    (taken, counted)
+}
+
+/// Unmaps idle stacks taken out of a pool, one system call for each run of neighbours.
+fn unmap_runs(stacks: Vec<Stack>) {
+    let mut ranges: Vec<Range<usize>> = stacks.into_iter().map(Stack::into_range).collect();
+    for run in runs(&mut ranges) {
+        // SAFETY: every range of the run was owned by a stack given up by `into_range`
+        // above: idle, in no pool, and nothing points into it.
+        unsafe { libc::munmap(run.start as *mut libc::c_void, run.end - run.start) };
     }
 }
 
