@@ -674,6 +674,63 @@ fn spawning_past_the_mapping_limit_gives_a_clear_error_and_no_crash() {
     assert!(stderr.contains("ok: "), "{stderr}");
 }
 
+fn a_spawn_at_the_mapping_limit_unmaps_idle_stacks_of_other_sizes_first() {
+    let (exit, stderr) = in_child(|| {
+        // A size whose stacks lie idle, and the size of the task spawned at the limit.
+        const IDLE_SIZE: usize = 64 * 1024;
+        const NEW_SIZE: usize = 72 * 1024;
+        /// Stacks of their own (two mappings each) made until green refuses one: every
+        /// mapping it may take is taken, by them or by the pool.
+        fn take_every_mapping(live: &mut Vec<Stack>) -> std::io::Error {
+            loop {
+                match Stack::new(16 * 1024) {
+                    Ok(stack) => live.push(stack),
+                    Err(error) => return error,
+                }
+            }
+        }
+        let runtime = green::Runtime::builder().workers(1).build().unwrap();
+        let (idle_before, idle_after, message) = runtime.run(|| {
+            // 1. Take every mapping, then give back room for 64 mappings.
+            let mut live = Vec::new();
+            take_every_mapping(&mut live);
+            live.truncate(live.len() - 32);
+            // 2. Fill that room with stacks of IDLE_SIZE, then leave them idle in the
+            //    pool's shared part (where the thread's cache goes when it exits).
+            std::thread::spawn(|| {
+                let mut fibers = Vec::new();
+                // SAFETY: the fibers never start.
+                while let Ok(fiber) = unsafe { Fiber::with_stack_size(IDLE_SIZE, |_| ()) } {
+                    fibers.push(fiber);
+                }
+                assert!(fibers.len() >= 32, "only {} fibers fit", fibers.len());
+            })
+            .join()
+            .unwrap();
+            let idle_before = green::stack::pool_stats(IDLE_SIZE).idle();
+            // 3. A task of a new size: no mapping is free, but idle stacks are.
+            let task = green::task::Builder::new().stack_size(NEW_SIZE);
+            let joined = task.spawn(|| 7).map(|handle| handle.join().unwrap());
+            assert_eq!(joined.ok(), Some(7), "spawning at the limit failed");
+            let idle_after = green::stack::pool_stats(IDLE_SIZE).idle();
+            // 4. Past every idle stack of other sizes, the limit is an error that says
+            //    what it counts.
+            let error = take_every_mapping(&mut live);
+            assert_eq!(green::stack::pool_stats(IDLE_SIZE).idle(), 0);
+            (idle_before, idle_after, error.to_string())
+        });
+        assert!(
+            idle_after < idle_before,
+            "{idle_before} idle, then {idle_after}"
+        );
+        assert!(message.contains("live or idle in its pool"), "{message}");
+        assert!(message.contains("vm.max_map_count"), "{message}");
+        eprintln!("ok: {idle_before} idle stacks, {idle_after} after the spawn; {message}");
+    });
+    assert_eq!(exit, Exit::Code(0), "stderr: {stderr}");
+    assert!(stderr.contains("ok: "), "{stderr}");
+}
+
 /// The address of a local of the calling frame.
 #[inline(never)]
 fn stack_address() -> usize {
@@ -750,7 +807,8 @@ fn skipped_under_a_sanitizer(name: &str) -> Option<&'static str> {
         "running_out_of_mappings_gives_a_clear_error_and_leaks_nothing" => {
             "the sanitizer maps memory of its own (shadow, allocator), which the case counts"
         }
-        "spawning_past_the_mapping_limit_gives_a_clear_error_and_no_crash" => {
+        "spawning_past_the_mapping_limit_gives_a_clear_error_and_no_crash"
+        | "a_spawn_at_the_mapping_limit_unmaps_idle_stacks_of_other_sizes_first" => {
             "the sanitizer's runtime needs mappings of its own and dies at the limit first"
         }
         "main_thread_overflow_still_gets_std_report" | "other_faults_keep_their_default_action" => {
@@ -833,6 +891,10 @@ fn main() {
         cases.push((
             "spawning_past_the_mapping_limit_gives_a_clear_error_and_no_crash",
             spawning_past_the_mapping_limit_gives_a_clear_error_and_no_crash,
+        ));
+        cases.push((
+            "a_spawn_at_the_mapping_limit_unmaps_idle_stacks_of_other_sizes_first",
+            a_spawn_at_the_mapping_limit_unmaps_idle_stacks_of_other_sizes_first,
         ));
     }
     // Built for AddressSanitizer or ThreadSanitizer (`--cfg green_asan`, `--cfg green_tsan`:

@@ -102,8 +102,13 @@
 //! [`RESERVED_MAPPINGS`] to the rest of the process: one mapping for a stack with a guard
 //! region, two for one with a `PROT_NONE` guard. So about 61 000 fibers can be live at once
 //! by default with guard regions, 30 000 without. Near the limit a batch shrinks to what
-//! still fits, so no stack of capacity is lost to batching. Past it, stack creation
-//! returns an error that names the limit and the sysctl that raises it.
+//! still fits, so no stack of capacity is lost to batching. When not one more stack fits,
+//! green unmaps idle stacks of other sizes from the pool's shared part to make room, in
+//! the order a trim gives them up (every idle stack of sizes that are not common, then
+//! the cold stacks of common sizes, then their oldest warm ones), and tries once more.
+//! Only the stacks in threads' slots and caches are out of its reach: one a thread, and
+//! up to 64 a thread of each common size. Past that, stack creation returns an error that
+//! names the limit and the sysctl that raises it.
 
 use std::fmt;
 use std::io;
@@ -380,14 +385,34 @@ pub(crate) struct Charge {
 }
 
 impl Charge {
-    /// Counts as many stacks as fit below the limit, up to `wanted` (at least 1), or
-    /// refuses if not one fits without eating into the reserved mappings.
+    /// Counts as many stacks of `size` bytes as fit below the limit, up to `wanted` (at
+    /// least 1). If not one fits without eating into the reserved mappings, unmaps idle
+    /// stacks of other sizes from the pool to make room for `wanted` and tries once more
+    /// before it refuses.
     pub(crate) fn acquire_up_to(
         wanted: usize,
         per_stack: usize,
         size: usize,
     ) -> io::Result<Charge> {
         let wanted = wanted.max(1);
+        if let Some(charge) = Charge::try_acquire(wanted, per_stack) {
+            return Ok(charge);
+        }
+        let unmapped = pool::reclaim(size, wanted * per_stack);
+        Charge::try_acquire(wanted, per_stack).ok_or_else(|| {
+            let counted = "green's count of stacks, live or idle in its pool, reached it";
+            let cause = match unmapped {
+                0 => format!("{counted}, with no idle stack of another size free to unmap"),
+                1 => format!("{counted}, even after unmapping an idle stack of another size"),
+                n => format!("{counted}, even after unmapping {n} idle stacks of other sizes"),
+            };
+            limit_error(size, &cause)
+        })
+    }
+
+    /// Counts as many stacks as fit below the limit, up to `wanted` (at least 1); `None`
+    /// if not one fits.
+    fn try_acquire(wanted: usize, per_stack: usize) -> Option<Charge> {
         let live = LIVE_MAPPINGS.fetch_add(wanted * per_stack, Ordering::Relaxed);
         let mut charge = Charge {
             stacks: wanted,
@@ -399,15 +424,12 @@ impl Charge {
         };
         let room = |limit: usize| limit.saturating_sub(RESERVED_MAPPINGS + live) / per_stack;
         if room(limit) >= wanted {
-            return Ok(charge);
+            return Some(charge);
         }
         // Read again before refusing: the limit may have been raised since.
         let fit = room(read_map_limit()).min(wanted);
         charge.shrink_to(fit);
-        if fit == 0 {
-            return Err(limit_error(size, "green's count of live stacks reached it"));
-        }
-        Ok(charge)
+        (fit > 0).then_some(charge)
     }
 
     /// Stacks counted.

@@ -414,6 +414,32 @@ fn unmap_runs(stacks: Vec<Stack>) {
     }
 }
 
+/// Unmaps idle stacks of the shared parts of sizes other than `size` until they counted
+/// for `mappings` memory mappings, to make room under the mapping limit for stacks of
+/// `size`; returns how many stacks it unmapped. They go in the order a trim gives them
+/// up: first every idle stack of the sizes that are not common (a trim keeps none of
+/// them), then the cold stacks of common sizes, then their oldest warm ones. Stacks in
+/// threads' slots and caches are not seen.
+pub(super) fn reclaim(size: usize, mappings: usize) -> usize {
+    let pools: Vec<&'static SharedPool> = lock(&SHARED_POOLS).clone();
+    let (mut stacks, mut freed) = (0, 0);
+    // (common sizes?, warm stacks too?) for each pass.
+    for (common, warm_too) in [(false, true), (true, false), (true, true)] {
+        for pool in pools
+            .iter()
+            .filter(|p| p.size != size && p.common() == common)
+        {
+            let (more_stacks, more_mappings) = pool.unmap_idle(mappings - freed, warm_too);
+            stacks += more_stacks;
+            freed += more_mappings;
+            if freed >= mappings {
+                return stacks;
+            }
+        }
+    }
+    stacks
+}
+
 /// Sorts `ranges` and merges neighbours: the runs that one system call each covers.
 fn runs(ranges: &mut [Range<usize>]) -> Vec<Range<usize>> {
     ranges.sort_unstable_by_key(|range| range.start);
