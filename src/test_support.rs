@@ -87,3 +87,8 @@ pub fn listed_fibers(runtime: &Runtime) -> usize {
         .map(|worker| worker.listed_count())
         .sum()
 }
+
+/// How many threads `runtime`'s blocking pool has, and how many of them wait for a job.
+pub fn pool_threads(runtime: &Runtime) -> (usize, usize) {
+    runtime.shared().pool.thread_counts()
+}

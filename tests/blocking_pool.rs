@@ -1,14 +1,15 @@
 //! The blocking pool behind `green::unblock` shuts down whatever its jobs do: a job whose
 //! result or panic payload panics when the pool drops it leaves the pool thread alive and
 //! counted, and a runtime dropped from one of its own jobs does not wait for the thread
-//! that drops it.
+//! that drops it. Jobs submitted together all run at once, even when they land while an
+//! idle pool thread is being woken.
 
 mod common;
 
 use common::within;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 /// Panics when dropped.
@@ -141,5 +142,51 @@ fn a_runtime_dropped_inside_its_own_unblock_job_still_waits_for_its_other_jobs()
             dropped_rx.recv().unwrap(),
             "the drop returned before the other job had finished"
         );
+    });
+}
+
+/// Waits until every thread of `runtime`'s blocking pool waits for a job (or none is left).
+fn wait_until_the_pool_is_idle(runtime: &green::Runtime) {
+    loop {
+        let (threads, idle) = green::test_support::pool_threads(runtime);
+        if idle == threads {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// On a one-worker runtime whose one pool thread has gone idle, ten fibers each wait for
+/// an `unblock` job, and the jobs wait for each other; returns how many jobs led.
+fn ten_jobs_that_wait_for_each_other() -> usize {
+    let runtime = runtime();
+    runtime.run(|| green::unblock(|| ()));
+    wait_until_the_pool_is_idle(&runtime);
+    runtime.run(|| {
+        let barrier = Arc::new(Barrier::new(10));
+        let fibers: Vec<_> = (0..10)
+            .map(|_| {
+                let barrier = barrier.clone();
+                green::spawn(move || green::unblock(move || barrier.wait().is_leader()))
+            })
+            .collect();
+        fibers
+            .into_iter()
+            .map(|fiber| fiber.join().unwrap())
+            .filter(|&leader| leader)
+            .count()
+    })
+}
+
+// Once hung: `submit` woke the idle thread for every job it queued while that thread had
+// not yet taken the first, so the jobs queued behind one thread and the barrier never
+// filled. Whether the jobs land before the woken thread takes the first is up to the OS,
+// so ten runtimes try.
+#[test]
+fn jobs_submitted_while_an_idle_pool_thread_wakes_each_get_a_thread() {
+    within(20, "ten unblock jobs that wait for each other", || {
+        for _ in 0..10 {
+            assert_eq!(ten_jobs_that_wait_for_each_other(), 1);
+        }
     });
 }

@@ -3,9 +3,11 @@
 //!
 //! Each runtime has its own pool, whose threads run inside the runtime's tokio context
 //! (the `tokio` feature; see `tokio_context`). It starts threads on demand, up to 500 (as
-//! smol's `blocking` does), and a thread that has been idle for 500 ms exits. Jobs wait in
-//! a FIFO queue when every thread is busy. Shutting the runtime down waits for the pool's
-//! threads.
+//! smol's `blocking` does), and a thread that has been idle for 500 ms exits. A job is
+//! handed to an idle thread only while the queue holds no more jobs than there are idle
+//! threads, so jobs submitted together each get a thread of their own; they wait in a
+//! FIFO queue only when the pool is at its limit and every thread is busy. Shutting the
+//! runtime down waits for the pool's threads.
 //!
 //! # Shutdown
 //!
@@ -89,11 +91,17 @@ impl Pool {
         })
     }
 
-    /// Queues a job, starting a thread if none is idle and the limit allows.
+    /// Queues a job, waking an idle thread for it if there is one to spare, else starting a
+    /// thread if the limit allows.
+    ///
+    /// A thread woken for a job counts as idle until it takes the lock again, so `idle`
+    /// alone would count it for every job queued in that moment: those jobs would queue
+    /// behind it, and jobs that wait for each other would hang. The idle threads serve
+    /// at most one queued job each; a job beyond them gets a new thread.
     pub(crate) fn submit(self: &Arc<Self>, job: Job) {
         let mut state = lock(&self.state);
         state.queue.push_back(job);
-        if state.idle > 0 {
+        if state.queue.len() <= state.idle {
             self.available.notify_one();
         } else if state.threads < MAX_THREADS {
             state.threads += 1;
@@ -118,7 +126,7 @@ impl Pool {
     /// A pool thread: takes jobs until idle for `IDLE_TIMEOUT` or the pool closes.
     fn work(&self) {
         // First: from here on, the thread counts itself out when it ends, even by a panic.
-        let _counted = Counted::new(self);
+        let mut counted = Counted::new(self);
         if !self.cpus.is_empty() {
             crate::sys::set_thread_affinity(&self.cpus);
         }
@@ -147,6 +155,18 @@ impl Pool {
                 break;
             }
         }
+        // Count out under the lock that decided to exit: counted on until `counted` drops,
+        // the thread could keep a `submit` at the limit from starting a thread for a job
+        // that this thread will never take.
+        state.threads -= 1;
+        counted.counted_out = true;
+    }
+
+    /// How many threads the pool has, and how many of them wait for a job (for
+    /// `test_support`).
+    pub(crate) fn thread_counts(&self) -> (usize, usize) {
+        let state = lock(&self.state);
+        (state.threads, state.idle)
     }
 
     /// Whether the calling thread is one of this pool's threads.
@@ -189,20 +209,28 @@ impl Pool {
 struct Counted<'a> {
     /// The pool the thread works for.
     pool: &'a Pool,
+    /// Set once the thread counted itself out (as it decides to exit, under the lock that
+    /// decided it); dropping then only wakes `shut_down`.
+    counted_out: bool,
 }
 
 impl<'a> Counted<'a> {
     /// Marks the calling thread as one of `pool`'s; `submit` counted it in already.
     fn new(pool: &'a Pool) -> Counted<'a> {
         CURRENT_POOL.with(|current| current.set(pool));
-        Counted { pool }
+        Counted {
+            pool,
+            counted_out: false,
+        }
     }
 }
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         CURRENT_POOL.with(|current| current.set(ptr::null()));
-        lock(&self.pool.state).threads -= 1;
+        if !self.counted_out {
+            lock(&self.pool.state).threads -= 1;
+        }
         self.pool.exited.notify_all();
     }
 }
