@@ -50,6 +50,16 @@
 //! socket, and do not apply to the `AsyncRead`/`AsyncWrite` impls (async code races a
 //! [`Timer`](crate::time::Timer) instead).
 //!
+//! # Reads into an empty buffer
+//!
+//! As with std's blocking sockets on Linux, a read, vectored read or peek into an empty
+//! buffer does not return at once: on a stream socket it waits until the socket is
+//! readable (data, end of stream, an error), then returns `Ok(0)` and leaves the data for
+//! the next read; on a [`UdpSocket`] a receive waits for a datagram, takes it and discards
+//! it, and a peek leaves it queued. With data already there, none of them waits. Code that
+//! must not wait checks for an empty buffer first (as `read_exact` does). The `AsyncRead`
+//! impls likewise stay pending until the socket is readable, as async-io's and tokio's do.
+//!
 //! # Implementation
 //!
 //! Each socket is a nonblocking descriptor in an [`Async`](crate::io::Async), registered
