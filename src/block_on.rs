@@ -51,6 +51,10 @@ use crate::worker::{self, Current};
 /// Any future works: one from this crate, a `futures` channel completed by another
 /// thread, a tokio `JoinHandle` of a runtime on another thread, and so on.
 ///
+/// # Panics
+///
+/// Outside a fiber, where [`block_on`] panics.
+///
 /// # Examples
 ///
 /// ```
@@ -113,6 +117,20 @@ pub(crate) fn await_blocking_on<F: Future>(fut: F, wait: Wait) -> F::Output {
 /// lasts for the call only, so a tokio future made before it, outside a fiber, still
 /// finds none.
 ///
+/// Async code `.await`s instead: `block_on` in a task spawned with `tokio::spawn` blocks
+/// the thread that runs the task, and the other tasks of that thread with it (with a
+/// current-thread tokio runtime, all of its tasks, its timers and its sockets, so that a
+/// future waiting on them never completes). Green refuses it where it would freeze
+/// green's own tokio runtime, below; in `tokio::task::spawn_blocking` it is fine.
+///
+/// # Panics
+///
+/// With the `tokio` feature, in a task spawned with `tokio::spawn` on the process-wide
+/// tokio runtime that green starts ([Tokio](crate#tokio)): blocking its one thread would
+/// stop tokio's timers and sockets in the whole process. As tokio's own `block_on`, which
+/// refuses to run inside a runtime, it panics with a message that says to `.await` the
+/// future instead.
+///
 /// # Examples
 ///
 /// ```
@@ -144,7 +162,13 @@ impl Wake for ThreadWaker {
 }
 
 /// `block_on` for a thread that is not running a fiber.
+///
+/// # Panics
+///
+/// On the thread of green's process-wide tokio runtime (the `tokio` feature; see
+/// `tokio_context::check_may_block`).
 fn block_on_thread<F: Future>(fut: F) -> F::Output {
+    tokio_context::check_may_block();
     thread_local! {
         /// This thread's waker, reused by every `block_on` on it that is not nested.
         static CACHED: RefCell<Option<(Arc<ThreadWaker>, Waker)>> = const { RefCell::new(None) };
@@ -194,7 +218,8 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// # Panics
     ///
     /// If the calling fiber joins itself (its own handle, passed to it): it would wait for
-    /// ever, as `std::thread::JoinHandle::join` would, which panics too.
+    /// ever, as `std::thread::JoinHandle::join` would, which panics too. Outside a fiber,
+    /// where [`block_on`] panics (a `JoinHandle` is a future: `.await` it in async code).
     pub fn join(mut self) -> Result<T, JoinError> {
         match worker::current() {
             Some(fiber) => join_in_fiber(&mut self, fiber),

@@ -65,7 +65,10 @@
 //! to `Builder::tokio_handle`, or else one that green starts for the whole process on
 //! first use: a current-thread tokio runtime on a thread of its own ("green-tokio"),
 //! which drives tokio's I/O and timers while green polls the futures in the fibers that
-//! wait for them. Tasks spawned with `tokio::spawn` run on that thread.
+//! wait for them. Tasks spawned with `tokio::spawn` run on that thread, so they must not
+//! block it: they `.await` green's futures and `JoinHandle`s, and [`block_on`] there
+//! panics (as tokio's own `block_on` does inside a runtime) rather than stop tokio's
+//! timers and sockets for the whole process.
 //!
 //! ## Entering another tokio runtime in a fiber
 //!

@@ -50,6 +50,8 @@ use std::pin::Pin;
 use std::sync::{Mutex, OnceLock};
 #[cfg(feature = "tokio")]
 use std::task::{Context, Poll, Waker};
+#[cfg(feature = "tokio")]
+use std::thread::{self, ThreadId};
 
 #[cfg(feature = "tokio")]
 use tokio::runtime::{Handle, Id};
@@ -62,6 +64,11 @@ pub(crate) struct TokioContext {
     #[cfg(feature = "tokio")]
     handle: Option<Handle>,
 }
+
+/// The thread that drives the process-wide runtime and runs the tasks spawned on it
+/// (see `shared_runtime`), once started.
+#[cfg(feature = "tokio")]
+static SHARED_THREAD: OnceLock<ThreadId> = OnceLock::new();
 
 #[cfg(feature = "tokio")]
 thread_local! {
@@ -105,8 +112,10 @@ impl TokioContext {
 }
 
 /// Runs `f`, a `block_on` on a plain thread, inside a tokio runtime's context: the
-/// thread's own if it has one (a thread of the user's that entered a runtime, a tokio
-/// worker), else the process-wide runtime's.
+/// thread's own if it has one (a thread of the user's that entered a runtime, a closure
+/// of `spawn_blocking`), else the process-wide runtime's. (`f` blocks the thread: on a
+/// thread that runs tokio tasks it blocks them all; [`check_may_block`] refuses it on the
+/// process-wide runtime's thread.)
 ///
 /// # Panics
 ///
@@ -122,6 +131,45 @@ pub(crate) fn on_plain_thread<R>(f: impl FnOnce() -> R) -> R {
         return f();
     }
     f()
+}
+
+/// Refuses to block the thread that drives the process-wide tokio runtime (a `block_on`
+/// or `JoinHandle::join` on a plain thread, called from a task spawned there with
+/// `tokio::spawn`): its timers and sockets, and every other task spawned from a fiber,
+/// would stop for the whole process until the call returned, which may be never. Tokio's
+/// own `block_on` refuses the same call ("Cannot start a runtime from within a runtime").
+/// Does nothing without the `tokio` feature, or on any other thread.
+///
+/// A task of a runtime of the user's is not refused: tokio's public API cannot tell one
+/// from a closure of `spawn_blocking`, where blocking is what the closure is for.
+///
+/// # Panics
+///
+/// On the process-wide runtime's thread.
+#[inline]
+pub(crate) fn check_may_block() {
+    #[cfg(feature = "tokio")]
+    if let Some(&shared) = SHARED_THREAD.get()
+        && thread::current().id() == shared
+    {
+        refuse_block();
+    }
+}
+
+/// The panic of [`check_may_block`].
+#[cfg(feature = "tokio")]
+#[cold]
+#[inline(never)]
+fn refuse_block() -> ! {
+    panic!(
+        "green: cannot block the thread of green's process-wide tokio runtime \
+         (\"green-tokio\"): `green::block_on`, `await_blocking` or `JoinHandle::join` was \
+         called in a task spawned with `tokio::spawn`, and blocking that thread would stop \
+         tokio's timers, sockets and other tasks in the whole process. `.await` the future \
+         (or the green `JoinHandle`, which is a future) instead, or make the blocking call \
+         in `tokio::task::spawn_blocking` or in a fiber. (Tokio's own `block_on` refuses \
+         this too: \"Cannot start a runtime from within a runtime\".)"
+    )
 }
 
 /// Refuses to let the running fiber switch out while the thread's tokio context is not
@@ -215,8 +263,10 @@ fn shared_runtime() -> io::Result<&'static Handle> {
         .thread_name("green-tokio-blocking")
         .build()?;
     let handle = runtime.handle().clone();
-    std::thread::Builder::new()
+    let thread = thread::Builder::new()
         .name("green-tokio".into())
         .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    // Before the handle is out: no task can run there before the thread is known.
+    let _ = SHARED_THREAD.set(thread.thread().id());
     Ok(HANDLE.get_or_init(|| handle))
 }
