@@ -1,5 +1,6 @@
 //! The scheduler: placement, stealing, idle workers and stuck siblings, fibers staying on
-//! their thread, the join shortcut, I/O across workers, shutdown and the stall warning.
+//! their thread, the join shortcut, I/O across workers, shutdown and the stall warning
+//! (which outlives a hook that panics).
 
 mod common;
 
@@ -598,6 +599,38 @@ fn a_fiber_that_hogs_its_worker_is_reported_once() {
         .filter(|r| (r.worker, r.fiber) == (first.worker, first.fiber))
         .collect();
     assert!(again.is_empty(), "reported again: {again:?}");
+}
+
+// Once lost: the hook's panic ended the monitor thread, silently, and no stall was
+// reported again.
+#[test]
+fn a_stall_hook_that_panicked_is_called_for_the_next_stall() {
+    let (reports_tx, reports_rx) = mpsc::channel();
+    let calls = AtomicUsize::new(0);
+    let runtime = green::Runtime::builder()
+        .workers(1)
+        .stall_warning(Duration::from_millis(20))
+        .on_stall(move |report| {
+            drop(reports_tx.send(report.clone()));
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("the stall hook panics on its first call");
+            }
+        })
+        .build()
+        .unwrap();
+    let (first, second) = runtime.run(move || {
+        // Two stalls of the one fiber, each blocking the worker thread until reported
+        // (bounded, so that a missing report fails the test instead of hanging it),
+        // with a suspension between them.
+        let first = reports_rx.recv_timeout(Duration::from_secs(10));
+        green::yield_now();
+        let second = reports_rx.recv_timeout(Duration::from_secs(10));
+        (first, second)
+    });
+    let first = first.expect("the first stall was not reported");
+    let second = second.expect("the stall after the hook's panic was not reported");
+    assert_eq!((first.worker, second.worker), (0, 0));
+    assert_eq!(first.fiber, second.fiber, "one fiber stalled twice");
 }
 
 #[test]

@@ -255,6 +255,9 @@ impl Builder {
     }
 
     /// Where stall reports go (see [`Builder::stall_warning`]), instead of stderr.
+    ///
+    /// The hook runs on the stall monitor's thread. A panic in it is caught and reported
+    /// on stderr, and the hook is called again for the next stall.
     pub fn on_stall(mut self, hook: impl Fn(&StallReport) + Send + Sync + 'static) -> Builder {
         self.stall_hook = Some(Arc::new(hook));
         self

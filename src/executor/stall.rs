@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::sys::lock;
+use crate::sys::{catch_and_report, lock};
 use crate::worker::{NOT_RUNNING, RuntimeShared};
 
 /// What the stall monitor reports: a fiber that ran too long without suspending.
@@ -146,12 +146,15 @@ pub(crate) fn monitor_stalls(
             let ticks = worker.ticks.load(Ordering::Relaxed);
             let running = worker.running.load(Ordering::Relaxed);
             if let Some(running_for) = watched.look(ticks, running, now, threshold) {
-                report(&StallReport {
+                let stall = StallReport {
                     fiber: running,
                     name: worker.name_of(running),
                     worker: worker.index,
                     running_for,
-                });
+                };
+                // A hook that panics must not end the monitor: later stalls would go
+                // unreported, without a word.
+                catch_and_report("the stall hook (Builder::on_stall)", || report(&stall));
             }
         }
     }
