@@ -101,12 +101,15 @@ pub use stall::StallReport;
 ///    worker checks the deadline at its scheduling points, so one may run a fiber woken
 ///    in the moment between the deadline and its next check, after `shutdown_timeout`
 ///    has returned;
-/// 6. joins the worker threads and the runtime's blocking pool ([`crate::unblock`]), up to
-///    the deadline for `shutdown_timeout`. A worker thread that abandoned fibers parks for
-///    good instead of exiting, and is not joined: a frame of an abandoned fiber may lend
-///    out one of that thread's thread-locals (from inside `LocalKey::with`, to a thread
-///    of `std::thread::scope` or to a fiber of [`crate::scope`]), and the thread's exit
-///    would free it under the borrower;
+/// 6. joins the worker threads, then waits for the jobs of the runtime's blocking pool
+///    ([`crate::unblock`]) to end, the queued ones included, up to the deadline for
+///    `shutdown_timeout`. The pool's threads are not joined: each exits on its own once it
+///    has no job left, so their thread-local destructors may run after the shutdown has
+///    returned. A worker thread that abandoned fibers parks for good instead of exiting,
+///    and is not joined: a frame of an abandoned fiber may lend out one of that thread's
+///    thread-locals (from inside `LocalKey::with`, to a thread of `std::thread::scope` or
+///    to a fiber of [`crate::scope`]), and the thread's exit would free it under the
+///    borrower;
 /// 7. every outstanding [`JoinHandle`] resolves to a cancelled [`JoinError`](crate::JoinError).
 ///
 /// [`JoinHandle::abort`] cancels one fiber the same way, at its next suspension point.
@@ -347,8 +350,8 @@ impl Runtime {
     }
 
     /// Shuts the runtime down (see [Shutdown](Runtime#shutdown)), waiting at most `timeout`
-    /// for the workers and the blocking pool; returns whether everything stopped in time
-    /// (`false` if a fiber had to be abandoned).
+    /// for the workers and the blocking pool's jobs; returns whether everything stopped in
+    /// time (`false` if a fiber had to be abandoned).
     ///
     /// Nothing waits past `timeout`: fibers still unwinding then (blocked in a destructor)
     /// are abandoned, as the shutdown steps say, and threads still busy (a fiber that never
@@ -367,7 +370,8 @@ impl Runtime {
         self.shut_down(Instant::now().checked_add(timeout))
     }
 
-    /// Stops the workers and the pool; waits until `deadline` (`None`: for ever).
+    /// Stops the workers and the pool; waits, until `deadline` (`None`: for ever), for the
+    /// workers' threads and the pool's jobs.
     fn shut_down(&mut self, deadline: Option<Instant>) -> bool {
         self.shut_down = true;
         self.dump_signal = None;

@@ -2,7 +2,8 @@
 //! result or panic payload panics when the pool drops it leaves the pool thread alive and
 //! counted, and a runtime dropped from one of its own jobs does not wait for the thread
 //! that drops it. Jobs submitted together all run at once, even when they land while an
-//! idle pool thread is being woken.
+//! idle pool thread is being woken. A job runs on a plain thread: `green::spawn` there
+//! goes to the global runtime.
 
 mod common;
 
@@ -189,4 +190,24 @@ fn jobs_submitted_while_an_idle_pool_thread_wakes_each_get_a_thread() {
             assert_eq!(ten_jobs_that_wait_for_each_other(), 1);
         }
     });
+}
+
+#[test]
+fn a_spawn_inside_a_job_goes_to_the_global_runtime_and_a_handle_spawn_to_its_own() {
+    let runtime = green::Runtime::builder()
+        .workers(1)
+        .name("pool-owner")
+        .build()
+        .unwrap();
+    let handle = runtime.handle();
+    let (global, own) = runtime.run(move || {
+        green::unblock(move || {
+            let name = || std::thread::current().name().unwrap().to_owned();
+            let global = green::spawn(name).join().unwrap();
+            let own = handle.spawn(name).join().unwrap();
+            (global, own)
+        })
+    });
+    assert!(global.starts_with("green-global"), "{global}");
+    assert!(own.starts_with("pool-owner"), "{own}");
 }

@@ -562,7 +562,7 @@ fn unblock_jobs_finish_before_shutdown_returns() {
     assert_eq!(
         finished.load(Ordering::SeqCst),
         1,
-        "the blocking pool was joined"
+        "the shutdown returned before the blocking pool's job had ended"
     );
 }
 

@@ -58,6 +58,25 @@ impl<T> Future for Pending<T> {
 ///
 /// Outside a fiber, `f` simply runs on the calling thread, which may block anyway.
 ///
+/// `f` runs on a plain thread of the runtime's pool, not in a fiber: green's blocking
+/// calls there block that thread, and [`spawn`](crate::spawn) starts its fiber on the
+/// global runtime, as on any thread outside a runtime, not on the caller's runtime. To
+/// start one on the caller's runtime, spawn it from the calling fiber, or move a
+/// [`Handle`](crate::Handle) into `f`:
+///
+/// ```
+/// let runtime = green::Runtime::new().unwrap();
+/// let handle = runtime.handle();
+/// let answer = runtime.run(move || {
+///     let fiber = green::unblock(move || {
+///         // `green::spawn` here would go to the global runtime.
+///         handle.spawn(|| 6 * 7)
+///     });
+///     fiber.join().unwrap()
+/// });
+/// assert_eq!(answer, 42);
+/// ```
+///
 /// # Panics
 ///
 /// A panic in `f` is re-raised in the caller.

@@ -7,11 +7,15 @@
 //! handed to an idle thread only while the queue holds no more jobs than there are idle
 //! threads, so jobs submitted together each get a thread of their own; they wait in a
 //! FIFO queue only when the pool is at its limit and every thread is busy. Shutting the
-//! runtime down waits for the pool's threads.
+//! runtime down waits for the pool's jobs, not for its threads' exit.
 //!
 //! # Shutdown
 //!
-//! A pool thread counts itself in for as long as it runs, whatever its jobs do (`Counted`).
+//! A pool thread counts itself in for as long as it takes jobs, whatever its jobs do
+//! (`Counted`), and out once it has taken its last: `shut_down` waits for that, not for
+//! the thread to exit, so the thread's tokio context and thread-locals are dropped after
+//! (a join would wait for them, but a runtime dropped from its own job cannot join the
+//! thread it runs on, and nothing green owns needs the threads gone).
 //! A runtime dropped from one of its own `unblock` jobs waits for the pool's other threads,
 //! not for the thread that drops it, which exits once its job returns.
 
@@ -175,8 +179,9 @@ impl Pool {
     }
 
     /// Stops the pool: idle threads exit, busy ones once their jobs (and the queued ones)
-    /// are done. Waits for every thread until `deadline` (`None`: as long as it takes);
-    /// returns whether they all exited. Called from one of the pool's own threads (a
+    /// are done. Waits until `deadline` (`None`: as long as it takes) for every thread to
+    /// count itself out, after its last job and before its thread-local destructors run;
+    /// returns whether they all did. Called from one of the pool's own threads (a
     /// runtime dropped in an `unblock` job), it waits for the others: the caller's thread
     /// exits once its job returns, and waiting for it would wait for ever.
     pub(crate) fn shut_down(&self, deadline: Option<Instant>) -> bool {
