@@ -45,14 +45,20 @@
 //! suspends) is not unwound again when dropped, since no panic may leave a destructor
 //! during an unwinding: it is resumed instead (its `suspend` returns) and goes on with
 //! its own unwinding. While it is suspended so, `std::thread::panicking()` is true on its
-//! whole thread: std counts panics per thread, not per stack.
+//! whole thread: std counts panics per thread, not per stack, and so a fiber that begins
+//! to unwind while its resumer is unwinding too cannot be told apart; dropping it
+//! suspended in a destructor then aborts the process, as any panic that leaves a
+//! destructor during an unwinding does.
 //!
 //! # Leaking a started fiber
 //!
 //! Making a fiber is `unsafe`, for one rule its caller keeps: **once a fiber has started,
-//! it must not be leaked (`mem::forget`, a reference cycle, `Box::leak`) before it has
-//! finished, unless its thread never exits.** Dropping it is always fine (the drop unwinds
-//! it), and so is leaking one that never started or has finished.
+//! it must have finished or been dropped before its thread begins to exit**: not leaked
+//! (`mem::forget`, a reference cycle, `Box::leak`), unless the thread never exits, and not
+//! owned by a thread-local (or anything a thread-local's destructor drops), which the
+//! thread's exit would drop after other thread-locals may have been freed. Dropping it
+//! before then is always fine (the drop unwinds it), and so is leaking one that never
+//! started or has finished.
 //!
 //! A leaked fiber keeps the frames on its stack for good, never run again and never
 //! unwound, and its stack stays mapped: data those frames own stays valid. The thread's
@@ -282,6 +288,35 @@ fn refuse_suspend_off_stack() -> ! {
 }
 
 thread_local! {
+    /// How many fibers of this thread are suspended in the middle of unwinding a panic of
+    /// their own, as far as they can be told apart: a user's [`Fiber`]s (see
+    /// `switch_noting`) and a runtime's (see `worker::current`). std counts panics per
+    /// thread, so while one is, `std::thread::panicking()` is true everywhere on the
+    /// thread.
+    static SUSPENDED_UNWINDING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many fibers of this thread are suspended in the middle of unwinding (see
+/// `SUSPENDED_UNWINDING`).
+#[inline]
+pub(crate) fn suspended_unwinding() -> usize {
+    SUSPENDED_UNWINDING.with(Cell::get)
+}
+
+/// Counts a fiber of this thread in (`true`) or out of those suspended in the middle of
+/// unwinding.
+#[inline]
+pub(crate) fn count_suspended_unwinding(suspended: bool) {
+    SUSPENDED_UNWINDING.with(|count| {
+        count.set(if suspended {
+            count.get() + 1
+        } else {
+            count.get() - 1
+        })
+    });
+}
+
+thread_local! {
     /// Addresses of the `await_blocking` calls of a green runtime that run on this thread
     /// on a stack other than their task's own (a fiber of this module's, resumed by the
     /// task), in no particular order: none of those fibers may suspend while such a call
@@ -394,8 +429,8 @@ impl<T: 'static> Fiber<T> {
     ///
     /// # Safety
     ///
-    /// Once started, the fiber must not be leaked before it has finished if its thread can
-    /// exit afterwards (see [Leaking a started fiber](self#leaking-a-started-fiber)).
+    /// Once started, the fiber must have finished or been dropped before its thread begins
+    /// to exit (see [Leaking a started fiber](self#leaking-a-started-fiber)).
     pub unsafe fn new<F>(f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,
@@ -412,8 +447,8 @@ impl<T: 'static> Fiber<T> {
     ///
     /// # Safety
     ///
-    /// Once started, the fiber must not be leaked before it has finished if its thread can
-    /// exit afterwards (see [Leaking a started fiber](self#leaking-a-started-fiber)).
+    /// Once started, the fiber must have finished or been dropped before its thread begins
+    /// to exit (see [Leaking a started fiber](self#leaking-a-started-fiber)).
     pub unsafe fn with_stack_size<F>(size: usize, f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,
@@ -431,8 +466,8 @@ impl<T: 'static> Fiber<T> {
     ///
     /// # Safety
     ///
-    /// Once started, the fiber must not be leaked before it has finished if its thread can
-    /// exit afterwards (see [Leaking a started fiber](self#leaking-a-started-fiber)).
+    /// Once started, the fiber must have finished or been dropped before its thread begins
+    /// to exit (see [Leaking a started fiber](self#leaking-a-started-fiber)).
     pub unsafe fn with_stack<F>(stack: Stack, f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,
@@ -538,16 +573,31 @@ impl<T> Fiber<T> {
 
     /// `switch_in`, noting whether the fiber suspends in the middle of unwinding a panic
     /// of its own. std counts panics per thread: such a fiber leaves the count raised
-    /// after it suspends, so a count that was zero before the switch and is not after it
-    /// is the fiber's; one that was raised already (the fiber resumed from a destructor
-    /// during the resumer's unwinding, or it was unwinding before) leaves what was known.
+    /// after it suspends. So the fiber is taken to be unwinding if it suspends with the
+    /// count raised, no other fiber of the thread was noted as suspended mid-unwind
+    /// meanwhile (fibers it resumed, or, inside a runtime's task, the runtime's), and the
+    /// count was not raised before the switch, or was by this fiber's own unwinding. A
+    /// fiber that begins to unwind while its resumer unwinds is not told apart (dropping
+    /// it then aborts, see the module docs), nor one that catches its panic and suspends
+    /// again while its resumer unwinds (dropping it then resumes it rather than unwinding
+    /// it).
     #[inline]
     fn switch_noting(&mut self, message: usize) -> usize {
+        let was_unwinding = mem::replace(&mut self.unwinding, false);
+        if was_unwinding {
+            count_suspended_unwinding(false);
+        }
         let panicking_before = std::thread::panicking();
+        let noted_before = suspended_unwinding();
         let reply = self.switch_in(message);
-        self.unwinding = reply == MSG_YIELDED
+        if reply == MSG_YIELDED
             && std::thread::panicking()
-            && (self.unwinding || !panicking_before);
+            && suspended_unwinding() == noted_before
+            && (was_unwinding || !panicking_before)
+        {
+            self.unwinding = true;
+            count_suspended_unwinding(true);
+        }
         reply
     }
 
@@ -861,7 +911,8 @@ mod tests {
 
     #[test]
     fn another_fibers_switch_is_refused() {
-        // SAFETY: neither fiber is leaked while started.
+        // SAFETY: `a` is dropped; `b` is leaked while started (below), but its frames lend
+        // out no thread-local.
         let (mut a, mut b) = unsafe {
             (
                 Fiber::new(|suspender| suspender.suspend()).unwrap(),

@@ -154,19 +154,22 @@ fn nested_frames(depth: usize, count: &Rc<Cell<usize>>, suspender: &green::fiber
     }
 }
 
+/// Suspends its fiber when dropped (as the fiber unwinds, in the tests below).
+struct SuspendsWhenDropped<'a> {
+    suspender: &'a green::fiber::Suspender,
+    _count: Counted,
+}
+
+impl Drop for SuspendsWhenDropped<'_> {
+    fn drop(&mut self) {
+        self.suspender.suspend();
+    }
+}
+
 #[test]
 fn dropping_a_fiber_suspended_as_it_unwinds_lets_it_unwind_on() {
     // A destructor that suspends as its fiber unwinds from a panic: the fiber cannot take
     // a forced unwind there (the process would abort); dropping it goes on with its own.
-    struct SuspendsWhenDropped<'a> {
-        suspender: &'a green::fiber::Suspender,
-        _count: Counted,
-    }
-    impl Drop for SuspendsWhenDropped<'_> {
-        fn drop(&mut self) {
-            self.suspender.suspend();
-        }
-    }
     let drops = Rc::new(Cell::new(0));
     let count = drops.clone();
     // SAFETY: the fiber is not leaked while started.
@@ -185,6 +188,43 @@ fn dropping_a_fiber_suspended_as_it_unwinds_lets_it_unwind_on() {
     assert_eq!(drops.get(), 0);
     drop(fiber);
     assert_eq!(drops.get(), 2, "both destructors ran");
+    assert!(!std::thread::panicking());
+}
+
+#[test]
+fn a_fiber_whose_nested_fiber_is_suspended_as_it_unwinds_is_still_unwound_when_dropped() {
+    // The nested fiber's panic keeps the thread's panic count raised while the outer
+    // fiber suspends plainly: the outer one is unwound when dropped, not resumed.
+    let drops = Rc::new(Cell::new(0));
+    let after_suspend = Rc::new(Cell::new(false));
+    let (count, flag) = (drops.clone(), after_suspend.clone());
+    let outer_body = move |suspender: &green::fiber::Suspender| {
+        let _outer = Counted(count.clone());
+        let inner_count = count.clone();
+        let inner_body = move |suspender: &green::fiber::Suspender| {
+            let _suspends = SuspendsWhenDropped {
+                suspender,
+                _count: Counted(inner_count),
+            };
+            panic!("the nested fiber's own panic");
+        };
+        // SAFETY: the fiber is not leaked while started.
+        let mut inner = unsafe { Fiber::<()>::new(inner_body) }.unwrap();
+        expect_yield(inner.resume());
+        suspender.suspend();
+        flag.set(true);
+        drop(inner);
+    };
+    // SAFETY: the fiber is not leaked while started.
+    let mut outer = unsafe { Fiber::new(outer_body) }.unwrap();
+    expect_yield(outer.resume());
+    assert!(std::thread::panicking(), "the nested fiber is mid-unwind");
+    drop(outer);
+    assert!(
+        !after_suspend.get(),
+        "the outer fiber was resumed, not unwound"
+    );
+    assert_eq!(drops.get(), 2, "both fibers' destructors ran");
     assert!(!std::thread::panicking());
 }
 
@@ -600,7 +640,8 @@ fn thousands_of_switches_keep_state_on_both_sides() {
 
 /// A fiber that shares its thread's floating-point control state, with the default stack.
 fn shared_fiber<T: 'static>(f: impl FnOnce(&green::fiber::Suspender) -> T + 'static) -> Fiber<T> {
-    // SAFETY: the tests do not leak their fibers while started.
+    // SAFETY: the tests do not leak their fibers while started, and their closures lend out
+    // no thread-local.
     unsafe { Builder::new().float_control(FloatControl::Shared).build(f) }.unwrap()
 }
 

@@ -113,8 +113,8 @@ impl Builder {
     ///
     /// # Safety
     ///
-    /// Once started, the fiber must not be leaked before it has finished if its thread can
-    /// exit afterwards (see [Leaking a started fiber](super#leaking-a-started-fiber)).
+    /// Once started, the fiber must have finished or been dropped before its thread begins
+    /// to exit (see [Leaking a started fiber](super#leaking-a-started-fiber)).
     pub unsafe fn build<F, T>(self, f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,

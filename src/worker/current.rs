@@ -68,13 +68,6 @@ thread_local! {
     };
 }
 
-thread_local! {
-    /// How many fibers of this thread are suspended in the middle of unwinding (their
-    /// `Header::unwinding` set). std counts panics per thread, so while one is,
-    /// `std::thread::panicking()` is true in every fiber of the thread.
-    static SUSPENDED_UNWINDING: Cell<usize> = const { Cell::new(0) };
-}
-
 /// Records, as a fiber suspends with a panic in flight on its thread, whether it is its
 /// own: the thread's count is then the fiber's alone if no other fiber of the thread is
 /// suspended mid-unwind; else the fiber keeps what it knew of itself at its last
@@ -83,10 +76,10 @@ thread_local! {
 #[inline(never)]
 fn note_unwinding_at_suspend(header: &Header) {
     let known = header.state.unwinding();
-    let unwinding = std::thread::panicking() && (SUSPENDED_UNWINDING.with(Cell::get) == 0 || known);
+    let unwinding = std::thread::panicking() && (fiber::suspended_unwinding() == 0 || known);
     header.state.set_unwinding(unwinding);
     if unwinding {
-        SUSPENDED_UNWINDING.with(|count| count.set(count.get() + 1));
+        fiber::count_suspended_unwinding(true);
     }
 }
 
@@ -103,7 +96,7 @@ pub(crate) fn panicking() -> bool {
     if !std::thread::panicking() {
         return false;
     }
-    if SUSPENDED_UNWINDING.with(Cell::get) == 0 {
+    if fiber::suspended_unwinding() == 0 {
         return true;
     }
     current().is_some_and(|current| current.header().state.unwinding())
@@ -186,7 +179,7 @@ impl Current {
         // link is the running fiber's.
         unsafe { Suspender::for_running(self.stack_top) }.switch_out();
         if header.state.unwinding() {
-            SUSPENDED_UNWINDING.with(|count| count.set(count.get() - 1));
+            fiber::count_suspended_unwinding(false);
         }
         self.check_cancel();
     }
