@@ -126,8 +126,9 @@ pub(crate) fn await_blocking_on<F: Future>(fut: F, wait: Wait) -> F::Output {
 /// # Panics
 ///
 /// With the `tokio` feature, in a task spawned with `tokio::spawn` on the process-wide
-/// tokio runtime that green starts ([Tokio](crate#tokio)): blocking its one thread would
-/// stop tokio's timers and sockets in the whole process. As tokio's own `block_on`, which
+/// tokio runtime that green starts ([Tokio](crate#tokio)), if the future is pending (a
+/// ready one returns as usual): blocking that runtime's one thread would stop tokio's
+/// timers and sockets in the whole process. As tokio's own `block_on`, which
 /// refuses to run inside a runtime, it panics with a message that says to `.await` the
 /// future instead.
 ///
@@ -166,9 +167,9 @@ impl Wake for ThreadWaker {
 /// # Panics
 ///
 /// On the thread of green's process-wide tokio runtime (the `tokio` feature; see
-/// `tokio_context::check_may_block`).
+/// `tokio_context::check_may_block`), if it would block: the future is pending and has not
+/// woken itself.
 fn block_on_thread<F: Future>(fut: F) -> F::Output {
-    tokio_context::check_may_block();
     thread_local! {
         /// This thread's waker, reused by every `block_on` on it that is not nested.
         static CACHED: RefCell<Option<(Arc<ThreadWaker>, Waker)>> = const { RefCell::new(None) };
@@ -193,6 +194,9 @@ fn block_on_thread<F: Future>(fut: F) -> F::Output {
         }
         // `park` may return spuriously; wait for the flag.
         while !parker.notified.swap(false, Ordering::AcqRel) {
+            // Only a call that would block is refused: one whose future is ready (a
+            // message queued, a finished task) returns as usual.
+            tokio_context::check_may_block();
             thread::park();
         }
     };

@@ -27,3 +27,13 @@ pub fn within<T: Send + 'static>(
         },
     }
 }
+
+/// The message of a panic's `payload` (a `&str` or a `String`).
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<&str>() {
+        Ok(message) => (*message).to_owned(),
+        Err(payload) => payload
+            .downcast::<String>()
+            .map_or_else(|_| "not a string".to_owned(), |message| *message),
+    }
+}

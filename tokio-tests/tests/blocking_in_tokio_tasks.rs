@@ -7,17 +7,7 @@
 use std::time::Duration;
 
 use green::await_blocking;
-use green_tokio_tests::within;
-
-/// The panic message in `payload`.
-fn message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<&str>() {
-        Ok(message) => (*message).to_owned(),
-        Err(payload) => payload
-            .downcast::<String>()
-            .map_or_else(|_| "not a string".to_owned(), |message| *message),
-    }
-}
+use green_tokio_tests::{panic_message, within};
 
 // Once hung: the task parked the process-wide runtime's one thread, whose timer would
 // have ended the sleep, so the sleep never ended and neither did any other tokio timer,
@@ -30,8 +20,13 @@ fn block_on_in_a_task_on_the_process_wide_runtime_panics_instead_of_freezing_it(
                 green::block_on(tokio::time::sleep(Duration::from_millis(1)));
             }))
             .unwrap_err();
-            let fiber = green::spawn(|| 42);
+            let (release, released) = green::sync::channel::<()>();
+            let fiber = green::spawn(move || {
+                let _ = released.recv();
+                42
+            });
             let joined = await_blocking(tokio::spawn(async move { fiber.join() })).unwrap_err();
+            release.send(()).unwrap();
             // The thread was not blocked: tokio's timers fire and tasks run on it.
             let slept_after = await_blocking(tokio::spawn(async {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -42,13 +37,36 @@ fn block_on_in_a_task_on_the_process_wide_runtime_panics_instead_of_freezing_it(
         })
     });
     for refused in [refused, joined] {
-        let message = message(refused.into_panic());
+        let message = panic_message(refused.into_panic());
         assert!(
             message.contains("green-tokio") && message.contains("`.await` the future"),
             "{message}"
         );
     }
     assert_eq!(slept_after.as_deref(), Some("green-tokio"));
+}
+
+#[test]
+fn calls_that_would_not_block_return_in_a_task_on_the_process_wide_runtime() {
+    let (ready, joined, received) = within(20, "ready calls in a tokio task", || {
+        green::run(|| {
+            let done = green::spawn(|| 9);
+            while !done.is_finished() {
+                green::yield_now();
+            }
+            let (sender, receiver) = green::sync::channel();
+            sender.send(11).unwrap();
+            await_blocking(tokio::spawn(async move {
+                (
+                    green::block_on(async { 5 }),
+                    done.join().unwrap(),
+                    receiver.recv().unwrap(),
+                )
+            }))
+            .unwrap()
+        })
+    });
+    assert_eq!((ready, joined, received), (5, 9, 11));
 }
 
 #[test]

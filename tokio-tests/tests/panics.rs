@@ -5,17 +5,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use green::await_blocking;
+use green_tokio_tests::panic_message;
 use tokio::runtime::Handle;
-
-/// The panic message in `payload`.
-fn message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<&str>() {
-        Ok(message) => (*message).to_owned(),
-        Err(payload) => payload
-            .downcast::<String>()
-            .map_or_else(|_| "not a string".to_owned(), |message| *message),
-    }
-}
 
 #[test]
 fn a_panic_inside_a_tokio_bound_future_reaches_the_fibers_join_handle() {
@@ -31,7 +22,7 @@ fn a_panic_inside_a_tokio_bound_future_reaches_the_fibers_join_handle() {
         .join()
         .unwrap_err();
     assert_eq!(
-        message(panicked.into_panic()),
+        panic_message(panicked.into_panic()),
         "a tokio-bound future panics"
     );
     // The worker goes on in the same context, and tokio's timers still fire for it.
@@ -59,7 +50,7 @@ fn a_panicking_task_spawned_from_a_fiber_leaves_the_process_wide_runtime_running
     });
     assert!(panicked.is_panic());
     assert_eq!(
-        message(panicked.into_panic()),
+        panic_message(panicked.into_panic()),
         "a task on the process-wide runtime panics"
     );
     assert_eq!(thread.as_deref(), Some("green-tokio"));
@@ -73,7 +64,10 @@ fn a_panic_inside_block_on_on_a_plain_thread_leaves_the_thread_outside_any_conte
             panic!("a future in block_on panics");
         })
     });
-    assert_eq!(message(result.unwrap_err()), "a future in block_on panics");
+    assert_eq!(
+        panic_message(result.unwrap_err()),
+        "a future in block_on panics"
+    );
     assert!(
         Handle::try_current().is_err(),
         "the call's context was left"
@@ -103,7 +97,7 @@ fn a_panic_inside_a_fibers_own_tokio_runtime_block_on_is_caught_as_the_fibers() 
         .join()
         .unwrap_err();
     assert_eq!(
-        message(panicked.into_panic()),
+        panic_message(panicked.into_panic()),
         "a future in another runtime's block_on panics"
     );
     assert_eq!(runtime.run(|| Handle::current().id()), context);

@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use green::await_blocking;
+use green_tokio_tests::panic_message;
 use tokio::net::TcpListener;
 
 /// A tokio runtime of the caller's, driven by a worker thread of its own.
@@ -16,17 +17,6 @@ fn callers_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// The panic message of a fiber that panicked.
-fn panic_message(error: green::JoinError) -> String {
-    let payload = error.into_panic();
-    match payload.downcast::<String>() {
-        Ok(message) => *message,
-        Err(payload) => payload
-            .downcast_ref::<&str>()
-            .map_or_else(|| "not a string".to_owned(), |s| (*s).to_owned()),
-    }
 }
 
 #[test]
@@ -103,7 +93,7 @@ fn a_tokio_runtime_that_shuts_down_under_a_green_runtime_fails_as_tokio_says() {
     drop(tokio);
     // A timer panics in the fiber that polls it, with tokio's message.
     let polled = runtime.spawn(move || await_blocking(sleep)).join();
-    let message = panic_message(polled.unwrap_err());
+    let message = panic_message(polled.unwrap_err().into_panic());
     assert!(message.contains("is being shutdown"), "{message}");
     // A socket returns the same as an error; a spawned task is cancelled.
     let bound = runtime.run(|| await_blocking(TcpListener::bind("127.0.0.1:0")).map(drop));
