@@ -257,7 +257,9 @@ impl Builder {
     /// Where stall reports go (see [`Builder::stall_warning`]), instead of stderr.
     ///
     /// The hook runs on the stall monitor's thread. A panic in it is caught and reported
-    /// on stderr, and the hook is called again for the next stall.
+    /// on stderr, and the hook is called again for the next stall. The runtime's shutdown
+    /// waits for a hook that is running: one that blocks (until the runtime has shut
+    /// down, say) holds the shutdown up.
     pub fn on_stall(mut self, hook: impl Fn(&StallReport) + Send + Sync + 'static) -> Builder {
         self.stall_hook = Some(Arc::new(hook));
         self

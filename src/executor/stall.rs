@@ -141,6 +141,12 @@ pub(crate) fn monitor_stalls(
             .wait_timeout(stopped, period)
             .unwrap_or_else(|e| e.into_inner())
             .0;
+        if *stopped {
+            break;
+        }
+        // Not under the lock: the hook is user code, and the runtime's shutdown takes the
+        // lock to stop the monitor (a hook that waits for that shutdown would deadlock).
+        drop(stopped);
         let now = Instant::now();
         for (worker, watched) in runtime.workers.iter().zip(&mut seen) {
             let ticks = worker.ticks.load(Ordering::Relaxed);
@@ -157,6 +163,7 @@ pub(crate) fn monitor_stalls(
                 catch_and_report("the stall hook (Builder::on_stall)", || report(&stall));
             }
         }
+        stopped = lock(stop);
     }
 }
 
