@@ -373,7 +373,11 @@ impl Builder {
                 let _ = exited_sender.send((thread::current().id(), abandoned));
                 if abandoned {
                     // Fibers left suspended here may lend out this thread's thread-locals:
-                    // it must never exit and free them (see `Worker::abandon_fibers`).
+                    // it must never exit and free them (see `Worker::abandon_fibers`). What
+                    // it holds for the runtime goes first, and its idle stacks go to the
+                    // process-wide pool, as they would if it exited.
+                    drop((exited_sender, tokio));
+                    stack::trim_pools();
                     loop {
                         thread::park();
                     }
