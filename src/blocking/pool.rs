@@ -51,7 +51,8 @@ pub(crate) struct Pool {
     state: Mutex<PoolState>,
     /// Signalled when a job is queued or the pool shuts down.
     available: Condvar,
-    /// Signalled when a thread exits.
+    /// Signalled when a thread has counted itself out (its thread-local destructors may
+    /// still run after that).
     exited: Condvar,
     /// The CPUs the pool's threads run on, set when the workers are pinned (the threads,
     /// started from a worker, would otherwise inherit its one CPU); empty: inherited.
@@ -68,7 +69,8 @@ struct PoolState {
     /// Jobs not yet taken by a thread.
     queue: VecDeque<Job>,
     /// Threads alive: counted in by `submit` before the thread starts, out by the
-    /// thread's [`Counted`] guard as it ends, however it ends.
+    /// thread under the lock that decides it exits (or by its [`Counted`] guard if it
+    /// ends otherwise, by a panic).
     threads: usize,
     /// Threads waiting for a job.
     idle: usize,

@@ -275,7 +275,9 @@ impl SharedPool {
             }
         }
         let stacks = batch::map_batch(self.size, count, batch::guard_kind())?;
-        if count < BATCH_SIZE {
+        // Only a whole batch counts: near the mapping limit batches shrink, and a size
+        // used rarely must not turn common from the shrunk ones.
+        if count < BATCH_SIZE && stacks.len() == count {
             let next = (count * 2).min(BATCH_SIZE);
             self.batch.fetch_max(next, Ordering::Relaxed);
         }
