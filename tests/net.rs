@@ -4,6 +4,8 @@
 //!
 //! Every address is on 127.0.0.1.
 
+mod common;
+
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -14,17 +16,10 @@ use std::time::{Duration, Instant};
 use green::net::unix::{UnixListener, UnixStream};
 use green::net::{TcpListener, TcpStream, UdpSocket};
 
+use common::tcp_pair;
+
 /// Counts are scaled down under QEMU (riscv64, aarch64), where everything is ~100x slower.
 const NATIVE: bool = cfg!(target_arch = "x86_64");
-
-/// A connected pair of TCP streams on loopback: (client, server).
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    // The kernel completes the handshake on its own, so one fiber can connect, then accept.
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
 
 /// Echoes everything `stream` reads until end-of-stream, with plain `Read`/`Write`.
 fn echo<S>(mut stream: S)

@@ -5,20 +5,12 @@
 
 mod common;
 
-use common::{one_worker, within};
+use common::{one_worker, tcp_pair, within};
 use std::io::{IoSliceMut, Read, Write};
 use std::net::Shutdown;
 
+use green::net::UdpSocket;
 use green::net::unix::UnixStream;
-use green::net::{TcpListener, TcpStream, UdpSocket};
-
-/// A connected pair of TCP streams on loopback: (client, server).
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
 
 /// Every zero-length read of `stream`, each of which must return `Ok(0)`: through the
 /// stream, through a shared reference, vectored with no buffers and with empty ones.

@@ -31,3 +31,12 @@ pub fn within<T: Send + 'static>(
 pub fn one_worker() -> green::Runtime {
     green::Runtime::builder().workers(1).build().unwrap()
 }
+
+/// A connected pair of TCP streams on loopback: (client, server).
+pub fn tcp_pair() -> (green::net::TcpStream, green::net::TcpStream) {
+    let listener = green::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // The kernel completes the handshake on its own, so one fiber can connect, then accept.
+    let client = green::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
