@@ -1,7 +1,37 @@
 //! Fibers: a closure running on a stack of its own, resumed and suspended by hand.
 //!
 //! A [`Fiber`] is the building block under green's scheduler, and usable on its own as a
-//! stackful coroutine:
+//! stackful coroutine. Made in a [`scope`], as a [`ScopedFiber`], it needs no `unsafe` and
+//! may borrow from the caller's stack; the scope drops it before returning:
+//!
+//! ```
+//! use green::fiber::{self, Resume};
+//!
+//! let names = ["a", "b", "c"];
+//! let mut seen = Vec::new();
+//! fiber::scope(|scope| {
+//!     let mut fiber = scope
+//!         .fiber(|suspender| {
+//!             for name in &names {
+//!                 println!("fiber: {name}");
+//!                 suspender.suspend();
+//!             }
+//!             names.len()
+//!         })
+//!         .unwrap();
+//!     loop {
+//!         match fiber.resume() {
+//!             Resume::Yielded => seen.push(seen.len()),
+//!             Resume::Finished(count) => break assert_eq!(count, 3),
+//!             Resume::Panicked(payload) => std::panic::resume_unwind(payload),
+//!         }
+//!     }
+//! });
+//! assert_eq!(seen, [0, 1, 2]);
+//! ```
+//!
+//! A plain [`Fiber`] is owned by no scope, and needs `'static` closures and `unsafe` (see
+//! [Leaking a started fiber](#leaking-a-started-fiber)):
 //!
 //! ```
 //! use green::fiber::{Fiber, Resume};
@@ -70,7 +100,11 @@
 //! for the fibers of their tasks: they unwind every fiber at shutdown, and a worker
 //! thread that has to abandon fibers at a deadline never exits.
 //!
-//! Without `unsafe`, no fiber is made:
+//! [`scope`] keeps the rule for the caller, without `unsafe`: it drops every fiber made
+//! in it, leaked handles included, before it returns, on the thread's own stack (see
+//! [`ScopedFiber`]). It costs an allocation per fiber and a `RefCell` borrow per resume.
+//!
+//! Without `unsafe`, no plain fiber is made:
 //!
 //! ```compile_fail,E0133
 //! let fiber = green::fiber::Fiber::new(|_| ());
@@ -93,9 +127,11 @@ use std::ptr::{self, NonNull};
 
 mod builder;
 mod capture;
+mod scope;
 
 pub use builder::{Builder, FloatControl};
 pub(crate) use capture::{CAPTURE_ROOM, NoBacktrace};
+pub use scope::{Scope, ScopedFiber, scope};
 
 use crate::context::overflow::{self, Guard};
 use crate::context::stack::{self, DEFAULT_STACK_SIZE, Stack};
@@ -430,12 +466,14 @@ impl<T: 'static> Fiber<T> {
     /// # Safety
     ///
     /// Once started, the fiber must have finished or been dropped before its thread begins
-    /// to exit (see [Leaking a started fiber](self#leaking-a-started-fiber)).
+    /// to exit (see [Leaking a started fiber](self#leaking-a-started-fiber)). A fiber made
+    /// in a [`scope`] keeps the rule without `unsafe`.
     pub unsafe fn new<F>(f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,
     {
-        Fiber::on_stack::<F, false>(stack::take(DEFAULT_STACK_SIZE)?, f)
+        // SAFETY: `F` and `T` are 'static; the caller keeps the leak rule.
+        unsafe { Fiber::on_stack::<F, false>(stack::take(DEFAULT_STACK_SIZE)?, f) }
     }
 
     /// A fiber with a stack of `size` bytes (rounded up to pages) from this thread's pool.
@@ -448,12 +486,14 @@ impl<T: 'static> Fiber<T> {
     /// # Safety
     ///
     /// Once started, the fiber must have finished or been dropped before its thread begins
-    /// to exit (see [Leaking a started fiber](self#leaking-a-started-fiber)).
+    /// to exit (see [Leaking a started fiber](self#leaking-a-started-fiber)). A fiber made
+    /// in a [`scope`] keeps the rule without `unsafe`.
     pub unsafe fn with_stack_size<F>(size: usize, f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,
     {
-        Fiber::on_stack::<F, false>(stack::take(size)?, f)
+        // SAFETY: `F` and `T` are 'static; the caller keeps the leak rule.
+        unsafe { Fiber::on_stack::<F, false>(stack::take(size)?, f) }
     }
 
     /// A fiber on the given stack. When the fiber drops, the stack goes to this thread's
@@ -467,12 +507,14 @@ impl<T: 'static> Fiber<T> {
     /// # Safety
     ///
     /// Once started, the fiber must have finished or been dropped before its thread begins
-    /// to exit (see [Leaking a started fiber](self#leaking-a-started-fiber)).
+    /// to exit (see [Leaking a started fiber](self#leaking-a-started-fiber)). A fiber made
+    /// in a [`scope`] keeps the rule without `unsafe`.
     pub unsafe fn with_stack<F>(stack: Stack, f: F) -> io::Result<Fiber<T>>
     where
         F: FnOnce(&Suspender) -> T + 'static,
     {
-        Fiber::on_stack::<F, false>(stack, f)
+        // SAFETY: `F` and `T` are 'static; the caller keeps the leak rule.
+        unsafe { Fiber::on_stack::<F, false>(stack, f) }
     }
 
     /// `with_stack` for the runtime's own fibers, which keep the rule of
@@ -483,15 +525,34 @@ impl<T: 'static> Fiber<T> {
     where
         F: FnOnce(&Suspender) -> T + 'static,
     {
-        Fiber::on_stack::<F, false>(stack, f)
+        // SAFETY: `F` and `T` are 'static, and the runtime keeps the leak rule (above).
+        unsafe { Fiber::on_stack::<F, false>(stack, f) }
     }
+}
 
+/// Whether a closure of `size` bytes aligned to `align` fits a stack of `stack_size`
+/// bytes: with the switch header, the guard and the initial frame, in a quarter of it.
+pub(crate) fn closure_fits(size: usize, align: usize, stack_size: usize) -> bool {
+    let needed = HEADER_SIZE + GUARD_SIZE + size + align.max(16) + INITIAL_FRAME_SIZE;
+    needed <= stack_size / 4
+}
+
+impl<T> Fiber<T> {
     /// A fiber on the given stack that shares its thread's floating-point control state if
     /// `SHARED_FLOAT_CONTROL`, or keeps its own. A parameter of the type, not a value, so
     /// that the fiber's entry knows it as a constant.
-    fn on_stack<F, const SHARED_FLOAT_CONTROL: bool>(stack: Stack, f: F) -> io::Result<Fiber<T>>
+    ///
+    /// # Safety
+    ///
+    /// The fiber must keep the rule of [Leaking a started fiber](self#leaking-a-started-fiber);
+    /// and if `F` or `T` is not `'static`, it must be dropped before the shortest of their
+    /// lifetimes ends (the `Fiber` type does not carry `F`'s lifetime).
+    unsafe fn on_stack<F, const SHARED_FLOAT_CONTROL: bool>(
+        stack: Stack,
+        f: F,
+    ) -> io::Result<Fiber<T>>
     where
-        F: FnOnce(&Suspender) -> T + 'static,
+        F: FnOnce(&Suspender) -> T,
     {
         overflow::ensure_handler();
         let top = stack.top();
@@ -547,16 +608,7 @@ impl<T: 'static> Fiber<T> {
             _marker: PhantomData,
         })
     }
-}
 
-/// Whether a closure of `size` bytes aligned to `align` fits a stack of `stack_size`
-/// bytes: with the switch header, the guard and the initial frame, in a quarter of it.
-pub(crate) fn closure_fits(size: usize, align: usize, stack_size: usize) -> bool {
-    let needed = HEADER_SIZE + GUARD_SIZE + size + align.max(16) + INITIAL_FRAME_SIZE;
-    needed <= stack_size / 4
-}
-
-impl<T> Fiber<T> {
     /// Runs the fiber until it suspends, returns or panics.
     ///
     /// # Panics
@@ -704,8 +756,9 @@ impl<T> Fiber<T> {
     fn switch_in(&mut self, message: usize) -> usize {
         debug_assert_eq!(self.state, State::Suspended);
         // SAFETY: the stack was prepared by `context::init` and the fiber is not running:
-        // `&mut self` shows nobody else is inside `resume`, and a fiber cannot reach its own
-        // `Fiber` (the closure is 'static and the `Fiber` is created outside it).
+        // `&mut self` shows nobody else is inside `resume`, and so that the fiber, which
+        // could reach its own `Fiber` only through shared state made after it (a `RefCell`,
+        // a scope's handle), cannot get a second `&mut` to it while it runs.
         unsafe { context::resume(&mut self.context, message) }
     }
 

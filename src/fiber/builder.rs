@@ -2,8 +2,8 @@
 
 use std::io;
 
-use super::Fiber;
-use super::Suspender;
+use super::scope::{Scope, ScopedFiber};
+use super::{Fiber, Suspender};
 use crate::context::stack::{self, DEFAULT_STACK_SIZE};
 
 /// What the switch does with a fiber's floating-point control state.
@@ -120,10 +120,64 @@ impl Builder {
         F: FnOnce(&Suspender) -> T + 'static,
         T: 'static,
     {
+        // SAFETY: `F` and `T` are 'static; the caller keeps the leak rule.
+        unsafe { self.build_unchecked(f) }
+    }
+
+    /// A fiber of `scope` that will run `f`, with these options: [`Scope::fiber`] with a
+    /// stack size, a name or a [`FloatControl`]. Safe, and `f` may borrow what outlives the
+    /// scope.
+    ///
+    /// ```
+    /// use green::fiber::{self, Builder, Resume};
+    ///
+    /// let words = ["a", "b"];
+    /// fiber::scope(|scope| {
+    ///     let mut fiber = Builder::new()
+    ///         .name("counter")
+    ///         .stack_size(256 * 1024)
+    ///         .build_scoped(scope, |_| words.len())
+    ///         .unwrap();
+    ///     assert_eq!(fiber.name().as_deref(), Some("counter"));
+    ///     assert!(matches!(fiber.resume(), Resume::Finished(2)));
+    /// });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Fiber::with_stack_size`].
+    pub fn build_scoped<'scope, 'env, F, T>(
+        self,
+        scope: &'scope Scope<'scope, 'env>,
+        f: F,
+    ) -> io::Result<ScopedFiber<'scope, T>>
+    where
+        F: FnOnce(&Suspender) -> T + 'scope,
+        T: 'scope,
+    {
+        // SAFETY: `adopt` hands the fiber to the scope, which drops it before `'scope`
+        // ends, hence before its thread exits.
+        let fiber = unsafe { self.build_unchecked(f)? };
+        Ok(scope.adopt(fiber))
+    }
+
+    /// `build` without the bounds.
+    ///
+    /// # Safety
+    ///
+    /// As [`build`](Builder::build), and if `F` or `T` is not `'static`, the fiber must be
+    /// dropped before the shortest of their lifetimes ends.
+    unsafe fn build_unchecked<F, T>(self, f: F) -> io::Result<Fiber<T>>
+    where
+        F: FnOnce(&Suspender) -> T,
+    {
         let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
-        let mut fiber = match self.float_control {
-            FloatControl::Saved => Fiber::on_stack::<F, false>(stack, f)?,
-            FloatControl::Shared => Fiber::on_stack::<F, true>(stack, f)?,
+        // SAFETY: as the caller guarantees.
+        let mut fiber = unsafe {
+            match self.float_control {
+                FloatControl::Saved => Fiber::on_stack::<F, false>(stack, f)?,
+                FloatControl::Shared => Fiber::on_stack::<F, true>(stack, f)?,
+            }
         };
         if let Some(name) = self.name {
             fiber.set_name(name);
