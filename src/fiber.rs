@@ -115,6 +115,16 @@
 //! A fiber is `!Send`: once it has run, its stack may hold addresses of the thread's
 //! thread-local variables (compilers cache them), so it must stay on the thread that
 //! started it.
+//!
+//! # Inside a task
+//!
+//! A fiber resumed by a runtime's task may block in green (`green::sleep`, I/O, a
+//! `join`): that parks the task, with the fiber's stack where it stopped. If the task is
+//! cancelled meanwhile ([`JoinHandle::abort`](crate::JoinHandle::abort), the runtime's
+//! shutdown), the cancellation unwinds the fiber's stack, and its resumer receives it as
+//! [`Resume::Panicked`]. Re-raise such a payload ([`crate::is_cancellation`] tells it)
+//! with [`std::panic::resume_unwind`]: a resumer that ignores it lets the task go on after
+//! its cancellation, as a `catch_unwind` that swallows it would.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -807,10 +817,17 @@ impl<T> Fiber<T> {
 
 impl<T> Drop for Fiber<T> {
     fn drop(&mut self) {
+        // A panic of the closure's drop (a captured value's destructor) goes on once the
+        // stack is given back; the drop glue has dropped the other captures meanwhile.
+        let mut closure_panic = None;
         match self.state {
-            // SAFETY: the closure was written by `with_stack` and, the fiber never having
-            // started, not read.
-            State::Unstarted => unsafe { (self.drop_closure)(self.closure) },
+            State::Unstarted => {
+                let (drop_closure, closure) = (self.drop_closure, self.closure);
+                // SAFETY: the closure was written by `with_stack` and, the fiber never
+                // having started, not read; it is dropped once, here.
+                let dropped = panic::catch_unwind(|| unsafe { drop_closure(closure) });
+                closure_panic = dropped.err();
+            }
             State::Suspended => self.force_unwind(),
             State::Finished => {}
             State::Running => {
@@ -831,6 +848,9 @@ impl<T> Drop for Fiber<T> {
         // SAFETY: `stack` is not used after this point.
         let stack = unsafe { ManuallyDrop::take(&mut self.stack) };
         stack::give_back(stack);
+        if let Some(payload) = closure_panic {
+            panic::resume_unwind(payload);
+        }
     }
 }
 

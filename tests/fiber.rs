@@ -240,6 +240,39 @@ fn dropping_an_unstarted_fiber_drops_its_closure_once() {
 }
 
 #[test]
+fn an_unstarted_fiber_whose_closure_panics_as_it_drops_still_gives_its_stack_back() {
+    /// Panics when dropped.
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic::panic_any("a captured value's drop");
+        }
+    }
+    // A size of its own: the pool is the process's, shared with the other tests.
+    const SIZE: usize = 88 * 1024;
+    let drops = Rc::new(Cell::new(0));
+    let (bomb, other) = (PanicsOnDrop, Counted(drops.clone()));
+    // SAFETY: the fiber never starts.
+    let fiber = unsafe {
+        Fiber::with_stack_size(SIZE, move |_| {
+            drop(bomb);
+            drop(other);
+        })
+    }
+    .unwrap();
+    let idle_before = green::stack::pool_stats(SIZE).idle();
+    let outcome = panic::catch_unwind(AssertUnwindSafe(move || drop(fiber)));
+    let payload = outcome.expect_err("the drop's panic goes on");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"a captured value's drop")
+    );
+    // The other capture was dropped, and the stack went back to the pool.
+    assert_eq!(drops.get(), 1);
+    assert_eq!(green::stack::pool_stats(SIZE).idle(), idle_before + 1);
+}
+
+#[test]
 fn a_finished_fiber_drops_its_captures_and_result_exactly_once() {
     let drops = Rc::new(Cell::new(0));
     let captured = Counted(drops.clone());

@@ -385,3 +385,86 @@ fn a_task_parked_inside_a_scoped_fiber_is_unwound_through_it_at_shutdown() {
     });
     assert_eq!(unwound, (true, true));
 }
+
+/// Panics when dropped.
+struct PanicsOnDrop(&'static str);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic::panic_any(self.0);
+    }
+}
+
+#[test]
+fn a_panic_out_of_dropping_one_fiber_waits_until_the_older_ones_are_dropped() {
+    // The newest fiber never started, and a value its closure captured panics when the
+    // scope drops it: the older leaked fiber is still unwound before the panic goes on.
+    let log = RefCell::new(Vec::new());
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        fiber::scope(|scope| {
+            let mut older = scope
+                .fiber(|suspender| {
+                    let _guard = Logs(&log, "older unwound");
+                    suspender.suspend();
+                })
+                .unwrap();
+            assert!(matches!(older.resume(), Resume::Yielded));
+            std::mem::forget(older);
+            let bomb = PanicsOnDrop("a captured value's drop");
+            std::mem::forget(scope.fiber(move |_| drop(bomb)).unwrap());
+            log.borrow_mut().push("scope's closure returns");
+        })
+    }));
+    let payload = outcome.expect_err("the drop's panic goes on");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"a captured value's drop")
+    );
+    assert_eq!(*log.borrow(), ["scope's closure returns", "older unwound"]);
+}
+
+#[test]
+fn a_panic_out_of_dropping_a_fiber_while_the_scope_unwinds_is_dropped() {
+    let log = RefCell::new(Vec::new());
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        fiber::scope(|scope| {
+            let mut older = scope
+                .fiber(|suspender| {
+                    let _guard = Logs(&log, "older unwound");
+                    suspender.suspend();
+                })
+                .unwrap();
+            assert!(matches!(older.resume(), Resume::Yielded));
+            std::mem::forget(older);
+            let bomb = PanicsOnDrop("a captured value's drop");
+            std::mem::forget(scope.fiber(move |_| drop(bomb)).unwrap());
+            panic::panic_any("the scope's own panic");
+        })
+    }));
+    // The scope's own panic goes on; the second one did not abort the process.
+    let payload = outcome.expect_err("the scope's panic goes on");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"the scope's own panic")
+    );
+    assert_eq!(*log.borrow(), ["older unwound"]);
+}
+
+#[test]
+fn the_name_of_a_scoped_fiber_is_a_copy_that_holds_no_borrow() {
+    let log = RefCell::new(Vec::new());
+    fiber::scope(|scope| {
+        let mut fiber = Builder::new()
+            .name("named")
+            .build_scoped(scope, |suspender| {
+                let _guard = Logs(&log, "unwound");
+                suspender.suspend();
+            })
+            .unwrap();
+        assert!(matches!(fiber.resume(), Resume::Yielded));
+        // Forgetting the name keeps nothing borrowed: the scope still drops the fiber.
+        std::mem::forget(fiber.name());
+        std::mem::forget(fiber);
+    });
+    assert_eq!(*log.borrow(), ["unwound"]);
+}

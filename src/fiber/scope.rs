@@ -8,13 +8,14 @@
 //! thread's stack, so this happens before the thread can exit; and since the scope
 //! outlives the fibers, they may borrow what outlives the scope.
 
-use std::cell::{Ref, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
-use super::{Builder, Fiber, Resume, Suspender};
+use super::{Builder, Fiber, Payload, Resume, Suspender};
 
 /// Runs `f` with a [`Scope`] in which to make fibers that may borrow from outside it, and
 /// drops every fiber made in it before returning.
@@ -92,9 +93,16 @@ use super::{Builder, Fiber, Resume, Suspender};
 /// # Panics
 ///
 /// A panic of `f` goes on once the scope's fibers are dropped. A panic inside a fiber is
-/// its resumer's [`Resume::Panicked`], as for any [`Fiber`]; one raised while the scope
-/// unwinds a fiber (by a destructor on its stack) is dropped there, as [`Fiber`]'s `Drop`
-/// does.
+/// its resumer's [`Resume::Panicked`], as for any [`Fiber`]; one raised on a fiber's stack
+/// while the scope unwinds it (by a destructor there) is dropped there, as [`Fiber`]'s
+/// `Drop` does. A panic out of dropping a fiber that never started (a destructor of a
+/// value its closure captured) waits until every fiber of the scope is dropped, then goes
+/// on: the first one, and none while `f` unwinds already, as a second panic would abort.
+///
+/// Two things abort the process while the scope drops its fibers, as they would for any
+/// destructor: while `f` unwinds, a fiber whose destructor suspends as it is unwound (see
+/// [the module docs](super#panics-and-unwinding)); and a destructor that resumes a handle
+/// the scope has dropped already (it drops newest first), which panics during an unwind.
 pub fn scope<'env, F, R>(f: F) -> R
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
@@ -175,16 +183,44 @@ struct EndOfScope<'a, 'scope, 'env>(&'a Scope<'scope, 'env>);
 impl Drop for EndOfScope<'_, '_, '_> {
     fn drop(&mut self) {
         // Newest first, one at a time with the list unborrowed: unwinding a fiber may make
-        // more fibers in the scope, or drop the handles of others.
+        // more fibers in the scope, or drop the handles of others. A panic out of one drop
+        // (a captured value's destructor, in a fiber that never started) must not leave
+        // the older ones behind: it waits until all are dropped.
+        let mut first_panic = None;
         loop {
             let Some(entry) = self.0.fibers.borrow_mut().pop() else {
                 break;
             };
-            if let Some(fiber) = entry.upgrade() {
-                fiber.unwind();
+            let Some(fiber) = entry.upgrade() else {
+                continue; // Its handle was dropped, and the fiber with it.
+            };
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| fiber.unwind())) {
+                keep_first(&mut first_panic, payload);
+            }
+        }
+        if let Some(payload) = first_panic {
+            if std::thread::panicking() {
+                // `f` unwinds already: a second panic out of this drop would abort.
+                drop_quietly(payload);
+            } else {
+                panic::resume_unwind(payload);
             }
         }
     }
+}
+
+/// Keeps `payload` if it is the first, dropping a later one (and any panic of its drop).
+fn keep_first(first: &mut Option<Payload>, payload: Payload) {
+    if first.is_none() {
+        *first = Some(payload);
+    } else {
+        drop_quietly(payload);
+    }
+}
+
+/// Drops a panic payload, ignoring a panic of its destructor.
+fn drop_quietly(payload: Payload) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
 }
 
 /// A fiber that its scope can drop without knowing its result type.
@@ -196,11 +232,25 @@ trait Unwind {
 
 impl<T> Unwind for RefCell<Option<Fiber<T>>> {
     fn unwind(&self) {
-        // Never borrowed here: the scope ends only once every resume of its fibers has
-        // returned (each runs on a stack above the scope's), so no handle's method runs.
-        let fiber = self.borrow_mut().take();
         // Dropped with the cell unborrowed.
-        drop(fiber);
+        drop(take_fiber(self));
+    }
+}
+
+/// Takes the fiber out of its cell.
+///
+/// The cell is never borrowed here: a handle borrows it only for the length of one of its
+/// methods and lends no borrow out; the scope ends only once every resume of its fibers
+/// has returned (each runs on a stack above the scope's); and a handle is dropped by its
+/// owner, not from inside one of its own methods. Should it be, the fiber may be running:
+/// neither dropping it nor leaving it to outlive the scope is sound, so the process aborts.
+fn take_fiber<T>(cell: &RefCell<Option<Fiber<T>>>) -> Option<Fiber<T>> {
+    match cell.try_borrow_mut() {
+        Ok(mut fiber) => fiber.take(),
+        Err(_) => {
+            eprintln!("green: a scoped fiber was dropped while borrowed; aborting");
+            std::process::abort();
+        }
     }
 }
 
@@ -223,7 +273,9 @@ pub struct ScopedFiber<'scope, T> {
 }
 
 impl<T> ScopedFiber<'_, T> {
-    /// Runs the fiber until it suspends, returns or panics, as [`Fiber::resume`].
+    /// Runs the fiber until it suspends, returns or panics, as [`Fiber::resume`]. Inside a
+    /// task, re-raise a cancellation it returns (see
+    /// [Inside a task](super#inside-a-task)).
     ///
     /// # Panics
     ///
@@ -244,10 +296,9 @@ impl<T> ScopedFiber<'_, T> {
         }
     }
 
-    /// The fiber's name, if it was given one, borrowed from the handle (`.as_deref()` makes
-    /// it an `Option<&str>`).
-    pub fn name(&self) -> Option<Ref<'_, str>> {
-        Ref::filter_map(self.fiber.borrow(), |fiber| fiber.as_ref()?.name()).ok()
+    /// The fiber's name, if it was given one (a copy: the handle lends out no borrow).
+    pub fn name(&self) -> Option<String> {
+        self.fiber.borrow().as_ref()?.name().map(str::to_owned)
     }
 
     /// Whether the fiber has returned or panicked (or been dropped by its scope).
@@ -276,8 +327,7 @@ fn dropped_by_scope() -> ! {
 impl<T> Drop for ScopedFiber<'_, T> {
     fn drop(&mut self) {
         // Taken out first, and dropped with the cell unborrowed.
-        let fiber = self.fiber.borrow_mut().take();
-        drop(fiber);
+        drop(take_fiber(&self.fiber));
     }
 }
 
