@@ -9,7 +9,7 @@ use std::time::Duration;
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, ScopedCoroutine};
 use criterion::{Criterion, criterion_group, criterion_main};
-use green::fiber::{Fiber, FloatControl, Resume};
+use green::fiber::{self, Fiber, FloatControl, Resume};
 use green_benches::{suspending_coroutine, suspending_fiber};
 
 /// One resume plus one suspend of a fiber that is already running and yields forever.
@@ -32,6 +32,21 @@ fn round_trip(c: &mut Criterion) {
             b.iter(|| black_box(matches!(fiber.resume(), Resume::Yielded)));
         });
     }
+
+    // The same fiber made safely in a `fiber::scope`: its handle borrows a `RefCell`
+    // around the fiber for each resume.
+    group.bench_function("green/scoped", |b| {
+        fiber::scope(|scope| {
+            let mut fiber = scope
+                .fiber(|suspender| {
+                    loop {
+                        suspender.suspend();
+                    }
+                })
+                .expect("cannot create a fiber");
+            b.iter(|| black_box(matches!(fiber.resume(), Resume::Yielded)));
+        });
+    });
 
     group.bench_function("corosensei", |b| {
         let mut coroutine = suspending_coroutine();
@@ -57,6 +72,22 @@ fn create_run_drop(c: &mut Criterion) {
                 _ => unreachable!("the fiber returns at once"),
             };
             drop(fiber);
+        });
+    });
+
+    // A scope for each fiber, as `corosensei/reused_stack` below: the scope's list and
+    // the handle's `Rc` are allocated each time.
+    group.bench_function("green/scoped", |b| {
+        b.iter(|| {
+            fiber::scope(|scope| {
+                let mut fiber = scope
+                    .fiber(|_| black_box(1usize))
+                    .expect("cannot create a fiber");
+                match fiber.resume() {
+                    Resume::Finished(value) => black_box(value),
+                    _ => unreachable!("the fiber returns at once"),
+                }
+            })
         });
     });
 
