@@ -22,6 +22,23 @@ impl Drop for Logs<'_> {
     }
 }
 
+/// Makes a fiber in `scope` that pushes `name` to `log` when it unwinds, and resumes it
+/// to its one suspension.
+fn suspended<'scope>(
+    scope: &'scope fiber::Scope<'scope, '_>,
+    log: &'scope RefCell<Vec<&'static str>>,
+    name: &'static str,
+) -> ScopedFiber<'scope, ()> {
+    let mut fiber = scope
+        .fiber(move |suspender| {
+            let _guard = Logs(log, name);
+            suspender.suspend();
+        })
+        .unwrap();
+    assert!(matches!(fiber.resume(), Resume::Yielded));
+    fiber
+}
+
 #[test]
 fn fibers_borrow_mutably_from_the_caller_and_return_values() {
     let mut counter = 0;
@@ -80,14 +97,7 @@ fn dropping_a_handle_unwinds_its_fiber_at_once() {
 fn a_leaked_handle_is_unwound_when_the_scope_ends_and_before_it_returns() {
     let log = RefCell::new(Vec::new());
     fiber::scope(|scope| {
-        let mut fiber = scope
-            .fiber(|suspender| {
-                let _guard = Logs(&log, "unwound");
-                suspender.suspend();
-            })
-            .unwrap();
-        assert!(matches!(fiber.resume(), Resume::Yielded));
-        std::mem::forget(fiber);
+        std::mem::forget(suspended(scope, &log, "unwound"));
         log.borrow_mut().push("scope's closure returns");
     });
     log.borrow_mut().push("scope returned");
@@ -102,15 +112,7 @@ fn leaked_fibers_are_unwound_newest_first() {
     let log = RefCell::new(Vec::new());
     fiber::scope(|scope| {
         for name in ["first", "second", "third"] {
-            let log = &log;
-            let mut fiber = scope
-                .fiber(move |suspender| {
-                    let _guard = Logs(log, name);
-                    suspender.suspend();
-                })
-                .unwrap();
-            assert!(matches!(fiber.resume(), Resume::Yielded));
-            std::mem::forget(fiber);
+            std::mem::forget(suspended(scope, &log, name));
         }
     });
     assert_eq!(*log.borrow(), ["third", "second", "first"]);
@@ -139,21 +141,8 @@ fn a_panic_in_the_scope_unwinds_its_fibers_and_then_goes_on() {
     let log = RefCell::new(Vec::new());
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
         fiber::scope(|scope| {
-            let mut kept = scope
-                .fiber(|suspender| {
-                    let _guard = Logs(&log, "kept");
-                    suspender.suspend();
-                })
-                .unwrap();
-            let mut leaked = scope
-                .fiber(|suspender| {
-                    let _guard = Logs(&log, "leaked");
-                    suspender.suspend();
-                })
-                .unwrap();
-            assert!(matches!(kept.resume(), Resume::Yielded));
-            assert!(matches!(leaked.resume(), Resume::Yielded));
-            std::mem::forget(leaked);
+            let _kept = suspended(scope, &log, "kept");
+            std::mem::forget(suspended(scope, &log, "leaked"));
             panic::panic_any("the scope's own panic");
         })
     }));
@@ -178,17 +167,8 @@ fn fibers_made_while_the_scope_ends_are_dropped_too() {
         );
         impl Drop for MakesAnother<'_, '_> {
             fn drop(&mut self) {
-                let log = self.1;
-                let mut late = self
-                    .0
-                    .fiber(move |suspender| {
-                        let _guard = Logs(log, "made during the end");
-                        suspender.suspend();
-                    })
-                    .unwrap();
-                assert!(matches!(late.resume(), Resume::Yielded));
-                std::mem::forget(late);
-                log.borrow_mut().push("made another");
+                std::mem::forget(suspended(self.0, self.1, "made during the end"));
+                self.1.borrow_mut().push("made another");
             }
         }
         let mut fiber = scope
@@ -402,14 +382,7 @@ fn a_panic_out_of_dropping_one_fiber_waits_until_the_older_ones_are_dropped() {
     let log = RefCell::new(Vec::new());
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
         fiber::scope(|scope| {
-            let mut older = scope
-                .fiber(|suspender| {
-                    let _guard = Logs(&log, "older unwound");
-                    suspender.suspend();
-                })
-                .unwrap();
-            assert!(matches!(older.resume(), Resume::Yielded));
-            std::mem::forget(older);
+            std::mem::forget(suspended(scope, &log, "older unwound"));
             let bomb = PanicsOnDrop("a captured value's drop");
             std::mem::forget(scope.fiber(move |_| drop(bomb)).unwrap());
             log.borrow_mut().push("scope's closure returns");
@@ -428,14 +401,7 @@ fn a_panic_out_of_dropping_a_fiber_while_the_scope_unwinds_is_dropped() {
     let log = RefCell::new(Vec::new());
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
         fiber::scope(|scope| {
-            let mut older = scope
-                .fiber(|suspender| {
-                    let _guard = Logs(&log, "older unwound");
-                    suspender.suspend();
-                })
-                .unwrap();
-            assert!(matches!(older.resume(), Resume::Yielded));
-            std::mem::forget(older);
+            std::mem::forget(suspended(scope, &log, "older unwound"));
             let bomb = PanicsOnDrop("a captured value's drop");
             std::mem::forget(scope.fiber(move |_| drop(bomb)).unwrap());
             panic::panic_any("the scope's own panic");
