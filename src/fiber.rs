@@ -69,7 +69,10 @@
 //! catches panics inside a fiber should let a `ForcedUnwind` go on (resume it with
 //! [`std::panic::resume_unwind`]); if it swallows it and suspends again, the fiber is
 //! unwound again, and if it keeps doing so the process aborts with a message, since the
-//! fiber's destructors can then never complete.
+//! fiber's destructors can then never complete. What the fiber ends with while it is
+//! dropped (a value, or a panic of its own after it swallowed the `ForcedUnwind`) is
+//! dropped with it, and a panic of that drop is dropped in turn: the drop of a suspended
+//! fiber does not panic.
 //!
 //! A fiber suspended in the middle of unwinding a panic of its own (a destructor that
 //! suspends) is not unwound again when dropped, since no panic may leave a destructor
@@ -801,9 +804,12 @@ impl<T> Fiber<T> {
             let reply = self.switch_noting(message);
             if reply != MSG_YIELDED {
                 // The value or payload (normally our own `ForcedUnwind`) is dropped here; a
-                // panic from its destructor is not ours to report.
+                // panic from its destructor is not ours to report, nor may it leave before
+                // `drop` has given the stack back.
                 let outcome = self.outcome(reply);
-                let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(outcome)));
+                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(outcome))) {
+                    crate::sys::drop_quietly(payload);
+                }
                 return;
             }
         }

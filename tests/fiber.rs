@@ -273,6 +273,40 @@ fn an_unstarted_fiber_whose_closure_panics_as_it_drops_still_gives_its_stack_bac
 }
 
 #[test]
+fn a_fiber_that_swallows_its_unwind_and_panics_with_a_panicking_payload_gives_its_stack_back() {
+    /// A panic payload whose drop panics with a payload whose drop panics.
+    struct Chain;
+    impl Drop for Chain {
+        fn drop(&mut self) {
+            panic::panic_any(Last);
+        }
+    }
+    /// A panic payload whose drop panics.
+    struct Last;
+    impl Drop for Last {
+        fn drop(&mut self) {
+            panic::panic_any("the last payload's drop");
+        }
+    }
+    // A size of its own: the pool is the process's, shared with the other tests.
+    const SIZE: usize = 92 * 1024;
+    // SAFETY: the fiber is dropped, not leaked.
+    let mut fiber = unsafe {
+        Fiber::with_stack_size(SIZE, |suspender| {
+            // Swallows the drop's unwind, then ends with a panic of its own.
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| suspender.suspend()));
+            panic::panic_any(Chain);
+        })
+    }
+    .unwrap();
+    expect_yield(fiber.resume());
+    let idle_before = green::stack::pool_stats(SIZE).idle();
+    let outcome = panic::catch_unwind(AssertUnwindSafe(move || drop(fiber)));
+    assert!(outcome.is_ok(), "the payload's panics stay inside the drop");
+    assert_eq!(green::stack::pool_stats(SIZE).idle(), idle_before + 1);
+}
+
+#[test]
 fn a_finished_fiber_drops_its_captures_and_result_exactly_once() {
     let drops = Rc::new(Cell::new(0));
     let captured = Counted(drops.clone());

@@ -434,3 +434,149 @@ fn the_name_of_a_scoped_fiber_is_a_copy_that_holds_no_borrow() {
     });
     assert_eq!(*log.borrow(), ["unwound"]);
 }
+
+/// A panic payload that panics when dropped.
+struct PayloadThatPanics;
+
+impl Drop for PayloadThatPanics {
+    fn drop(&mut self) {
+        panic::panic_any("a payload's payload's drop");
+    }
+}
+
+/// A panic payload that panics, when dropped, with a payload that panics when dropped.
+struct PayloadWhosePayloadPanics;
+
+impl Drop for PayloadWhosePayloadPanics {
+    fn drop(&mut self) {
+        panic::panic_any(PayloadThatPanics);
+    }
+}
+
+/// Panics, when dropped, with a payload whose payload panics when dropped.
+struct PanicsWithAChain;
+
+impl Drop for PanicsWithAChain {
+    fn drop(&mut self) {
+        panic::panic_any(PayloadWhosePayloadPanics);
+    }
+}
+
+#[test]
+fn a_panic_whose_payload_panics_twice_as_it_drops_does_not_stop_the_end_of_the_scope() {
+    // Two never-started fibers whose captured values panic as the scope drops them: the
+    // second panic's payload is dropped, and panics with a payload that panics in turn.
+    // The oldest leaked fiber is still unwound, and the first panic goes on.
+    let log = RefCell::new(Vec::new());
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        fiber::scope(|scope| {
+            std::mem::forget(suspended(scope, &log, "older unwound"));
+            let second = PanicsWithAChain;
+            std::mem::forget(scope.fiber(move |_| drop(second)).unwrap());
+            let first = PanicsOnDrop("the first panic");
+            std::mem::forget(scope.fiber(move |_| drop(first)).unwrap());
+        })
+    }));
+    let payload = outcome.expect_err("the first panic goes on");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the first panic"));
+    assert_eq!(*log.borrow(), ["older unwound"]);
+}
+
+#[test]
+fn a_panic_of_the_scope_is_not_lost_while_another_fiber_is_suspended_mid_unwind() {
+    /// Suspends its fiber when dropped.
+    struct SuspendsOnDrop<'a>(&'a fiber::Suspender);
+    impl Drop for SuspendsOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.suspend();
+        }
+    }
+    fiber::scope(|outer| {
+        let mut unwinding = outer
+            .fiber(|suspender| {
+                let _guard = SuspendsOnDrop(suspender);
+                panic::panic_any("the outer fiber's panic");
+            })
+            .unwrap();
+        // Suspended in a destructor while its panic unwinds: `thread::panicking()` is now
+        // true on the whole thread.
+        assert!(matches!(unwinding.resume(), Resume::Yielded));
+        assert!(std::thread::panicking());
+        let inner = panic::catch_unwind(|| {
+            fiber::scope(|scope| {
+                let bomb = PanicsOnDrop("a captured value's drop");
+                std::mem::forget(scope.fiber(move |_| drop(bomb)).unwrap());
+            })
+        });
+        let payload = inner.expect_err("the inner scope's panic goes on");
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"a captured value's drop")
+        );
+        match unwinding.resume() {
+            Resume::Panicked(payload) => assert_eq!(
+                payload.downcast_ref::<&str>(),
+                Some(&"the outer fiber's panic")
+            ),
+            _ => panic!("the outer fiber goes on unwinding"),
+        }
+    });
+}
+
+/// A fiber that takes the handle in `slot`, calls `use_it` on it, and so suspends in the
+/// middle of the handle's method; it is then leaked, newer than the handle's fiber. The
+/// scope ends with both: the handle's cell must not be borrowed then.
+fn suspend_inside_a_method_of_a_handle(
+    use_it: impl FnOnce(&mut ScopedFiber<'_, ()>, &fiber::Suspender),
+) -> Vec<&'static str> {
+    let log = RefCell::new(Vec::new());
+    fiber::scope(|scope| {
+        let slot = Rc::new(RefCell::new(None));
+        let taken = Rc::clone(&slot);
+        let log = &log;
+        let mut user = scope
+            .fiber(move |suspender| {
+                let _guard = Logs(log, "user unwound");
+                let mut handle: ScopedFiber<'_, ()> = taken.borrow_mut().take().unwrap();
+                use_it(&mut handle, suspender);
+            })
+            .unwrap();
+        *slot.borrow_mut() = Some(suspended(scope, log, "handle's fiber unwound"));
+        assert!(matches!(user.resume(), Resume::Yielded));
+        std::mem::forget(user);
+    });
+    log.into_inner()
+}
+
+#[test]
+fn a_name_whose_conversion_suspends_leaves_the_handle_unborrowed() {
+    /// Suspends its fiber while it is converted into a name.
+    struct SuspendsAsConverted<'a>(&'a fiber::Suspender);
+    impl From<SuspendsAsConverted<'_>> for String {
+        fn from(name: SuspendsAsConverted<'_>) -> String {
+            name.0.suspend();
+            "named".to_owned()
+        }
+    }
+    let log = suspend_inside_a_method_of_a_handle(|handle, suspender| {
+        handle.set_name(SuspendsAsConverted(suspender));
+    });
+    assert_eq!(log, ["handle's fiber unwound", "user unwound"]);
+}
+
+#[test]
+fn a_debug_whose_writer_suspends_leaves_the_handle_unborrowed() {
+    /// Suspends its fiber on each write.
+    struct SuspendsOnWrite<'a>(&'a fiber::Suspender);
+    impl std::fmt::Write for SuspendsOnWrite<'_> {
+        fn write_str(&mut self, _: &str) -> std::fmt::Result {
+            self.0.suspend();
+            Ok(())
+        }
+    }
+    let log = suspend_inside_a_method_of_a_handle(|handle, suspender| {
+        let _ =
+            std::fmt::Write::write_fmt(&mut SuspendsOnWrite(suspender), format_args!("{handle:?}"));
+    });
+    assert_eq!(log, ["handle's fiber unwound", "user unwound"]);
+}

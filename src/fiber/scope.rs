@@ -16,6 +16,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use super::{Builder, Fiber, Payload, Resume, Suspender};
+use crate::sys::drop_quietly;
 
 /// Runs `f` with a [`Scope`] in which to make fibers that may borrow from outside it, and
 /// drops every fiber made in it before returning.
@@ -98,6 +99,7 @@ use super::{Builder, Fiber, Payload, Resume, Suspender};
 /// `Drop` does. A panic out of dropping a fiber that never started (a destructor of a
 /// value its closure captured) waits until every fiber of the scope is dropped, then goes
 /// on: the first one, and none while `f` unwinds already, as a second panic would abort.
+/// The payloads of the others are dropped, and so are any panics of those drops.
 ///
 /// Two things abort the process while the scope drops its fibers, as they would for any
 /// destructor: while `f` unwinds, a fiber whose destructor suspends as it is unwound (see
@@ -113,8 +115,13 @@ where
         _env: PhantomData,
     };
     // Declared after `scope`, so dropped before it: also when `f` unwinds.
-    let _end = EndOfScope(&scope);
-    f(&scope)
+    let mut end = EndOfScope {
+        scope: &scope,
+        returned: false,
+    };
+    let result = f(&scope);
+    end.returned = true;
+    result
 }
 
 /// A scope to make fibers in; see [`scope`].
@@ -178,17 +185,26 @@ impl fmt::Debug for Scope<'_, '_> {
 }
 
 /// Drops, at the end of a scope, the fibers whose handles are still alive.
-struct EndOfScope<'a, 'scope, 'env>(&'a Scope<'scope, 'env>);
+struct EndOfScope<'a, 'scope, 'env> {
+    /// The scope.
+    scope: &'a Scope<'scope, 'env>,
+    /// Whether the scope's closure returned; if not, it unwinds. (Not
+    /// `std::thread::panicking()`: that is also true while another fiber of the thread is
+    /// suspended in the middle of unwinding.)
+    returned: bool,
+}
 
 impl Drop for EndOfScope<'_, '_, '_> {
     fn drop(&mut self) {
         // Newest first, one at a time with the list unborrowed: unwinding a fiber may make
         // more fibers in the scope, or drop the handles of others. A panic out of one drop
         // (a captured value's destructor, in a fiber that never started) must not leave
-        // the older ones behind: it waits until all are dropped.
+        // the older ones behind: it waits until all are dropped. Nothing in this loop
+        // unwinds: `keep_first` drops a later payload quietly, even one whose destructor
+        // panics with a payload whose destructor panics.
         let mut first_panic = None;
         loop {
-            let Some(entry) = self.0.fibers.borrow_mut().pop() else {
+            let Some(entry) = self.scope.fibers.borrow_mut().pop() else {
                 break;
             };
             let Some(fiber) = entry.upgrade() else {
@@ -199,12 +215,11 @@ impl Drop for EndOfScope<'_, '_, '_> {
             }
         }
         if let Some(payload) = first_panic {
-            if std::thread::panicking() {
-                // `f` unwinds already: a second panic out of this drop would abort.
-                drop_quietly(payload);
-            } else {
+            if self.returned {
                 panic::resume_unwind(payload);
             }
+            // `f` unwinds: a second panic out of this drop would abort.
+            drop_quietly(payload);
         }
     }
 }
@@ -216,11 +231,6 @@ fn keep_first(first: &mut Option<Payload>, payload: Payload) {
     } else {
         drop_quietly(payload);
     }
-}
-
-/// Drops a panic payload, ignoring a panic of its destructor.
-fn drop_quietly(payload: Payload) {
-    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
 }
 
 /// A fiber that its scope can drop without knowing its result type.
@@ -239,11 +249,17 @@ impl<T> Unwind for RefCell<Option<Fiber<T>>> {
 
 /// Takes the fiber out of its cell.
 ///
-/// The cell is never borrowed here: a handle borrows it only for the length of one of its
-/// methods and lends no borrow out; the scope ends only once every resume of its fibers
-/// has returned (each runs on a stack above the scope's); and a handle is dropped by its
-/// owner, not from inside one of its own methods. Should it be, the fiber may be running:
-/// neither dropping it nor leaving it to outlive the scope is sound, so the process aborts.
+/// The cell is never borrowed here:
+/// - a handle borrows it only for the length of one of its methods, lends no borrow out,
+///   and runs none of its caller's code under the borrow but the fiber itself, in
+///   `resume` (a `set_name` argument is converted, and a `Debug` writes to its formatter,
+///   with the cell unborrowed: either may suspend a fiber that is then leaked);
+/// - the scope ends only once every resume of its fibers has returned (each runs on a
+///   stack above the scope's);
+/// - a handle is dropped by its owner, not from inside one of its own methods.
+///
+/// Should it be, the fiber may be running: neither dropping it nor leaving it to outlive
+/// the scope is sound, so the process aborts.
 fn take_fiber<T>(cell: &RefCell<Option<Fiber<T>>>) -> Option<Fiber<T>> {
     match cell.try_borrow_mut() {
         Ok(mut fiber) => fiber.take(),
@@ -291,6 +307,8 @@ impl<T> ScopedFiber<'_, T> {
 
     /// Names the fiber; the name appears in the stack overflow message.
     pub fn set_name(&mut self, name: impl Into<String>) {
+        // Converted before the borrow: `into` is the caller's code (see `take_fiber`).
+        let name = name.into();
         if let Some(fiber) = self.fiber.borrow_mut().as_mut() {
             fiber.set_name(name);
         }
@@ -333,10 +351,13 @@ impl<T> Drop for ScopedFiber<'_, T> {
 
 impl<T> fmt::Debug for ScopedFiber<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.fiber.try_borrow() {
-            Ok(fiber) => f.debug_tuple("ScopedFiber").field(&*fiber).finish(),
-            Err(_) => f.write_str("ScopedFiber(<running>)"),
-        }
+        // Formatted into a string under the borrow, then written to `f` (the caller's
+        // code, see `take_fiber`) without it.
+        let fiber = match self.fiber.try_borrow() {
+            Ok(fiber) => format!("{:?}", *fiber),
+            Err(_) => "<running>".to_owned(),
+        };
+        write!(f, "ScopedFiber({fiber})")
     }
 }
 
