@@ -79,9 +79,10 @@
 //! during an unwinding: it is resumed instead (its `suspend` returns) and goes on with
 //! its own unwinding. While it is suspended so, `std::thread::panicking()` is true on its
 //! whole thread: std counts panics per thread, not per stack, and so a fiber that begins
-//! to unwind while its resumer is unwinding too cannot be told apart; dropping it
-//! suspended in a destructor then aborts the process, as any panic that leaves a
-//! destructor during an unwinding does.
+//! to unwind while its resumer is unwinding too, or while another fiber of the thread (a
+//! runtime's task included) is suspended in the middle of unwinding, cannot be told
+//! apart; dropping it suspended in a destructor then aborts the process, as any panic
+//! that leaves a destructor during an unwinding does.
 //!
 //! # Leaking a started fiber
 //!

@@ -316,8 +316,8 @@ fn report_overflow(guard: &Guard) -> ! {
         message,
         " has overflowed its stack of {} bytes ({} KiB)\n\
          help: give it a larger stack: green::task::Builder::stack_size for one task, \
-         green::Builder::stack_size for a runtime's, Fiber::with_stack_size for a fiber of \
-         your own; the default is 256 KiB\n\
+         green::Builder::stack_size for a runtime's, green::fiber::Builder::stack_size for a \
+         fiber of your own; the default is 256 KiB\n\
          fatal runtime error: fiber stack overflow, aborting\n",
         guard.stack_size,
         guard.stack_size / 1024,

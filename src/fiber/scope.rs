@@ -101,10 +101,13 @@ use crate::sys::drop_quietly;
 /// on: the first one, and none while `f` unwinds already, as a second panic would abort.
 /// The payloads of the others are dropped, and so are any panics of those drops.
 ///
-/// Two things abort the process while the scope drops its fibers, as they would for any
-/// destructor: while `f` unwinds, a fiber whose destructor suspends as it is unwound (see
-/// [the module docs](super#panics-and-unwinding)); and a destructor that resumes a handle
-/// the scope has dropped already (it drops newest first), which panics during an unwind.
+/// Three things abort the process while the scope drops its fibers, as they would for
+/// any destructor: while `f` unwinds, a fiber whose destructor suspends as it is unwound;
+/// a fiber suspended in a destructor while it unwinds a panic of its own that began while
+/// another fiber of the thread was suspended mid-unwind, which cannot be told apart from
+/// one suspended plainly (both: see [the module docs](super#panics-and-unwinding)); and a
+/// destructor that resumes a handle the scope has dropped already (it drops newest
+/// first), which panics during an unwind.
 pub fn scope<'env, F, R>(f: F) -> R
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
