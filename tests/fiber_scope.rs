@@ -435,21 +435,12 @@ fn the_name_of_a_scoped_fiber_is_a_copy_that_holds_no_borrow() {
     assert_eq!(*log.borrow(), ["unwound"]);
 }
 
-/// A panic payload that panics when dropped.
-struct PayloadThatPanics;
-
-impl Drop for PayloadThatPanics {
-    fn drop(&mut self) {
-        panic::panic_any("a payload's payload's drop");
-    }
-}
-
 /// A panic payload that panics, when dropped, with a payload that panics when dropped.
 struct PayloadWhosePayloadPanics;
 
 impl Drop for PayloadWhosePayloadPanics {
     fn drop(&mut self) {
-        panic::panic_any(PayloadThatPanics);
+        panic::panic_any(PanicsOnDrop("a payload's payload's drop"));
     }
 }
 
